@@ -1,0 +1,819 @@
+# netstore/config.py - the daemon configuration: a TOML file in, frozen typed settings out.
+#
+# Every rule a file can break is checked here, before anything starts, and
+# refused with one ConfigError whose message names the file, the key path
+# (``iscsi.targets[1].chap.secret``), what was expected and what was got.
+# The file format is the one of ../shared/design/interface.md.
+"""Load and validate netstore daemon configuration files (TOML)."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import math
+import re
+import stat
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = [
+    "ChapConfig",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "IscsiConfig",
+    "SwitchConfig",
+    "SwitchPortConfig",
+    "TargetConfig",
+    "default_config",
+    "format_portal",
+    "load_config",
+    "parse_portal",
+]
+
+# ---------------------------------------------------------------------------
+# Limits and defaults: one place per fact.
+
+DEFAULT_STATE_DIR = "netstore-state"
+DEFAULT_PORTAL = ("127.0.0.1", 3260)  # IANA iscsi-target port
+DEFAULT_BASE_IQN = "iqn.2026-11.org.netstore"
+DEFAULT_SWITCH = "sw0"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+# RFC 7143 9.2.1: CHAP over an unencrypted link falls to an offline dictionary
+# attack; tgt, LIO and the Windows initiator refuse secrets under 12 bytes.
+CHAP_SECRET_MIN = 12
+# CHAP_N/CHAP secret are carried as text values; 255 keeps them in one key=value.
+CHAP_SECRET_MAX = 255
+CHAP_USER_MAX = 255
+# RFC 7143 6.1 / RFC 3720 3.2.6.1: an iSCSI name is at most 223 bytes.
+ISCSI_NAME_MAX = 223
+# RFC 7143 13.7 (TargetAlias): a human-readable UTF-8 text value.
+ALIAS_MAX = 255
+# RFC 7143 13.12: MaxRecvDataSegmentLength is 512 to 2**24 - 1.
+MRDSL_MIN, MRDSL_MAX = 512, 2**24 - 1
+DEFAULT_MRDSL = 262144
+DEFAULT_NOP_INTERVAL_S = 10.0
+DEFAULT_NOP_TIMEOUT_S = 30.0
+# IEEE 802.1Q: VLAN 0 means "priority tag only" and 4095 is reserved.
+VLAN_MIN, VLAN_MAX = 1, 4094
+# 68 is the IPv4 minimum MTU (RFC 791); 65535 the largest TAP/UDP payload.
+MTU_MIN, MTU_MAX, DEFAULT_MTU = 68, 65535, 1500
+DEFAULT_MAC_AGING_S = 300.0  # Open vSwitch and the Linux bridge default
+DEFAULT_MAC_TABLE_SIZE = 8192  # Open vSwitch default cap
+IFNAMSIZ = 16  # Linux interface names hold 15 bytes plus NUL
+PORT_KINDS = ("udp", "unixgram", "stream", "tap", "vde")
+
+# RFC 3720 3.2.6.3.1 / RFC 7143 4.2.7.4: iqn.yyyy-mm.reversed.domain[:unique];
+# after stringprep (RFC 3722) names are lowercase letters, digits, '-', '.', ':'.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_IQN_RE = re.compile(rf"iqn\.\d{{4}}-(?:0[1-9]|1[0-2])\.{_LABEL}(?:\.{_LABEL})*(?::[a-z0-9.:-]*)?")
+_EUI_RE = re.compile(r"eui\.[0-9a-fA-F]{16}")  # RFC 3720 3.2.6.3.2: EUI-64
+_NAA_RE = re.compile(r"naa\.(?:[0-9a-fA-F]{16}|[0-9a-fA-F]{32})")  # RFC 3980
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # switch, port and media names
+_HOSTNAME_RE = re.compile(rf"(?i:{_LABEL})(?:\.(?i:{_LABEL}))*")
+
+
+class ConfigError(Exception):
+    """A configuration file (or one value in it) that netstore refuses.
+
+    ``str(e)`` is one line: ``FILE: KEY: expected WHAT, got VALUE``. The
+    attributes ``file`` and ``key`` hold the first two parts (either may be
+    empty when not applicable).
+    """
+
+    def __init__(self, message: str, *, file: str = "", key: str = "") -> None:
+        super().__init__(message)
+        self.file = file
+        self.key = key
+
+
+# ---------------------------------------------------------------------------
+# The settings.
+
+
+@dataclass(frozen=True, slots=True)
+class ChapConfig:
+    """CHAP credentials (RFC 1994, RFC 7143 12.1.3); mutual when mutual_user is set."""
+
+    user: str
+    secret: str
+    mutual_user: str | None = None
+    mutual_secret: str | None = None
+
+    @property
+    def mutual(self) -> bool:
+        """Whether the target must also authenticate itself to the initiator."""
+        return self.mutual_user is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    """One iSCSI target from ``[[iscsi.targets]]``.
+
+    ``luns`` are absolute image paths (or block devices), LUN 0 first: a path
+    in the file is resolved against the file's directory, a bare name (no
+    ``/``) is a medium under ``<state_dir>/media/``. ``allow`` holds fnmatch
+    patterns of initiator names; ``["*"]`` when the file gives none.
+    """
+
+    iqn: str
+    luns: list[str]
+    allow: list[str] = field(default_factory=lambda: ["*"])
+    chap: ChapConfig | None = None
+    alias: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IscsiConfig:
+    """The ``[iscsi]`` section: portals, names, discovery CHAP and targets."""
+
+    portals: list[tuple[str, int]]
+    base_iqn: str
+    discovery_chap: ChapConfig | None
+    targets: list[TargetConfig]
+    nop_interval_s: float = DEFAULT_NOP_INTERVAL_S
+    nop_timeout_s: float = DEFAULT_NOP_TIMEOUT_S
+    max_recv_data_segment_length: int = DEFAULT_MRDSL
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchPortConfig:
+    """One ``[[switches.ports]]`` entry; which fields are set depends on ``kind``.
+
+    udp: ``local`` (and optional ``remote``) as (host, port) text ``"h:p"``;
+    unixgram: ``local``/``remote`` are socket paths; stream: ``listen`` or
+    ``connect`` (``"h:p"`` or a path); tap: ``device``; vde: ``path``.
+    A port is an access port on ``vlan`` or, with ``trunk``, a trunk whose
+    untagged frames belong to ``native``.
+    """
+
+    name: str
+    kind: str
+    local: str | None = None
+    remote: str | None = None
+    vlan: int | None = 1
+    trunk: list[int] | None = None
+    native: int | None = None
+    device: str | None = None
+    listen: str | None = None
+    connect: str | None = None
+    path: str | None = None
+    mtu: int = DEFAULT_MTU
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchConfig:
+    """One ``[[switches]]`` entry: a learning switch and its ports."""
+
+    name: str
+    mac_aging_s: float = DEFAULT_MAC_AGING_S
+    mac_table_size: int = DEFAULT_MAC_TABLE_SIZE
+    capture: str | None = None
+    ports: list[SwitchPortConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """The ``[daemon]`` section."""
+
+    state_dir: Path
+    log_level: str = "info"
+
+    @property
+    def media_dir(self) -> Path:
+        """Where images (media) live."""
+        return self.state_dir / "media"
+
+    @property
+    def socket_path(self) -> Path:
+        """The control socket of a daemon using this state directory."""
+        return self.state_dir / "netstore.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole, validated configuration; ``source`` is the file it came from."""
+
+    daemon: DaemonConfig
+    iscsi: IscsiConfig
+    switches: list[SwitchConfig]
+    source: Path | None = None
+
+
+def default_config() -> Config:
+    """The configuration ``netstore serve`` uses without a file.
+
+    State in ``./netstore-state`` (made absolute now, so a later chdir does not
+    move it), portal 127.0.0.1:3260, no targets, one switch sw0 without ports.
+    """
+    return Config(
+        daemon=DaemonConfig(state_dir=Path.cwd() / DEFAULT_STATE_DIR, log_level="info"),
+        iscsi=IscsiConfig(
+            portals=[DEFAULT_PORTAL],
+            base_iqn=DEFAULT_BASE_IQN,
+            discovery_chap=None,
+            targets=[],
+        ),
+        switches=[SwitchConfig(name=DEFAULT_SWITCH)],
+        source=None,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Small public helpers shared with the CLI and the services.
+
+
+def parse_portal(text: str) -> tuple[str, int]:
+    """Parse ``"host:port"`` (IPv6 as ``"[::1]:3260"``) into ``(host, port)``.
+
+    Port 0 asks the kernel for a free port. Raises ValueError with the reason.
+    """
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            raise ValueError('an IPv6 portal is written "[addr]:port"')
+        host, port_text = text[1:end], text[end + 2 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError('expected "host:port"')
+        if ":" in host:
+            raise ValueError('an IPv6 portal is written "[addr]:port"')
+        if not _is_ipv4(host) and not _HOSTNAME_RE.fullmatch(host):
+            raise ValueError(f"{host!r} is not an IPv4 address or host name")
+    if not port_text.isascii() or not port_text.isdigit():
+        raise ValueError(f"port {port_text!r} is not a number")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range 0..65535")
+    return host, port
+
+
+def format_portal(host: str, port: int) -> str:
+    """The inverse of parse_portal: ``127.0.0.1:3260`` or ``[::1]:3260``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def iscsi_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid iSCSI name (RFC 7143 4.2.7), or None if it is."""
+    if len(name.encode()) > ISCSI_NAME_MAX:
+        return f"at most {ISCSI_NAME_MAX} bytes"
+    lowered = name.lower()
+    if lowered.startswith("iqn."):
+        if name != lowered:
+            return "lowercase (iSCSI names are compared after mapping to lowercase, RFC 3722)"
+        if not _IQN_RE.fullmatch(name):
+            return "iqn.YYYY-MM.reversed.domain[:unique] (RFC 7143 4.2.7.4)"
+        return None
+    if lowered.startswith("eui."):
+        return None if _EUI_RE.fullmatch(name) else "eui. and 16 hex digits"
+    if lowered.startswith("naa."):
+        return None if _NAA_RE.fullmatch(name) else "naa. and 16 or 32 hex digits"
+    return "an iSCSI name: iqn.YYYY-MM.reversed.domain[:unique], eui.<16 hex> or naa.<16|32 hex>"
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# The loader.
+
+T = TypeVar("T")
+
+
+def _describe(value: Any) -> str:
+    """How a TOML value reads in a message: strings quoted, others by kind."""
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 80 else text[:76] + '..."'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return f"an array of {len(value)}"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+class _Reader:
+    """Walks a parsed TOML document, remembering the file for every error."""
+
+    def __init__(self, file: str, base_dir: Path) -> None:
+        self.file = file
+        self.base_dir = base_dir
+
+    def fail(self, key: str, expected: str, got: str) -> ConfigError:
+        prefix = f"{self.file}: {key}: " if key else f"{self.file}: "
+        return ConfigError(f"{prefix}expected {expected}, got {got}", file=self.file, key=key)
+
+    def table(self, value: Any, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, "a table", _describe(value))
+        return value
+
+    def keys(self, table: dict[str, Any], key: str, allowed: Iterable[str]) -> None:
+        """Refuse keys not in ``allowed``, suggesting the closest known one."""
+        allowed = list(allowed)
+        for name in table:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else name
+                close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+                hint = f' (did you mean "{close[0]}"?)' if close else ""
+                raise self.fail(
+                    where,
+                    "one of the keys " + ", ".join(allowed),
+                    f"the unknown key {json.dumps(name, ensure_ascii=False)}{hint}",
+                )
+
+    def string(self, value: Any, key: str, *, what: str = "a string") -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, what, _describe(value))
+        if not value:
+            raise self.fail(key, f"{what}, not empty", '""')
+        if "\x00" in value:
+            raise self.fail(key, f"{what} without NUL characters", _describe(value))
+        return value
+
+    def integer(self, value: Any, key: str, lo: int, hi: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"an integer in {lo}..{hi}", _describe(value))
+        if not lo <= value <= hi:
+            raise self.fail(key, f"an integer in {lo}..{hi}", _describe(value))
+        return value
+
+    def positive_number(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, "a positive number of seconds", _describe(value))
+        if not (math.isfinite(value) and value > 0):
+            raise self.fail(key, "a positive number of seconds", _describe(value))
+        return float(value)
+
+    def array(self, value: Any, key: str, item: Callable[[Any, str], T]) -> list[T]:
+        if not isinstance(value, list):
+            raise self.fail(key, "an array", _describe(value))
+        return [item(v, f"{key}[{i}]") for i, v in enumerate(value)]
+
+    def path(self, value: Any, key: str) -> Path:
+        text = self.string(value, key, what="a path")
+        return (self.base_dir / Path(text).expanduser()).absolute()
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a configuration file.
+
+    Args:
+        path: the TOML file. Relative paths inside it (state_dir, LUN images,
+            capture files) are resolved against the file's directory.
+
+    Returns:
+        The validated Config, with ``source`` set to the file's absolute path.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not TOML, or breaks a
+            rule; the message names the file, key, expectation and value.
+    """
+    file = str(path)
+    source = Path(path).expanduser().absolute()
+    reader = _Reader(file, source.parent)
+    try:
+        st = source.stat()
+    except FileNotFoundError:
+        raise reader.fail("", "a configuration file", "nothing (no such file)") from None
+    except (OSError, ValueError) as e:
+        raise reader.fail("", "a readable configuration file", f"an error ({e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise reader.fail("", "a configuration file", kind)
+    try:
+        raw = source.read_bytes()
+    except OSError as e:
+        raise reader.fail("", "a readable configuration file", f"an error ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{file}: line {line}: expected UTF-8 text, got the byte {raw[e.start]:#04x}",
+            file=file,
+        ) from None
+    return parse_config(text, file=file, source=source)
+
+
+def parse_config(text: str, *, file: str = "<config>", source: Path | None = None) -> Config:
+    """Validate configuration ``text``; ``file`` names it in messages.
+
+    Relative paths resolve against ``source``'s directory, or the current
+    directory without one. Raises ConfigError as load_config does.
+    """
+    base_dir = source.parent if source is not None else Path.cwd()
+    reader = _Reader(file, base_dir)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        where = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        what = re.sub(r"\s*\(at [^)]*\)$", "", msg)
+        if where:
+            loc = f"line {where.group(1)}, column {where.group(2)}"
+        else:
+            loc = (
+                f"line {max(1, len(text.splitlines()))}"
+                if "end of document" in msg
+                else "somewhere"
+            )
+        raise ConfigError(
+            f"{file}: {loc}: expected valid TOML, got an error: {what}", file=file
+        ) from None
+    except RecursionError:
+        raise reader.fail("", "TOML nested less deeply", "too many levels") from None
+    return _build_config(reader, doc, source)
+
+
+def _build_config(r: _Reader, doc: dict[str, Any], source: Path | None) -> Config:
+    r.keys(doc, "", ("daemon", "iscsi", "switches"))
+    daemon = _daemon(r, r.table(doc.get("daemon", {}), "daemon"))
+    iscsi = _iscsi(r, r.table(doc.get("iscsi", {}), "iscsi"), daemon)
+    if "switches" in doc:
+        switches = r.array(doc["switches"], "switches", lambda v, k: _switch(r, v, k))
+    else:
+        switches = [SwitchConfig(name=DEFAULT_SWITCH)]
+    seen: dict[str, int] = {}
+    for i, sw in enumerate(switches):
+        if sw.name in seen:
+            raise r.fail(
+                f"switches[{i}].name",
+                f"a name not used by switches[{seen[sw.name]}]",
+                _describe(sw.name),
+            )
+        seen[sw.name] = i
+    return Config(daemon=daemon, iscsi=iscsi, switches=switches, source=source)
+
+
+def _daemon(r: _Reader, t: dict[str, Any]) -> DaemonConfig:
+    r.keys(t, "daemon", ("state_dir", "log_level"))
+    if "state_dir" in t:
+        state_dir = r.path(t["state_dir"], "daemon.state_dir")
+    else:
+        state_dir = Path.cwd() / DEFAULT_STATE_DIR
+    level = t.get("log_level", "info")
+    if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
+        raise r.fail("daemon.log_level", "one of " + ", ".join(LOG_LEVELS), _describe(level))
+    return DaemonConfig(state_dir=state_dir, log_level=level.lower())
+
+
+def _iscsi(r: _Reader, t: dict[str, Any], daemon: DaemonConfig) -> IscsiConfig:
+    r.keys(
+        t,
+        "iscsi",
+        (
+            "portals",
+            "base_iqn",
+            "discovery_chap",
+            "targets",
+            "nop_interval_s",
+            "nop_timeout_s",
+            "max_recv_data_segment_length",
+        ),
+    )
+    portals = r.array(
+        t.get("portals", [format_portal(*DEFAULT_PORTAL)]),
+        "iscsi.portals",
+        lambda v, k: _portal(r, v, k),
+    )
+    if not portals:
+        raise r.fail("iscsi.portals", 'at least one "host:port"', "an empty array")
+    for i, p in enumerate(portals):
+        if p in portals[:i]:
+            raise r.fail(f"iscsi.portals[{i}]", "each portal once", _describe(format_portal(*p)))
+    base_iqn = r.string(t.get("base_iqn", DEFAULT_BASE_IQN), "iscsi.base_iqn", what="an IQN")
+    if not base_iqn.startswith("iqn.") or iscsi_name_problem(base_iqn):
+        raise r.fail("iscsi.base_iqn", "an IQN like iqn.2026-11.org.example", _describe(base_iqn))
+    discovery_chap = None
+    if "discovery_chap" in t:
+        discovery_chap = _chap(r, t["discovery_chap"], "iscsi.discovery_chap")
+    targets = r.array(t.get("targets", []), "iscsi.targets", lambda v, k: _target(r, v, k, daemon))
+    seen: dict[str, int] = {}
+    for i, target in enumerate(targets):
+        folded = target.iqn.lower()
+        if folded in seen:
+            raise r.fail(
+                f"iscsi.targets[{i}].iqn",
+                f"a name not used by iscsi.targets[{seen[folded]}]",
+                _describe(target.iqn),
+            )
+        seen[folded] = i
+    nop_interval = r.positive_number(
+        t.get("nop_interval_s", DEFAULT_NOP_INTERVAL_S), "iscsi.nop_interval_s"
+    )
+    nop_timeout = r.positive_number(
+        t.get("nop_timeout_s", DEFAULT_NOP_TIMEOUT_S), "iscsi.nop_timeout_s"
+    )
+    mrdsl = r.integer(
+        t.get("max_recv_data_segment_length", DEFAULT_MRDSL),
+        "iscsi.max_recv_data_segment_length",
+        MRDSL_MIN,
+        MRDSL_MAX,
+    )
+    return IscsiConfig(
+        portals=portals,
+        base_iqn=base_iqn,
+        discovery_chap=discovery_chap,
+        targets=targets,
+        nop_interval_s=nop_interval,
+        nop_timeout_s=nop_timeout,
+        max_recv_data_segment_length=mrdsl,
+    )
+
+
+def _portal(r: _Reader, value: Any, key: str) -> tuple[str, int]:
+    text = r.string(value, key, what='"host:port"')
+    try:
+        return parse_portal(text)
+    except ValueError as e:
+        raise r.fail(key, f'"host:port" or "[ipv6]:port" ({e})', _describe(text)) from None
+
+
+def _iscsi_name(r: _Reader, value: Any, key: str) -> str:
+    name = r.string(value, key, what="an iSCSI name")
+    problem = iscsi_name_problem(name)
+    if problem:
+        raise r.fail(key, problem, _describe(name))
+    return name
+
+
+def _chap(r: _Reader, value: Any, key: str) -> ChapConfig:
+    t = r.table(value, key)
+    r.keys(t, key, ("user", "secret", "mutual_user", "mutual_secret"))
+    for required in ("user", "secret"):
+        if required not in t:
+            raise r.fail(f"{key}.{required}", "a string (CHAP needs user and secret)", "nothing")
+    user = _chap_user(r, t["user"], f"{key}.user")
+    secret = _chap_secret(r, t["secret"], f"{key}.secret")
+    mutual_user = mutual_secret = None
+    if "mutual_user" in t or "mutual_secret" in t:
+        if "mutual_secret" not in t:
+            raise r.fail(f"{key}.mutual_secret", "a secret, since mutual_user is set", "nothing")
+        if "mutual_user" not in t:
+            raise r.fail(f"{key}.mutual_user", "a user name, since mutual_secret is set", "nothing")
+        mutual_user = _chap_user(r, t["mutual_user"], f"{key}.mutual_user")
+        mutual_secret = _chap_secret(r, t["mutual_secret"], f"{key}.mutual_secret")
+        if mutual_secret == secret:
+            # RFC 7143 12.1.3: a secret used to authenticate initiators MUST NOT
+            # also authenticate the target.
+            raise r.fail(
+                f"{key}.mutual_secret",
+                "a secret different from secret (RFC 7143 12.1.3)",
+                "the same secret",
+            )
+    return ChapConfig(
+        user=user, secret=secret, mutual_user=mutual_user, mutual_secret=mutual_secret
+    )
+
+
+def _chap_user(r: _Reader, value: Any, key: str) -> str:
+    user = r.string(value, key, what="a CHAP user name")
+    if len(user.encode()) > CHAP_USER_MAX:
+        raise r.fail(key, f"a CHAP user name of at most {CHAP_USER_MAX} bytes", _describe(user))
+    return user
+
+
+def _chap_secret(r: _Reader, value: Any, key: str) -> str:
+    secret = r.string(value, key, what="a CHAP secret")
+    n = len(secret.encode())
+    if n < CHAP_SECRET_MIN:
+        raise r.fail(
+            key,
+            f"a secret of at least {CHAP_SECRET_MIN} bytes (shorter ones fall to an offline "
+            "dictionary attack, RFC 7143 9.2.1; tgt, LIO and Windows refuse them too)",
+            f"{n} bytes",
+        )
+    if n > CHAP_SECRET_MAX:
+        raise r.fail(key, f"a secret of at most {CHAP_SECRET_MAX} bytes", f"{n} bytes")
+    return secret
+
+
+def _target(r: _Reader, value: Any, key: str, daemon: DaemonConfig) -> TargetConfig:
+    t = r.table(value, key)
+    r.keys(t, key, ("iqn", "luns", "allow", "chap", "alias"))
+    if "iqn" not in t:
+        raise r.fail(f"{key}.iqn", "the target's iSCSI name", "nothing")
+    iqn = _iscsi_name(r, t["iqn"], f"{key}.iqn")
+    if "luns" not in t:
+        raise r.fail(f"{key}.luns", "an array of image paths or media names", "nothing")
+    luns = r.array(t["luns"], f"{key}.luns", lambda v, k: _lun(r, v, k, daemon))
+    if not luns:
+        raise r.fail(f"{key}.luns", "at least one image path or media name", "an empty array")
+    allow = ["*"]
+    if "allow" in t:
+        allow = r.array(t["allow"], f"{key}.allow", lambda v, k: _pattern(r, v, k))
+        if not allow:
+            raise r.fail(
+                f"{key}.allow",
+                "at least one initiator pattern (leave allow out to admit every initiator)",
+                "an empty array",
+            )
+    chap = _chap(r, t["chap"], f"{key}.chap") if "chap" in t else None
+    alias = None
+    if "alias" in t:
+        alias = r.string(t["alias"], f"{key}.alias", what="a text alias")
+        if len(alias.encode()) > ALIAS_MAX or any(c in alias for c in "\r\n"):
+            raise r.fail(f"{key}.alias", f"one line of at most {ALIAS_MAX} bytes", _describe(alias))
+    return TargetConfig(iqn=iqn, luns=luns, allow=allow, chap=chap, alias=alias)
+
+
+def _lun(r: _Reader, value: Any, key: str, daemon: DaemonConfig) -> str:
+    text = r.string(value, key, what="an image path or media name")
+    if "/" in text or text.startswith("~"):
+        path = (r.base_dir / Path(text).expanduser()).absolute()
+        where = "an existing image file or block device"
+    else:
+        if not _NAME_RE.fullmatch(text):
+            raise r.fail(
+                key,
+                "a media name (letters, digits, '.', '_', '-') or a path with '/'",
+                _describe(text),
+            )
+        path = daemon.media_dir / text
+        where = f"a medium in {daemon.media_dir} (a bare name is a file there)"
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        raise r.fail(key, where, f"{_describe(text)}, and {path} does not exist") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise r.fail(key, where, f"{_describe(text)}, and {path} is not a file or block device")
+    return str(path)
+
+
+def _pattern(r: _Reader, value: Any, key: str) -> str:
+    pattern = r.string(value, key, what="an initiator name pattern (fnmatch)")
+    if any(c.isspace() for c in pattern):
+        raise r.fail(key, "an initiator name pattern without spaces", _describe(pattern))
+    return pattern
+
+
+def _switch(r: _Reader, value: Any, key: str) -> SwitchConfig:
+    t = r.table(value, key)
+    r.keys(t, key, ("name", "mac_aging_s", "mac_table_size", "capture", "ports"))
+    if "name" not in t:
+        raise r.fail(f"{key}.name", "the switch's name", "nothing")
+    name = _name(r, t["name"], f"{key}.name")
+    aging = r.positive_number(t.get("mac_aging_s", DEFAULT_MAC_AGING_S), f"{key}.mac_aging_s")
+    size = r.integer(
+        t.get("mac_table_size", DEFAULT_MAC_TABLE_SIZE), f"{key}.mac_table_size", 1, 1 << 24
+    )
+    capture = str(r.path(t["capture"], f"{key}.capture")) if "capture" in t else None
+    ports = r.array(t.get("ports", []), f"{key}.ports", lambda v, k: _port(r, v, k))
+    seen: dict[str, int] = {}
+    for i, port in enumerate(ports):
+        if port.name in seen:
+            raise r.fail(
+                f"{key}.ports[{i}].name",
+                f"a name not used by {key}.ports[{seen[port.name]}]",
+                _describe(port.name),
+            )
+        seen[port.name] = i
+    return SwitchConfig(
+        name=name, mac_aging_s=aging, mac_table_size=size, capture=capture, ports=ports
+    )
+
+
+def _name(r: _Reader, value: Any, key: str) -> str:
+    name = r.string(value, key, what="a name")
+    if not _NAME_RE.fullmatch(name):
+        raise r.fail(key, "a name of letters, digits, '.', '_', '-' (at most 64)", _describe(name))
+    return name
+
+
+# Keys each port kind takes besides name, kind, vlan, trunk, native and mtu.
+_PORT_KEYS: dict[str, tuple[str, ...]] = {
+    "udp": ("local", "remote"),
+    "unixgram": ("local", "remote"),
+    "stream": ("listen", "connect"),
+    "tap": ("device",),
+    "vde": ("path",),
+}
+_COMMON_PORT_KEYS = ("name", "kind", "vlan", "trunk", "native", "mtu")
+
+
+def _port(r: _Reader, value: Any, key: str) -> SwitchPortConfig:
+    t = r.table(value, key)
+    all_keys = _COMMON_PORT_KEYS + tuple(k for ks in _PORT_KEYS.values() for k in ks)
+    r.keys(t, key, dict.fromkeys(all_keys))
+    if "name" not in t:
+        raise r.fail(f"{key}.name", "the port's name", "nothing")
+    name = _name(r, t["name"], f"{key}.name")
+    kind = t.get("kind")
+    if kind not in PORT_KINDS:
+        raise r.fail(
+            f"{key}.kind",
+            "one of " + ", ".join(PORT_KINDS),
+            _describe(kind) if "kind" in t else "nothing",
+        )
+    own = _PORT_KEYS[kind]
+    for k in t:
+        if k not in _COMMON_PORT_KEYS and k not in own:
+            raise r.fail(
+                f"{key}.{k}",
+                f'only {", ".join(_COMMON_PORT_KEYS + own)} for kind "{kind}"',
+                f"the key {k} (it belongs to another kind)",
+            )
+    values: dict[str, Any] = {}
+    if kind == "udp":
+        values["local"] = _udp_addr(r, t.get("local"), f"{key}.local", required=True)
+        if "remote" in t:
+            values["remote"] = _udp_addr(r, t["remote"], f"{key}.remote", required=True)
+    elif kind == "unixgram":
+        if "local" not in t:
+            raise r.fail(f"{key}.local", "a unix socket path", "nothing")
+        values["local"] = str(r.path(t["local"], f"{key}.local"))
+        if "remote" in t:
+            values["remote"] = str(r.path(t["remote"], f"{key}.remote"))
+    elif kind == "stream":
+        if ("listen" in t) == ("connect" in t):
+            raise r.fail(
+                f"{key}.listen",
+                'exactly one of listen or connect ("host:port" or a path)',
+                "both" if "listen" in t else "neither",
+            )
+        which = "listen" if "listen" in t else "connect"
+        values[which] = _stream_addr(r, t[which], f"{key}.{which}")
+    elif kind == "tap":
+        if "device" not in t:
+            raise r.fail(f"{key}.device", "a TAP device name like tap0", "nothing")
+        dev = r.string(t["device"], f"{key}.device", what="a TAP device name")
+        if len(dev.encode()) >= IFNAMSIZ or "/" in dev or any(c.isspace() for c in dev):
+            raise r.fail(
+                f"{key}.device",
+                f"an interface name of at most {IFNAMSIZ - 1} bytes without '/' or spaces",
+                _describe(dev),
+            )
+        values["device"] = dev
+    else:  # vde
+        if "path" not in t:
+            raise r.fail(f"{key}.path", "the VDE control directory path", "nothing")
+        values["path"] = str(r.path(t["path"], f"{key}.path"))
+    vlan: int | None = 1
+    trunk = native = None
+    if "trunk" in t:
+        if "vlan" in t:
+            raise r.fail(f"{key}.vlan", "either vlan (access port) or trunk, not both", "both")
+        trunk = r.array(
+            t["trunk"], f"{key}.trunk", lambda v, k: r.integer(v, k, VLAN_MIN, VLAN_MAX)
+        )
+        if not trunk:
+            raise r.fail(f"{key}.trunk", "at least one VLAN", "an empty array")
+        if len(set(trunk)) != len(trunk):
+            raise r.fail(f"{key}.trunk", "each VLAN once", f"{trunk}")
+        vlan = None
+        if "native" in t:
+            native = r.integer(t["native"], f"{key}.native", VLAN_MIN, VLAN_MAX)
+    else:
+        if "native" in t:
+            raise r.fail(
+                f"{key}.native",
+                "native only on a trunk port (set trunk = [...])",
+                _describe(t["native"]),
+            )
+        if "vlan" in t:
+            vlan = r.integer(t["vlan"], f"{key}.vlan", VLAN_MIN, VLAN_MAX)
+    mtu = r.integer(t.get("mtu", DEFAULT_MTU), f"{key}.mtu", MTU_MIN, MTU_MAX)
+    return SwitchPortConfig(
+        name=name, kind=kind, vlan=vlan, trunk=trunk, native=native, mtu=mtu, **values
+    )
+
+
+def _udp_addr(r: _Reader, value: Any, key: str, *, required: bool) -> str:
+    if value is None:
+        raise r.fail(key, '"host:port"', "nothing")
+    text = r.string(value, key, what='"host:port"')
+    try:
+        host, port = parse_portal(text)
+    except ValueError as e:
+        raise r.fail(key, f'"host:port" ({e})', _describe(text)) from None
+    return format_portal(host, port)
+
+
+def _stream_addr(r: _Reader, value: Any, key: str) -> str:
+    text = r.string(value, key, what='"host:port" or a unix socket path')
+    if "/" in text:
+        return str(r.path(text, key))
+    try:
+        return format_portal(*parse_portal(text))
+    except ValueError as e:
+        raise r.fail(key, f'"host:port" or a unix socket path ({e})', _describe(text)) from None
