@@ -1,0 +1,139 @@
+# The one table of SCSI commands this logical unit implements: operation code,
+# service action, CDB length, CDB usage bitmap (SPC-4 6.35.3, used by REPORT
+# SUPPORTED OPERATION CODES), the LogicalUnit method that runs it, and whether
+# a pending unit attention blocks it. Dispatch tables are built from here.
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# SPC-4 / SBC-3 operation codes.
+TEST_UNIT_READY = 0x00
+REQUEST_SENSE = 0x03
+READ_6 = 0x08
+WRITE_6 = 0x0A
+INQUIRY = 0x12
+MODE_SELECT_6 = 0x15
+MODE_SENSE_6 = 0x1A
+START_STOP_UNIT = 0x1B
+PREVENT_ALLOW_MEDIUM_REMOVAL = 0x1E
+READ_CAPACITY_10 = 0x25
+READ_10 = 0x28
+WRITE_10 = 0x2A
+WRITE_AND_VERIFY_10 = 0x2E
+VERIFY_10 = 0x2F
+SYNCHRONIZE_CACHE_10 = 0x35
+MODE_SELECT_10 = 0x55
+MODE_SENSE_10 = 0x5A
+READ_16 = 0x88
+WRITE_16 = 0x8A
+WRITE_AND_VERIFY_16 = 0x8E
+VERIFY_16 = 0x8F
+SYNCHRONIZE_CACHE_16 = 0x91
+SERVICE_ACTION_IN_16 = 0x9E
+REPORT_LUNS = 0xA0
+MAINTENANCE_IN = 0xA3
+READ_12 = 0xA8
+WRITE_12 = 0xAA
+WRITE_AND_VERIFY_12 = 0xAE
+VERIFY_12 = 0xAF
+
+# Service actions.
+SA_READ_CAPACITY_16 = 0x10
+SA_REPORT_SUPPORTED_OPCODES = 0x0C
+SA_REPORT_SUPPORTED_TMFS = 0x0D
+
+# Recommended command timeouts reported with RCTD (seconds).
+IO_TIMEOUT_S = 30
+FLUSH_TIMEOUT_S = 60
+
+
+class Command(NamedTuple):
+    """One implemented command."""
+
+    opcode: int
+    service_action: int | None  # None: the opcode has no service actions
+    name: str
+    usage: bytes  # CDB usage bitmap; its length is the CDB length
+    handler: str  # LogicalUnit method name
+    ua_exempt: bool = False  # not blocked by a pending unit attention (SPC-4 5.14)
+    timeout_s: int = IO_TIMEOUT_S
+
+    @property
+    def cdb_length(self) -> int:
+        """Length of the CDB in bytes."""
+        return len(self.usage)
+
+
+def _u(*b: int) -> bytes:
+    return bytes(b)
+
+
+_F8 = (0xFF,) * 8
+_F4 = (0xFF,) * 4
+
+COMMANDS: tuple[Command, ...] = (
+    Command(TEST_UNIT_READY, None, "TEST UNIT READY", _u(0x00, 0, 0, 0, 0, 0), "_test_unit_ready"),
+    Command(REQUEST_SENSE, None, "REQUEST SENSE", _u(0x03, 0x01, 0, 0, 0xFF, 0),
+            "_request_sense", ua_exempt=True),
+    Command(READ_6, None, "READ(6)", _u(0x08, 0x1F, 0xFF, 0xFF, 0xFF, 0), "_read6"),
+    Command(WRITE_6, None, "WRITE(6)", _u(0x0A, 0x1F, 0xFF, 0xFF, 0xFF, 0), "_write6"),
+    Command(INQUIRY, None, "INQUIRY", _u(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), "_inquiry",
+            ua_exempt=True),
+    Command(MODE_SELECT_6, None, "MODE SELECT(6)", _u(0x15, 0x11, 0, 0, 0xFF, 0),
+            "_mode_select6"),
+    Command(MODE_SENSE_6, None, "MODE SENSE(6)", _u(0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0),
+            "_mode_sense6"),
+    Command(START_STOP_UNIT, None, "START STOP UNIT", _u(0x1B, 0x01, 0, 0x0F, 0xF7, 0),
+            "_start_stop_unit", timeout_s=FLUSH_TIMEOUT_S),
+    Command(PREVENT_ALLOW_MEDIUM_REMOVAL, None, "PREVENT ALLOW MEDIUM REMOVAL",
+            _u(0x1E, 0, 0, 0, 0x03, 0), "_prevent_allow"),
+    Command(READ_CAPACITY_10, None, "READ CAPACITY(10)",
+            _u(0x25, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x01, 0), "_read_capacity10"),
+    Command(READ_10, None, "READ(10)", _u(0x28, 0x18, *_F4, 0x1F, 0xFF, 0xFF, 0), "_read10"),
+    Command(WRITE_10, None, "WRITE(10)", _u(0x2A, 0x18, *_F4, 0x1F, 0xFF, 0xFF, 0), "_write10"),
+    Command(WRITE_AND_VERIFY_10, None, "WRITE AND VERIFY(10)",
+            _u(0x2E, 0x12, *_F4, 0x1F, 0xFF, 0xFF, 0), "_write_verify10"),
+    Command(VERIFY_10, None, "VERIFY(10)", _u(0x2F, 0x16, *_F4, 0x1F, 0xFF, 0xFF, 0),
+            "_verify10"),
+    Command(SYNCHRONIZE_CACHE_10, None, "SYNCHRONIZE CACHE(10)",
+            _u(0x35, 0x02, *_F4, 0x1F, 0xFF, 0xFF, 0), "_sync_cache10",
+            timeout_s=FLUSH_TIMEOUT_S),
+    Command(MODE_SELECT_10, None, "MODE SELECT(10)", _u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0),
+            "_mode_select10"),
+    Command(MODE_SENSE_10, None, "MODE SENSE(10)",
+            _u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), "_mode_sense10"),
+    Command(READ_16, None, "READ(16)", _u(0x88, 0x18, *_F8, *_F4, 0x1F, 0), "_read16"),
+    Command(WRITE_16, None, "WRITE(16)", _u(0x8A, 0x18, *_F8, *_F4, 0x1F, 0), "_write16"),
+    Command(WRITE_AND_VERIFY_16, None, "WRITE AND VERIFY(16)",
+            _u(0x8E, 0x12, *_F8, *_F4, 0x1F, 0), "_write_verify16"),
+    Command(VERIFY_16, None, "VERIFY(16)", _u(0x8F, 0x16, *_F8, *_F4, 0x1F, 0), "_verify16"),
+    Command(SYNCHRONIZE_CACHE_16, None, "SYNCHRONIZE CACHE(16)",
+            _u(0x91, 0x02, *_F8, *_F4, 0x1F, 0), "_sync_cache16", timeout_s=FLUSH_TIMEOUT_S),
+    Command(SERVICE_ACTION_IN_16, SA_READ_CAPACITY_16, "READ CAPACITY(16)",
+            _u(0x9E, SA_READ_CAPACITY_16, *_F8, *_F4, 0x01, 0), "_read_capacity16"),
+    Command(REPORT_LUNS, None, "REPORT LUNS", _u(0xA0, 0, 0xFF, 0, 0, 0, *_F4, 0, 0),
+            "_report_luns", ua_exempt=True),
+    Command(MAINTENANCE_IN, SA_REPORT_SUPPORTED_OPCODES, "REPORT SUPPORTED OPERATION CODES",
+            _u(0xA3, SA_REPORT_SUPPORTED_OPCODES, 0x87, 0xFF, 0xFF, 0xFF, *_F4, 0, 0),
+            "_report_opcodes"),
+    Command(MAINTENANCE_IN, SA_REPORT_SUPPORTED_TMFS,
+            "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS",
+            _u(0xA3, SA_REPORT_SUPPORTED_TMFS, 0x80, 0, 0, 0, *_F4, 0, 0), "_report_tmfs"),
+    Command(READ_12, None, "READ(12)", _u(0xA8, 0x18, *_F4, *_F4, 0x1F, 0), "_read12"),
+    Command(WRITE_12, None, "WRITE(12)", _u(0xAA, 0x18, *_F4, *_F4, 0x1F, 0), "_write12"),
+    Command(WRITE_AND_VERIFY_12, None, "WRITE AND VERIFY(12)",
+            _u(0xAE, 0x12, *_F4, *_F4, 0x1F, 0), "_write_verify12"),
+    Command(VERIFY_12, None, "VERIFY(12)", _u(0xAF, 0x16, *_F4, *_F4, 0x1F, 0), "_verify12"),
+)
+
+# Opcodes whose second byte's low five bits carry a service action.
+SERVICE_ACTION_OPCODES = frozenset(
+    c.opcode for c in COMMANDS if c.service_action is not None
+)
+BY_OPCODE: dict[int, Command] = {
+    c.opcode: c for c in COMMANDS if c.service_action is None
+}
+BY_SERVICE_ACTION: dict[tuple[int, int], Command] = {
+    (c.opcode, c.service_action): c for c in COMMANDS if c.service_action is not None
+}
+UA_EXEMPT_OPCODES = frozenset(c.opcode for c in COMMANDS if c.ua_exempt)
