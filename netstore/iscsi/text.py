@@ -666,6 +666,17 @@ class Negotiator:
                 # FirstBurstLength MUST NOT exceed MaxBurstLength (RFC 7143 13.14).
                 params.first_burst_length = params.max_burst_length
                 answers[i] = (key, str(params.first_burst_length))
+        if self.params.first_burst_length > self.params.max_burst_length:
+            # MaxBurstLength agreed below the (default or earlier) FirstBurstLength
+            # the initiator left standing: keep the RFC 7143 13.14 invariant in
+            # what we enforce rather than accept bursts over MaxBurstLength.
+            log.info(
+                "FirstBurstLength %d above MaxBurstLength %d; using %d",
+                self.params.first_burst_length,
+                self.params.max_burst_length,
+                self.params.max_burst_length,
+            )
+            self.params.first_burst_length = self.params.max_burst_length
 
     def _declarations(self, phase: Phase) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
