@@ -245,7 +245,7 @@ def parse_portal(text: str) -> tuple[str, int]:
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep or not host:
-            raise ValueError('expected "host:port"')
+            raise ValueError('no ":port"')
         if ":" in host:
             raise ValueError('an IPv6 portal is written "[addr]:port"')
         if not _is_ipv4(host) and not _HOSTNAME_RE.fullmatch(host):

@@ -1,0 +1,238 @@
+# netstore/daemon.py - the Trio nursery that is `netstore serve`: it owns the
+# iSCSI service and the control socket, prints the ready line, and turns
+# signals into a clean stop (SIGINT/SIGTERM) or a configuration reload (SIGHUP).
+"""The netstore daemon: start the services, serve, reload, stop cleanly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import trio
+
+from netstore import __version__
+from netstore.config import Config, ConfigError, format_portal, load_config
+from netstore.control import DaemonAlreadyRunning, bind_control_socket, serve_control
+
+__all__ = ["DaemonError", "configure_logging", "run_daemon", "serve"]
+
+log = logging.getLogger("netstore")
+
+# SIGINT/SIGTERM ask sessions to log out and wait for them; past this bound
+# the daemon cancels whatever is left, so a stop never hangs (tests want < 5 s).
+SHUTDOWN_GRACE_S = 4.0
+READY_PREFIX = "netstore ready"
+LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
+
+
+class DaemonError(Exception):
+    """The daemon cannot start (port in use, another daemon, unusable state dir)."""
+
+
+def configure_logging(level: str) -> None:
+    """Send netstore's log lines, with timestamps, to stderr at ``level``."""
+    root = logging.getLogger("netstore")
+    for handler in list(root.handlers):
+        if getattr(handler, "_netstore", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
+    handler._netstore = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def _prepare_state_dir(config: Config) -> None:
+    try:
+        config.daemon.media_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DaemonError(
+            f"cannot create the state directory {config.daemon.media_dir}: {e.strerror or e}"
+        ) from None
+
+
+def _import_service() -> Any:
+    # Imported late so that `netstore --help` and config errors do not pay for
+    # (or depend on) the whole protocol stack.
+    from netstore.iscsi.server import IscsiService
+
+    return IscsiService
+
+
+class _Daemon:
+    """What the nursery's tasks share: the config in force and the services."""
+
+    def __init__(self, config: Config, service: Any) -> None:
+        self.config = config
+        self.service = service
+        self.started = time.time()
+
+    def status(self) -> dict[str, Any]:
+        """The answer to the control op "status"."""
+        iscsi = self.service.status()
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 3),
+            "config": str(self.config.source) if self.config.source else None,
+            "state_dir": str(self.config.daemon.state_dir),
+            "iscsi": iscsi,
+        }
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the file; keep the old settings if the new ones are wrong."""
+        source = self.config.source
+        if source is None:
+            log.warning(
+                "SIGHUP: running on the defaults, there is no configuration file to re-read"
+            )
+            return
+        try:
+            new = load_config(source)
+        except ConfigError as e:
+            log.error("SIGHUP: configuration refused, keeping the old one: %s", e)
+            return
+        for what, old_value, new_value in (
+            ("daemon.state_dir", self.config.daemon.state_dir, new.daemon.state_dir),
+            ("iscsi.portals", self.config.iscsi.portals, new.iscsi.portals),
+        ):
+            if old_value != new_value:
+                log.warning("SIGHUP: %s changed; that takes effect at the next start", what)
+        try:
+            self.service.reconfigure(new.iscsi)
+        except Exception as e:  # the service refused it (e.g. a LUN it cannot open)
+            log.error("SIGHUP: the iSCSI service refused the new configuration: %s", e)
+            return
+        if new.daemon.log_level != self.config.daemon.log_level:
+            configure_logging(new.daemon.log_level)
+        self.config = new
+        names = ", ".join(t.iqn for t in new.iscsi.targets) or "none"
+        log.info("SIGHUP: configuration reloaded from %s; targets: %s", source, names)
+
+
+async def run_daemon(config: Config) -> None:
+    """Run the daemon until SIGINT or SIGTERM, then stop cleanly.
+
+    Creates the state directory (and media/), starts the iSCSI service and the
+    control socket, prints one ``netstore ready iscsi=HOST:PORT ...`` line on
+    stdout, then serves. SIGHUP reloads the configuration file.
+
+    Raises:
+        DaemonError: a listener could not be set up (nothing is left running).
+    """
+    configure_logging(config.daemon.log_level)
+    # Signals are routed to us from the very start, so a SIGTERM during start-up
+    # is a clean stop rather than a kill.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        _prepare_state_dir(config)
+        sock_path = config.daemon.socket_path
+        try:
+            listener = bind_control_socket(sock_path)
+        except DaemonAlreadyRunning as e:
+            raise DaemonError(str(e)) from None
+        except OSError as e:
+            raise DaemonError(
+                f"cannot create the control socket {sock_path}: {e.strerror or e}"
+            ) from None
+        try:
+            await _serve(config, listener, signals)
+        finally:
+            listener.close()
+            try:
+                sock_path.unlink()
+            except OSError:
+                pass
+
+
+async def _serve(config: Config, listener: Any, signals: Any) -> None:
+    service_class = _import_service()
+    try:
+        service = service_class(
+            config.iscsi, state_dir=config.daemon.state_dir, log=log.getChild("iscsi")
+        )
+    except Exception as e:
+        raise DaemonError(f"cannot start the iSCSI target: {e}") from e
+    daemon = _Daemon(config, service)
+    async with trio.open_nursery() as nursery:
+        try:
+            bound = await nursery.start(service.run)
+        except OSError as e:
+            raise DaemonError(f"cannot listen for iSCSI: {e.strerror or e}") from None
+        except Exception as e:
+            # The service reports a portal in use as its own error type.
+            raise DaemonError(str(e)) from None
+        handlers = {
+            "status": daemon.status,
+            "ping": lambda: {"pid": os.getpid(), "version": __version__},
+        }
+        await nursery.start(serve_control, listener, handlers)
+        ready = READY_PREFIX + "".join(f" iscsi={format_portal(h, p)}" for h, p in bound)
+        print(ready, flush=True)
+        log.info("%s (pid %d, state %s)", ready, os.getpid(), config.daemon.state_dir)
+
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                daemon.reload()
+                continue
+            log.info("%s: stopping", signal.Signals(signum).name)
+            break
+
+        with trio.move_on_after(SHUTDOWN_GRACE_S) as scope:
+            nursery.start_soon(_cancel_on_second_signal, signals, scope)
+            await service.aclose()
+        if scope.cancelled_caught:
+            log.warning(
+                "stop: sessions did not close within %g s; cancelling them", SHUTDOWN_GRACE_S
+            )
+        nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+async def _cancel_on_second_signal(signals: Any, scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        if signum != signal.SIGHUP:
+            log.warning("%s again: stopping now", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+def serve(config: Config) -> int:
+    """Run the daemon in the foreground; the exit status for ``netstore serve``.
+
+    Returns 0 after a clean stop, 1 when the daemon could not start (one line
+    on stderr says why) or failed while running.
+    """
+    try:
+        trio.run(run_daemon, config)
+    except KeyboardInterrupt:
+        return 0
+    except BaseException as e:
+        error = _find(e, DaemonError)
+        if error is not None:
+            print(f"netstore: {error}", file=sys.stderr, flush=True)
+            return 1
+        if _find(e, KeyboardInterrupt) is not None:
+            return 0
+        if not isinstance(e, Exception | BaseExceptionGroup):
+            raise
+        log.error("netstore daemon failed", exc_info=e)
+        return 1
+    return 0
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` itself or the first ``kind`` inside (nested) exception groups."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
