@@ -58,6 +58,8 @@ def decode_binary(value: str) -> bytes:
         ValueError: no known prefix, bad digits, or empty.
     """
     prefix, body = value[:2], value[2:]
+    if prefix not in ("0x", "0X", "0b", "0B"):
+        raise ValueError(f"binary value {value[:40]!r} lacks a 0x or 0b prefix")
     if not body:
         raise ValueError(f"empty binary value {value!r}")
     try:
@@ -65,11 +67,9 @@ def decode_binary(value: str) -> bytes:
             if len(body) % 2:
                 body = "0" + body  # RFC 7143 6.1 allows an odd number of hex digits
             return bytes.fromhex(body)
-        if prefix in ("0b", "0B"):
-            return base64.b64decode(body, validate=True)
+        return base64.b64decode(body, validate=True)
     except (ValueError, binascii.Error) as exc:
         raise ValueError(f"bad binary value {value[:40]!r}: {exc}") from None
-    raise ValueError(f"binary value {value[:40]!r} lacks a 0x or 0b prefix")
 
 
 def chap_response(identifier: int, secret: bytes, challenge: bytes) -> bytes:
