@@ -1,0 +1,323 @@
+# The Trio shell of the iSCSI target: listening sockets, one receive loop and
+# one keeper task per connection, batching every answer of a receive into one
+# sendmsg.  All protocol decisions live in session.py; this file moves bytes.
+"""The iSCSI service: portals, connections, reconfiguration and clean stop."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket as _socket
+import time
+from pathlib import Path
+
+import trio
+
+from netstore.config import IscsiConfig, TargetConfig
+from netstore.iscsi.login import ChapCredentials, TargetEntry
+from netstore.iscsi.session import Connection, ExportedTarget, PortalGroup
+from netstore.iscsi.text import TargetLimits
+from netstore.scsi.backend import RawFileBackend
+from netstore.scsi.lun import LogicalUnit, LunIdentity
+from netstore.scsi.target import ScsiTarget
+
+# One receive takes what the kernel has, up to this: big enough for a whole
+# 256 KiB Data-Out PDU plus headers, so large writes need few wake-ups.
+RECV_SIZE = 512 * 1024
+# sendmsg takes at most IOV_MAX (1024 on Linux) buffers; stay well below.
+MAX_IOV = 512
+# A connection must finish login in this time (LIO: 15 s, tgt: none).
+LOGIN_TIMEOUT_S = 15.0
+# How long a clean stop waits for initiators to answer the logout request.
+LOGOUT_GRACE_S = 2.0
+LISTEN_BACKLOG = 128
+
+
+class ServiceError(Exception):
+    """The service cannot start as configured (a portal in use, a LUN missing)."""
+
+
+async def send_buffers(sock: trio.socket.SocketType, bufs: list) -> None:
+    """Send every buffer, in order, with as few sendmsg calls as the kernel allows."""
+    while bufs:
+        chunk = bufs[:MAX_IOV]
+        sent = await sock.sendmsg(chunk)
+        k = 0
+        n = len(chunk)
+        while k < n:
+            size = len(chunk[k])
+            if sent < size:
+                break
+            sent -= size
+            k += 1
+        bufs = bufs[k:]
+        if sent:
+            bufs[0] = memoryview(bufs[0])[sent:]
+
+
+class _Wire:
+    """A connection's socket side: the socket, its send lock, its wake-up event."""
+
+    __slots__ = ("sock", "conn", "lock", "wake", "started")
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self.sock = sock
+        self.conn: Connection | None = None
+        self.lock = trio.Lock()
+        self.wake = trio.Event()
+        self.started = time.monotonic()
+
+    def wakeup(self) -> None:
+        self.wake.set()
+
+    async def flush(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        async with self.lock:
+            while conn.outbox:
+                bufs = conn.outbox
+                conn.outbox = []
+                await send_buffers(self.sock, bufs)
+
+
+def _lun_identity(target: str, path: str, index: int) -> LunIdentity:
+    digest = hashlib.sha256(f"{target}\0{os.path.realpath(path)}".encode()).digest()
+    # NAA type 6 would need a 16-byte designator; type 5 (IEEE registered) with
+    # a locally derived value is what tgt and LIO do for file-backed LUNs.
+    naa = bytes([0x50 | (digest[0] & 0x0F)]) + digest[1:8]
+    return LunIdentity(serial=digest[8:16].hex(), naa=naa, target_name=target)
+
+
+class IscsiService:
+    """The iSCSI target service of the daemon.
+
+    Args:
+        config: the ``[iscsi]`` settings.
+        state_dir: the daemon's state directory (media names resolve there later).
+        log: where protocol events and refusals are logged.
+    """
+
+    def __init__(self, config: IscsiConfig, *, state_dir: Path,
+                 log: logging.Logger | None = None) -> None:
+        self.log = log or logging.getLogger("netstore.iscsi")
+        self.state_dir = Path(state_dir)
+        self.config = config
+        limits = TargetLimits(max_recv_data_segment_length=config.max_recv_data_segment_length)
+        self.group = PortalGroup(portals=list(config.portals), limits=limits,
+                                 discovery_chap=_chap(config.discovery_chap), log=self.log)
+        self._luns: dict[tuple[str, str], LogicalUnit] = {}
+        self._wires: set[_Wire] = set()
+        self._nursery: trio.Nursery | None = None
+        self.bound: list[tuple[str, int]] = []
+        self._apply_targets(config.targets)
+
+    # -- targets ---------------------------------------------------------------------
+    def _open_lun(self, target: str, spec: str, index: int) -> LogicalUnit:
+        key = (target, spec)
+        lu = self._luns.get(key)
+        if lu is None:
+            path = spec
+            if not os.path.exists(path):
+                raise ServiceError(
+                    f"target {target}: LUN {index} {spec!r} is not an existing image file "
+                    "(media names need the media registry, which is not implemented yet)")
+            lu = LogicalUnit(RawFileBackend(path), _lun_identity(target, path, index))
+            self._luns[key] = lu
+        return lu
+
+    def _apply_targets(self, targets: list[TargetConfig]) -> None:
+        g = self.group
+        wanted = {t.iqn: t for t in targets}
+        for name, exported in g.exported.items():
+            if name not in wanted and exported.accepting:
+                exported.accepting = False
+                self.log.info("target %s removed: new logins are refused", name)
+        for t in targets:
+            luns = {i: self._open_lun(t.iqn, spec, i) for i, spec in enumerate(t.luns)}
+            entry = TargetEntry(name=t.iqn, alias=t.alias, chap=_chap(t.chap),
+                                allow=list(t.allow))
+            exported = g.exported.get(t.iqn)
+            if exported is None:
+                g.exported[t.iqn] = ExportedTarget(entry, ScsiTarget(t.iqn, luns))
+                self.log.info("target %s: %d LUN(s)", t.iqn, len(luns))
+            else:
+                exported.entry = entry
+                exported.accepting = True
+                if exported.scsi.luns != luns:
+                    exported.scsi.set_luns(luns)
+                    self.log.info("target %s: LUNs changed, now %d", t.iqn, len(luns))
+
+    def reconfigure(self, config: IscsiConfig) -> None:
+        """Apply a new configuration: new targets appear, removed ones refuse new logins."""
+        self.config = config
+        self.group.discovery_chap = _chap(config.discovery_chap)
+        self._apply_targets(config.targets)
+
+    def status(self) -> dict:
+        """JSON-able view of portals, targets and sessions."""
+        st = self.group.status()
+        st["portals"] = [f"{h}:{p}" for h, p in self.bound]
+        return st
+
+    # -- serving ------------------------------------------------------------------------
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Bind every portal, report the bound addresses, serve until cancelled."""
+        socks = []
+        try:
+            for host, port in self.config.portals:
+                socks.append(await self._listen(host, port))
+        except OSError as e:
+            for s in socks:
+                s.close()
+            raise ServiceError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+        self.bound = [(h, s.getsockname()[1]) for (h, _), s in zip(self.config.portals, socks,
+                                                                    strict=True)]
+        # Portals bound to port 0 (tests) advertise the port the kernel chose.
+        self.group.portals = list(self.bound)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for s in socks:
+                    nursery.start_soon(self._accept_loop, s)
+                task_status.started(list(self.bound))
+        finally:
+            for s in socks:
+                s.close()
+            self._flush_luns()
+
+    async def _listen(self, host: str, port: int) -> trio.socket.SocketType:
+        family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
+        sock = trio.socket.socket(family, _socket.SOCK_STREAM)
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        if family == _socket.AF_INET6:
+            sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)
+        try:
+            await sock.bind((host, port))
+            sock.listen(LISTEN_BACKLOG)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    async def _accept_loop(self, listener: trio.socket.SocketType) -> None:
+        assert self._nursery is not None
+        while True:
+            try:
+                sock, addr = await listener.accept()
+            except OSError as e:  # EMFILE and friends: keep serving the others
+                self.log.error("accept failed: %s", e)
+                await trio.sleep(0.1)
+                continue
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            self._nursery.start_soon(self._serve_connection, sock, addr)
+
+    async def _serve_connection(self, sock: trio.socket.SocketType, addr) -> None:
+        peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        wire = _Wire(sock)
+        conn = Connection(self.group, peer, wire.wakeup)
+        wire.conn = conn
+        self._wires.add(wire)
+        self.log.debug("connection from %s", peer)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keeper, wire, nursery.cancel_scope)
+                await self._receive_loop(wire)
+                nursery.cancel_scope.cancel()
+        except Exception:
+            self.log.exception("connection %s failed; closing it", peer)
+        finally:
+            self._wires.discard(wire)
+            try:
+                conn.connection_lost()
+            except Exception:
+                self.log.exception("cleanup of connection %s failed", peer)
+            sock.close()
+
+    async def _receive_loop(self, wire: _Wire) -> None:
+        conn = wire.conn
+        assert conn is not None
+        sock = wire.sock
+        buf = bytearray(RECV_SIZE)
+        view = memoryview(buf)
+        while True:
+            try:
+                n = await sock.recv_into(buf)
+            except OSError as e:
+                self.log.info("connection %s: %s", conn.peer, e)
+                return
+            if not n:
+                if conn.session is not None or conn.login is None:
+                    self.log.info("connection %s closed by the initiator", conn.peer)
+                return
+            conn.receive_data(view[:n])
+            if conn.outbox:
+                try:
+                    await wire.flush()
+                except OSError as e:
+                    self.log.info("connection %s: send failed: %s", conn.peer, e)
+                    return
+            if conn.closing:
+                return
+
+    async def _keeper(self, wire: _Wire, scope: trio.CancelScope) -> None:
+        """Sends output produced outside the receive loop; NOP pings; timeouts."""
+        conn = wire.conn
+        assert conn is not None
+        cfg = self.config
+        while True:
+            with trio.move_on_after(1.0):
+                await wire.wake.wait()
+            wire.wake = trio.Event()
+            if conn.outbox:
+                try:
+                    await wire.flush()
+                except OSError:
+                    scope.cancel()
+                    return
+            if conn.closing:
+                scope.cancel()
+                return
+            now = time.monotonic()
+            if conn.login is not None:
+                if now - wire.started > LOGIN_TIMEOUT_S:
+                    conn.shut(f"login not finished within {LOGIN_TIMEOUT_S:.0f} s")
+                continue
+            if conn.nop_ttt is not None:
+                if now - conn.nop_sent_at > cfg.nop_timeout_s and conn.last_rx < conn.nop_sent_at:
+                    conn.shut(f"no answer to a NOP-In ping in {cfg.nop_timeout_s:g} s")
+            elif cfg.nop_interval_s > 0 and now - conn.last_rx > cfg.nop_interval_s:
+                conn.nop_ping()
+
+    async def aclose(self) -> None:
+        """Ask every session to log out, wait a little, close the rest, flush LUNs."""
+        wires = list(self._wires)
+        for w in wires:
+            if w.conn is not None:
+                w.conn.async_logout_request()
+        with trio.move_on_after(LOGOUT_GRACE_S):
+            while self._wires:
+                await trio.sleep(0.05)
+        for w in list(self._wires):
+            if w.conn is not None:
+                w.conn.shut("target shutting down")
+        with trio.move_on_after(0.5):
+            while self._wires:
+                await trio.sleep(0.02)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        self._flush_luns()
+
+    def _flush_luns(self) -> None:
+        for lu in self._luns.values():
+            try:
+                lu.backend.flush()
+            except Exception:
+                self.log.exception("flushing a LUN failed")
+
+
+def _chap(c) -> ChapCredentials | None:
+    if c is None:
+        return None
+    return ChapCredentials(user=c.user, secret=c.secret, mutual_user=c.mutual_user,
+                           mutual_secret=c.mutual_secret)
