@@ -4,6 +4,8 @@
 # applies target-wide events (target reset, I_T nexus loss, LUN map changes).
 from __future__ import annotations
 
+import struct
+
 from .lun import LogicalUnit, ScsiResponse, report_luns_data
 from .opcodes import INQUIRY, REPORT_LUNS, REQUEST_SENSE
 from .sense import (
@@ -78,7 +80,8 @@ class ScsiTarget:
                 return ScsiResponse(GOOD, _LU_NOT_SUPPORTED_SENSE[: cdb[4]])
         except ScsiError as e:
             return ScsiResponse(CHECK_CONDITION, b"", e.sense)
-        except (IndexError, ValueError):
+        except (IndexError, struct.error):
+            # CDB shorter than its operation code says.
             return ScsiResponse(CHECK_CONDITION, b"", _LU_NOT_SUPPORTED_SENSE)
         return ScsiResponse(CHECK_CONDITION, b"", _LU_NOT_SUPPORTED_SENSE)
 
