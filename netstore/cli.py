@@ -93,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> Config:
     path = getattr(args, "config", None) or os.environ.get(CONFIG_ENV) or None
-    return load_config(path) if path else default_config()
+    if not path:
+        return default_config()
+    # Only the daemon opens the images; other commands need not find them.
+    return load_config(path, check_paths=args.command == "serve")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -314,9 +314,10 @@ def _describe(value: Any) -> str:
 class _Reader:
     """Walks a parsed TOML document, remembering the file for every error."""
 
-    def __init__(self, file: str, base_dir: Path) -> None:
+    def __init__(self, file: str, base_dir: Path, check_paths: bool = True) -> None:
         self.file = file
         self.base_dir = base_dir
+        self.check_paths = check_paths
 
     def fail(self, key: str, expected: str, got: str) -> ConfigError:
         prefix = f"{self.file}: {key}: " if key else f"{self.file}: "
@@ -374,12 +375,15 @@ class _Reader:
         return (self.base_dir / Path(text).expanduser()).absolute()
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, *, check_paths: bool = True) -> Config:
     """Read and validate a configuration file.
 
     Args:
         path: the TOML file. Relative paths inside it (state_dir, LUN images,
-            capture files) are resolved against the file's directory.
+            capture files) are resolved against the file's directory; without
+            ``[daemon] state_dir`` the state lives in ``netstore-state`` there.
+        check_paths: whether LUN images must exist (a client that only needs
+            the state directory, like ``netstore status``, passes False).
 
     Returns:
         The validated Config, with ``source`` set to the file's absolute path.
@@ -412,17 +416,19 @@ def load_config(path: str | Path) -> Config:
             f"{file}: line {line}: expected UTF-8 text, got the byte {raw[e.start]:#04x}",
             file=file,
         ) from None
-    return parse_config(text, file=file, source=source)
+    return parse_config(text, file=file, source=source, check_paths=check_paths)
 
 
-def parse_config(text: str, *, file: str = "<config>", source: Path | None = None) -> Config:
+def parse_config(
+    text: str, *, file: str = "<config>", source: Path | None = None, check_paths: bool = True
+) -> Config:
     """Validate configuration ``text``; ``file`` names it in messages.
 
     Relative paths resolve against ``source``'s directory, or the current
     directory without one. Raises ConfigError as load_config does.
     """
     base_dir = source.parent if source is not None else Path.cwd()
-    reader = _Reader(file, base_dir)
+    reader = _Reader(file, base_dir, check_paths)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -470,7 +476,9 @@ def _daemon(r: _Reader, t: dict[str, Any]) -> DaemonConfig:
     if "state_dir" in t:
         state_dir = r.path(t["state_dir"], "daemon.state_dir")
     else:
-        state_dir = Path.cwd() / DEFAULT_STATE_DIR
+        # Next to the file, like every relative path in it: a file means the
+        # same state whatever directory netstore is started (or asked) from.
+        state_dir = r.base_dir / DEFAULT_STATE_DIR
     level = t.get("log_level", "info")
     if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
         raise r.fail("daemon.log_level", "one of " + ", ".join(LOG_LEVELS), _describe(level))
@@ -651,6 +659,8 @@ def _lun(r: _Reader, value: Any, key: str, daemon: DaemonConfig) -> str:
             )
         path = daemon.media_dir / text
         where = f"a medium in {daemon.media_dir} (a bare name is a file there)"
+    if not r.check_paths:
+        return str(path)
     try:
         st = path.stat()
     except (OSError, ValueError):

@@ -33,7 +33,7 @@ def materialize_luns(config_file: Path, cwd: Path) -> None:
     """Create the (empty, sparse) image files a config names, as a user would."""
     doc = tomllib.loads(config_file.read_text())
     state = doc.get("daemon", {}).get("state_dir")
-    state_dir = (config_file.parent / state) if state else cwd / "netstore-state"
+    state_dir = config_file.parent / (state or "netstore-state")
     for target in doc.get("iscsi", {}).get("targets", []):
         for lun in target["luns"]:
             path = config_file.parent / lun if "/" in lun else state_dir / "media" / lun
@@ -62,10 +62,11 @@ def test_every_example_config_loads(path: Path, tmp_path: Path, monkeypatch) -> 
             assert Path(lun).is_absolute() and Path(lun).exists()
 
 
-def test_example_without_images_is_refused_with_a_hint(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_example_without_images_is_refused_with_a_hint(tmp_path: Path) -> None:
+    (tmp_path / "configs").mkdir()
+    shutil.copy(REPO / "configs" / "minimal.toml", tmp_path / "configs")
     with pytest.raises(ConfigError) as e:
-        load_config(REPO / "configs" / "minimal.toml")
+        load_config(tmp_path / "configs" / "minimal.toml")
     assert "iscsi.targets[0].luns[0]: expected a medium in" in str(e.value)
     assert "scratch.img" in str(e.value)
 
@@ -98,9 +99,29 @@ def test_default_config() -> None:
 def test_empty_file_gives_defaults(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.toml").write_text("")
-    config = load_config(tmp_path / "c.toml")
+    config = load_config("c.toml")
     assert config.iscsi == default_config().iscsi
     assert config.daemon.state_dir == tmp_path / "netstore-state"
+    assert config.source == tmp_path / "c.toml"
+
+
+def test_state_dir_defaults_next_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "c.toml").write_text("")
+    assert (
+        load_config(tmp_path / "etc" / "c.toml").daemon.state_dir
+        == tmp_path / "etc" / "netstore-state"
+    )
+
+
+def test_check_paths_false_skips_missing_images(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(
+        '[[iscsi.targets]]\niqn = "iqn.2026-11.org.x"\nluns = ["gone.img"]\n'
+    )
+    with pytest.raises(ConfigError):
+        load_config(tmp_path / "c.toml")
+    config = load_config(tmp_path / "c.toml", check_paths=False)
+    assert config.iscsi.targets[0].luns == [str(tmp_path / "netstore-state" / "media" / "gone.img")]
 
 
 def test_full_file(tmp_path: Path) -> None:

@@ -1,0 +1,145 @@
+# tests/test_cli.py - the `netstore` command line: exit statuses, one-line
+# errors on stderr, commands not implemented yet saying so.
+"""Tests for netstore.cli."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netstore.cli import NOT_YET, main
+
+ENV = {k: v for k, v in os.environ.items() if k != "NETSTORE_CONFIG"}
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "netstore", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env or ENV,
+    )
+
+
+def test_serve_with_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text("[iscsi]\nportals = ['127.0.0.1:99999']\n")
+    out = run("serve", "--config", "bad.toml", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr == (
+        'netstore: bad.toml: iscsi.portals[0]: expected "host:port" or "[ipv6]:port" '
+        '(port 99999 is out of range 0..65535), got "127.0.0.1:99999"\n'
+    )
+    assert not (tmp_path / "netstore-state").exists(), "nothing may start on a bad config"
+
+
+def test_serve_with_missing_config_exits_2(tmp_path: Path) -> None:
+    out = run("serve", "--config", "nope.toml", cwd=tmp_path)
+    assert out.returncode == 2
+    assert (
+        out.stderr
+        == "netstore: nope.toml: expected a configuration file, got nothing (no such file)\n"
+    )
+
+
+def test_config_from_environment(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text("[daemon]\nlog_level = 'chatty'\n")
+    out = run("serve", cwd=tmp_path, env={**ENV, "NETSTORE_CONFIG": "bad.toml"})
+    assert out.returncode == 2
+    assert "bad.toml: daemon.log_level: expected one of debug" in out.stderr
+
+
+def test_console_script_is_installed(tmp_path: Path) -> None:
+    exe = shutil.which("netstore")
+    if exe is None:
+        pytest.skip("the netstore console script is not on PATH (pip install -e . first)")
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.startswith("netstore ")
+
+
+@pytest.mark.parametrize("group", sorted(NOT_YET))
+def test_unimplemented_groups_say_so_and_exit_2(
+    group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([group, "list", "--size", "1G"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"the `{group}` commands" in err and "not implemented yet" in err
+
+
+def test_unimplemented_group_via_subprocess(tmp_path: Path) -> None:
+    out = run("disk", "create", "x", "--size", "1G", cwd=tmp_path)
+    assert out.returncode == 2
+    assert (
+        out.stderr.startswith("netstore: the `disk` commands")
+        and "not implemented yet" in out.stderr
+    )
+
+
+def test_status_without_daemon_exits_1(tmp_path: Path) -> None:
+    out = run("status", cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert out.stderr.startswith("netstore: no netstore daemon is running")
+    assert out.stderr.count("\n") == 1
+
+
+def test_status_json_without_daemon_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "c.toml").write_text('[daemon]\nstate_dir = "s"\n')
+    assert main(["--json", "status", "--config", str(tmp_path / "c.toml")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert str(tmp_path / "s" / "netstore.sock") in captured.err
+
+
+def test_status_does_not_need_the_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only the daemon opens LUN images; status just needs the state directory.
+    (tmp_path / "c.toml").write_text(
+        '[[iscsi.targets]]\niqn = "iqn.2026-11.org.x"\nluns = ["gone.img"]\n'
+    )
+    assert main(["status", "--config", str(tmp_path / "c.toml")]) == 1
+    assert "no netstore daemon is running" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["bogus"], ["serve", "--bogus"], ["status", "extra"], ["--config"]],
+    ids=["no-command", "unknown-command", "unknown-option", "extra-argument", "missing-value"],
+)
+def test_usage_errors_exit_2_with_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("netstore: ") and err.count("\n") == 1, err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "serve" in out and "status" in out
+
+
+def test_status_json_against_a_daemon(netstore_daemon) -> None:
+    pytest.importorskip("netstore.iscsi.server", reason="the iSCSI service has not landed yet")
+    d = netstore_daemon()
+    for argv in (["status", "--json"], ["--json", "status"]):
+        out = run(*argv, "--config", str(d.config_path), cwd=d.workdir)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["pid"] == d.proc.pid
