@@ -58,6 +58,8 @@ class ScsiTarget:
     ) -> ScsiResponse:
         self._nexuses.add(nexus)
         if not cdb:
+            if lu is not None:
+                return lu.execute(nexus, cdb, data_out)
             return ScsiResponse(CHECK_CONDITION, b"", _LU_NOT_SUPPORTED_SENSE)
         op = cdb[0]
         try:
