@@ -211,3 +211,18 @@ def test_backend_read_error_is_medium_error(lu):
 def test_backend_write_error_is_medium_error(lu):
     with mock.patch.object(lu, "_pwrite", side_effect=OSError(28, "ENOSPC")):
         check(lu.execute(NEXUS, rw10(0x2A, 1, 1), bytes(BS)), 3, 0x0C)
+
+
+def test_write_through_when_cache_disabled(image):
+    from conftest import identity
+
+    from netstore.scsi import LogicalUnit, RawFileBackend
+
+    unit = LogicalUnit(RawFileBackend(image), identity(), write_cache=False)
+    unit.execute(NEXUS, bytes(6), None)
+    with mock.patch.object(unit, "_flush") as fl:
+        good(unit.execute(NEXUS, rw10(0x2A, 0, 1), bytes(BS)))
+        assert fl.call_count == 1
+    d = good(unit.execute(NEXUS, bytes((0x1A, 0x08, 0x08, 0, 255, 0)), None))
+    assert d[4 + 2] & 0x04 == 0  # WCE shows 0
+    unit.close()
