@@ -19,6 +19,7 @@ import itertools
 import logging
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ from netstore.iscsi.text import (
     send_targets,
 )
 from netstore.scsi.lun import ScsiResponse
+from netstore.scsi.sense import ABORTED_COMMAND, Sense, build_sense
 from netstore.scsi.target import ScsiTarget
 
 # Commands the target accepts ahead of ExpCmdSN: the CmdSN window is
@@ -80,6 +82,12 @@ TMF_RSP_REJECTED = 255
 LOGOUT_CLOSE_SESSION = 0
 LOGOUT_CLOSE_CONNECTION = 1
 LOGOUT_REMOVE_FOR_RECOVERY = 2
+
+# Transport errors of a write's Data-Out (SPC-4 annex D, ASC 4Bh).
+DATA_PHASE_ERROR = Sense(ABORTED_COMMAND, 0x4B, 0x00, "DATA PHASE ERROR")
+INVALID_TTT = Sense(ABORTED_COMMAND, 0x4B, 0x01, "INVALID TARGET PORT TRANSFER TAG RECEIVED")
+TOO_MUCH_WRITE_DATA = Sense(ABORTED_COMMAND, 0x4B, 0x02, "TOO MUCH WRITE DATA")
+DATA_OFFSET_ERROR = Sense(ABORTED_COMMAND, 0x4B, 0x05, "DATA OFFSET ERROR")
 
 _U32 = struct.Struct(">I")
 _WRITE_TTT = itertools.count(1)
@@ -188,6 +196,7 @@ class Session:
         self.exp_cmdsn = cmdsn
         self.connections: dict[int, Connection] = {}
         self.held: dict[int, tuple[Connection, P.Pdu]] = {}
+        self.cancelled: set[int] = set()  # CmdSNs aborted before they arrived
         self.nexus = f"{initiator},i,0x{self.isid.hex()}"
         self.discovery = params.session_type == "Discovery"
         self.negotiator: Negotiator | None = None  # answers Text requests (RFC 7143 6.2)
@@ -281,6 +290,9 @@ class Connection:
         self.max_send = 8192  # the initiator's MaxRecvDataSegmentLength
         self.tasks: dict[int, WriteTask] = {}
         self.ttt_index: dict[int, WriteTask] = {}
+        # Writes that failed on a bad Data-Out: their remaining Data-Out PDUs
+        # are dropped without a Reject each.
+        self.failed_itts: deque[int] = deque(maxlen=16)
         self.text_pending: tuple[int, bytes] | None = None  # (TTT, rest) of a long text answer
         self.text_partial: bytes = b""  # Text Request data continued with the C bit
         self.last_rx = time.monotonic()
@@ -488,6 +500,12 @@ class Connection:
         """Run a command whose CmdSN turn has come (called by the session)."""
         if self.closing:
             return
+        s = self.session
+        if s is not None and s.cancelled and not pdu.immediate:
+            sn = pdu.u32(24)
+            if sn in s.cancelled:
+                s.cancelled.discard(sn)
+                return
         self._handlers[pdu.opcode](pdu)
 
     # SCSI Command (RFC 7143 11.3) ------------------------------------------------
@@ -655,34 +673,41 @@ class Connection:
         offset = _U32.unpack_from(b, 40)[0]
         task = self.tasks.get(itt)
         if task is None:
-            self._reject(pdu, P.REJECT_INVALID_FIELD, f"Data-Out for unknown task {itt:#x}")
-            return
+            if itt not in self.failed_itts:
+                self._reject(pdu, P.REJECT_INVALID_FIELD, f"Data-Out for unknown task {itt:#x}")
+            return  # the rest of a write already failed: dropped quietly
         data = pdu.data
         n = len(data)
         if offset + n > task.edtl:
-            self.shut(f"Data-Out at {offset}+{n} beyond the {task.edtl}-byte transfer")
+            self._fail_write(task, DATA_OFFSET_ERROR,
+                             f"Data-Out at {offset}+{n} beyond the {task.edtl}-byte transfer")
             return
         if ttt == P.RESERVED_TAG:
             if n > task.unsolicited_left:
-                self.shut(f"{n} bytes of unsolicited data, only {task.unsolicited_left} allowed")
+                self._fail_write(task, TOO_MUCH_WRITE_DATA, f"{n} bytes of unsolicited "
+                                 f"data, only {task.unsolicited_left} allowed")
                 return
             if datasn != task.unsolicited_datasn:
                 # ErrorRecoveryLevel 0 cannot recover a lost PDU (RFC 7143 7.1.5).
-                self.shut(f"Data-Out DataSN {datasn}, expected {task.unsolicited_datasn}")
+                self._fail_write(task, DATA_PHASE_ERROR, f"Data-Out DataSN {datasn}, "
+                                 f"expected {task.unsolicited_datasn}")
                 return
             task.unsolicited_datasn += 1
             task.unsolicited_left -= n
         else:
             burst = task.r2ts.get(ttt)
             if burst is None:
-                self.shut(f"Data-Out with unknown target transfer tag {ttt:#x}")
+                self._fail_write(task, INVALID_TTT,
+                                 f"Data-Out with unknown target transfer tag {ttt:#x}")
                 return
             b_off, b_len, b_got, b_sn = burst
             if datasn != b_sn:
-                self.shut(f"Data-Out DataSN {datasn}, expected {b_sn}")
+                self._fail_write(task, DATA_PHASE_ERROR,
+                                 f"Data-Out DataSN {datasn}, expected {b_sn}")
                 return
             if offset < b_off or offset + n > b_off + b_len:
-                self.shut(f"Data-Out at {offset}+{n} outside the R2T's {b_off}+{b_len}")
+                self._fail_write(task, DATA_OFFSET_ERROR, f"Data-Out at {offset}+{n} "
+                                 f"outside the R2T's {b_off}+{b_len}")
                 return
             burst[2] = b_got + n
             burst[3] = b_sn + 1
@@ -698,6 +723,20 @@ class Connection:
             self._issue_r2ts(task)
         elif not task.r2ts:
             self._issue_r2ts(task)
+
+    def _fail_write(self, task: WriteTask, sense: Sense, why: str) -> None:
+        """End a write whose Data-Out broke the rules: nothing is written.
+
+        ErrorRecoveryLevel 0 cannot ask for the PDU again (RFC 7143 7.1.5); the
+        command ends with CHECK CONDITION / ABORTED COMMAND and the connection
+        keeps serving the initiator's other tasks.
+        """
+        self.log.warning("connection %s: write task %#x failed: %s", self.peer, task.itt, why)
+        self._abort(task)
+        self.failed_itts.append(task.itt)
+        self._respond(task.itt, task.lun_raw,
+                      ScsiResponse(SAM_CHECK_CONDITION, b"", build_sense(sense)), 0, False,
+                      datasn_base=task.r2tsn)
 
     def _finish_write(self, task: WriteTask) -> None:
         s = self.session
@@ -762,12 +801,13 @@ class Connection:
                 self._abort(task)
             elif task is None:
                 refcmdsn = pdu.u32(32)
-                # RFC 7143 11.6.1: a task already answered, or never received
-                # but inside the window below this TMF, counts as done.
                 tmf_sn = pdu.u32(24)
-                if not (sn_lt(refcmdsn, tmf_sn) or refcmdsn == tmf_sn
-                        or sn_lt(refcmdsn, s.exp_cmdsn)):
-                    response = TMF_RSP_NO_TASK
+                if sn_le(s.exp_cmdsn, refcmdsn) and sn_lt(refcmdsn, tmf_sn):
+                    # RFC 7143 11.6.1: never received, inside the window below
+                    # this TMF: it counts as received and aborted.
+                    s.cancelled.add(refcmdsn)
+                else:
+                    response = TMF_RSP_NO_TASK  # already answered, or unknown
         elif function in (TMF_ABORT_TASK_SET, TMF_CLEAR_TASK_SET):
             lun = P.decode_lun(b[8:16])
             sessions = [s] if function == TMF_ABORT_TASK_SET else self._target_sessions()
