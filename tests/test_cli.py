@@ -137,7 +137,6 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_status_json_against_a_daemon(netstore_daemon) -> None:
-    pytest.importorskip("netstore.iscsi.server", reason="the iSCSI service has not landed yet")
     d = netstore_daemon()
     for argv in (["status", "--json"], ["--json", "status"]):
         out = run(*argv, "--config", str(d.config_path), cwd=d.workdir)

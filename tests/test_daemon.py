@@ -27,11 +27,6 @@ from netstore.control import (
     serve_control,
 )
 
-server = pytest.importorskip(
-    "netstore.iscsi.server",
-    reason="netstore/iscsi/server.py (the iSCSI service) has not landed yet",
-)
-
 ONE = """
 [[iscsi.targets]]
 iqn = "iqn.2026-11.org.netstore:one"
