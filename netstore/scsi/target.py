@@ -41,6 +41,10 @@ class ScsiTarget:
         """A copy of the LUN map."""
         return dict(self._luns)
 
+    def unit(self, lun: int) -> LogicalUnit | None:
+        """The logical unit at `lun`, or None (for transports' fast paths)."""
+        return self._luns.get(lun)
+
     def execute(
         self, nexus: str, lun: int, cdb: bytes | memoryview,
         data_out: bytes | memoryview | None,
