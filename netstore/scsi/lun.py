@@ -9,6 +9,7 @@ import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import modepages as mp
 from .backend import BlockBackend
@@ -21,6 +22,7 @@ from .opcodes import (
     UA_EXEMPT_OPCODES,
     Command,
 )
+from .reservations import ReservationCommands, Reservations, file_persister, load_state
 from .sense import (
     CHECK_CONDITION,
     DEVICE_RESET_OCCURRED,
@@ -36,6 +38,7 @@ from .sense import (
     PARAM_LIST_LENGTH_ERROR,
     POWER_ON_RESET,
     REPORTED_LUNS_CHANGED,
+    RESERVATION_CONFLICT,
     RESET_ASC,
     UNRECOVERED_READ_ERROR,
     WRITE_ERROR,
@@ -137,7 +140,7 @@ def report_luns_data(luns: Iterable[int], cdb: bytes | memoryview) -> bytes:
     return (struct.pack(">I4x", len(body)) + body)[:alloc]
 
 
-class LogicalUnit:
+class LogicalUnit(ReservationCommands):
     """A SCSI direct-access logical unit on a block backend.
 
     Unit attentions are kept per I_T nexus (an opaque string). A nexus first
@@ -151,8 +154,11 @@ class LogicalUnit:
         *,
         device_type: int = 0,
         write_cache: bool = True,
+        reservation_store: Path | None = None,
     ) -> None:
-        """Wrap `backend`; `write_cache` is the default (and initial) WCE bit."""
+        """Wrap `backend`; `write_cache` is the default (and initial) WCE bit.
+        `reservation_store`: file keeping persistent reservations made with
+        APTPL=1 (loaded here, rewritten atomically when they change)."""
         self.backend = backend
         self.identity = identity
         self.device_type = device_type
@@ -180,6 +186,13 @@ class LogicalUnit:
         self._inquiry_data = standard_inquiry(
             device_type, identity.vendor, identity.product, identity.revision
         )
+        # Reservations: the hot path tests only `_reserved` (reservations.py).
+        self._pr = Reservations(
+            ua=lambda sense, nexuses: self.establish_unit_attention(sense, nexuses=nexuses),
+            persist=None if reservation_store is None else file_persister(reservation_store),
+            state=load_state(reservation_store), relative_port=identity.relative_port,
+        )
+        self._reserved = self._pr.active
         table = [self._invalid_opcode] * 256
         for op, cmd in BY_OPCODE.items():
             table[op] = getattr(self, cmd.handler)
@@ -220,6 +233,8 @@ class LogicalUnit:
                 ua = self._unit_attention(nexus, cdb[0])
                 if ua is not None:
                     return ua
+            if self._reserved and self._pr.conflicts(nexus, cdb):
+                return ScsiResponse(RESERVATION_CONFLICT)
             return self._table[cdb[0]](nexus, cdb, data_out)
         except ScsiError as e:
             return ScsiResponse(CHECK_CONDITION, b"", e.sense)
@@ -256,11 +271,16 @@ class LogicalUnit:
         defaults and every other nexus (all when `by_nexus` is None) gets a
         unit attention, BUS DEVICE RESET FUNCTION OCCURRED by default."""
         self._wce = self._default_wce
+        self._pr.drop_spc2()  # persistent reservations survive resets
+        self._reserved = self._pr.active
         self.establish_unit_attention(ua, except_nexus=by_nexus)
 
     def nexus_gone(self, nexus: str) -> None:
         """The I_T nexus ended: its pending conditions are replaced by
-        I_T NEXUS LOSS OCCURRED, reported if the nexus comes back."""
+        I_T NEXUS LOSS OCCURRED, reported if the nexus comes back. Its SPC-2
+        reservation goes; its persistent registration stays."""
+        self._pr.drop_spc2(nexus)
+        self._reserved = self._pr.active
         if nexus in self._known:
             self._queue_ua(nexus, IT_NEXUS_LOSS)
 

@@ -42,6 +42,17 @@ SA_READ_CAPACITY_16 = 0x10
 SA_REPORT_SUPPORTED_OPCODES = 0x0C
 SA_REPORT_SUPPORTED_TMFS = 0x0D
 
+# Reservations (reservations.py): SPC-2 RESERVE/RELEASE, SPC-4 persistent ones.
+RESERVE_6 = 0x16
+RELEASE_6 = 0x17
+RESERVE_10 = 0x56
+RELEASE_10 = 0x57
+PERSISTENT_RESERVE_IN = 0x5E
+PERSISTENT_RESERVE_OUT = 0x5F
+_PRIN_SAS = ("READ KEYS", "READ RESERVATION", "REPORT CAPABILITIES", "READ FULL STATUS")
+_PROUT_SAS = ("REGISTER", "RESERVE", "RELEASE", "CLEAR", "PREEMPT", "PREEMPT AND ABORT",
+              "REGISTER AND IGNORE EXISTING KEY")
+
 # Recommended command timeouts reported with RCTD (seconds).
 IO_TIMEOUT_S = 30
 FLUSH_TIMEOUT_S = 60
@@ -124,6 +135,16 @@ COMMANDS: tuple[Command, ...] = (
     Command(WRITE_AND_VERIFY_12, None, "WRITE AND VERIFY(12)",
             _u(0xAE, 0x12, *_F4, *_F4, 0x1F, 0), "_write_verify12"),
     Command(VERIFY_12, None, "VERIFY(12)", _u(0xAF, 0x16, *_F4, *_F4, 0x1F, 0), "_verify12"),
+    Command(RESERVE_6, None, "RESERVE(6)", _u(0x16, 0, 0, 0, 0, 0), "_reserve6"),
+    Command(RELEASE_6, None, "RELEASE(6)", _u(0x17, 0, 0, 0, 0, 0), "_release6"),
+    Command(RESERVE_10, None, "RESERVE(10)", _u(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0), "_reserve10"),
+    Command(RELEASE_10, None, "RELEASE(10)", _u(0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0), "_release10"),
+    *(Command(PERSISTENT_RESERVE_IN, sa, f"PERSISTENT RESERVE IN {name}",
+              _u(0x5E, sa, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), "_persistent_reserve_in")
+      for sa, name in enumerate(_PRIN_SAS)),
+    *(Command(PERSISTENT_RESERVE_OUT, sa, f"PERSISTENT RESERVE OUT {name}",
+              _u(0x5F, sa, 0xFF, 0, 0, *_F4, 0), "_persistent_reserve_out")
+      for sa, name in enumerate(_PROUT_SAS)),
 )
 
 # Opcodes whose second byte's low five bits carry a service action.
