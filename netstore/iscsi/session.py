@@ -552,6 +552,8 @@ class Connection:
                     if end - pos < total or dlen > s.params.first_burst_length:
                         break
                     cdb = bytes(buf[pos + 32:pos + 48])
+                    if lu.data_out_length(cdb) != dlen:
+                        break  # a residual to report: the general path does it
                     data = bytes(buf[pos + P.BHS_LEN:pos + P.BHS_LEN + dlen])
                     pos += total
                     r._pos = pos
@@ -649,15 +651,25 @@ class Connection:
         return None
 
     def _respond(self, itt: int, lun_raw: bytes, rsp: ScsiResponse, edtl: int,
-                 read: bool, datasn_base: int = 0) -> None:
-        """Data-In and/or SCSI Response for a finished command."""
+                 read: bool, datasn_base: int = 0, write: tuple[int, int] | None = None) -> None:
+        """Data-In and/or SCSI Response for a finished command.
+
+        ``write`` is (EDTL, SPDTL) of a command that carried Data-Out: their
+        difference is the residual (RFC 7143 11.4.5).
+        """
         s = self.session
         assert s is not None
         data = rsp.data
         dlen = len(data)
         resid_flags = 0
         residual = 0
-        if read or dlen:
+        if write is not None:
+            w_edtl, spdtl = write
+            if spdtl > w_edtl:
+                resid_flags, residual = P.RESID_OVERFLOW, spdtl - w_edtl
+            elif spdtl < w_edtl:
+                resid_flags, residual = P.RESID_UNDERFLOW, w_edtl - spdtl
+        elif read or dlen:
             if dlen > edtl:
                 resid_flags, residual = P.RESID_OVERFLOW, dlen - edtl
                 data = memoryview(data)[:edtl]
@@ -730,7 +742,8 @@ class Connection:
             return
         if edtl == imm:
             rsp = s.target.scsi.execute(s.nexus, lun, cdb, pdu.data)
-            self._respond(itt, lun_raw, rsp, 0, False)
+            self._respond(itt, lun_raw, rsp, 0, False,
+                          write=self._write_lengths(lun, cdb, edtl))
             return
         task = WriteTask(itt, lun, lun_raw, cdb, edtl, pdu.u32(24), bytearray(edtl))
         if imm:
@@ -843,7 +856,15 @@ class Connection:
         if task.aborted or s.target is None:
             return
         rsp = s.target.scsi.execute(s.nexus, task.lun, task.cdb, task.buf)
-        self._respond(task.itt, task.lun_raw, rsp, 0, False, datasn_base=task.r2tsn)
+        self._respond(task.itt, task.lun_raw, rsp, 0, False, datasn_base=task.r2tsn,
+                      write=self._write_lengths(task.lun, task.cdb, task.edtl))
+
+    def _write_lengths(self, lun: int, cdb: bytes, edtl: int) -> tuple[int, int] | None:
+        """(EDTL, SPDTL) of a command with Data-Out, None when the CDB's length is unknown."""
+        s = self.session
+        assert s is not None and s.target is not None
+        spdtl = s.target.scsi.data_out_length(lun, cdb)
+        return None if spdtl is None else (edtl, spdtl)
 
     def _on_data_digest_error(self, pdu: P.Pdu) -> None:
         # RFC 7143 7.8: reject the PDU; at ErrorRecoveryLevel 0 a lost Data-Out
