@@ -1,0 +1,183 @@
+"""The Trio shell with real loopback sockets: pings, dead peers, several
+connections in one session, isolation of a broken connection, clean stop."""
+
+import os
+
+import pytest
+import trio
+
+from netstore.config import IscsiConfig, TargetConfig
+from netstore.iscsi import pdu as P
+from netstore.iscsi.server import IscsiService
+from netstore.iscsi.text import encode_text, parse_text
+from tests.iscsi.initiator import INITIATOR, bhs, read10, wire
+
+IQN = "iqn.2026-11.org.netstore:srv"
+ISID = bytes.fromhex("400001370000")
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "disk.img"
+    path.write_bytes(os.urandom(256 * 1024))
+    return str(path)
+
+
+def config(image, **kw) -> IscsiConfig:
+    return IscsiConfig(portals=[("127.0.0.1", 0)], base_iqn="iqn.2026-11.org.netstore",
+                       discovery_chap=None,
+                       targets=[TargetConfig(iqn=IQN, luns=[image], allow=["*"], chap=None,
+                                             alias=None)], **kw)
+
+
+class Client:
+    """A hand-rolled initiator over a real trio socket."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.reader = P.PduReader(max_data=1 << 24)
+        self.cmdsn = 0
+        self.itt = 0
+
+    @classmethod
+    async def connect(cls, port: int) -> "Client":
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def recv(self, timeout: float = 5.0) -> P.Pdu | None:
+        """The next PDU, or None when the target closed the connection."""
+        with trio.fail_after(timeout):
+            while (p := self.reader.next()) is None:
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    return None
+                self.reader.feed(data)
+        return p
+
+    async def login(self, *, tsih: int = 0, cid: int = 0) -> P.Pdu:
+        keys = [("InitiatorName", INITIATOR), ("TargetName", IQN), ("SessionType", "Normal"),
+                ("MaxRecvDataSegmentLength", "65536")]
+        if tsih == 0:
+            keys += [("MaxConnections", "4")]
+        b = bhs(P.OP_LOGIN_REQ, 0x80 | (1 << 2) | 3, immediate=True, itt=1, f24=self.cmdsn)
+        b[8:14] = ISID
+        b[14:16] = tsih.to_bytes(2, "big")
+        b[20:22] = cid.to_bytes(2, "big")
+        await self.stream.send_all(wire(b, encode_text(keys)))
+        r = await self.recv()
+        assert r is not None and r.opcode == P.OP_LOGIN_RSP and r.bhs[36] == 0
+        self.cmdsn = r.u32(28)
+        return r
+
+    async def command(self, cdb: bytes, read: int = 0) -> list[P.Pdu]:
+        self.itt += 1
+        b = bhs(P.OP_SCSI_CMD, 0x81 | (0x40 if read else 0), itt=self.itt, f20=read,
+                f24=self.cmdsn)
+        b[32:32 + len(cdb)] = cdb
+        self.cmdsn += 1
+        await self.stream.send_all(wire(b))
+        out = []
+        while True:
+            p = await self.recv()
+            assert p is not None
+            out.append(p)
+            if p.opcode == P.OP_SCSI_RSP or (p.opcode == P.OP_DATA_IN and p.flags & 1):
+                return out
+
+
+async def start(nursery, cfg) -> tuple[IscsiService, int]:
+    svc = IscsiService(cfg, state_dir=".")
+    bound = await nursery.start(svc.run)
+    return svc, bound[0][1]
+
+
+async def test_idle_initiator_is_pinged_and_dropped_when_silent(image):
+    async with trio.open_nursery() as n:
+        svc, port = await start(n, config(image, nop_interval_s=0.2, nop_timeout_s=0.6))
+        c = await Client.connect(port)
+        await c.login()
+        ping = await c.recv(timeout=3)
+        assert ping is not None and ping.opcode == P.OP_NOP_IN
+        assert ping.itt == P.RESERVED_TAG and ping.u32(20) != P.RESERVED_TAG
+        # answer this ping: the connection stays
+        b = bhs(P.OP_NOP_OUT, 0x80, immediate=True, itt=P.RESERVED_TAG, f20=ping.u32(20),
+                f24=c.cmdsn)
+        await c.stream.send_all(wire(b))
+        ping2 = await c.recv(timeout=3)
+        assert ping2 is not None and ping2.opcode == P.OP_NOP_IN
+        # stay silent: the target drops the dead initiator
+        with trio.fail_after(5):
+            while (p := await c.recv(timeout=5)) is not None:
+                assert p.opcode == P.OP_NOP_IN
+        assert svc.group.sessions == {}
+        n.cancel_scope.cancel()
+
+
+async def test_two_connections_in_one_session(image):
+    async with trio.open_nursery() as n:
+        svc, port = await start(n, config(image))
+        a = await Client.connect(port)
+        r = await a.login()
+        tsih = int.from_bytes(r.bhs[14:16], "big")
+        assert dict(parse_text(r.data)).get("MaxConnections") == "4"
+        b = await Client.connect(port)
+        b.cmdsn = a.cmdsn
+        await b.login(tsih=tsih, cid=1)
+        (session,) = svc.group.sessions.values()
+        assert sorted(session.connections) == [0, 1]
+        await a.command(bytes(6))  # consume the power-on unit attention
+        b.cmdsn = a.cmdsn
+        (d,) = await b.command(read10(0, 1), read=512)
+        with open(image, "rb") as f:
+            assert d.data == f.read(512)
+        a.cmdsn = b.cmdsn
+        (d,) = await a.command(read10(1, 1), read=512)
+        assert d.opcode == P.OP_DATA_IN and len(d.data) == 512
+        n.cancel_scope.cancel()
+
+
+async def test_broken_connection_does_not_disturb_another(image):
+    async with trio.open_nursery() as n:
+        svc, port = await start(n, config(image))
+        good = await Client.connect(port)
+        await good.login()
+        await good.command(bytes(6))
+        bad = await trio.open_tcp_stream("127.0.0.1", port)
+        junk = bytearray(48)
+        junk[0] = P.OP_SCSI_CMD
+        junk[5:8] = b"\xff\xff\xff"  # a 16 MiB data segment before login
+        await bad.send_all(bytes(junk) + os.urandom(4096))
+        with trio.fail_after(5):
+            while await bad.receive_some(4096):
+                pass
+        (d,) = await good.command(read10(0, 1), read=512)
+        assert d.opcode == P.OP_DATA_IN
+        n.cancel_scope.cancel()
+
+
+async def test_clean_stop_asks_for_logout(image):
+    async with trio.open_nursery() as n:
+        svc, port = await start(n, config(image))
+        c = await Client.connect(port)
+        await c.login()
+        n.start_soon(svc.aclose)
+        msg = await c.recv()
+        assert msg is not None and msg.opcode == P.OP_ASYNC and msg.bhs[36] == 1
+        b = bhs(P.OP_LOGOUT_REQ, 0x80, immediate=True, itt=77, f24=c.cmdsn)
+        await c.stream.send_all(wire(b))
+        r = await c.recv()
+        assert r is not None and r.opcode == P.OP_LOGOUT_RSP and r.bhs[2] == 0
+        assert await c.recv() is None
+
+
+async def test_portal_in_use_is_a_clear_error(image):
+    async with trio.open_nursery() as n:
+        _, port = await start(n, config(image))
+        cfg = config(image)
+        cfg = IscsiConfig(portals=[("127.0.0.1", port)], base_iqn=cfg.base_iqn,
+                          discovery_chap=None, targets=cfg.targets)
+        from netstore.iscsi.server import ServiceError
+
+        with pytest.raises(ServiceError, match=f"127.0.0.1:{port}"):
+            await IscsiService(cfg, state_dir=".").run()
+        n.cancel_scope.cancel()
+
