@@ -215,12 +215,15 @@ def request(
             answer was not understood.
     """
     path = socket_path(state_dir)
-    _check_length(path)
+    try:
+        _check_length(path)
+    except OSError as e:
+        raise ControlError(e.strerror) from None
     with contextlib.closing(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(os.fspath(path))
-        except (FileNotFoundError, ConnectionRefusedError):
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
             raise DaemonNotRunning(
                 f"no netstore daemon is running (nothing listens on {path}); "
                 "start one with: netstore serve"
@@ -229,6 +232,8 @@ def request(
             raise ControlError(
                 f"no permission to use {path} (it belongs to another user)"
             ) from None
+        except OSError as e:
+            raise ControlError(f"cannot reach the daemon at {path}: {e.strerror or e}") from None
         try:
             sock.sendall(_encode({"op": op, **args}))
             buf = bytearray()

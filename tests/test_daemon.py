@@ -12,11 +12,14 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netstore.control import (
     ControlError,
@@ -252,3 +255,37 @@ async def test_control_server_and_client(tmp_path: Path) -> None:
 def test_client_without_daemon(tmp_path: Path) -> None:
     with pytest.raises(DaemonNotRunning, match="no netstore daemon is running"):
         request(tmp_path, "status")
+
+
+def test_client_with_too_long_a_path(tmp_path: Path) -> None:
+    with pytest.raises(ControlError, match="longer than 107 bytes"):
+        request(tmp_path / ("x" * 120), "status")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.binary(max_size=200).map(lambda b: b.replace(b"\n", b" ")), max_size=8))
+def test_control_garbage_lines_get_answers_and_the_connection_stays(lines: list[bytes]) -> None:
+    async def main() -> None:
+        with tempfile.TemporaryDirectory(prefix="ns-ctl-") as tmp:
+            path = Path(tmp) / "netstore.sock"
+            listener = bind_control_socket(path)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(serve_control, listener, {"status": lambda: "fine"})
+                stream = await trio.open_unix_socket(str(path))
+                async with stream:
+                    expected = 0
+                    for line in lines:
+                        await stream.send_all(line + b"\n")
+                        expected += bool(line.strip())
+                    await stream.send_all(b'{"op": "status"}\n')
+                    buf = b""
+                    with trio.fail_after(5):
+                        while buf.count(b"\n") < expected + 1:
+                            buf += await stream.receive_some(65536)
+                    answers = [json.loads(x) for x in buf.splitlines()]
+                    assert len(answers) == expected + 1
+                    assert all(isinstance(a["ok"], bool) for a in answers)
+                    assert answers[-1] == {"ok": True, "result": "fine"}
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
