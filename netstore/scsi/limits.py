@@ -15,3 +15,11 @@ MAX_ALLOCATION_LENGTH = 0xFFFFFFFF
 MIN_REPORT_LUNS_ALLOCATION = 16
 # Largest LUN this target reports with flat space addressing (SAM-5 4.7.7).
 MAX_LUN = 0x3FFF
+# WRITE SAME: most blocks one command may write (MAXIMUM WRITE SAME LENGTH,
+# VPD B0h); 32 MiB bounds how long one command holds the logical unit.
+MAX_WRITE_SAME_BYTES = 32 * 1024 * 1024
+# COMPARE AND WRITE: most blocks compared and written (one-byte CDB field).
+MAX_COMPARE_AND_WRITE_BLOCKS = 255
+# PRE-FETCH: ranges up to this size are handed to the page cache and answered
+# CONDITION MET; larger ones are "would not fit in the cache": GOOD.
+PREFETCH_CACHE_BYTES = 8 * 1024 * 1024

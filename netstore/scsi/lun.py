@@ -23,6 +23,7 @@ from .opcodes import (
     Command,
 )
 from .reservations import ReservationCommands, Reservations, file_persister, load_state
+from .sbc_more import SbcMoreCommands, short_data_out
 from .sense import (
     CHECK_CONDITION,
     DEVICE_RESET_OCCURRED,
@@ -140,7 +141,7 @@ def report_luns_data(luns: Iterable[int], cdb: bytes | memoryview) -> bytes:
     return (struct.pack(">I4x", len(body)) + body)[:alloc]
 
 
-class LogicalUnit(ReservationCommands):
+class LogicalUnit(ReservationCommands, SbcMoreCommands):
     """A SCSI direct-access logical unit on a block backend.
 
     Unit attentions are kept per I_T nexus (an opaque string). A nexus first
@@ -394,7 +395,7 @@ class LogicalUnit(ReservationCommands):
         nbytes = n * self._bs
         if data is None or len(data) < nbytes:
             # Less Data-Out than the CDB asks to write: write nothing.
-            raise cdb_error(len_byte, 7)
+            raise short_data_out()
         if len(data) != nbytes:
             data = memoryview(data)[:nbytes]
         try:
@@ -469,7 +470,7 @@ class LogicalUnit(ReservationCommands):
         bs = self._bs
         want = n * bs if bytchk == 1 else bs
         if data is None or len(data) < want:
-            raise cdb_error(len_byte, 7)
+            raise short_data_out()
         ref = bytes(data[:want])
         if bytchk == 3:  # one block of Data-Out compared with every block
             ref = ref * n

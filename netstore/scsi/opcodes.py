@@ -42,6 +42,19 @@ SA_READ_CAPACITY_16 = 0x10
 SA_REPORT_SUPPORTED_OPCODES = 0x0C
 SA_REPORT_SUPPORTED_TMFS = 0x0D
 
+# More SBC-3/SBC-4 commands (sbc_more.py).
+PRE_FETCH_10 = 0x34
+READ_DEFECT_DATA_10 = 0x37
+WRITE_SAME_10 = 0x41
+COMPARE_AND_WRITE = 0x89
+ORWRITE_16 = 0x8B
+PRE_FETCH_16 = 0x90
+WRITE_SAME_16 = 0x93
+WRITE_ATOMIC_16 = 0x9C
+READ_DEFECT_DATA_12 = 0xB7
+SA_GET_LBA_STATUS = 0x12
+SA_REPORT_TARGET_PORT_GROUPS = 0x0A
+
 # Reservations (reservations.py): SPC-2 RESERVE/RELEASE, SPC-4 persistent ones.
 RESERVE_6 = 0x16
 RELEASE_6 = 0x17
@@ -135,6 +148,30 @@ COMMANDS: tuple[Command, ...] = (
     Command(WRITE_AND_VERIFY_12, None, "WRITE AND VERIFY(12)",
             _u(0xAE, 0x12, *_F4, *_F4, 0x1F, 0), "_write_verify12"),
     Command(VERIFY_12, None, "VERIFY(12)", _u(0xAF, 0x16, *_F4, *_F4, 0x1F, 0), "_verify12"),
+    # sbc_more.py
+    Command(PRE_FETCH_10, None, "PRE-FETCH(10)", _u(0x34, 0x02, *_F4, 0x1F, 0xFF, 0xFF, 0),
+            "_prefetch10"),
+    Command(READ_DEFECT_DATA_10, None, "READ DEFECT DATA(10)",
+            _u(0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0), "_read_defect_data10"),
+    Command(WRITE_SAME_10, None, "WRITE SAME(10)", _u(0x41, 0, *_F4, 0x1F, 0xFF, 0xFF, 0),
+            "_write_same10", timeout_s=FLUSH_TIMEOUT_S),
+    Command(COMPARE_AND_WRITE, None, "COMPARE AND WRITE",
+            _u(0x89, 0x18, *_F8, 0, 0, 0, 0xFF, 0x1F, 0), "_compare_and_write"),
+    Command(ORWRITE_16, None, "ORWRITE(16)", _u(0x8B, 0x18, *_F8, *_F4, 0x1F, 0),
+            "_orwrite16"),
+    Command(PRE_FETCH_16, None, "PRE-FETCH(16)", _u(0x90, 0x02, *_F8, *_F4, 0x1F, 0),
+            "_prefetch16"),
+    Command(WRITE_SAME_16, None, "WRITE SAME(16)", _u(0x93, 0x01, *_F8, *_F4, 0x1F, 0),
+            "_write_same16", timeout_s=FLUSH_TIMEOUT_S),
+    Command(WRITE_ATOMIC_16, None, "WRITE ATOMIC(16)",
+            _u(0x9C, 0x18, *_F8, 0, 0, 0xFF, 0xFF, 0x1F, 0), "_write_atomic16"),
+    Command(SERVICE_ACTION_IN_16, SA_GET_LBA_STATUS, "GET LBA STATUS",
+            _u(0x9E, SA_GET_LBA_STATUS, *_F8, *_F4, 0, 0), "_get_lba_status"),
+    Command(MAINTENANCE_IN, SA_REPORT_TARGET_PORT_GROUPS, "REPORT TARGET PORT GROUPS",
+            _u(0xA3, 0xE0 | SA_REPORT_TARGET_PORT_GROUPS, 0, 0, 0, 0, *_F4, 0, 0),
+            "_report_target_port_groups"),
+    Command(READ_DEFECT_DATA_12, None, "READ DEFECT DATA(12)",
+            _u(0xB7, 0x1F, 0, 0, 0, 0, *_F4, 0, 0), "_read_defect_data12"),
     Command(RESERVE_6, None, "RESERVE(6)", _u(0x16, 0, 0, 0, 0, 0), "_reserve6"),
     Command(RELEASE_6, None, "RELEASE(6)", _u(0x17, 0, 0, 0, 0, 0), "_release6"),
     Command(RESERVE_10, None, "RESERVE(10)", _u(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0), "_reserve10"),

@@ -45,6 +45,14 @@ class ScsiTarget:
         """The logical unit at `lun`, or None (for transports' fast paths)."""
         return self._luns.get(lun)
 
+    def data_out_length(self, lun: int, cdb: bytes | memoryview) -> int | None:
+        """Bytes of Data-Out `cdb` to `lun` asks for (SPDTL), for residuals;
+        None when unknown (no such LUN, unknown operation code)."""
+        lu = self._luns.get(lun)
+        if lu is None:
+            return 0 if cdb and cdb[0] == REPORT_LUNS else None
+        return lu.data_out_length(cdb)
+
     def execute(
         self, nexus: str, lun: int, cdb: bytes | memoryview,
         data_out: bytes | memoryview | None,

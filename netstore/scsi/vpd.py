@@ -5,7 +5,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from .limits import MAX_TRANSFER_BYTES, OPTIMAL_GRANULARITY_BYTES
+from .limits import (
+    MAX_COMPARE_AND_WRITE_BLOCKS,
+    MAX_TRANSFER_BYTES,
+    MAX_WRITE_SAME_BYTES,
+    OPTIMAL_GRANULARITY_BYTES,
+)
 
 STANDARD_INQUIRY_LEN = 96
 # SPC-4 version descriptors (SPC-4 table 146), "no version claimed" codes.
@@ -19,6 +24,7 @@ SPC4_VERSION = 0x06
 RESPONSE_DATA_FORMAT = 0x02
 HISUP = 0x10
 CMDQUE = 0x02
+TPGS_IMPLICIT = 0x10  # byte 5: implicit ALUA only (REPORT TARGET PORT GROUPS)
 PQ_NOT_CONNECTABLE = 0x60  # peripheral qualifier 011b
 DEVICE_TYPE_UNKNOWN = 0x1F
 
@@ -54,6 +60,8 @@ def standard_inquiry(
     b[2] = SPC4_VERSION
     b[3] = HISUP | RESPONSE_DATA_FORMAT
     b[4] = STANDARD_INQUIRY_LEN - 5
+    if connected:
+        b[5] = TPGS_IMPLICIT
     b[7] = CMDQUE
     b[8:16] = _pad(vendor, 8)
     b[16:32] = _pad(product, 16)
@@ -143,8 +151,12 @@ def block_limits(src: VpdSource) -> bytes:
     max_blocks = MAX_TRANSFER_BYTES // src.block_size
     gran = max(1, OPTIMAL_GRANULARITY_BYTES // src.block_size)
     b = bytearray(LONG_PAGE_LEN)
-    # byte 0 WSNZ, 1 max COMPARE AND WRITE length: 0 (not supported)
+    b[0] = 0x01  # WSNZ: WRITE SAME with 0 blocks is refused
+    b[1] = MAX_COMPARE_AND_WRITE_BLOCKS
     struct.pack_into(">HII", b, 2, gran, max_blocks, max_blocks)
+    # MAXIMUM WRITE SAME LENGTH; MAXIMUM ATOMIC TRANSFER LENGTH (WRITE
+    # ATOMIC(16)), no alignment or granularity, no atomic boundaries.
+    struct.pack_into(">QI", b, 32, MAX_WRITE_SAME_BYTES // src.block_size, max_blocks)
     return _page(src.device_type, 0xB0, bytes(b))
 
 

@@ -111,7 +111,7 @@ def test_vpd_b0_block_limits(lu):
     assert gran == 8  # 4 KiB of 512-byte blocks
     assert max_len == 8 * 1024 * 1024 // 512
     assert opt_len <= max_len
-    assert d[5] == 0  # no COMPARE AND WRITE
+    assert d[5] == 255  # MAXIMUM COMPARE AND WRITE LENGTH
     assert struct.unpack_from(">II", d, 20) == (0, 0)  # no UNMAP
 
 

@@ -83,9 +83,9 @@ def test_huge_lba16(lu):
 
 def test_short_data_out_writes_nothing(lu):
     before = file_bytes(lu)
-    s = check(lu.execute(NEXUS, rw10(0x2A, 0, 4), bytes(3 * BS)), 5, 0x24)
-    assert s.sksv and s.cd and s.field == 7
-    check(lu.execute(NEXUS, rw10(0x2A, 0, 1), None), 5, 0x24)
+    # INVALID FIELD IN COMMAND INFORMATION UNIT (EDTL < SPDTL, FCP-4 9.4.2)
+    check(lu.execute(NEXUS, rw10(0x2A, 0, 4), bytes(3 * BS)), 5, 0x0E, 0x03)
+    check(lu.execute(NEXUS, rw10(0x2A, 0, 1), None), 5, 0x0E, 0x03)
     assert file_bytes(lu) == before
 
 
@@ -186,7 +186,7 @@ def test_read_capacity16(lu):
 
 def test_unknown_service_action_in(lu):
     cdb = bytearray(read_capacity16())
-    cdb[1] = 0x12  # GET LBA STATUS: not implemented
+    cdb[1] = 0x11  # READ LONG(16): not implemented
     s = check(lu.execute(NEXUS, bytes(cdb), None), 5, 0x24)
     assert s.field == 1
 

@@ -1,0 +1,504 @@
+# More SBC-3/SBC-4 and SPC-4 commands of the logical unit, as a mixin of
+# LogicalUnit (the opcode table in opcodes.py names these methods): WRITE SAME
+# 10/16, COMPARE AND WRITE, PRE-FETCH 10/16, ORWRITE(16), WRITE ATOMIC(16),
+# GET LBA STATUS, READ DEFECT DATA 10/12 and REPORT TARGET PORT GROUPS; plus
+# data_out_length(), how many bytes of Data-Out a CDB asks for, which the
+# transport needs to compute write residuals.
+#
+# Every handler checks everything before touching the medium, so a command
+# that fails changes nothing. The logical unit runs one command at a time, so
+# COMPARE AND WRITE's read, compare and write are atomic with respect to every
+# other command of the logical unit.
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import struct
+from typing import TYPE_CHECKING
+
+from .limits import (
+    MAX_COMPARE_AND_WRITE_BLOCKS,
+    MAX_WRITE_SAME_BYTES,
+    PREFETCH_CACHE_BYTES,
+)
+from .opcodes import COMMANDS
+from .sense import (
+    CONDITION_MET,
+    GOOD,
+    INVALID_FIELD_IN_IU,
+    LBA_OUT_OF_RANGE,
+    MISCOMPARE_DURING_VERIFY,
+    UNRECOVERED_READ_ERROR,
+    WRITE_ERROR,
+    WRITE_PROTECTED,
+    ScsiError,
+    cdb_error,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .backend import BlockBackend
+    from .lun import LunIdentity, ScsiResponse
+
+log = logging.getLogger(__name__)
+
+_BE16 = struct.Struct(">H")
+_BE32 = struct.Struct(">I")
+_BE64 = struct.Struct(">Q")
+_U10 = struct.Struct(">IxH")  # CDB bytes 2..8: LBA, group, length
+_U12 = struct.Struct(">II")  # CDB bytes 2..9: LBA, length
+_U16 = struct.Struct(">QI")  # CDB bytes 2..13: LBA, length
+
+_PROTECT_MASK = 0xE0  # RDPROTECT/WRPROTECT/ORPROTECT: byte 1 bits 7..5
+_FUA = 0x08
+# WRITE SAME byte 1 (SBC-4 5.49, 5.50).
+_WS_ANCHOR = 0x10
+_WS_UNMAP = 0x08
+_WS_OBSOLETE = 0x06  # PBDATA, LBDATA (SBC-2); not supported
+_WS_NDOB = 0x01  # WRITE SAME(16) only
+# Chunk WRITE SAME writes at a time.
+_WS_CHUNK_BYTES = 1024 * 1024
+
+# GET LBA STATUS (SBC-4 5.7): provisioning status of a descriptor.
+LBA_MAPPED = 0x0
+LBA_DEALLOCATED = 0x1
+_LBA_STATUS_HEADER = 8
+_LBA_STATUS_DESCRIPTOR = 16
+_MAX_EXTENT_BLOCKS = 0xFFFFFFFF
+# Descriptors one GET LBA STATUS returns at most (bounds the lseek calls).
+_MAX_LBA_STATUS_DESCRIPTORS = 256
+
+# READ DEFECT DATA: defect list format 111b is reserved (SBC-4 table 14).
+_DEFECT_FORMAT_RESERVED = 0x7
+_DEFECT_FLAGS = 0x1F  # REQ_PLIST, REQ_GLIST, DEFECT LIST FORMAT
+
+# REPORT TARGET PORT GROUPS (SPC-4 6.36).
+_RTPG_FORMAT_LENGTH_ONLY = 0
+_RTPG_FORMAT_EXTENDED = 1
+_RTPG_EXTENDED_HEADER = 0x10  # FORMAT TYPE 001b
+_TPG_PREF = 0x80
+_TPG_ACTIVE_OPTIMIZED = 0x0
+_TPG_AO_SUP = 0x01
+
+
+# --------------------------------------------------------- Data-Out length
+
+
+def _blocks6(cdb: bytes | memoryview, bs: int) -> int:
+    return (cdb[4] or 256) * bs
+
+
+def _blocks10(cdb: bytes | memoryview, bs: int) -> int:
+    return _BE16.unpack_from(cdb, 7)[0] * bs
+
+
+def _blocks12(cdb: bytes | memoryview, bs: int) -> int:
+    return _BE32.unpack_from(cdb, 6)[0] * bs
+
+
+def _blocks16(cdb: bytes | memoryview, bs: int) -> int:
+    return _BE32.unpack_from(cdb, 10)[0] * bs
+
+
+def _verify_out(n: int, bytchk: int, bs: int) -> int:
+    if bytchk == 1:
+        return n * bs
+    if bytchk == 3:
+        return bs if n else 0
+    return 0
+
+
+def _verify10(cdb: bytes | memoryview, bs: int) -> int:
+    return _verify_out(_BE16.unpack_from(cdb, 7)[0], (cdb[1] >> 1) & 3, bs)
+
+
+def _verify12(cdb: bytes | memoryview, bs: int) -> int:
+    return _verify_out(_BE32.unpack_from(cdb, 6)[0], (cdb[1] >> 1) & 3, bs)
+
+
+def _verify16(cdb: bytes | memoryview, bs: int) -> int:
+    return _verify_out(_BE32.unpack_from(cdb, 10)[0], (cdb[1] >> 1) & 3, bs)
+
+
+def _write_same16_out(cdb: bytes | memoryview, bs: int) -> int:
+    return 0 if cdb[1] & _WS_NDOB else bs
+
+
+def _be16_at(pos: int) -> Callable[[bytes | memoryview, int], int]:
+    return lambda cdb, bs: _BE16.unpack_from(cdb, pos)[0]
+
+
+def _be24_at(pos: int) -> Callable[[bytes | memoryview, int], int]:
+    return lambda cdb, bs: int.from_bytes(bytes(cdb[pos:pos + 3]), "big")
+
+
+def _be32_at(pos: int) -> Callable[[bytes | memoryview, int], int]:
+    return lambda cdb, bs: _BE32.unpack_from(cdb, pos)[0]
+
+
+# Operation code -> bytes of Data-Out its CDB asks for.
+_DATA_OUT: dict[int, Callable[[bytes | memoryview, int], int]] = {
+    0x0A: _blocks6,  # WRITE(6)
+    0x15: lambda cdb, bs: cdb[4],  # MODE SELECT(6)
+    0x1D: _be16_at(3),  # SEND DIAGNOSTIC
+    0x2A: _blocks10,  # WRITE(10)
+    0x2E: _blocks10,  # WRITE AND VERIFY(10)
+    0x2F: _verify10,  # VERIFY(10)
+    0x3B: _be24_at(6),  # WRITE BUFFER
+    0x41: lambda cdb, bs: bs,  # WRITE SAME(10)
+    0x42: _be16_at(7),  # UNMAP
+    0x55: _be16_at(7),  # MODE SELECT(10)
+    0x5F: _be32_at(5),  # PERSISTENT RESERVE OUT
+    0x89: lambda cdb, bs: 2 * cdb[13] * bs,  # COMPARE AND WRITE
+    0x8A: _blocks16,  # WRITE(16)
+    0x8B: _blocks16,  # ORWRITE(16)
+    0x8E: _blocks16,  # WRITE AND VERIFY(16)
+    0x8F: _verify16,  # VERIFY(16)
+    0x93: _write_same16_out,  # WRITE SAME(16)
+    0x9C: lambda cdb, bs: _BE16.unpack_from(cdb, 12)[0] * bs,  # WRITE ATOMIC(16)
+    0xA4: _be32_at(6),  # MAINTENANCE OUT (SET TARGET PORT GROUPS ...)
+    0xAA: _blocks12,  # WRITE(12)
+    0xAE: _blocks12,  # WRITE AND VERIFY(12)
+    0xAF: _verify12,  # VERIFY(12)
+}
+# Every other command of the opcode table moves no Data-Out.
+_NO_DATA_OUT = frozenset(c.opcode for c in COMMANDS) - _DATA_OUT.keys()
+
+
+def data_out_length(cdb: bytes | memoryview, block_size: int) -> int | None:
+    """Bytes of Data-Out `cdb` asks for (its SPDTL), None for an operation
+    code this module does not know or a CDB too short to say."""
+    if not cdb:
+        return None
+    op = cdb[0]
+    f = _DATA_OUT.get(op)
+    if f is None:
+        return 0 if op in _NO_DATA_OUT else None
+    try:
+        return f(cdb, block_size)
+    except (IndexError, struct.error):
+        return None
+
+
+def short_data_out() -> ScsiError:
+    """Less Data-Out than the CDB asks for (EDTL < SPDTL): the command
+    transfers nothing (FCP-4 9.4.2 b, used by iSCSI targets alike)."""
+    return ScsiError(INVALID_FIELD_IN_IU)
+
+
+def _first_difference(a: bytes, b: bytes) -> int:
+    """Offset of the first byte where `a` and `b` differ (they do differ)."""
+    lo, hi = 0, min(len(a), len(b))
+    # Bisect on slice equality: C-speed compares, O(log n) of them.
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        if a[lo:mid] != b[lo:mid]:
+            hi = mid
+        else:
+            lo = mid
+    for i in range(lo, hi):
+        if a[i] != b[i]:
+            return i
+    return hi
+
+
+# ------------------------------------------------------------- commands
+
+
+class SbcMoreCommands:
+    """LogicalUnit mixin: the commands listed at the top of this module."""
+
+    if TYPE_CHECKING:
+        backend: BlockBackend
+        identity: LunIdentity
+        _bs: int
+        _num_blocks: int
+        _read_only: bool
+        _max_blocks: int
+        _wce: bool
+        _pread: Callable[[int, int], bytes]
+        _pwrite: Callable[[int, bytes | memoryview], None]
+        _flush: Callable[[], None]
+
+    def data_out_length(self, cdb: bytes | memoryview) -> int | None:
+        """Bytes of Data-Out `cdb` asks for (SPDTL); None when unknown.
+        The transport compares it with the Data-Out it expects (EDTL) to set
+        residuals; execute() writes nothing and answers CHECK CONDITION
+        INVALID FIELD IN COMMAND INFORMATION UNIT when it gets less, and
+        writes exactly SPDTL bytes when it gets more."""
+        return data_out_length(cdb, self._bs)
+
+    # helpers
+
+    def _resp(self, status: int = GOOD, data: bytes = b"") -> ScsiResponse:
+        from .lun import ScsiResponse  # lun imports this module
+
+        return ScsiResponse(status, data)
+
+    def _check_writable(self, lba: int, n: int) -> None:
+        if self._read_only:
+            raise ScsiError(WRITE_PROTECTED)
+        if lba + n > self._num_blocks:
+            raise ScsiError(LBA_OUT_OF_RANGE)
+
+    def _store(self, lba: int, data: bytes | memoryview, sync: bool) -> None:
+        try:
+            self._pwrite(lba * self._bs, data)
+            if sync or not self._wce:
+                self._flush()
+        except OSError:
+            log.exception("write error at LBA %d", lba)
+            raise ScsiError(WRITE_ERROR, information=lba) from None
+
+    def _load(self, lba: int, n: int) -> bytes:
+        try:
+            return self._pread(lba * self._bs, n * self._bs)
+        except OSError:
+            log.exception("read error at LBA %d", lba)
+            raise ScsiError(UNRECOVERED_READ_ERROR, information=lba) from None
+
+    # ------------------------------------------------------- WRITE SAME
+
+    def _write_same(
+        self, cdb: bytes, lba: int, n: int, data: bytes | memoryview | None, len_byte: int,
+    ) -> ScsiResponse:
+        b1 = cdb[1]
+        if b1 & _PROTECT_MASK:
+            raise cdb_error(1, 7)
+        if b1 & _WS_ANCHOR:  # ANC_SUP is 0
+            raise cdb_error(1, 4)
+        if b1 & _WS_UNMAP:  # LBPWS/LBPWS10 are 0: no unmapping WRITE SAME
+            raise cdb_error(1, 3)
+        if b1 & _WS_OBSOLETE:
+            raise cdb_error(1, 2)
+        if not n:  # WSNZ=1: 0 does not mean "to the last LBA"
+            raise cdb_error(len_byte, 7)
+        self._check_writable(lba, n)
+        bs = self._bs
+        if n * bs > MAX_WRITE_SAME_BYTES:
+            raise cdb_error(len_byte, 7)
+        if b1 & _WS_NDOB:
+            block = bytes(bs)
+        else:
+            if data is None or len(data) < bs:
+                raise short_data_out()
+            block = bytes(data[:bs])
+        per_chunk = max(1, min(n, _WS_CHUNK_BYTES // bs))
+        chunk = block * per_chunk
+        done = 0
+        try:
+            while done < n:
+                k = min(per_chunk, n - done)
+                self._pwrite((lba + done) * bs, chunk if k == per_chunk else chunk[:k * bs])
+                done += k
+            if not self._wce:
+                self._flush()
+        except OSError:
+            log.exception("write error at LBA %d", lba + done)
+            raise ScsiError(WRITE_ERROR, information=lba + done) from None
+        return self._resp()
+
+    def _write_same10(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
+        if cdb[1] & _WS_NDOB:  # reserved in WRITE SAME(10)
+            raise cdb_error(1, 0)
+        lba, n = _U10.unpack_from(cdb, 2)
+        return self._write_same(cdb, lba, n, data, 7)
+
+    def _write_same16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
+        lba, n = _U16.unpack_from(cdb, 2)
+        return self._write_same(cdb, lba, n, data, 10)
+
+    # ------------------------------------------------ COMPARE AND WRITE
+
+    def _compare_and_write(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
+        if cdb[1] & _PROTECT_MASK:
+            raise cdb_error(1, 7)
+        lba = _BE64.unpack_from(cdb, 2)[0]
+        n = cdb[13]
+        if n > MAX_COMPARE_AND_WRITE_BLOCKS:
+            raise cdb_error(13, 7)
+        self._check_writable(lba, n)
+        if not n:  # SBC-4 5.3: not an error, nothing compared or written
+            return self._resp()
+        nbytes = n * self._bs
+        if data is None or len(data) < 2 * nbytes:
+            raise short_data_out()
+        if len(data) > 2 * nbytes:
+            # Verify and write instances must split exactly in two halves.
+            raise cdb_error(13, 7)
+        view = memoryview(data)
+        stored = self._load(lba, n)
+        if stored != view[:nbytes]:
+            expected = bytes(view[:nbytes])
+            raise ScsiError(MISCOMPARE_DURING_VERIFY,
+                            information=_first_difference(stored, expected))
+        self._store(lba, view[nbytes:], bool(cdb[1] & _FUA))
+        return self._resp()
+
+    # ---------------------------------------------------------- ORWRITE
+
+    def _orwrite16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
+        if cdb[1] & _PROTECT_MASK:  # ORPROTECT
+            raise cdb_error(1, 7)
+        lba, n = _U16.unpack_from(cdb, 2)
+        self._check_writable(lba, n)
+        if n > self._max_blocks:
+            raise cdb_error(10, 7)
+        if not n:
+            return self._resp()
+        nbytes = n * self._bs
+        if data is None or len(data) < nbytes:
+            raise short_data_out()
+        old = self._load(lba, n)
+        mask = memoryview(data)[:nbytes]
+        merged = (int.from_bytes(old, "big") | int.from_bytes(mask, "big")).to_bytes(
+            nbytes, "big"
+        )
+        self._store(lba, merged, bool(cdb[1] & _FUA))
+        return self._resp()
+
+    # ---------------------------------------------------- WRITE ATOMIC
+
+    def _write_atomic16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
+        # One pwrite of the whole range while no other command of the LU runs.
+        if cdb[1] & _PROTECT_MASK:
+            raise cdb_error(1, 7)
+        if _BE16.unpack_from(cdb, 10)[0]:  # ATOMIC BOUNDARY: no boundaries
+            raise cdb_error(10, 7)
+        lba = _BE64.unpack_from(cdb, 2)[0]
+        n = _BE16.unpack_from(cdb, 12)[0]
+        self._check_writable(lba, n)
+        if n > self._max_blocks:
+            raise cdb_error(12, 7)
+        if not n:
+            return self._resp()
+        nbytes = n * self._bs
+        if data is None or len(data) < nbytes:
+            raise short_data_out()
+        self._store(lba, memoryview(data)[:nbytes], bool(cdb[1] & _FUA))
+        return self._resp()
+
+    # -------------------------------------------------------- PRE-FETCH
+
+    def _prefetch(self, lba: int, n: int) -> ScsiResponse:
+        # NUMBER OF LOGICAL BLOCKS 0: through the last LBA (SBC-4 5.9).
+        if lba + max(n, 1) > self._num_blocks:
+            raise ScsiError(LBA_OUT_OF_RANGE)
+        count = n or self._num_blocks - lba
+        nbytes = count * self._bs
+        if nbytes > PREFETCH_CACHE_BYTES:
+            return self._resp(GOOD)  # would not fit in the cache
+        fd = getattr(self.backend, "fd", None)
+        if isinstance(fd, int) and hasattr(os, "posix_fadvise"):
+            try:
+                os.posix_fadvise(fd, lba * self._bs, nbytes, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+        # IMMED or not: the range fits in the (page) cache.
+        return self._resp(CONDITION_MET)
+
+    def _prefetch10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+        lba, n = _U10.unpack_from(cdb, 2)
+        return self._prefetch(lba, n)
+
+    def _prefetch16(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+        lba, n = _U16.unpack_from(cdb, 2)
+        return self._prefetch(lba, n)
+
+    # -------------------------------------------------- GET LBA STATUS
+
+    def _get_lba_status(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+        lba = _BE64.unpack_from(cdb, 2)[0]
+        alloc = _BE32.unpack_from(cdb, 10)[0]
+        if lba >= self._num_blocks:
+            raise ScsiError(LBA_OUT_OF_RANGE)
+        room = (alloc - _LBA_STATUS_HEADER) // _LBA_STATUS_DESCRIPTOR
+        limit = max(1, min(room, _MAX_LBA_STATUS_DESCRIPTORS))
+        body = b"".join(
+            struct.pack(">QIB3x", start, count, status)
+            for start, count, status in self.lba_extents(lba, limit)
+        )
+        payload = struct.pack(">I4x", len(body) + 4) + body
+        return self._resp(GOOD, payload[:alloc])
+
+    def lba_extents(self, lba: int, limit: int) -> list[tuple[int, int, int]]:
+        """Up to `limit` (start, blocks, provisioning status) extents from
+        `lba` on: holes of a sparse file (SEEK_HOLE) are deallocated, the
+        rest mapped; without a file descriptor everything is mapped."""
+        end = self._num_blocks
+        fd = getattr(self.backend, "fd", None)
+        runs: list[tuple[int, int, int]] = []
+        pos = lba
+        while pos < end and len(runs) < limit:
+            status, nxt = self._extent_at(fd, pos, end)
+            nxt = min(nxt, pos + _MAX_EXTENT_BLOCKS)
+            if runs and runs[-1][2] == status and runs[-1][0] + runs[-1][1] == pos \
+                    and runs[-1][1] + nxt - pos <= _MAX_EXTENT_BLOCKS:
+                s, c, _ = runs[-1]
+                runs[-1] = (s, c + nxt - pos, status)
+            else:
+                runs.append((pos, nxt - pos, status))
+            pos = nxt
+        return runs
+
+    def _extent_at(self, fd: object, pos: int, end: int) -> tuple[int, int]:
+        """(status, first block after the extent starting at block `pos`)."""
+        bs = self._bs
+        if not isinstance(fd, int) or not hasattr(os, "SEEK_DATA"):
+            return LBA_MAPPED, end
+        off = pos * bs
+        try:
+            data = os.lseek(fd, off, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # nothing but a hole up to EOF
+                return LBA_DEALLOCATED, end
+            return LBA_MAPPED, end  # SEEK_DATA unsupported here
+        if data >= off + bs:  # a hole covering whole blocks
+            return LBA_DEALLOCATED, min(end, data // bs)
+        try:
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+        except OSError:
+            return LBA_MAPPED, end
+        # A block with any data in it is mapped: round the hole start up.
+        return LBA_MAPPED, min(end, max(pos + 1, -(-hole // bs)))
+
+    # ------------------------------------------------ READ DEFECT DATA
+
+    def _defect_header(self, flags: int, flags_byte: int) -> int:
+        if flags & 0x07 == _DEFECT_FORMAT_RESERVED:
+            raise cdb_error(flags_byte, 2)
+        # PLISTV/GLISTV echo REQ_PLIST/REQ_GLIST: both lists exist, empty.
+        return flags & _DEFECT_FLAGS
+
+    def _read_defect_data10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+        alloc = _BE16.unpack_from(cdb, 7)[0]
+        flags = self._defect_header(cdb[2], 2)
+        return self._resp(GOOD, struct.pack(">xBH", flags, 0)[:alloc])
+
+    def _read_defect_data12(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+        alloc = _BE32.unpack_from(cdb, 6)[0]
+        flags = self._defect_header(cdb[1], 1)
+        return self._resp(GOOD, struct.pack(">xBHI", flags, 0, 0)[:alloc])
+
+    # ----------------------------------------- REPORT TARGET PORT GROUPS
+
+    def _report_target_port_groups(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+        fmt = cdb[1] >> 5
+        if fmt not in (_RTPG_FORMAT_LENGTH_ONLY, _RTPG_FORMAT_EXTENDED):
+            raise cdb_error(1, 7)
+        alloc = _BE32.unpack_from(cdb, 6)[0]
+        ident = self.identity
+        group = struct.pack(
+            ">BBHxBBB", _TPG_PREF | _TPG_ACTIVE_OPTIMIZED, _TPG_AO_SUP,
+            ident.port_group, 0, 0, 1,
+        ) + struct.pack(">xxH", ident.relative_port)
+        if fmt == _RTPG_FORMAT_EXTENDED:
+            # IMPLICIT TRANSITION TIME 0: the one state never changes.
+            body = struct.pack(">BBxx", _RTPG_EXTENDED_HEADER, 0) + group
+        else:
+            body = group
+        # RETURN DATA LENGTH counts every byte after itself (as Linux and
+        # sg3_utils read it, in both formats).
+        return self._resp(GOOD, (_BE32.pack(len(body)) + body)[:alloc])
