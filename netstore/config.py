@@ -683,6 +683,8 @@ def _switch(r: _Reader, value: Any, key: str) -> SwitchConfig:
     if "name" not in t:
         raise r.fail(f"{key}.name", "the switch's name", "nothing")
     name = _name(r, t["name"], f"{key}.name")
+    # From here on errors name the switch, as interface.md shows: sw0.ports[1].kind
+    key = name
     aging = r.positive_number(t.get("mac_aging_s", DEFAULT_MAC_AGING_S), f"{key}.mac_aging_s")
     size = r.integer(
         t.get("mac_table_size", DEFAULT_MAC_TABLE_SIZE), f"{key}.mac_table_size", 1, 1 << 24

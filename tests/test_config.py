@@ -459,7 +459,7 @@ BROKEN = [
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p1'\nkind = 'udp'\nlocal = '127.0.0.1:1'\n"
         "[[switches.ports]]\nname = 'p2'\nkind = 'udpp'\n",
-        'switches[0].ports[1].kind: expected one of udp, unixgram, stream, tap, vde, got "udpp"',
+        'sw0.ports[1].kind: expected one of udp, unixgram, stream, tap, vde, got "udpp"',
         id="port-kind",
     ),
     pytest.param(
@@ -470,7 +470,7 @@ BROKEN = [
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'tap'\ndevice = 'tap0'\n"
         "[[switches.ports]]\nname = 'p'\nkind = 'tap'\ndevice = 'tap1'\n",
-        'switches[0].ports[1].name: expected a name not used by switches[0].ports[0], got "p"',
+        'sw0.ports[1].name: expected a name not used by sw0.ports[0], got "p"',
         id="port-duplicate",
     ),
     pytest.param(
@@ -485,7 +485,7 @@ BROKEN = [
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\nmac_table_size = 0\n",
-        "switches[0].mac_table_size: expected an integer in 1..16777216, got 0",
+        "sw0.mac_table_size: expected an integer in 1..16777216, got 0",
         id="mac-table-size",
     ),
     pytest.param(
@@ -495,62 +495,62 @@ BROKEN = [
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'udp'\n",
-        'switches[0].ports[0].local: expected "host:port", got nothing',
+        'sw0.ports[0].local: expected "host:port", got nothing',
         id="udp-no-local",
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'udp'\nlocal = 'x'\n",
-        'switches[0].ports[0].local: expected "host:port"',
+        'sw0.ports[0].local: expected "host:port"',
         id="udp-bad-local",
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'udp'\nlocal = '127.0.0.1:1'\ndevice = 'tap0'\n",
-        'switches[0].ports[0].device: expected only name, kind, vlan, trunk, native, mtu, local, remote for kind "udp", got the key device',
+        'sw0.ports[0].device: expected only name, kind, vlan, trunk, native, mtu, local, remote for kind "udp", got the key device',
         id="port-key-of-other-kind",
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'stream'\n",
-        "switches[0].ports[0].listen: expected exactly one of listen or connect",
+        "sw0.ports[0].listen: expected exactly one of listen or connect",
         id="stream-neither",
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'tap'\n",
-        "switches[0].ports[0].device: expected a TAP device name like tap0, got nothing",
+        "sw0.ports[0].device: expected a TAP device name like tap0, got nothing",
         id="tap-no-device",
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'tap'\ndevice = 'averyverylongtapname'\n",
-        "switches[0].ports[0].device: expected an interface name of at most 15 bytes",
+        "sw0.ports[0].device: expected an interface name of at most 15 bytes",
         id="tap-long",
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'vde'\n",
-        "switches[0].ports[0].path: expected the VDE control directory path, got nothing",
+        "sw0.ports[0].path: expected the VDE control directory path, got nothing",
         id="vde-no-path",
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'tap'\ndevice = 't'\nvlan = 4095\n",
-        "switches[0].ports[0].vlan: expected an integer in 1..4094, got 4095",
+        "sw0.ports[0].vlan: expected an integer in 1..4094, got 4095",
         id="vlan-range",
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'tap'\ndevice = 't'\nvlan = 2\ntrunk = [3]\n",
-        "switches[0].ports[0].vlan: expected either vlan (access port) or trunk, not both",
+        "sw0.ports[0].vlan: expected either vlan (access port) or trunk, not both",
         id="vlan-and-trunk",
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'tap'\ndevice = 't'\nnative = 2\n",
-        "switches[0].ports[0].native: expected native only on a trunk port",
+        "sw0.ports[0].native: expected native only on a trunk port",
         id="native-without-trunk",
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'tap'\ndevice = 't'\ntrunk = [3, 3]\n",
-        "switches[0].ports[0].trunk: expected each VLAN once",
+        "sw0.ports[0].trunk: expected each VLAN once",
         id="trunk-duplicate",
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'tap'\ndevice = 't'\nmtu = 10\n",
-        "switches[0].ports[0].mtu: expected an integer in 68..65535, got 10",
+        "sw0.ports[0].mtu: expected an integer in 68..65535, got 10",
         id="mtu",
     ),
     pytest.param(
