@@ -394,8 +394,8 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
             return ScsiResponse(GOOD)
         nbytes = n * self._bs
         if data is None or len(data) < nbytes:
-            # Less Data-Out than the CDB asks to write: write nothing.
-            raise short_data_out()
+            # Less Data-Out than the CDB asks to write (EDTL < SPDTL).
+            return self._write_short(lba, data, sync)
         if len(data) != nbytes:
             data = memoryview(data)[:nbytes]
         try:

@@ -230,6 +230,20 @@ class SbcMoreCommands:
         writes exactly SPDTL bytes when it gets more."""
         return data_out_length(cdb, self._bs)
 
+    def _write_short(
+        self, lba: int, data: bytes | memoryview | None, sync: bool
+    ) -> ScsiResponse:
+        """WRITE with less Data-Out than its transfer length (EDTL < SPDTL):
+        FCP-4 9.4.2 a) "process the command normally except that data beyond
+        the expected length is not transferred": the bytes that came are
+        written, the rest of the range is left as it was, and the transport
+        reports the overflow residual. (libiscsi 1.19's iSCSIResiduals wants
+        this; later versions also accept CHECK CONDITION 0E/03, which the
+        commands that cannot apply part of their data answer.)"""
+        if data:
+            self._store(lba, data, sync)
+        return self._resp()
+
     # helpers
 
     def _resp(self, status: int = GOOD, data: bytes = b"") -> ScsiResponse:
@@ -320,14 +334,15 @@ class SbcMoreCommands:
         if n > MAX_COMPARE_AND_WRITE_BLOCKS:
             raise cdb_error(13, 7)
         self._check_writable(lba, n)
+        nbytes = n * self._bs
+        if data is not None and len(data) > 2 * nbytes:
+            # More Data-Out than the verify and write instances of NUMBER OF
+            # LOGICAL BLOCKS (e.g. a length that overflowed the byte).
+            raise cdb_error(13, 7)
         if not n:  # SBC-4 5.3: not an error, nothing compared or written
             return self._resp()
-        nbytes = n * self._bs
         if data is None or len(data) < 2 * nbytes:
             raise short_data_out()
-        if len(data) > 2 * nbytes:
-            # Verify and write instances must split exactly in two halves.
-            raise cdb_error(13, 7)
         view = memoryview(data)
         stored = self._load(lba, n)
         if stored != view[:nbytes]:

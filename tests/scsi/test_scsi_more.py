@@ -112,15 +112,26 @@ def test_target_data_out_length(target):
 
 
 def test_write_residuals(lu):
-    """EDTL < SPDTL: CHECK CONDITION 0E/03, nothing written; EDTL > SPDTL:
-    GOOD, exactly SPDTL bytes written."""
-    fill(lu, 0, b"a" * 4 * BS)
+    """EDTL < SPDTL: GOOD, only the EDTL bytes written (FCP-4 9.4.2 a, what
+    libiscsi 1.19 wants); EDTL > SPDTL: GOOD, exactly SPDTL bytes written."""
     for op, make in ((0x2A, rw10), (0x8A, rw16), (0x2E, rw10), (0x8E, rw16)):
         for buf in (b"", b"b" * 200, b"b" * BS):
-            check(lu.execute(NEXUS, make(op, 0, 2), buf or None), 5, 0x0E, 0x03)
-            assert file_bytes(lu)[:4 * BS] == b"a" * 4 * BS
+            fill(lu, 0, b"a" * 4 * BS)
+            good(lu.execute(NEXUS, make(op, 0, 2), buf or None))
+            assert file_bytes(lu)[:4 * BS] == buf + b"a" * (4 * BS - len(buf))
     good(lu.execute(NEXUS, rw10(0x2A, 0, 1), b"b" * 10000))
     assert file_bytes(lu)[:4 * BS] == b"b" * BS + b"a" * 3 * BS
+    # VERIFY with BYTCHK cannot compare what did not come: 0E/03
+    check(lu.execute(NEXUS, rw10(0x2F, 0, 2, b1=0x02), b"b" * BS), 5, 0x0E, 0x03)
+
+
+def test_short_data_out_refused_where_partial_makes_no_sense(lu):
+    before = file_bytes(lu)
+    check(lu.execute(NEXUS, ws10(0, 2), b"b" * 100), 5, 0x0E, 0x03)
+    check(lu.execute(NEXUS, caw(0, 1), b"b" * BS), 5, 0x0E, 0x03)
+    check(lu.execute(NEXUS, orwrite(0, 2), b"b" * BS), 5, 0x0E, 0x03)
+    check(lu.execute(NEXUS, watomic(0, 2), b"b" * BS), 5, 0x0E, 0x03)
+    assert file_bytes(lu) == before
 
 
 # ------------------------------------------------------------- WRITE SAME
@@ -209,6 +220,9 @@ def test_compare_and_write_errors(lu):
     assert (s.field, s.bit) == (1, 7)
     check(lu.execute(NEXUS, caw(0, 2), data[:3 * BS]), 5, 0x0E, 0x03)
     s = check(lu.execute(NEXUS, caw(0, 1), data), 5, 0x24)  # 4 blocks for NLB 1
+    assert s.field == 13
+    # 256 blocks does not fit the byte: NLB 0 with 512 blocks of Data-Out
+    s = check(lu.execute(NEXUS, caw(0, 0), bytes(512 * BS)), 5, 0x24)
     assert s.field == 13
     assert file_bytes(lu) == before
     assert vpd_b0(lu)[5] == 255
