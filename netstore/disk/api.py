@@ -1,0 +1,95 @@
+# The contracts between netstore's disk code and its users: what an opened
+# image offers (read, write, extents), what the format modules register, and
+# the errors a user can meet.  Implementations live in qcow2.py, raw.py and
+# formats/; the registry and the iSCSI target only see these names.
+"""Interfaces of the disk package.
+
+An *image* is one file in one format.  Opened, it is a :class:`DiskImage`:
+it reads (and, for raw and qcow2, writes) byte ranges of the virtual disk and
+tells which ranges hold data.  A qcow2 image with a backing file reads through
+its chain.  ``DiskImage`` is a superset of ``netstore.scsi.backend.BlockBackend``
+(``pread``/``pwrite``/``flush``/``close``/``block_size``/``num_blocks``/
+``read_only``), so an opened image is directly a LUN's backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+SECTOR = 512
+
+# Progress callback of long operations: (bytes done, bytes total).
+Progress = Callable[[int, int], None]
+
+
+class DiskError(Exception):
+    """A disk operation failed in a way the user can act on; the message says how."""
+
+
+class ImageFormatError(DiskError):
+    """The file is not a valid image of the format it claims, or is damaged.
+
+    The message names the file and what is wrong ("disk.vdi: block map entry
+    17 points past the end of the file").
+    """
+
+
+class UnsupportedImageError(DiskError):
+    """A valid image using a feature netstore does not implement (named)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """A run of the virtual disk: allocated (holds data here or in a backing
+    file) or not (reads as zeros)."""
+
+    offset: int
+    length: int
+    allocated: bool
+
+
+@runtime_checkable
+class DiskImage(Protocol):
+    """An opened image file (and, for qcow2, its backing chain)."""
+
+    path: str
+    format: str  # "raw", "qcow2", "vdi", "vmdk", "vhd", "vhdx"
+    virtual_size: int  # bytes
+    block_size: int  # 512: the LUN block size
+    num_blocks: int  # virtual_size // block_size
+    read_only: bool
+    uuid: str | None  # the UUID stored in the image, when the format has one
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """Bytes of the virtual disk; unallocated ranges read as zeros."""
+        ...
+
+    def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        """Write; raises DiskError on a read-only image or format."""
+        ...
+
+    def flush(self) -> None:
+        """Everything written so far is durable when this returns."""
+        ...
+
+    def close(self) -> None: ...
+
+    def extents(self) -> Iterator[Extent]:
+        """Allocated and unallocated runs covering the whole disk, in order."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """What `probe` learns from a file's headers without reading its data."""
+
+    path: str
+    format: str
+    variant: str  # "fixed" or "dynamic" (or "streamOptimized", "monolithicFlat", ...)
+    virtual_size: int
+    file_size: int
+    uuid: str | None
+    backing_file: str | None = None  # qcow2 only
+    backing_format: str | None = None
