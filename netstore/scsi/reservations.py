@@ -240,6 +240,23 @@ def transport_id(nexus: str) -> bytes:
     return struct.pack(">BxH", _ISCSI_TRANSPORT_ID_FORMAT_01, len(body)) + body
 
 
+def parse_transport_id(tid: bytes) -> str | None:
+    """The I_T nexus name ("<name>,i,0x<isid>") of an iSCSI TransportID in
+    format 01b; None for anything else (format 00b names no initiator port)."""
+    if len(tid) < 4 or tid[0] != _ISCSI_TRANSPORT_ID_FORMAT_01:
+        return None
+    n = _BE16.unpack_from(tid, 2)[0]
+    text = tid[4:4 + n].split(b"\0", 1)[0].decode("utf-8", "replace")
+    name, sep, isid = text.rpartition(",i,0x")
+    if not sep or not name or not isid:
+        return None
+    try:
+        int(isid, 16)
+    except ValueError:
+        return None
+    return f"{name},i,0x{isid.lower()}"
+
+
 class ReservationConflict(Exception):
     """Ends a command with RESERVATION CONFLICT status (no sense data)."""
 
@@ -377,9 +394,11 @@ class Reservations:
         scope = cdb[2] >> 4
         rtype = cdb[2] & 0x0F
         plen = _BE32.unpack_from(cdb, 5)[0]
-        if sa > PROUT_REGISTER_AND_IGNORE:
-            # REGISTER AND MOVE is not implemented; 08h..1Fh are reserved.
+        if sa > PROUT_REGISTER_AND_MOVE:
             raise cdb_error(1, 4)
+        if sa == PROUT_REGISTER_AND_MOVE:
+            self._register_and_move(nexus, plen, data)
+            return
         if plen != PROUT_PARAM_LEN:
             raise ScsiError(PARAM_LIST_LENGTH_ERROR)
         if data is None or len(data) < plen:
@@ -414,6 +433,42 @@ class Reservations:
             else:  # PREEMPT, PREEMPT AND ABORT (the iSCSI layer aborts tasks)
                 changed = self._preempt(nexus, sark, rtype)
         if changed and (st.aptpl or was_aptpl) and self._persist is not None:
+            self._persist(st.to_json())
+
+    def _register_and_move(self, nexus: str, plen: int,
+                           data: bytes | memoryview | None) -> None:
+        """REGISTER AND MOVE (SPC-4 5.13.8): the reservation and a new
+        registration go to the I_T nexus named by the TransportID."""
+        if plen < PROUT_PARAM_LEN or data is None or len(data) < plen:
+            raise ScsiError(PARAM_LIST_LENGTH_ERROR)
+        key, sark = _KEYS.unpack_from(data, 0)
+        flags = data[17]
+        rtpi = _BE16.unpack_from(data, 18)[0]
+        tid_len = _BE32.unpack_from(data, 20)[0]
+        if PROUT_PARAM_LEN + tid_len > plen:
+            raise ScsiError(PARAM_LIST_LENGTH_ERROR)
+        st = self.state
+        if st.registrations.get(nexus) != key:
+            raise ReservationConflict
+        if not self._holds(nexus) or st.res_type in _ALL_REGISTRANTS:
+            raise ReservationConflict
+        if not sark:
+            raise param_error(8)
+        if rtpi != self._relative_port:
+            raise param_error(18)
+        dest = parse_transport_id(bytes(data[PROUT_PARAM_LEN:PROUT_PARAM_LEN + tid_len]))
+        if dest is None:
+            raise param_error(PROUT_PARAM_LEN)
+        if dest == nexus:
+            raise param_error(PROUT_PARAM_LEN)
+        was_aptpl = st.aptpl
+        st.registrations[dest] = sark
+        st.holder = dest
+        if flags & 0x02:  # UNREG: the source's registration goes
+            del st.registrations[nexus]
+        st.aptpl = bool(flags & _APTPL)
+        self._bump()
+        if (st.aptpl or was_aptpl) and self._persist is not None:
             self._persist(st.to_json())
 
     def _bump(self) -> None:

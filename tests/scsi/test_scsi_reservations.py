@@ -204,7 +204,7 @@ def test_parameter_list_length_and_flags(lu):
     s = check(out(lu, A, 6, sark=KA, flags=0x08), 5, 0x26)  # SPEC_I_PT
     assert not s.cd and s.field == 20
     check(out(lu, A, 6, sark=KA, flags=0x04), 5, 0x26)  # ALL_TG_PT
-    s = check(out(lu, A, 7, sark=KA), 5, 0x24)  # REGISTER AND MOVE
+    s = check(out(lu, A, 8, sark=KA), 5, 0x24)  # reserved service action
     assert s.field == 1
     check(out(lu, A, 9, sark=KA), 5, 0x24)
     assert read_keys(lu) == (0, [])
@@ -528,3 +528,46 @@ def test_reservation_commands_in_rsoc(lu):
     assert {(0x16, None), (0x17, None), (0x56, None), (0x57, None)} <= ops
     assert {(0x5E, sa) for sa in range(4)} <= ops
     assert {(0x5F, sa) for sa in range(7)} <= ops
+
+
+# -------------------------------------------------- REGISTER AND MOVE
+
+
+def move(lu, nexus, key, sark, dest_tid, *, unreg=False, aptpl=False, rtpi=1, plen=None):
+    body = struct.pack(">QQxBHI", key, sark, (2 if unreg else 0) | (1 if aptpl else 0), rtpi,
+                       len(dest_tid)) + dest_tid
+    cdb = struct.pack(">BBBxxIB", 0x5F, 7, WE, len(body) if plen is None else plen, 0)
+    return lu.execute(nexus, cdb, body)
+
+
+def test_register_and_move(lu):
+    from netstore.scsi.reservations import transport_id
+
+    register(lu, A, KA)
+    reserve(lu, A, KA, EA)
+    good(move(lu, A, KA, KB, transport_id("iqn.1994-05.com.example:b,i,0x023D00000002")))
+    assert read_keys(lu, B) == (2, [KA, KB])
+    assert read_reservation(lu, B)[1] == (KB, 0, EA)
+    assert can_write(lu, B) and not can_read(lu, A)
+    good(move(lu, B, KB, KC, transport_id(C), unreg=True))
+    assert read_keys(lu, C) == (3, [KA, KC])
+    assert read_reservation(lu, C)[1] == (KC, 0, EA)
+
+
+def test_register_and_move_errors(lu):
+    from netstore.scsi.reservations import transport_id
+
+    register(lu, A, KA)
+    register(lu, B, KB)
+    assert move(lu, A, KA, KC, transport_id(C)).status == CONFLICT  # no reservation
+    reserve(lu, A, KA, WE)
+    assert move(lu, B, KB, KC, transport_id(C)).status == CONFLICT  # not the holder
+    assert move(lu, A, KB, KC, transport_id(C)).status == CONFLICT  # wrong key
+    check(move(lu, A, KA, 0, transport_id(C)), 5, 0x26)  # zero SARK
+    check(move(lu, A, KA, KC, transport_id(A)), 5, 0x26)  # to itself
+    check(move(lu, A, KA, KC, transport_id(C), rtpi=2), 5, 0x26)
+    name_only = struct.pack(">BxH", 0x05, 32) + b"iqn.1994-05.com.example:c".ljust(32, b"\0")
+    check(move(lu, A, KA, KC, name_only), 5, 0x26)
+    check(move(lu, A, KA, KC, transport_id(C), plen=30), 5, 0x1A)
+    assert read_reservation(lu, B)[1] == (KA, 0, WE)
+    assert read_keys(lu, B) == (2, [KA, KB])
