@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .limits import (
@@ -37,8 +38,6 @@ from .sense import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .backend import BlockBackend
     from .lun import LunIdentity, ScsiResponse
 
@@ -167,17 +166,26 @@ _DATA_OUT: dict[int, Callable[[bytes | memoryview, int], int]] = {
 _NO_DATA_OUT = frozenset(c.opcode for c in COMMANDS) - _DATA_OUT.keys()
 
 
+
+def _none(cdb: bytes | memoryview, bs: int) -> None:
+    return None
+
+
+def _zero(cdb: bytes | memoryview, bs: int) -> int:
+    return 0
+
+
+# Indexed by operation code: one lookup on the transport's per-write path.
+_BY_OPCODE: list[Callable[[bytes | memoryview, int], int | None]] = [
+    _DATA_OUT.get(op) or (_zero if op in _NO_DATA_OUT else _none) for op in range(256)
+]
+
+
 def data_out_length(cdb: bytes | memoryview, block_size: int) -> int | None:
     """Bytes of Data-Out `cdb` asks for (its SPDTL), None for an operation
     code this module does not know or a CDB too short to say."""
-    if not cdb:
-        return None
-    op = cdb[0]
-    f = _DATA_OUT.get(op)
-    if f is None:
-        return 0 if op in _NO_DATA_OUT else None
     try:
-        return f(cdb, block_size)
+        return _BY_OPCODE[cdb[0]](cdb, block_size)
     except (IndexError, struct.error):
         return None
 
@@ -228,7 +236,10 @@ class SbcMoreCommands:
         residuals; execute() writes nothing and answers CHECK CONDITION
         INVALID FIELD IN COMMAND INFORMATION UNIT when it gets less, and
         writes exactly SPDTL bytes when it gets more."""
-        return data_out_length(cdb, self._bs)
+        try:
+            return _BY_OPCODE[cdb[0]](cdb, self._bs)
+        except (IndexError, struct.error):
+            return None
 
     def _write_short(
         self, lba: int, data: bytes | memoryview | None, sync: bool
