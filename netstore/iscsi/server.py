@@ -122,9 +122,15 @@ class IscsiService:
                 raise ServiceError(
                     f"target {target}: LUN {index} {spec!r} is not an existing image file "
                     "(media names need the media registry, which is not implemented yet)")
-            lu = LogicalUnit(RawFileBackend(path), _lun_identity(target, path, index))
+            lu = LogicalUnit(RawFileBackend(path), _lun_identity(target, path, index),
+                             reservation_store=self._reservation_file(target, path))
             self._luns[key] = lu
         return lu
+
+    def _reservation_file(self, target: str, path: str) -> Path:
+        """Where a LUN's persistent reservations live (APTPL, SPC-4 5.13.4)."""
+        digest = hashlib.sha256(f"{target}\0{os.path.realpath(path)}".encode()).hexdigest()
+        return self.state_dir / "reservations" / f"{digest[:24]}.json"
 
     def _apply_targets(self, targets: list[TargetConfig]) -> None:
         g = self.group
