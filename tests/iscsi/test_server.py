@@ -181,3 +181,35 @@ async def test_portal_in_use_is_a_clear_error(image):
             await IscsiService(cfg, state_dir=".").run()
         n.cancel_scope.cancel()
 
+
+
+async def test_reconfigure_keeps_sessions_adds_and_retires_targets(image, tmp_path):
+    other = tmp_path / "other.img"
+    other.write_bytes(bytes(64 * 1024))
+    new_iqn = "iqn.2026-11.org.netstore:new"
+    async with trio.open_nursery() as n:
+        svc, port = await start(n, config(image))
+        live = await Client.connect(port)
+        await live.login()
+        await live.command(bytes(6))
+        # a new file: the old target is gone, a new one appears
+        svc.reconfigure(IscsiConfig(
+            portals=[("127.0.0.1", 0)], base_iqn="iqn.2026-11.org.netstore",
+            discovery_chap=None,
+            targets=[TargetConfig(iqn=new_iqn, luns=[str(other)], allow=["*"], chap=None,
+                                  alias=None)]))
+        # the live session keeps working
+        (d,) = await live.command(read10(0, 1), read=512)
+        assert d.opcode == P.OP_DATA_IN
+        # a new login to the removed target is refused: 0203 target not found
+        c = await Client.connect(port)
+        b = bhs(P.OP_LOGIN_REQ, 0x80 | (1 << 2) | 3, immediate=True, itt=1)
+        b[8:14] = bytes.fromhex("400001370009")
+        await c.stream.send_all(wire(b, encode_text([
+            ("InitiatorName", INITIATOR), ("TargetName", IQN), ("SessionType", "Normal")])))
+        r = await c.recv()
+        assert r is not None and (r.bhs[36], r.bhs[37]) == (2, 3)
+        assert await c.recv() is None
+        # the new target takes logins
+        assert svc.group.lookup(new_iqn) is not None
+        n.cancel_scope.cancel()
