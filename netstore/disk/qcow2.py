@@ -195,9 +195,13 @@ def _parse_header(path: str, fd: int, file_size: int) -> Qcow2Header:
         if h.backing_file_size > MAX_BACKING_NAME or h.backing_file_size == 0:
             raise _bad(path, f"backing file name length {h.backing_file_size} invalid")
         end = h.backing_file_offset + h.backing_file_size
+        if end > cs or h.backing_file_offset < h.extensions_end:
+            raise _bad(path, "backing file name lies outside the header cluster")
         if end > file_size:
             raise _bad(path, "backing file name lies past the end of the file")
         raw = os.pread(fd, h.backing_file_size, h.backing_file_offset)
+        if b"\0" in raw:
+            raise _bad(path, "backing file name contains NUL bytes")
         try:
             h.backing_file = raw.decode("utf-8")
         except UnicodeDecodeError:
