@@ -277,12 +277,14 @@ def test_junk_text_keys_in_login(live, bystander):
 @pytest.mark.parametrize("opcode", [0x0F, 0x1C, 0x3E])
 def test_unknown_opcode_after_login(live, bystander, opcode):
     c = r.Conn.connect(live.port)
-    c.login(IQN, initiator="iqn.2026-11.org.test:opcode")
+    c.login(IQN, initiator="iqn.2026-11.org.test:op1")
     drain_unit_attention(c)
     rest = struct.pack(">III", 0, c.cmdsn, c.expstatsn) + bytes(16)
+    mark = live.log_mark()
     c.send(r.bhs(opcode, 0x80, itt=c.next_itt(), rest=rest))
     res = outcome(c, timeout=10)
     assert rejected_or_closed(res), f"unknown opcode {opcode:#04x} got {res}"
+    live.wait_log(mark, r"opcode", timeout=5)
     if res != "closed" and not (isinstance(res, list) and "closed" in res):
         rej = [p for p in res if isinstance(p, r.PDU) and p.opcode == r.REJECT][0]
         assert rej.header[2] in (0x04, 0x05), f"Reject reason {rej.header[2]:#04x}"
@@ -298,11 +300,12 @@ def test_unknown_opcode_after_login(live, bystander, opcode):
 @pytest.mark.parametrize("delta", [0x40000000, -100], ids=["far-above", "below"])
 def test_scsi_command_with_cmdsn_outside_the_window(live, bystander, delta):
     c = r.Conn.connect(live.port)
-    c.login(IQN, initiator="iqn.2026-11.org.test:cmdsn")
+    c.login(IQN, initiator="iqn.2026-11.org.test:window")
     drain_unit_attention(c)
     lba = 6000 if delta > 0 else 6100
     before = image_bytes(live, lba, 8)
     bad = (c.cmdsn + delta) & 0xFFFFFFFF
+    mark = live.log_mark()
     h, d = c.scsi_pdu(r.write10(lba, 8), write=b"\xe7" * 4096, cmdsn=bad)
     c.send(h, d)
     res = outcome(c, timeout=3)
@@ -321,16 +324,19 @@ def test_scsi_command_with_cmdsn_outside_the_window(live, bystander, delta):
         assert status == 0 and data == before
     c.close()
     assert image_bytes(live, lba, 8) == before, "a command outside the CmdSN window wrote data"
+    # Issue 2, "Bad input": every case gets a Reject or a close *and a log line*.
+    live.wait_log(mark, r"cmdsn", timeout=5)
     healthy(live, bystander)
 
 
 def test_header_digest_mismatch(live, bystander):
     c = r.Conn.connect(live.port)
-    got = c.login(IQN, initiator="iqn.2026-11.org.test:hdigest", header_digest=True)
+    got = c.login(IQN, initiator="iqn.2026-11.org.test:hd1", header_digest=True)
     assert got.get("HeaderDigest") == "CRC32C", got
     drain_unit_attention(c)
     rest = struct.pack(">III", 0xFFFFFFFF, c.cmdsn, c.expstatsn) + bytes(16)
     h = r.bhs(r.NOP_OUT, 0x80, immediate=True, itt=c.next_itt(), rest=rest)
+    mark = live.log_mark()
     c.send_raw(h + b"\x00\x00\x00\x00")  # wrong digest
     res = outcome(c, timeout=10)
     # A header that fails its digest cannot be trusted: discard (ERL 0: drop the connection).
@@ -339,19 +345,19 @@ def test_header_digest_mismatch(live, bystander):
         for p in (res if isinstance(res, list) else [])
     ), f"answered a corrupt header: {res}"
     c.close()
+    live.wait_log(mark, r"digest", timeout=5)
     healthy(live, bystander)
 
 
 def test_data_digest_mismatch_writes_nothing(live, bystander):
     c = r.Conn.connect(live.port)
-    got = c.login(
-        IQN, initiator="iqn.2026-11.org.test:ddigest", header_digest=True, data_digest=True
-    )
+    got = c.login(IQN, initiator="iqn.2026-11.org.test:dd1", header_digest=True, data_digest=True)
     assert got.get("DataDigest") == "CRC32C", got
     drain_unit_attention(c)
     lba = 7000
     before = image_bytes(live, lba, 8)
     h, d = c.scsi_pdu(r.write10(lba, 8), write=b"\x3c" * 4096)
+    mark = live.log_mark()
     c.send_raw(h + r.digest(h) + d + b"\xde\xad\xbe\xef")
     c.cmdsn += 1
     res = outcome(c, timeout=10)
@@ -369,6 +375,7 @@ def test_data_digest_mismatch_writes_nothing(live, bystander):
     assert rejected_or_closed(res) or res, f"no reaction to a data digest error: {res}"
     c.close()
     assert image_bytes(live, lba, 8) == before, "data that failed its digest was written"
+    live.wait_log(mark, r"digest", timeout=5)
     healthy(live, bystander)
 
 
