@@ -177,7 +177,7 @@ def test_unknown_target_refused(plain):
     mark = plain.log_mark()
     out = run(["iscsi-inq", plain.url(f"{BASE}:no-such-disk")], timeout=30)
     assert_refused(out, "login to an unknown target")
-    plain.wait_log(mark, r"0203|not found")
+    plain.wait_log(mark, r"\b0203\b|not found")
 
 
 def test_unknown_lun_not_served(plain):
@@ -208,7 +208,7 @@ def test_chap_wrong_secret_refused_and_logged(secured):
         ["iscsi-inq", secured.url(CHAP_T, user=CHAP_USER, secret="wrong-secret-00")], timeout=30
     )
     assert_refused(out, "a wrong CHAP secret")
-    log = secured.wait_log(mark, r"0201|authentication fail")
+    log = secured.wait_log(mark, r"\b0201\b|authentication fail")
     assert CHAP_T in log, log
 
 
@@ -217,7 +217,7 @@ def test_chap_wrong_user_refused(secured):
     mark = secured.log_mark()
     out = run(["iscsi-inq", secured.url(CHAP_T, user="mallory", secret=CHAP_SECRET)], timeout=30)
     assert_refused(out, "an unknown CHAP user")
-    secured.wait_log(mark, r"0201|authentication fail")
+    secured.wait_log(mark, r"\b0201\b|authentication fail")
 
 
 def test_chap_without_credentials_refused(secured):
@@ -225,7 +225,7 @@ def test_chap_without_credentials_refused(secured):
     mark = secured.log_mark()
     out = run(["iscsi-inq", secured.url(CHAP_T)], timeout=30)
     assert_refused(out, "a login without CHAP to a CHAP target")
-    secured.wait_log(mark, r"020[12]|authentication|refused")
+    secured.wait_log(mark, r"\b020[12]\b|authentication|refused")
 
 
 def test_mutual_chap(secured):
@@ -265,7 +265,7 @@ def test_mutual_chap_wrong_initiator_secret_refused(secured):
     )
     out = run(["iscsi-inq", bad], timeout=30)
     assert_refused(out, "a wrong initiator secret with mutual CHAP")
-    secured.wait_log(mark, r"0201|authentication fail")
+    secured.wait_log(mark, r"\b0201\b|authentication fail")
 
 
 # -- allow list ---------------------------------------------------------------
@@ -285,7 +285,7 @@ def test_allow_list_refuses_other_initiator(secured):
         ["iscsi-inq", "-i", "iqn.2026-11.org.evil:intruder", secured.url(ALLOW_T)], timeout=30
     )
     assert_refused(out, "an initiator outside the allow list")
-    log = secured.wait_log(mark, r"0202|not authori[sz]ed")
+    log = secured.wait_log(mark, r"\b0202\b|not authori[sz]ed")
     assert "iqn.2026-11.org.evil:intruder" in log, log
     # libiscsi's default name is outside the list as well.
     out = run(["iscsi-inq", secured.url(ALLOW_T)], timeout=30)
@@ -305,7 +305,7 @@ def test_discovery_chap(discovery_chap):
     mark = d.log_mark()
     out = run(["iscsi-ls", d.url(user=DISC_USER, secret="wrong-secret-000")], timeout=30)
     assert out.returncode != 0 and f"{BASE}:dchap" not in out.stdout, out.stdout
-    d.wait_log(mark, r"0201|authentication fail")
+    d.wait_log(mark, r"\b0201\b|authentication fail")
     out = run(["iscsi-ls", d.url()], timeout=30)
     assert out.returncode != 0 and f"{BASE}:dchap" not in out.stdout, out.stdout
 
