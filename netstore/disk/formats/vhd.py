@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import struct
 import time
+from collections.abc import Iterator
 
-from netstore.disk.api import SECTOR, DiskError, Progress, UnsupportedImageError
+from netstore.disk.api import SECTOR, DiskError, Extent, Progress, UnsupportedImageError
 from netstore.disk.formats import (
     BlockMappedImage,
     StreamingBlockWriter,
@@ -157,6 +158,13 @@ class VhdImage(BlockMappedImage):
             i = self._bat.index(max(used))
             raise self._fail(f"BAT entry {i} points past the end of the file")
         self._block_bytes = block
+
+    def extents(self) -> Iterator[Extent]:
+        if self._fixed:
+            if self.virtual_size:
+                yield Extent(0, self.virtual_size, True)
+            return
+        yield from super().extents()
 
     def _block_allocated(self, index: int) -> bool:
         return self._fixed or self._bat[index] != BAT_UNUSED

@@ -126,21 +126,14 @@ class SparseExtent(BlockMappedImage):
         grains = -(-h["capacity"] // grain)
         ngd = -(-grains // self._gtes)
         gd_raw = self._read(h["gd"] * SECTOR, 4 * ngd, "VMDK grain directory")
-        gd = struct.unpack_from(f"<{ngd}I", gd_raw)
-        table: list[int] = []
-        zero_gt = (0,) * self._gtes
-        for i, sector in enumerate(gd):
-            if sector == 0:
-                table.extend(zero_gt)
-                continue
-            raw = self._read(sector * SECTOR, 4 * self._gtes, f"VMDK grain table {i} (directory entry {i})")
-            table.extend(struct.unpack_from(f"<{self._gtes}I", raw))
-        del table[grains:]
-        self._table = table
-        last = max(table, default=0)
-        if last > GTE_ZERO and last * SECTOR >= self._file_size:
-            i = table.index(last)
-            raise self._fail(f"grain table entry for grain {i} points past the end of the file")
+        self._gd = struct.unpack_from(f"<{ngd}I", gd_raw)
+        self._grains = grains
+        for i, sector in enumerate(self._gd):
+            if sector and (sector * SECTOR + 4 * self._gtes > self._file_size):
+                raise self._fail(f"grain directory entry {i} points past the end of the file")
+        # grain tables are read when first needed: a directory of mostly empty
+        # tables must not cost memory in proportion to the disk
+        self._gt_cache: dict[int, tuple[int, ...]] = {}
         self._cache: tuple[int, bytes] | None = None
         self.descriptor = ""
         if h["desc_off"] and h["desc_size"]:
@@ -170,11 +163,54 @@ class SparseExtent(BlockMappedImage):
                 "desc_off": desc_off, "desc_size": desc_size, "gtes": gtes, "rgd": rgd, "gd": gd,
                 "overhead": overhead}
 
+    def _grain_table(self, gt: int) -> tuple[int, ...] | None:
+        if self._gd[gt] == 0:
+            return None
+        table = self._gt_cache.get(gt)
+        if table is None:
+            raw = self._read(self._gd[gt] * SECTOR, 4 * self._gtes, f"VMDK grain table {gt}")
+            table = struct.unpack_from(f"<{self._gtes}I", raw)
+            last = max(table)
+            if last > GTE_ZERO and last * SECTOR >= self._file_size:
+                i = gt * self._gtes + table.index(last)
+                raise self._fail(f"grain table entry for grain {i} points past the end of the file")
+            if len(self._gt_cache) >= 256:
+                self._gt_cache.clear()
+            self._gt_cache[gt] = table
+        return table
+
+    def _entry(self, index: int) -> int:
+        gt, slot = divmod(index, self._gtes)
+        table = self._grain_table(gt)
+        return 0 if table is None else table[slot]
+
     def _block_allocated(self, index: int) -> bool:
-        return self._table[index] > GTE_ZERO
+        return self._entry(index) > GTE_ZERO
+
+    def extents(self) -> Iterator[Extent]:
+        gbytes = self._block_bytes
+        start, state = 0, None
+        pos = 0  # grain index
+        while pos < self._grains:
+            gt, slot = divmod(pos, self._gtes)
+            table = self._grain_table(gt)
+            span = min(self._gtes - slot, self._grains - pos)
+            if table is None:
+                allocs = [(pos, False)]
+            else:
+                allocs = [(pos + i, table[slot + i] > GTE_ZERO) for i in range(span)]
+            for first, alloc in allocs:
+                if state is None:
+                    state = alloc
+                elif alloc != state:
+                    yield Extent(start, first * gbytes - start, state)
+                    start, state = first * gbytes, alloc
+            pos += span
+        if state is not None and self.virtual_size > start:
+            yield Extent(start, self.virtual_size - start, state)
 
     def _block_read(self, index: int, within: int, length: int) -> bytes | None:
-        entry = self._table[index]
+        entry = self._entry(index)
         if entry <= GTE_ZERO:
             return None
         if not self._compressed:
