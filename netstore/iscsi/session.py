@@ -239,8 +239,8 @@ class Session:
             if len(self.held) < MAX_HELD_COMMANDS and cmdsn not in self.held:
                 self.held[cmdsn] = (conn, pdu)
         else:
-            # Out of the window: silently ignored (RFC 7143 4.2.2.1).
-            self.group.log.debug("%s: ignoring CmdSN %d outside %d..%d", self.nexus, cmdsn,
+            # Out of the window: silently ignored (RFC 7143 4.2.2.1), but logged.
+            self.group.log.warning("%s: ignoring CmdSN %d outside %d..%d", self.nexus, cmdsn,
                                  exp, self.max_cmdsn)
 
     def close(self, reason: str) -> None:
