@@ -122,8 +122,11 @@ class IscsiService:
                 raise ServiceError(
                     f"target {target}: LUN {index} {spec!r} is not an existing image file "
                     "(media names need the media registry, which is not implemented yet)")
-            lu = LogicalUnit(RawFileBackend(path), _lun_identity(target, path, index),
-                             reservation_store=self._reservation_file(target, path))
+            backend = RawFileBackend(path)
+            # Thin (UNMAP, LBPME) whenever the backend can deallocate.
+            thin = callable(getattr(backend, "discard", None))
+            lu = LogicalUnit(backend, _lun_identity(target, path, index),
+                             reservation_store=self._reservation_file(target, path), thin=thin)
             self._luns[key] = lu
         return lu
 

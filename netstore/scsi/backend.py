@@ -3,12 +3,48 @@
 # image formats (qcow2 ...) implement the same protocol elsewhere.
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import os
 from typing import Protocol, runtime_checkable
 
 DEFAULT_BLOCK_SIZE = 512
 # Logical block sizes SBC-3 initiators handle in practice.
 SUPPORTED_BLOCK_SIZES = (512, 1024, 2048, 4096)
+
+
+# fallocate(2) mode bits (linux/falloc.h): deallocate a range, keep the size.
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+def _libc_fallocate() -> object | None:
+    # os.posix_fallocate cannot punch holes; libc's fallocate can (Linux).
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_FALLOCATE = _libc_fallocate()
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Deallocate `length` bytes at `offset` of `fd`; they read back as zeros.
+
+    Raises:
+        OSError: EOPNOTSUPP when the file system (or this platform) cannot.
+    """
+    if _FALLOCATE is None:
+        raise OSError(errno.EOPNOTSUPP, "fallocate is not available")
+    if _FALLOCATE(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 class BackendError(Exception):
@@ -47,6 +83,10 @@ class BlockBackend(Protocol):
     def close(self) -> None:
         """Release the backend; no call may follow."""
         ...
+
+    # Optional: `discard(offset, length)` deallocates a byte range, which then
+    # reads back as zeros. A logical unit is thin-provisioned (UNMAP, LBPME)
+    # only on a backend that has it.
 
 
 class RawFileBackend:
@@ -117,6 +157,24 @@ class RawFileBackend:
             if w <= 0:
                 raise OSError(f"short write to {self.path!r} at offset {offset + n}")
             n += w
+
+    def discard(self, offset: int, length: int) -> None:
+        """Punch a hole over `length` bytes at `offset`: they read back as
+        zeros and, where whole file-system blocks are covered, take no space.
+        Where the file system cannot punch holes, the range is written with
+        zeros instead, so reads of it return zeros either way."""
+        try:
+            punch_hole(self.fd, offset, length)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.ENODEV):
+                raise
+        zeros = bytes(min(length, 1 << 20))
+        done = 0
+        while done < length:
+            k = min(len(zeros), length - done)
+            self.pwrite(offset + done, zeros if k == len(zeros) else zeros[:k])
+            done += k
 
     def flush(self) -> None:
         """fdatasync the file: durable when this returns."""

@@ -23,3 +23,12 @@ MAX_COMPARE_AND_WRITE_BLOCKS = 255
 # PRE-FETCH: ranges up to this size are handed to the page cache and answered
 # CONDITION MET; larger ones are "would not fit in the cache": GOOD.
 PREFETCH_CACHE_BYTES = 8 * 1024 * 1024
+# UNMAP (VPD B0h): most blocks one UNMAP may deallocate (MAXIMUM UNMAP LBA
+# COUNT) and most block descriptors in its parameter list. Punching a hole
+# costs the same at any size; libiscsi calls counts above 2^20 insane, and
+# Linux sends at most one descriptor per UNMAP anyway.
+MAX_UNMAP_BLOCKS = 1 << 20
+MAX_UNMAP_DESCRIPTORS = 256
+# OPTIMAL UNMAP GRANULARITY: file systems free space in 4 KiB blocks; a
+# smaller hole only zeroes the bytes.
+UNMAP_GRANULARITY_BYTES = 4096

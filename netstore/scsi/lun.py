@@ -20,6 +20,7 @@ from .opcodes import (
     COMMANDS,
     SERVICE_ACTION_OPCODES,
     UA_EXEMPT_OPCODES,
+    UNMAP,
     Command,
 )
 from .reservations import ReservationCommands, Reservations, file_persister, load_state
@@ -63,6 +64,9 @@ _BE64 = struct.Struct(">Q")
 
 _PROTECT_MASK = 0xE0  # RDPROTECT/WRPROTECT/VRPROTECT: byte 1 bits 7..5
 _FUA = 0x08
+# READ CAPACITY(16) byte 14 (SBC-4 5.20.2).
+_LBPME = 0x80
+_LBPRZ = 0x40
 _SHORT_CDB_SENSE = build_sense(INVALID_FIELD_IN_CDB)
 _INTERNAL_FAILURE_SENSE = build_sense(INTERNAL_TARGET_FAILURE)
 # Compare chunk used to locate the first miscompare (error path only).
@@ -156,10 +160,22 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         device_type: int = 0,
         write_cache: bool = True,
         reservation_store: Path | None = None,
+        thin: bool = False,
     ) -> None:
         """Wrap `backend`; `write_cache` is the default (and initial) WCE bit.
         `reservation_store`: file keeping persistent reservations made with
-        APTPL=1 (loaded here, rewritten atomically when they change)."""
+        APTPL=1 (loaded here, rewritten atomically when they change).
+        `thin`: thin provisioning (UNMAP, WRITE SAME with UNMAP, LBPME,
+        VPD B2h); the backend must be writable and have `discard`.
+
+        Raises:
+            ValueError: thin=True on a backend that cannot discard.
+        """
+        can_discard = callable(getattr(backend, "discard", None)) and not backend.read_only
+        if thin and not can_discard:
+            raise ValueError("a thin logical unit needs a writable backend with discard()")
+        self._thin = bool(thin)
+        self._discard = backend.discard if self._thin else None  # type: ignore[attr-defined]
         self.backend = backend
         self.identity = identity
         self.device_type = device_type
@@ -182,7 +198,7 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
             device_type=device_type, vendor=identity.vendor, serial=identity.serial,
             naa=identity.naa, target_name=identity.target_name,
             relative_port=identity.relative_port, port_group=identity.port_group,
-            block_size=bs, has_volatile_cache=True,
+            block_size=bs, has_volatile_cache=True, thin=self._thin,
         )
         self._inquiry_data = standard_inquiry(
             device_type, identity.vendor, identity.product, identity.revision
@@ -194,16 +210,30 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
             state=load_state(reservation_store), relative_port=identity.relative_port,
         )
         self._reserved = self._pr.active
+        # Commands of the table this logical unit does not have (UNMAP when
+        # fully provisioned): INVALID OPERATION CODE, and not reported.
+        self._absent: frozenset[Command] = frozenset(self._absent_commands())
         table = [self._invalid_opcode] * 256
         for op, cmd in BY_OPCODE.items():
-            table[op] = getattr(self, cmd.handler)
+            if cmd not in self._absent:
+                table[op] = getattr(self, cmd.handler)
         for op in SERVICE_ACTION_OPCODES:
             table[op] = self._service_action
         self._table = table
-        self._sa_table = {k: getattr(self, c.handler) for k, c in BY_SERVICE_ACTION.items()}
+        self._sa_table = {k: getattr(self, c.handler) for k, c in BY_SERVICE_ACTION.items()
+                          if c not in self._absent}
         self._closed = False
 
     # ------------------------------------------------------------------ API
+
+    @property
+    def thin(self) -> bool:
+        """Whether the logical unit is thin-provisioned (LBPME=1)."""
+        return self._thin
+
+    def _absent_commands(self) -> list[Command]:
+        """Commands of the opcode table this logical unit lacks."""
+        return [] if self._thin else [BY_OPCODE[UNMAP]]
 
     @property
     def write_cache(self) -> bool:
@@ -557,7 +587,9 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         if not cdb[14] & 0x01 and lba:
             raise cdb_error(2, 7)
         last = max(self._num_blocks - 1, 0)
-        return ScsiResponse(GOOD, struct.pack(">QI20x", last, self._bs)[:alloc])
+        # Byte 14: LBPME (thin) and LBPRZ (unmapped blocks read as zeros).
+        lbp = _LBPME | _LBPRZ if self._thin else 0
+        return ScsiResponse(GOOD, struct.pack(">QIxxB17x", last, self._bs, lbp)[:alloc])
 
     def _start_stop_unit(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         power_condition = cdb[4] >> 4
@@ -650,7 +682,8 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         req_sa = _BE16.unpack_from(cdb, 4)[0]
         alloc = _BE32.unpack_from(cdb, 6)[0]
         if option == 0:
-            body = b"".join(_all_commands_descriptor(c, rctd) for c in COMMANDS)
+            body = b"".join(_all_commands_descriptor(c, rctd) for c in COMMANDS
+                            if c not in self._absent)
             payload = _BE32.pack(len(body)) + body
         elif option in (1, 2, 3):
             has_sa = req_op in SERVICE_ACTION_OPCODES
@@ -662,7 +695,7 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
                 cmd = BY_SERVICE_ACTION.get((req_op, req_sa))
             else:
                 cmd = BY_OPCODE.get(req_op)
-            if cmd is None:
+            if cmd is None or cmd in self._absent:
                 payload = struct.pack(">BBH", 0, _RSOC_NOT_SUPPORTED, 0)
             else:
                 flags = _RSOC_SUPPORTED | (_RSOC_CTDP_ONE if rctd else 0)

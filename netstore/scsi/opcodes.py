@@ -46,6 +46,7 @@ SA_REPORT_SUPPORTED_TMFS = 0x0D
 PRE_FETCH_10 = 0x34
 READ_DEFECT_DATA_10 = 0x37
 WRITE_SAME_10 = 0x41
+UNMAP = 0x42
 COMPARE_AND_WRITE = 0x89
 ORWRITE_16 = 0x8B
 PRE_FETCH_16 = 0x90
@@ -155,6 +156,8 @@ COMMANDS: tuple[Command, ...] = (
             _u(0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0), "_read_defect_data10"),
     Command(WRITE_SAME_10, None, "WRITE SAME(10)", _u(0x41, 0, *_F4, 0x1F, 0xFF, 0xFF, 0),
             "_write_same10", timeout_s=FLUSH_TIMEOUT_S),
+    Command(UNMAP, None, "UNMAP", _u(0x42, 0x01, 0, 0, 0, 0, 0x1F, 0xFF, 0xFF, 0), "_unmap",
+            timeout_s=FLUSH_TIMEOUT_S),
     Command(COMPARE_AND_WRITE, None, "COMPARE AND WRITE",
             _u(0x89, 0x18, *_F8, 0, 0, 0, 0xFF, 0x1F, 0), "_compare_and_write"),
     Command(ORWRITE_16, None, "ORWRITE(16)", _u(0x8B, 0x18, *_F8, *_F4, 0x1F, 0),

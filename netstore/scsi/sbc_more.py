@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 from .limits import (
     MAX_COMPARE_AND_WRITE_BLOCKS,
+    MAX_UNMAP_BLOCKS,
+    MAX_UNMAP_DESCRIPTORS,
     MAX_WRITE_SAME_BYTES,
     PREFETCH_CACHE_BYTES,
 )
@@ -30,11 +32,13 @@ from .sense import (
     INVALID_FIELD_IN_IU,
     LBA_OUT_OF_RANGE,
     MISCOMPARE_DURING_VERIFY,
+    PARAM_LIST_LENGTH_ERROR,
     UNRECOVERED_READ_ERROR,
     WRITE_ERROR,
     WRITE_PROTECTED,
     ScsiError,
     cdb_error,
+    param_error,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +63,10 @@ _WS_OBSOLETE = 0x06  # PBDATA, LBDATA (SBC-2); not supported
 _WS_NDOB = 0x01  # WRITE SAME(16) only
 # Chunk WRITE SAME writes at a time.
 _WS_CHUNK_BYTES = 1024 * 1024
+# UNMAP parameter list (SBC-4 5.32.2): 8-byte header, 16-byte descriptors.
+_UNMAP_HEADER = 8
+_UNMAP_DESCRIPTOR = 16
+_UNMAP_ANCHOR = 0x01
 
 # GET LBA STATUS (SBC-4 5.7): provisioning status of a descriptor.
 LBA_MAPPED = 0x0
@@ -229,6 +237,8 @@ class SbcMoreCommands:
         _pread: Callable[[int, int], bytes]
         _pwrite: Callable[[int, bytes | memoryview], None]
         _flush: Callable[[], None]
+        _thin: bool
+        _discard: Callable[[int, int], None] | None
 
     def data_out_length(self, cdb: bytes | memoryview) -> int | None:
         """Bytes of Data-Out `cdb` asks for (SPDTL); None when unknown.
@@ -294,12 +304,23 @@ class SbcMoreCommands:
             raise cdb_error(1, 7)
         if b1 & _WS_ANCHOR:  # ANC_SUP is 0
             raise cdb_error(1, 4)
-        if b1 & _WS_UNMAP:  # LBPWS/LBPWS10 are 0: no unmapping WRITE SAME
+        unmap = bool(b1 & _WS_UNMAP)
+        if unmap and not self._thin:  # LBPWS/LBPWS10 are 0 when fully provisioned
             raise cdb_error(1, 3)
         if b1 & _WS_OBSOLETE:
             raise cdb_error(1, 2)
-        if not n:  # WSNZ=1: 0 does not mean "to the last LBA"
-            raise cdb_error(len_byte, 7)
+        if lba > self._num_blocks:
+            raise ScsiError(LBA_OUT_OF_RANGE)
+        if not n:
+            if not self._thin:  # WSNZ=1: 0 does not mean "to the last LBA"
+                raise cdb_error(len_byte, 7)
+            # WSNZ=0 (thin units, where unmapping to the end is the use):
+            # through the last LBA (SBC-4 5.49).
+            n = self._num_blocks - lba
+            if not n:
+                if self._read_only:
+                    raise ScsiError(WRITE_PROTECTED)
+                return self._resp()
         self._check_writable(lba, n)
         bs = self._bs
         if n * bs > MAX_WRITE_SAME_BYTES:
@@ -310,6 +331,11 @@ class SbcMoreCommands:
             if data is None or len(data) < bs:
                 raise short_data_out()
             block = bytes(data[:bs])
+        if unmap and block.count(0) == bs:
+            # SBC-4 4.7.3.6: unmapping is allowed when the unmapped blocks
+            # read back as the data given, here zeros (LBPRZ=1).
+            self._deallocate(lba, n)
+            return self._resp()
         per_chunk = max(1, min(n, _WS_CHUNK_BYTES // bs))
         chunk = block * per_chunk
         done = 0
@@ -323,6 +349,54 @@ class SbcMoreCommands:
         except OSError:
             log.exception("write error at LBA %d", lba + done)
             raise ScsiError(WRITE_ERROR, information=lba + done) from None
+        return self._resp()
+
+    def _deallocate(self, lba: int, n: int) -> None:
+        """Discard `n` blocks at `lba` (they read back as zeros)."""
+        assert self._discard is not None
+        try:
+            self._discard(lba * self._bs, n * self._bs)
+            if not self._wce:
+                self._flush()
+        except OSError:
+            log.exception("discard failed at LBA %d", lba)
+            raise ScsiError(WRITE_ERROR, information=lba) from None
+
+    # ------------------------------------------------------------ UNMAP
+
+    def _unmap(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
+        if cdb[1] & _UNMAP_ANCHOR:  # ANC_SUP is 0
+            raise cdb_error(1, 0)
+        plen = _BE16.unpack_from(cdb, 7)[0]
+        if self._read_only:
+            raise ScsiError(WRITE_PROTECTED)
+        if not plen:  # SBC-4 5.32.1: not an error, nothing unmapped
+            return self._resp()
+        if plen < _UNMAP_HEADER:
+            raise ScsiError(PARAM_LIST_LENGTH_ERROR)
+        if data is None or len(data) < plen:
+            raise short_data_out()
+        p = memoryview(data)[:plen]
+        bd_len = _BE16.unpack_from(p, 2)[0]
+        # Descriptors past the parameter list length are ignored (SBC-4 5.32.2).
+        count = min(bd_len, plen - _UNMAP_HEADER) // _UNMAP_DESCRIPTOR
+        if count > MAX_UNMAP_DESCRIPTORS:
+            raise param_error(2)
+        ranges: list[tuple[int, int]] = []
+        total = 0
+        for i in range(count):
+            off = _UNMAP_HEADER + i * _UNMAP_DESCRIPTOR
+            lba = _BE64.unpack_from(p, off)[0]
+            n = _BE32.unpack_from(p, off + 8)[0]
+            if lba + n > self._num_blocks:
+                raise ScsiError(LBA_OUT_OF_RANGE)
+            total += n
+            if total > MAX_UNMAP_BLOCKS:
+                raise param_error(off + 8)
+            if n:
+                ranges.append((lba, n))
+        for lba, n in ranges:
+            self._deallocate(lba, n)
         return self._resp()
 
     def _write_same10(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:

@@ -8,8 +8,11 @@ from collections.abc import Callable
 from .limits import (
     MAX_COMPARE_AND_WRITE_BLOCKS,
     MAX_TRANSFER_BYTES,
+    MAX_UNMAP_BLOCKS,
+    MAX_UNMAP_DESCRIPTORS,
     MAX_WRITE_SAME_BYTES,
     OPTIMAL_GRANULARITY_BYTES,
+    UNMAP_GRANULARITY_BYTES,
 )
 
 STANDARD_INQUIRY_LEN = 96
@@ -43,6 +46,13 @@ DESIG_SCSI_NAME = 0x8
 PIV = 0x80
 
 NON_ROTATING = 0x0001  # medium rotation rate (SBC-3 table 182)
+# Logical block provisioning VPD (SBC-4 6.6.6) byte 5 and provisioning types.
+LBPU = 0x80
+LBPWS = 0x40
+LBPWS10 = 0x20
+LBPRZ_VPD = 0x04
+PROVISIONING_FULL = 0x0
+PROVISIONING_THIN = 0x2
 # Page length of fixed-size VPD pages 86h, B0h, B1h.
 LONG_PAGE_LEN = 0x3C
 
@@ -88,12 +98,13 @@ class VpdSource:
 
     __slots__ = (
         "device_type", "vendor", "serial", "naa", "target_name",
-        "relative_port", "port_group", "block_size", "has_volatile_cache",
+        "relative_port", "port_group", "block_size", "has_volatile_cache", "thin",
     )
 
     def __init__(
         self, *, device_type: int, vendor: str, serial: str, naa: bytes, target_name: str,
         relative_port: int, port_group: int, block_size: int, has_volatile_cache: bool,
+        thin: bool = False,
     ) -> None:
         self.device_type = device_type
         self.vendor = vendor
@@ -104,6 +115,7 @@ class VpdSource:
         self.port_group = port_group
         self.block_size = block_size
         self.has_volatile_cache = has_volatile_cache
+        self.thin = thin
 
 
 def supported_pages(src: VpdSource) -> bytes:
@@ -151,9 +163,16 @@ def block_limits(src: VpdSource) -> bytes:
     max_blocks = MAX_TRANSFER_BYTES // src.block_size
     gran = max(1, OPTIMAL_GRANULARITY_BYTES // src.block_size)
     b = bytearray(LONG_PAGE_LEN)
-    b[0] = 0x01  # WSNZ: WRITE SAME with 0 blocks is refused
+    # WSNZ: fully provisioned units refuse WRITE SAME of 0 blocks; thin ones
+    # take it as "through the last LBA" (unmapping a tail in one command).
+    b[0] = 0x00 if src.thin else 0x01
     b[1] = MAX_COMPARE_AND_WRITE_BLOCKS
     struct.pack_into(">HII", b, 2, gran, max_blocks, max_blocks)
+    if src.thin:
+        # MAXIMUM UNMAP LBA COUNT, MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT,
+        # OPTIMAL UNMAP GRANULARITY; alignment not reported (UGAVALID 0).
+        unmap_gran = max(1, UNMAP_GRANULARITY_BYTES // src.block_size)
+        struct.pack_into(">III", b, 16, MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, unmap_gran)
     # MAXIMUM WRITE SAME LENGTH; MAXIMUM ATOMIC TRANSFER LENGTH (WRITE
     # ATOMIC(16)), no alignment or granularity, no atomic boundaries.
     struct.pack_into(">QI", b, 32, MAX_WRITE_SAME_BYTES // src.block_size, max_blocks)
@@ -168,8 +187,13 @@ def block_device_characteristics(src: VpdSource) -> bytes:
 
 
 def logical_block_provisioning(src: VpdSource) -> bytes:
-    """VPD B2h: no thin provisioning support reported (SBC-3 6.5.4)."""
-    return _page(src.device_type, 0xB2, bytes(4))
+    """VPD B2h (SBC-4 6.6.6): a thin logical unit has UNMAP, WRITE SAME
+    10/16 with UNMAP, and unmapped blocks read as zeros; a fully provisioned
+    one reports none of them."""
+    if not src.thin:
+        return _page(src.device_type, 0xB2, bytes((0, 0, PROVISIONING_FULL, 0)))
+    flags = LBPU | LBPWS | LBPWS10 | LBPRZ_VPD
+    return _page(src.device_type, 0xB2, bytes((0, flags, PROVISIONING_THIN, 0)))
 
 
 PAGES: dict[int, Callable[[VpdSource], bytes]] = {
