@@ -89,6 +89,8 @@ REFBLOCK_CACHE_BLOCKS = 16
 
 _Q = struct.Struct(">Q")
 _unpack_q = _Q.unpack_from
+# An L2 entry readable in place: COPIED set, not compressed, no zero flag.
+_FAST_MASK = COPIED | COMPRESSED | ZERO
 _REFCOUNT_FMT = {3: "B", 4: "H", 5: "I", 6: "Q"}
 
 
@@ -646,8 +648,9 @@ class Qcow2Image:
         self._l2_cache: OrderedDict[int, bytearray] = OrderedDict()
         self._l2_cache_max = cache_tables
         self._rb_cache: OrderedDict[int, bytearray] = OrderedDict()
-        # (L1 index, L2 table) of the last lookup: one tuple, read atomically.
-        self._last: tuple[int, bytearray] = (-1, bytearray())
+        # The last L2 lookup and the constants the read fast path needs, in
+        # one tuple so a reader in another thread sees a consistent set.
+        self._set_last(-1, bytearray())
         self._lock = threading.RLock()
         self._cursor = _round_up(file_size, cs)
         self._free: list[int] = []  # cluster offsets with refcount 0, safe to reuse
@@ -694,8 +697,13 @@ class Qcow2Image:
         if len(self._l2_cache) > self._l2_cache_max:
             old, _ = self._l2_cache.popitem(last=False)
             if old == self._last[0]:
-                self._last = (-1, bytearray())
+                self._set_last(-1, bytearray())
         return tbl
+
+    def _set_last(self, l1i: int, tbl: bytearray) -> None:
+        self._last = (
+            l1i, tbl, self._cbits, self._l2bits, self._l2mask, self._cmask, self.virtual_size,
+        )  # fmt: skip
 
     def _entry(self, vc: int) -> int:
         """The L2 entry of virtual cluster `vc` (0 when its L2 table is absent)."""
@@ -707,7 +715,7 @@ class Qcow2Image:
             tbl = self._l2(l1i)
             if tbl is None:
                 return 0
-            self._last = (l1i, tbl)
+            self._set_last(l1i, tbl)
         return _unpack_q(tbl, (vc & self._l2mask) << 3)[0]
 
     def _refblock(self, rti: int, create: bool) -> tuple[int, bytearray] | None:
@@ -882,7 +890,7 @@ class Qcow2Image:
         if len(self._l2_cache) > self._l2_cache_max:
             old, _ = self._l2_cache.popitem(last=False)
             if old == self._last[0]:
-                self._last = (-1, bytearray())
+                self._set_last(-1, bytearray())
         return off, tbl
 
     # ---- reading -----------------------------------------------------------
@@ -894,20 +902,25 @@ class Qcow2Image:
             DiskError: the range is outside the disk.
             ImageFormatError: metadata points outside the file.
         """
-        inoff = offset & self._cmask
-        if inoff + length <= self._cs and offset >= 0 and offset + length <= self.virtual_size:
-            # Fast path: one cluster, allocated in this layer.
-            vc = offset >> self._cbits
-            last = self._last
-            if vc >> self._l2bits == last[0]:
-                e = _unpack_q(last[1], (vc & self._l2mask) << 3)[0]
+        last_l1i, tbl, cbits, l2bits, l2mask, cmask, vsize = self._last
+        vc = offset >> cbits
+        if (offset & cmask) + length <= cmask + 1 and 0 <= offset and offset + length <= vsize:
+            # Fast path: inside one cluster.
+            if vc >> l2bits == last_l1i:
+                e = _unpack_q(tbl, (vc & l2mask) << 3)[0]
             else:
                 with self._lock:
                     e = self._entry(vc)
-            if e & OFFSET_MASK and not e & (COMPRESSED | ZERO):
-                data = os.pread(self._fd, length, (e & OFFSET_MASK) + inoff)
+            if e & _FAST_MASK == COPIED:  # allocated here, refcount 1, plain
+                data = os.pread(self._fd, length, (e & OFFSET_MASK) + (offset & cmask))
                 if len(data) == length:
                     return data
+            elif not e:  # unallocated: the backing file's bytes, or zeros
+                backing = self.backing
+                if backing is None:
+                    return bytes(length)
+                if offset + length <= self._backing_size:
+                    return backing.pread(offset, length)
         return self._pread_slow(offset, length)
 
     def _pread_slow(self, offset: int, length: int) -> bytes:
@@ -918,26 +931,45 @@ class Qcow2Image:
             )
         if length == 0:
             return b""
-        out = bytearray(length)
-        mv = memoryview(out)
         with self._lock:
-            for voff, n, kind, arg in self._runs(offset, length):
-                dst = voff - offset
-                if kind == "data":
-                    data = os.pread(self._fd, n, arg)
-                    if len(data) != n:
-                        raise _bad(
-                            self.path, f"data cluster at {arg} lies past the end of the file"
-                        )
-                    mv[dst : dst + n] = data
-                elif kind == "backing":
-                    self._read_backing(mv[dst : dst + n], voff)
-                elif kind == "compressed":
+            runs = list(self._runs(offset, length))
+        if len(runs) == 1:
+            voff, n, kind, arg = runs[0]
+            if kind == "data":
+                data = os.pread(self._fd, n, arg)
+                if len(data) == n:
+                    return data
+            elif kind == "zero":
+                return bytes(n)
+            elif kind == "backing" and offset + length <= self._backing_size:
+                return self.backing.pread(offset, length)  # type: ignore[union-attr]
+        # Each part is read once into a bytes object, then joined: two copies
+        # in all (kernel -> part -> result), no intermediate buffer.
+        parts: list[bytes] = []
+        for voff, n, kind, arg in runs:
+            if kind == "data":
+                data = os.pread(self._fd, n, arg)
+                if len(data) != n:
+                    raise _bad(self.path, f"data cluster at {arg} lies past the end of the file")
+                parts.append(data)
+            elif kind == "backing":
+                parts.append(self._backing_bytes(voff, n))
+            elif kind == "compressed":
+                with self._lock:
                     cl = self._decompress(arg)
-                    inoff = voff & self._cmask
-                    mv[dst : dst + n] = cl[inoff : inoff + n]
-                # "zero": already zeros
-        return bytes(out)
+                inoff = voff & self._cmask
+                parts.append(cl[inoff : inoff + n])
+            else:
+                parts.append(bytes(n))
+        return b"".join(parts)
+
+    def _backing_bytes(self, voff: int, n: int) -> bytes:
+        """The backing chain's `n` bytes at `voff` (zeros past its end, or without one)."""
+        have = min(n, self._backing_size - voff) if self.backing is not None else 0
+        if have <= 0:
+            return bytes(n)
+        data = self.backing.pread(voff, have)  # type: ignore[union-attr]
+        return data if have == n else data + bytes(n - have)
 
     def _read_backing(self, dst: memoryview, voff: int) -> None:
         """Fill `dst` with the backing chain's bytes at `voff` (zeros past its end)."""
@@ -1201,6 +1233,7 @@ class Qcow2Image:
                 os.fsync(self._fd)
             h.size = new_size
             self.virtual_size = new_size
+            self._set_last(-1, bytearray())
             self.num_blocks = new_size // SECTOR
 
     def set_backing(self, backing: str | None, backing_format: str | None = None) -> None:
