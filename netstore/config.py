@@ -111,18 +111,69 @@ class ChapConfig:
         return self.mutual_user is not None
 
 
+# Kinds of LUN a target can present (semantics.md section 1 device kinds).
+LUN_KINDS = ("disk", "dvd")
+
+
+class LunSpec(str):
+    """One LUN of a target: the string is the image's absolute path; the
+    attributes say how it is presented. A plain string entry in the file is
+    a writable, non-removable disk, thin when its backend can deallocate.
+
+    Attributes:
+        kind: "disk" (SBC direct access) or "dvd" (MMC CD/DVD, 2048-byte
+            blocks, read-only, removable).
+        readonly: writes fail with DATA PROTECT / WRITE PROTECTED.
+        removable: RMB=1, PREVENT ALLOW MEDIUM REMOVAL and eject/load.
+        thin: True/False forces thin provisioning on/off; None (not given)
+            means thin when the backend can discard.
+    """
+
+    kind: str
+    readonly: bool
+    removable: bool
+    thin: bool | None
+
+    def __new__(cls, path: str, *, kind: str = "disk", readonly: bool = False,
+                removable: bool = False, thin: bool | None = None) -> LunSpec:
+        spec = super().__new__(cls, path)
+        spec.kind = kind
+        spec.readonly = readonly or kind == "dvd"
+        spec.removable = removable or kind == "dvd"
+        spec.thin = False if kind == "dvd" else thin
+        return spec
+
+    @property
+    def path(self) -> str:
+        """The image's absolute path."""
+        return str(self)
+
+    @property
+    def options(self) -> tuple[str, bool, bool, bool | None]:
+        """(kind, readonly, removable, thin): two specs of one path with other
+        options are different LUNs."""
+        return (self.kind, self.readonly, self.removable, self.thin)
+
+    def __repr__(self) -> str:
+        return (f"LunSpec({str(self)!r}, kind={self.kind!r}, readonly={self.readonly}, "
+                f"removable={self.removable}, thin={self.thin})")
+
+
 @dataclass(frozen=True, slots=True)
 class TargetConfig:
     """One iSCSI target from ``[[iscsi.targets]]``.
 
     ``luns`` are absolute image paths (or block devices), LUN 0 first: a path
     in the file is resolved against the file's directory, a bare name (no
-    ``/``) is a medium under ``<state_dir>/media/``. ``allow`` holds fnmatch
+    ``/``) is a medium under ``<state_dir>/media/``. Each is a LunSpec (a
+    str) carrying kind, readonly, removable and thin; an entry in the file
+    is a string or a table ``{ path = "...", kind = "disk"|"dvd", readonly,
+    removable, thin }``. ``allow`` holds fnmatch
     patterns of initiator names; ``["*"]`` when the file gives none.
     """
 
     iqn: str
-    luns: list[str]
+    luns: list[LunSpec]
     allow: list[str] = field(default_factory=lambda: ["*"])
     chap: ChapConfig | None = None
     alias: str | None = None
@@ -645,7 +696,40 @@ def _target(r: _Reader, value: Any, key: str, daemon: DaemonConfig) -> TargetCon
     return TargetConfig(iqn=iqn, luns=luns, allow=allow, chap=chap, alias=alias)
 
 
-def _lun(r: _Reader, value: Any, key: str, daemon: DaemonConfig) -> str:
+def _boolean(r: _Reader, value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise r.fail(key, "true or false", _describe(value))
+    return value
+
+
+def _lun(r: _Reader, value: Any, key: str, daemon: DaemonConfig) -> LunSpec:
+    if not isinstance(value, dict):
+        return LunSpec(_lun_path(r, value, key, daemon))
+    t = value
+    r.keys(t, key, ("path", "kind", "readonly", "removable", "thin"))
+    if "path" not in t:
+        raise r.fail(f"{key}.path", "an image path or media name", "nothing")
+    path = _lun_path(r, t["path"], f"{key}.path", daemon)
+    kind = t.get("kind", "disk")
+    if kind not in LUN_KINDS:
+        raise r.fail(f"{key}.kind", "one of " + ", ".join(f'"{k}"' for k in LUN_KINDS),
+                     _describe(kind))
+    flags = {name: _boolean(r, t[name], f"{key}.{name}")
+             for name in ("readonly", "removable", "thin") if name in t}
+    if kind == "dvd":
+        if flags.get("readonly") is False:
+            raise r.fail(f"{key}.readonly", "true or nothing (a dvd is read-only)", "false")
+        if flags.get("removable") is False:
+            raise r.fail(f"{key}.removable", "true or nothing (a dvd is removable)", "false")
+        if flags.get("thin"):
+            raise r.fail(f"{key}.thin", "false or nothing (a dvd is not thin)", "true")
+    if flags.get("thin") and flags.get("readonly"):
+        raise r.fail(f"{key}.thin", "false or nothing on a read-only LUN (UNMAP writes)", "true")
+    return LunSpec(path, kind=kind, readonly=flags.get("readonly", False),
+                   removable=flags.get("removable", False), thin=flags.get("thin"))
+
+
+def _lun_path(r: _Reader, value: Any, key: str, daemon: DaemonConfig) -> str:
     text = r.string(value, key, what="an image path or media name")
     if "/" in text or text.startswith("~"):
         path = (r.base_dir / Path(text).expanduser()).absolute()

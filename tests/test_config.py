@@ -752,3 +752,51 @@ def test_raw_text_only_raises_config_error(text: str) -> None:
         parse_config(text, file="h.toml", source=_HYPO_DIR / "h.toml")
     except ConfigError as e:
         assert str(e).startswith("h.toml: ")
+
+
+# -- LUN entries as tables (kind, readonly, removable, thin) ----------------------
+
+
+def _lun_config(tmp_path: Path, entry: str) -> Path:
+    (tmp_path / "img").write_bytes(b"\0" * 4096)
+    path = tmp_path / "l.toml"
+    path.write_text(f'[[iscsi.targets]]\niqn = "iqn.2026-11.org.x"\nluns = [{entry}]\n')
+    return path
+
+
+def test_lun_table_entries(tmp_path: Path) -> None:
+    path = _lun_config(
+        tmp_path,
+        '"./img", { path = "./img", thin = false, removable = true }, '
+        '{ path = "./img", kind = "dvd" }, { path = "./img", readonly = true }',
+    )
+    plain, disk, dvd, ro = load_config(path).iscsi.targets[0].luns
+    img = str(tmp_path / "img")
+    assert plain == disk == dvd == ro == img  # each is its path
+    assert (plain.kind, plain.readonly, plain.removable, plain.thin) == ("disk", False, False, None)
+    assert disk.options == ("disk", False, True, False)
+    assert dvd.options == ("dvd", True, True, False)
+    assert ro.options == ("disk", True, False, None)
+
+
+LUN_ERRORS = [
+    ('{ kind = "dvd" }', "luns[0].path: expected an image path or media name, got nothing"),
+    ('{ path = "./img", kind = "tape" }', 'luns[0].kind: expected one of "disk", "dvd", got "tape"'),
+    ('{ path = "./img", thin = "yes" }', 'luns[0].thin: expected true or false, got "yes"'),
+    ('{ path = "./img", kind = "dvd", readonly = false }',
+     "luns[0].readonly: expected true or nothing (a dvd is read-only), got false"),
+    ('{ path = "./img", kind = "dvd", thin = true }',
+     "luns[0].thin: expected false or nothing (a dvd is not thin), got true"),
+    ('{ path = "./img", readonly = true, thin = true }',
+     "luns[0].thin: expected false or nothing on a read-only LUN"),
+    ('{ path = "./img", thn = true }', 'luns[0].thn: expected one of the keys'),
+    ('{ path = "./missing" }', "luns[0].path: expected an existing image file or block device"),
+]
+
+
+@pytest.mark.parametrize(("entry", "message"), LUN_ERRORS)
+def test_lun_table_errors(entry: str, message: str, tmp_path: Path) -> None:
+    path = _lun_config(tmp_path, entry)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}: iscsi.targets[0].{message}"), str(e.value)

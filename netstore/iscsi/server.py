@@ -20,6 +20,7 @@ from netstore.iscsi.session import Connection, ExportedTarget, PortalGroup
 from netstore.iscsi.text import TargetLimits
 from netstore.scsi.backend import RawFileBackend
 from netstore.scsi.lun import LogicalUnit, LunIdentity
+from netstore.scsi.mmc import MMC_BLOCK_SIZE, OpticalUnit
 from netstore.scsi.target import ScsiTarget
 
 # One receive takes what the kernel has, up to this: big enough for a whole
@@ -135,7 +136,7 @@ class IscsiService:
         limits = TargetLimits(max_recv_data_segment_length=config.max_recv_data_segment_length)
         self.group = PortalGroup(portals=list(config.portals), limits=limits,
                                  discovery_chap=_chap(config.discovery_chap), log=self.log)
-        self._luns: dict[tuple[str, str], LogicalUnit] = {}
+        self._luns: dict[tuple[str, str, object], LogicalUnit] = {}
         self._wires: set[_Wire] = set()
         self._nursery: trio.Nursery | None = None
         self.bound: list[tuple[str, int]] = []
@@ -143,19 +144,35 @@ class IscsiService:
 
     # -- targets ---------------------------------------------------------------------
     def _open_lun(self, target: str, spec: str, index: int) -> LogicalUnit:
-        key = (target, spec)
+        # spec is a LunSpec (config.py) or a plain path: a writable disk.
+        kind = getattr(spec, "kind", "disk")
+        readonly = getattr(spec, "readonly", False)
+        key = (target, str(spec), getattr(spec, "options", None))
         lu = self._luns.get(key)
         if lu is None:
-            path = spec
+            path = str(spec)
             if not os.path.exists(path):
                 raise ServiceError(
                     f"target {target}: LUN {index} {spec!r} is not an existing image file "
                     "(media names need the media registry, which is not implemented yet)")
-            backend = RawFileBackend(path)
-            # Thin (UNMAP, LBPME) whenever the backend can deallocate.
-            thin = callable(getattr(backend, "discard", None))
-            lu = LogicalUnit(backend, _lun_identity(target, path, index),
-                             reservation_store=self._reservation_file(target, path), thin=thin)
+            identity = _lun_identity(target, path, index)
+            store = self._reservation_file(target, path)
+            if kind == "dvd":
+                backend = RawFileBackend(path, read_only=True, block_size=MMC_BLOCK_SIZE)
+                lu = OpticalUnit(backend, identity, reservation_store=store)
+            else:
+                backend = RawFileBackend(path, read_only=readonly)
+                # Thin (UNMAP, LBPME) when the backend can deallocate, unless
+                # the LUN says thin = false.
+                can_discard = callable(getattr(backend, "discard", None)) and not readonly
+                thin = getattr(spec, "thin", None)
+                if thin and not can_discard:
+                    backend.close()
+                    raise ServiceError(f"target {target}: LUN {index} {path!r} cannot be thin "
+                                       "(read-only, or its format cannot deallocate)")
+                lu = LogicalUnit(backend, identity, reservation_store=store,
+                                 thin=can_discard if thin is None else thin,
+                                 removable=getattr(spec, "removable", False))
             self._luns[key] = lu
         return lu
 

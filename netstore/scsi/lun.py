@@ -18,6 +18,7 @@ from .opcodes import (
     BY_OPCODE,
     BY_SERVICE_ACTION,
     COMMANDS,
+    MMC_OPCODES,
     SERVICE_ACTION_OPCODES,
     UA_EXEMPT_OPCODES,
     UNMAP,
@@ -34,9 +35,12 @@ from .sense import (
     INVALID_OPCODE,
     IT_NEXUS_LOSS,
     LBA_OUT_OF_RANGE,
+    MEDIUM_NOT_PRESENT,
+    MEDIUM_REMOVAL_PREVENTED,
     MISCOMPARE_DURING_VERIFY,
     MODE_PARAMETERS_CHANGED,
     NO_ADDITIONAL_SENSE,
+    NOT_READY_TO_READY,
     PARAM_LIST_LENGTH_ERROR,
     POWER_ON_RESET,
     REPORTED_LUNS_CHANGED,
@@ -161,12 +165,15 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         write_cache: bool = True,
         reservation_store: Path | None = None,
         thin: bool = False,
+        removable: bool = False,
     ) -> None:
         """Wrap `backend`; `write_cache` is the default (and initial) WCE bit.
         `reservation_store`: file keeping persistent reservations made with
         APTPL=1 (loaded here, rewritten atomically when they change).
         `thin`: thin provisioning (UNMAP, WRITE SAME with UNMAP, LBPME,
         VPD B2h); the backend must be writable and have `discard`.
+        `removable`: RMB=1; PREVENT ALLOW MEDIUM REMOVAL and START STOP UNIT
+        with LOEJ eject and load the medium.
 
         Raises:
             ValueError: thin=True on a backend that cannot discard.
@@ -200,9 +207,11 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
             relative_port=identity.relative_port, port_group=identity.port_group,
             block_size=bs, has_volatile_cache=True, thin=self._thin,
         )
-        self._inquiry_data = standard_inquiry(
-            device_type, identity.vendor, identity.product, identity.revision
-        )
+        self._removable = removable
+        self._loaded = True
+        # Nexuses holding a PREVENT ALLOW MEDIUM REMOVAL prevention (SBC-4 5.13).
+        self._prevent: set[str] = set()
+        self._inquiry_data = self._standard_inquiry()
         # Reservations: the hot path tests only `_reserved` (reservations.py).
         self._pr = Reservations(
             ua=lambda sense, nexuses: self.establish_unit_attention(sense, nexuses=nexuses),
@@ -222,6 +231,7 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         self._table = table
         self._sa_table = {k: getattr(self, c.handler) for k, c in BY_SERVICE_ACTION.items()
                           if c not in self._absent}
+        self._loaded_tables = (list(table), dict(self._sa_table))
         self._closed = False
 
     # ------------------------------------------------------------------ API
@@ -231,9 +241,56 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         """Whether the logical unit is thin-provisioned (LBPME=1)."""
         return self._thin
 
+    @property
+    def removable(self) -> bool:
+        """Whether the medium is removable (RMB=1)."""
+        return self._removable
+
+    @property
+    def medium_loaded(self) -> bool:
+        """Whether the medium is in (always, unless removable and ejected)."""
+        return self._loaded
+
+    def _standard_inquiry(self) -> bytes:
+        ident = self.identity
+        return standard_inquiry(self.device_type, ident.vendor, ident.product,
+                                ident.revision, removable=self._removable)
+
+    def load(self, nexus: str | None = None) -> None:
+        """Load the medium; every other nexus gets UA NOT READY TO READY
+        CHANGE (SBC-4 4.19)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        table, sa_table = self._loaded_tables
+        self._table[:] = table
+        self._sa_table.clear()
+        self._sa_table.update(sa_table)
+        self.establish_unit_attention(NOT_READY_TO_READY, except_nexus=nexus)
+
+    def eject(self) -> None:
+        """Unload the medium: commands that reach it get NOT READY, MEDIUM
+        NOT PRESENT until it is loaded again. Ignores preventions."""
+        if not self._loaded:
+            return
+        if not self._read_only:
+            self._flush()
+        self._loaded = False
+        for cmd in COMMANDS:
+            if not cmd.medium or cmd in self._absent:
+                continue
+            if cmd.service_action is None:
+                self._table[cmd.opcode] = self._no_medium
+            else:
+                self._sa_table[(cmd.opcode, cmd.service_action)] = self._no_medium
+
+    def _no_medium(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+        raise ScsiError(MEDIUM_NOT_PRESENT)
+
     def _absent_commands(self) -> list[Command]:
         """Commands of the opcode table this logical unit lacks."""
-        return [] if self._thin else [BY_OPCODE[UNMAP]]
+        absent = [BY_OPCODE[op] for op in MMC_OPCODES]
+        return absent if self._thin else [*absent, BY_OPCODE[UNMAP]]
 
     @property
     def write_cache(self) -> bool:
@@ -302,6 +359,7 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         defaults and every other nexus (all when `by_nexus` is None) gets a
         unit attention, BUS DEVICE RESET FUNCTION OCCURRED by default."""
         self._wce = self._default_wce
+        self._prevent.clear()  # SBC-4 5.13: a reset ends every prevention
         self._pr.drop_spc2()  # persistent reservations survive resets
         self._reserved = self._pr.active
         self.establish_unit_attention(ua, except_nexus=by_nexus)
@@ -312,6 +370,7 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         reservation goes; its persistent registration stays."""
         self._pr.drop_spc2(nexus)
         self._reserved = self._pr.active
+        self._prevent.discard(nexus)
         if nexus in self._known:
             self._queue_ua(nexus, IT_NEXUS_LOSS)
 
@@ -597,8 +656,23 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         if power_condition not in (0x0, 0x1, 0x2, 0x3, 0x7, 0xA, 0xB):
             raise cdb_error(4, 7)
         start = cdb[4] & 0x01
+        loej = cdb[4] & 0x02
         no_flush = cdb[4] & 0x04
-        if power_condition == 0 and not start and not no_flush and not self._read_only:
+        if power_condition == 0 and loej and self._removable:
+            # SBC-4 5.25: LOEJ with START loads, without it ejects, unless a
+            # nexus prevents medium removal.
+            if start:
+                self.load(nexus)
+            else:
+                if self._prevent:
+                    raise ScsiError(MEDIUM_REMOVAL_PREVENTED)
+                try:
+                    self.eject()
+                except OSError:
+                    raise ScsiError(WRITE_ERROR) from None
+            return ScsiResponse(GOOD)
+        if power_condition == 0 and not start and not no_flush and not self._read_only \
+                and self._loaded:
             try:
                 self._flush()
             except OSError:
@@ -606,7 +680,15 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         return ScsiResponse(GOOD)
 
     def _prevent_allow(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        # Non-removable medium: accepted and ignored, as tgt and LIO do.
+        # PREVENT field (SBC-4 5.13): bit 0 prevents removal by this nexus;
+        # bit 1 (medium changer) is accepted and has no effect here.
+        prevent = cdb[4] & 0x01
+        if not self._removable:
+            return ScsiResponse(GOOD)  # nothing to remove: accepted, as tgt and LIO do
+        if prevent:
+            self._prevent.add(nexus)
+        else:
+            self._prevent.discard(nexus)
         return ScsiResponse(GOOD)
 
     def _report_luns(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
@@ -625,7 +707,7 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         subpage = cdb[3]
         if subpage not in (0x00, mp.ALL_SUBPAGES):
             raise cdb_error(3, 7)
-        pages = mp.pages_for(page_code, pc, self._wce, self._default_wce)
+        pages = mp.pages_for(page_code, pc, self._wce, self._default_wce, self._mode_pages())
         bd = b"" if dbd else mp.block_descriptor(self._num_blocks, self._bs, long)
         devspec = mp.device_specific(self._read_only)
         if ten:
@@ -637,6 +719,10 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
             total = mp.MODE6_HEADER_LEN + len(bd) + len(pages)
             header = struct.pack(">BBBB", total - 1, 0, devspec, len(bd))
         return ScsiResponse(GOOD, (header + bd + pages)[:alloc])
+
+    def _mode_pages(self) -> dict[int, bytes] | None:
+        """Mode pages of the device type beyond the SBC ones (none here)."""
+        return None
 
     def _mode_sense6(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         return self._mode_sense(cdb, False, cdb[4])

@@ -61,7 +61,8 @@ def _changeable(page: bytes) -> bytes:
     return bytes(b)
 
 
-def pages_for(page_code: int, pc: int, wce: bool, default_wce: bool) -> bytes:
+def pages_for(page_code: int, pc: int, wce: bool, default_wce: bool,
+              extra: dict[int, bytes] | None = None) -> bytes:
     """The mode page(s) `page_code` for page control `pc`.
 
     Raises:
@@ -76,6 +77,8 @@ def pages_for(page_code: int, pc: int, wce: bool, default_wce: bool) -> bytes:
         CONTROL_PAGE: control_page,
         INFO_EXCEPTIONS_PAGE: info_exceptions_page,
     }
+    for code, page in (extra or {}).items():  # device-type pages (MMC 2Ah)
+        builders[code] = lambda page=page: page
     if page_code == ALL_PAGES:
         pages = [builders[c]() for c in sorted(builders)]
     elif page_code in builders:

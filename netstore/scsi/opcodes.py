@@ -56,6 +56,14 @@ READ_DEFECT_DATA_12 = 0xB7
 SA_GET_LBA_STATUS = 0x12
 SA_REPORT_TARGET_PORT_GROUPS = 0x0A
 
+# MMC-6 commands of CD/DVD logical units (mmc.py).
+READ_TOC_PMA_ATIP = 0x43
+GET_CONFIGURATION = 0x46
+GET_EVENT_STATUS_NOTIFICATION = 0x4A
+READ_DISC_INFORMATION = 0x51
+READ_TRACK_INFORMATION = 0x52
+MECHANISM_STATUS = 0xBD
+
 # Reservations (reservations.py): SPC-2 RESERVE/RELEASE, SPC-4 persistent ones.
 RESERVE_6 = 0x16
 RELEASE_6 = 0x17
@@ -82,6 +90,8 @@ class Command(NamedTuple):
     handler: str  # LogicalUnit method name
     ua_exempt: bool = False  # not blocked by a pending unit attention (SPC-4 5.14)
     timeout_s: int = IO_TIMEOUT_S
+    # Reaches the medium: NOT READY, MEDIUM NOT PRESENT while it is ejected.
+    medium: bool = False
 
     @property
     def cdb_length(self) -> int:
@@ -175,6 +185,21 @@ COMMANDS: tuple[Command, ...] = (
             "_report_target_port_groups"),
     Command(READ_DEFECT_DATA_12, None, "READ DEFECT DATA(12)",
             _u(0xB7, 0x1F, 0, 0, 0, 0, *_F4, 0, 0), "_read_defect_data12"),
+    # mmc.py: CD/DVD logical units only
+    Command(READ_TOC_PMA_ATIP, None, "READ TOC/PMA/ATIP",
+            _u(0x43, 0x02, 0x0F, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xC0), "_read_toc"),
+    Command(GET_CONFIGURATION, None, "GET CONFIGURATION",
+            _u(0x46, 0x03, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), "_get_configuration",
+            ua_exempt=True),
+    Command(GET_EVENT_STATUS_NOTIFICATION, None, "GET EVENT STATUS NOTIFICATION",
+            _u(0x4A, 0x01, 0, 0, 0xFF, 0, 0, 0xFF, 0xFF, 0), "_get_event_status",
+            ua_exempt=True),
+    Command(READ_DISC_INFORMATION, None, "READ DISC INFORMATION",
+            _u(0x51, 0x07, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), "_read_disc_information"),
+    Command(READ_TRACK_INFORMATION, None, "READ TRACK INFORMATION",
+            _u(0x52, 0x03, *_F4, 0, 0xFF, 0xFF, 0), "_read_track_information"),
+    Command(MECHANISM_STATUS, None, "MECHANISM STATUS",
+            _u(0xBD, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0), "_mechanism_status"),
     Command(RESERVE_6, None, "RESERVE(6)", _u(0x16, 0, 0, 0, 0, 0), "_reserve6"),
     Command(RELEASE_6, None, "RELEASE(6)", _u(0x17, 0, 0, 0, 0, 0), "_release6"),
     Command(RESERVE_10, None, "RESERVE(10)", _u(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0), "_reserve10"),
@@ -186,6 +211,25 @@ COMMANDS: tuple[Command, ...] = (
               _u(0x5F, sa, 0xFF, 0, 0, *_F4, 0), "_persistent_reserve_out")
       for sa, name in enumerate(_PROUT_SAS)),
 )
+
+# Commands that need the medium loaded (SBC-4 4.4 / libiscsi's NoMedia tests):
+# TEST UNIT READY answers NOT READY for the same reason.
+_MEDIUM_COMMANDS = frozenset({
+    "TEST UNIT READY", "READ(6)", "READ(10)", "READ(12)", "READ(16)", "WRITE(6)",
+    "WRITE(10)", "WRITE(12)", "WRITE(16)", "WRITE AND VERIFY(10)", "WRITE AND VERIFY(12)",
+    "WRITE AND VERIFY(16)", "VERIFY(10)", "VERIFY(12)", "VERIFY(16)",
+    "SYNCHRONIZE CACHE(10)", "SYNCHRONIZE CACHE(16)", "READ CAPACITY(10)",
+    "READ CAPACITY(16)", "PRE-FETCH(10)", "PRE-FETCH(16)", "WRITE SAME(10)",
+    "WRITE SAME(16)", "UNMAP", "COMPARE AND WRITE", "ORWRITE(16)", "WRITE ATOMIC(16)",
+    "GET LBA STATUS", "READ TOC/PMA/ATIP", "READ DISC INFORMATION",
+    "READ TRACK INFORMATION",
+})
+# Commands only CD/DVD (MMC) logical units have.
+MMC_OPCODES = frozenset({
+    READ_TOC_PMA_ATIP, GET_CONFIGURATION, GET_EVENT_STATUS_NOTIFICATION,
+    READ_DISC_INFORMATION, READ_TRACK_INFORMATION, MECHANISM_STATUS,
+})
+COMMANDS = tuple(c._replace(medium=c.name in _MEDIUM_COMMANDS) for c in COMMANDS)
 
 # Opcodes whose second byte's low five bits carry a service action.
 SERVICE_ACTION_OPCODES = frozenset(

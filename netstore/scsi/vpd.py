@@ -27,6 +27,7 @@ SPC4_VERSION = 0x06
 RESPONSE_DATA_FORMAT = 0x02
 HISUP = 0x10
 CMDQUE = 0x02
+RMB = 0x80  # byte 1: removable medium
 TPGS_IMPLICIT = 0x10  # byte 5: implicit ALUA only (REPORT TARGET PORT GROUPS)
 PQ_NOT_CONNECTABLE = 0x60  # peripheral qualifier 011b
 DEVICE_TYPE_UNKNOWN = 0x1F
@@ -62,11 +63,15 @@ def _pad(text: str, width: int) -> bytes:
 
 
 def standard_inquiry(
-    device_type: int, vendor: str, product: str, revision: str, *, connected: bool = True
+    device_type: int, vendor: str, product: str, revision: str, *, connected: bool = True,
+    removable: bool = False, version_descriptors: tuple[int, ...] = VERSION_DESCRIPTORS,
 ) -> bytes:
-    """Standard INQUIRY data, 96 bytes (SPC-4 6.6.2)."""
+    """Standard INQUIRY data, 96 bytes (SPC-4 6.6.2); RMB set for a
+    removable medium."""
     b = bytearray(STANDARD_INQUIRY_LEN)
     b[0] = (device_type & 0x1F) if connected else (PQ_NOT_CONNECTABLE | DEVICE_TYPE_UNKNOWN)
+    if removable:
+        b[1] = RMB
     b[2] = SPC4_VERSION
     b[3] = HISUP | RESPONSE_DATA_FORMAT
     b[4] = STANDARD_INQUIRY_LEN - 5
@@ -76,7 +81,7 @@ def standard_inquiry(
     b[8:16] = _pad(vendor, 8)
     b[16:32] = _pad(product, 16)
     b[32:36] = _pad(revision, 4)
-    struct.pack_into(">4H", b, 58, *VERSION_DESCRIPTORS)
+    struct.pack_into(f">{len(version_descriptors)}H", b, 58, *version_descriptors)
     return bytes(b)
 
 
