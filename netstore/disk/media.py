@@ -99,7 +99,7 @@ class TypeContext:
 
 
 def _a(word: str) -> str:
-    return ("an " if word[:1] in "aeiou" else "a ") + word
+    return ("an " if word[:1] in "aeiou" or word == "hdd" else "a ") + word
 
 
 def _names(items: Sequence[str]) -> str:

@@ -229,12 +229,14 @@ class Registry:
         """A write transaction (BEGIN IMMEDIATE) on the registry's connection.
 
         Committed when the block ends, rolled back if it raises; bumps
-        :meth:`generation`.  Issue 5's tables are written through this.
+        :meth:`generation` when it changed a row.  Issue 5's tables are written through this.
         """
         self._conn.execute("BEGIN IMMEDIATE")
+        changes = self._conn.total_changes
         try:
             yield self._conn
-            self._conn.execute("UPDATE registry_state SET generation = generation + 1")
+            if self._conn.total_changes != changes:
+                self._conn.execute("UPDATE registry_state SET generation = generation + 1")
             self._conn.execute("COMMIT")
         except BaseException:
             if self._conn.in_transaction:
@@ -337,20 +339,20 @@ class Registry:
         if conn.execute("SELECT 1 FROM media WHERE name = ?", (f["name"],)).fetchone():
             raise NameTakenError(f"a medium named {f['name']} is registered already")
         other = conn.execute(
-            "SELECT name, location FROM media WHERE uuid = ?", (f["uuid"],)
-        ).fetchone()
-        if other:
-            raise DuplicateMediumError(
-                f"{f['location']}: its UUID {f['uuid']} is registered already for medium "
-                f"{other[0]} ({other[1]}); two media cannot share a UUID (clone it to get a "
-                "new one: netstore disk clone)"
-            )
-        other = conn.execute(
             "SELECT name FROM media WHERE location = ?", (f["location"],)
         ).fetchone()
         if other:
             raise DuplicateMediumError(
                 f"{f['location']} is registered already as medium {other[0]}"
+            )
+        other = conn.execute(
+            "SELECT name, location FROM media WHERE uuid = ?", (f["uuid"],)
+        ).fetchone()
+        if other:
+            raise DuplicateMediumError(
+                f"{f['location']}: its UUID {f['uuid']} is registered already for medium "
+                f"{other[0]} ({other[1]}); two media cannot share a UUID (a file copy keeps "
+                "it; netstore disk clone or convert makes a copy with a new one)"
             )
         f.setdefault("created", _now())
         f.setdefault("description", "")
@@ -543,8 +545,8 @@ class Registry:
             if resize is not None and resize != m.virtual_size:
                 if m.is_layer or ctx.children or ctx.machines:
                     why = (f"it is a layer of {ctx.parent}" if m.is_layer else
-                           f"it has child layers ({', '.join(ctx.children)})" if ctx.children
-                           else f"machine {ctx.machines[0]} uses it")
+                           f"machine {ctx.machines[0]} uses it" if ctx.machines
+                           else f"it has child layers ({', '.join(ctx.children)})")
                     raise MediumRuleError(
                         f"{m.name} cannot be resized: {why}; only a medium without layers "
                         "or users is resized"
