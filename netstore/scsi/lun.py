@@ -19,6 +19,8 @@ from .opcodes import (
     BY_SERVICE_ACTION,
     COMMANDS,
     MMC_OPCODES,
+    SA_SANITIZE_BLOCK_ERASE,
+    SANITIZE,
     SERVICE_ACTION_OPCODES,
     UA_EXEMPT_OPCODES,
     UNMAP,
@@ -290,7 +292,11 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
     def _absent_commands(self) -> list[Command]:
         """Commands of the opcode table this logical unit lacks."""
         absent = [BY_OPCODE[op] for op in MMC_OPCODES]
-        return absent if self._thin else [*absent, BY_OPCODE[UNMAP]]
+        if self._thin:
+            return absent
+        # BLOCK ERASE deallocates: only thin units have it (libiscsi and
+        # SBC-4 4.11.3 tie it to logical block provisioning).
+        return [*absent, BY_OPCODE[UNMAP], BY_SERVICE_ACTION[(SANITIZE, SA_SANITIZE_BLOCK_ERASE)]]
 
     @property
     def write_cache(self) -> bool:

@@ -47,6 +47,10 @@ PRE_FETCH_10 = 0x34
 READ_DEFECT_DATA_10 = 0x37
 WRITE_SAME_10 = 0x41
 UNMAP = 0x42
+SANITIZE = 0x48
+SA_SANITIZE_OVERWRITE = 0x01
+SA_SANITIZE_BLOCK_ERASE = 0x02
+SA_SANITIZE_EXIT_FAILURE_MODE = 0x1F
 COMPARE_AND_WRITE = 0x89
 ORWRITE_16 = 0x8B
 PRE_FETCH_16 = 0x90
@@ -168,6 +172,11 @@ COMMANDS: tuple[Command, ...] = (
             "_write_same10", timeout_s=FLUSH_TIMEOUT_S),
     Command(UNMAP, None, "UNMAP", _u(0x42, 0x01, 0, 0, 0, 0, 0x1F, 0xFF, 0xFF, 0), "_unmap",
             timeout_s=FLUSH_TIMEOUT_S),
+    *(Command(SANITIZE, sa, f"SANITIZE {name}", _u(0x48, 0x80 | sa, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0),
+              "_sanitize", timeout_s=3600)
+      for sa, name in ((SA_SANITIZE_OVERWRITE, "OVERWRITE"),
+                       (SA_SANITIZE_BLOCK_ERASE, "BLOCK ERASE"),
+                       (SA_SANITIZE_EXIT_FAILURE_MODE, "EXIT FAILURE MODE"))),
     Command(COMPARE_AND_WRITE, None, "COMPARE AND WRITE",
             _u(0x89, 0x18, *_F8, 0, 0, 0, 0xFF, 0x1F, 0), "_compare_and_write"),
     Command(ORWRITE_16, None, "ORWRITE(16)", _u(0x8B, 0x18, *_F8, *_F4, 0x1F, 0),
@@ -221,7 +230,8 @@ _MEDIUM_COMMANDS = frozenset({
     "SYNCHRONIZE CACHE(10)", "SYNCHRONIZE CACHE(16)", "READ CAPACITY(10)",
     "READ CAPACITY(16)", "PRE-FETCH(10)", "PRE-FETCH(16)", "WRITE SAME(10)",
     "WRITE SAME(16)", "UNMAP", "COMPARE AND WRITE", "ORWRITE(16)", "WRITE ATOMIC(16)",
-    "GET LBA STATUS", "READ TOC/PMA/ATIP", "READ DISC INFORMATION",
+    "GET LBA STATUS", "SANITIZE OVERWRITE", "SANITIZE BLOCK ERASE",
+    "SANITIZE EXIT FAILURE MODE", "READ TOC/PMA/ATIP", "READ DISC INFORMATION",
     "READ TRACK INFORMATION",
 })
 # Commands only CD/DVD (MMC) logical units have.

@@ -67,6 +67,10 @@ _WS_CHUNK_BYTES = 1024 * 1024
 _UNMAP_HEADER = 8
 _UNMAP_DESCRIPTOR = 16
 _UNMAP_ANCHOR = 0x01
+# SANITIZE (SBC-4 5.30): service actions and the OVERWRITE parameter header.
+_SANITIZE_OVERWRITE = 0x01
+_SANITIZE_BLOCK_ERASE = 0x02
+_SANITIZE_HEADER = 4
 
 # GET LBA STATUS (SBC-4 5.7): provisioning status of a descriptor.
 LBA_MAPPED = 0x0
@@ -156,6 +160,7 @@ _DATA_OUT: dict[int, Callable[[bytes | memoryview, int], int]] = {
     0x3B: _be24_at(6),  # WRITE BUFFER
     0x41: lambda cdb, bs: bs,  # WRITE SAME(10)
     0x42: _be16_at(7),  # UNMAP
+    0x48: _be16_at(7),  # SANITIZE
     0x55: _be16_at(7),  # MODE SELECT(10)
     0x5F: _be32_at(5),  # PERSISTENT RESERVE OUT
     0x89: lambda cdb, bs: 2 * cdb[13] * bs,  # COMPARE AND WRITE
@@ -361,6 +366,57 @@ class SbcMoreCommands:
         except OSError:
             log.exception("discard failed at LBA %d", lba)
             raise ScsiError(WRITE_ERROR, information=lba) from None
+
+    # --------------------------------------------------------- SANITIZE
+
+    def _sanitize(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
+        # SBC-4 5.30: OVERWRITE writes a pattern over every block, BLOCK
+        # ERASE deallocates every block (thin units), EXIT FAILURE MODE is a
+        # no-op (a sanitize here cannot fail half way and stay failed).
+        sa = cdb[1] & 0x1F
+        if cdb[1] & 0x40:
+            raise cdb_error(1, 6)
+        for i in range(2, 7):
+            if cdb[i]:
+                raise cdb_error(i, 7)
+        plen = _BE16.unpack_from(cdb, 7)[0]
+        if self._read_only:
+            raise ScsiError(WRITE_PROTECTED)
+        if sa != _SANITIZE_OVERWRITE:
+            if plen:  # BLOCK ERASE, EXIT FAILURE MODE: no parameter list
+                raise cdb_error(7, 7)
+            if sa == _SANITIZE_BLOCK_ERASE:
+                self._deallocate(0, self._num_blocks)
+            return self._resp()
+        bs = self._bs
+        if plen < _SANITIZE_HEADER + 1 or plen > bs + _SANITIZE_HEADER:
+            raise cdb_error(7, 7)
+        if data is None or len(data) < plen:
+            raise short_data_out()
+        p = bytes(data[:plen])
+        count = p[0] & 0x1F
+        ip_len = _BE16.unpack_from(p, 2)[0]
+        if p[0] & 0x60:  # TEST must be 0
+            raise param_error(0, 5)
+        if not count:
+            raise param_error(0, 4)
+        if not ip_len or ip_len > bs or ip_len + _SANITIZE_HEADER != plen:
+            raise param_error(2, 7)
+        pattern = p[_SANITIZE_HEADER:]
+        block = (pattern * -(-bs // ip_len))[:bs]
+        per_chunk = max(1, _WS_CHUNK_BYTES // bs)
+        chunk = block * per_chunk
+        done = 0
+        try:
+            while done < self._num_blocks:
+                k = min(per_chunk, self._num_blocks - done)
+                self._pwrite(done * bs, chunk if k == per_chunk else chunk[:k * bs])
+                done += k
+            self._flush()
+        except OSError:
+            log.exception("sanitize write error at LBA %d", done)
+            raise ScsiError(WRITE_ERROR, information=done) from None
+        return self._resp()
 
     # ------------------------------------------------------------ UNMAP
 

@@ -185,9 +185,12 @@ def block_limits(src: VpdSource) -> bytes:
 
 
 def block_device_characteristics(src: VpdSource) -> bytes:
-    """VPD B1h: medium rotation rate 1 (non-rotating)."""
+    """VPD B1h: medium rotation rate 1 (non-rotating); on thin units
+    WABEREQ 01b: a read after SANITIZE BLOCK ERASE returns (zero) data."""
     b = bytearray(LONG_PAGE_LEN)
     struct.pack_into(">H", b, 0, NON_ROTATING)
+    if src.thin:
+        b[3] = 0x40
     return _page(src.device_type, 0xB1, bytes(b))
 
 

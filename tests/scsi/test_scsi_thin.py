@@ -148,3 +148,30 @@ def test_write_same_zero_blocks_runs_to_the_end(thin):
     assert read(thin, BLOCKS - 4, 4) == b"\x11" * (4 * BS)
     d = good(thin.execute(NEXUS, rw16(0x88, BLOCKS - 4, 4), None))
     assert d == b"\x11" * (4 * BS)
+
+
+def sanitize(sa: int, plen: int = 0) -> bytes:
+    return struct.pack(">BB5xHB", 0x48, sa, plen, 0)
+
+
+def test_sanitize_overwrite_block_erase_exit(thin, sparse):
+    write(thin, 0, 16)
+    param = struct.pack(">BxH", 1, 4) + b"\xde\xad\xbe\xef"
+    good(thin.execute(NEXUS, sanitize(1, len(param)), param))
+    assert read(thin, BLOCKS - 1, 1) == b"\xde\xad\xbe\xef" * (BS // 4)
+    check(thin.execute(NEXUS, sanitize(1, 3), param[:3]), 5, 0x24)
+    bad = struct.pack(">BxH", 0, 4) + b"\xde\xad\xbe\xef"  # OWCOUNT 0
+    check(thin.execute(NEXUS, sanitize(1, len(bad)), bad), 5, 0x26)
+    good(thin.execute(NEXUS, sanitize(2), None))
+    assert read(thin, 0, 16) == bytes(16 * BS)
+    assert allocated(sparse) == 0
+    check(thin.execute(NEXUS, sanitize(2, 8), bytes(8)), 5, 0x24)
+    good(thin.execute(NEXUS, sanitize(0x1F), None))
+    for sa in (0, 3, 4, 0x1E):
+        check(thin.execute(NEXUS, sanitize(sa), None), 5, 0x24)
+
+
+def test_block_erase_only_on_thin_units(lu):
+    check(lu.execute(NEXUS, sanitize(2), None), 5, 0x24)
+    assert good(lu.execute(NEXUS, rsoc(2, 0x48, 2), None))[1] & 7 == 1
+    assert good(lu.execute(NEXUS, rsoc(2, 0x48, 1), None))[1] & 7 == 3
