@@ -25,7 +25,6 @@ CONFIG_ENV = "NETSTORE_CONFIG"
 # Command groups of interface.md that later issues implement. Until then they
 # say so and exit 2 rather than pretend.
 NOT_YET = {
-    "disk": "media: create, import, list, modify, clone, convert, remove",
     "vm": "virtual machines: create, modify, attach, nic, start, stop, snapshot",
     "switch": "the learning switch: list, show",
     "capture": "packet capture on a switch",
@@ -85,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="show the running daemon's targets, sessions and connections",
     )
+    _add_disk_commands(sub, common)
     for name, what in NOT_YET.items():
         p = sub.add_parser(name, parents=[common], help=f"{what} (not implemented yet)")
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -125,7 +125,310 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(config)
     if args.command == "status":
         return _status(config, as_json)
+    if args.command == "disk":
+        from netstore.disk.api import DiskError
+
+        try:
+            return _DISK_COMMANDS[args.disk_command](config, args, as_json)
+        except DiskError as e:  # registry refusals are DiskErrors too
+            print(f"netstore: {e}", file=sys.stderr)
+            return EXIT_REFUSED
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts it
+
+
+# -- netstore disk ---------------------------------------------------------
+
+def _size(text: str) -> int:
+    from netstore.disk.media import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _on_off(text: str) -> bool:
+    if text.lower() in ("on", "yes", "true", "1"):
+        return True
+    if text.lower() in ("off", "no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+
+
+def _add_disk_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    from netstore.disk.images import FORMATS
+    from netstore.disk.media import KINDS, TYPES, VARIANTS
+
+    writable = [f for f, spec in FORMATS.items() if spec.write]
+    disk = sub.add_parser(
+        "disk", parents=[common], help="media: create, import, list, modify, clone, convert, remove",
+        description="The media registry of the state directory (works without the daemon).",
+    )
+    cmds = disk.add_subparsers(dest="disk_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    cmds.required = True
+
+    p = cmds.add_parser("create", parents=[common], help="create an empty image and register it",
+                        description="Create <state_dir>/media/NAME.<ext> and register it.")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--size", type=_size, required=True, help="virtual size: 512M, 20G (K, M, G, T = powers of 1024)")
+    p.add_argument("--format", choices=[f for f in writable if f != "vmdk"], default="qcow2")
+    p.add_argument("--variant", choices=VARIANTS, default="dynamic",
+                   help="dynamic grows as written; fixed is allocated now")
+    p.add_argument("--kind", choices=KINDS, default="hdd")
+    p.add_argument("--type", choices=TYPES, help="default normal (readonly for a dvd)")
+    p.add_argument("--description", default="")
+
+    p = cmds.add_parser("import", parents=[common], help="register an existing image",
+                        description="Register an image where it lies; its format is found "
+                        "from its contents.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--name", help="default: the file name without its extension")
+    p.add_argument("--type", choices=TYPES)
+    p.add_argument("--kind", choices=KINDS, default="hdd",
+                   help="hdd (default); dvd for an ISO (raw) image, readonly")
+    p.add_argument("--description", default="")
+
+    p = cmds.add_parser("list", parents=[common], help="registered media")
+    p.add_argument("--layers", action="store_true", help="list differencing layers too")
+
+    p = cmds.add_parser("info", parents=[common], help="everything about one medium")
+    p.add_argument("name", metavar="NAME")
+
+    p = cmds.add_parser("modify", parents=[common], help="change type, autoreset, size, description")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--type", choices=TYPES)
+    p.add_argument("--autoreset", type=_on_off, metavar="on|off",
+                   help="immutable media: discard the machine's layer at power-on")
+    p.add_argument("--resize", type=_size, metavar="SIZE", help="grow to SIZE, data kept")
+    p.add_argument("--description")
+
+    p = cmds.add_parser("clone", parents=[common], help="copy a medium into a new one with a new UUID")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument("--format", choices=writable)
+    p.add_argument("--variant", choices=sorted({v for f in writable for v in FORMATS[f].variants}))
+
+    p = cmds.add_parser("convert", parents=[common], help="convert an image file (no registry)")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.add_argument("--format", choices=writable, required=True)
+    p.add_argument("--variant", choices=sorted({v for f in writable for v in FORMATS[f].variants}),
+                   help="default: the format's first (dynamic; streamOptimized for vmdk)")
+
+    p = cmds.add_parser("remove", parents=[common], help="unregister a medium")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--delete", action="store_true", help="delete its file too")
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr when it is a terminal; nothing when piped."""
+
+    def __init__(self, what: str, enabled: bool) -> None:
+        self._what, self._enabled = what, enabled and sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _ProgressBar:
+        if self._enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TimeRemainingColumn(), console=Console(stderr=True),
+                                 transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self._what, total=None)
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+def _registry(config: Config) -> Any:
+    from netstore.registry import Registry
+
+    return Registry.open(config.daemon.state_dir)
+
+
+def _medium_json(reg: Any, m: Any) -> dict[str, Any]:
+    d = m.to_dict()
+    d["used_by"] = [{"machine": u.machine, "via": u.via} for u in reg.users_of(m)]
+    return d
+
+
+def _said(as_json: bool, reg: Any, m: Any, text: str) -> int:
+    if as_json:
+        print(json.dumps(_medium_json(reg, m), indent=2))
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def _disk_create(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    from netstore.disk.media import format_size
+
+    with _registry(config) as reg, _ProgressBar(f"allocating {args.name}",
+                                                 args.variant == "fixed" and not as_json) as bar:
+        m = reg.create(args.name, args.size, format=args.format, variant=args.variant,
+                       kind=args.kind, type=args.type, description=args.description,
+                       progress=bar)
+        return _said(as_json, reg, m, f"created {m.name}: {m.format} {m.variant} {m.kind}, "
+                     f"{format_size(m.virtual_size)}, {m.type}, UUID {m.uuid}, {m.location}")
+
+
+def _disk_import(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    from netstore.disk.media import format_size
+
+    with _registry(config) as reg:
+        m = reg.import_image(args.file, name=args.name, type=args.type, kind=args.kind,
+                             description=args.description)
+        return _said(as_json, reg, m, f"registered {m.name}: {m.format} {m.variant} {m.kind}, "
+                     f"{format_size(m.virtual_size)}, {m.type}, UUID {m.uuid}, {m.location}")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # piped output keeps whole rows (no wrapping at 80 columns)
+    return Console(width=None if sys.stdout.isatty() else 250, highlight=False)
+
+
+def _disk_list(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    from rich.table import Table
+
+    from netstore.disk.media import format_size
+
+    with _registry(config) as reg:
+        media = reg.media(layers=args.layers)
+        if as_json:
+            print(json.dumps([_medium_json(reg, m) for m in media], indent=2))
+            return EXIT_OK
+        table = Table(title_justify="left", box=None, pad_edge=False)
+        for col in ("name", "uuid", "format", "variant", "kind", "type", "virtual size",
+                    "current size", "used by"):
+            table.add_column(col, no_wrap=col in ("name", "uuid"))
+        for m in media:
+            machines = list(dict.fromkeys(u.machine for u in reg.users_of(m)))
+            current = "missing" if m.current_size is None else format_size(m.current_size)
+            table.add_row(m.name, m.uuid, m.format, m.variant, m.kind, m.type,
+                          format_size(m.virtual_size), current, ", ".join(machines) or "-")
+        if not media:
+            print("no media registered (netstore disk create | import)")
+        else:
+            _console().print(table)
+    return EXIT_OK
+
+
+def _disk_info(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    from netstore.disk import layers
+    from netstore.disk.api import DiskError
+    from netstore.disk.media import format_size
+
+    with _registry(config) as reg:
+        m = reg.medium(args.name)
+        try:
+            chain = layers.chain(m.location) if m.format == "qcow2" else [m.location]
+        except DiskError as e:
+            chain = [m.location, f"(broken: {e})"]
+        children = reg.children(m)
+        parent = reg.medium(m.parent_id).name if m.parent_id is not None else None
+        if as_json:
+            d = _medium_json(reg, m)
+            d.update(parent=parent, backing_chain=chain, layers=[c.name for c in children])
+            print(json.dumps(d, indent=2))
+            return EXIT_OK
+        users = reg.users_of(m)
+        rows = [
+            ("name", m.name), ("uuid", m.uuid), ("location", m.location),
+            ("format", m.format), ("variant", m.variant), ("kind", m.kind), ("type", m.type),
+            ("autoreset", "on" if m.autoreset else "off"),
+            ("virtual size", f"{format_size(m.virtual_size)} ({m.virtual_size} bytes)"),
+            ("current size", "missing" if m.current_size is None
+             else f"{format_size(m.current_size)} ({m.current_size} bytes)"),
+            ("description", m.description or "-"), ("created", m.created),
+            ("parent", parent or "-"), ("owner", m.owner or "-"),
+            ("layers", ", ".join(c.name for c in children) or "-"),
+            ("used by", "; ".join(f"{u.machine} ({u.via})" for u in users) or "-"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        for k, v in rows:
+            print(f"{k + ':':<{width + 1}} {v}")
+        print("backing chain:")
+        for depth, path in enumerate(chain):
+            print(f"  {'  ' * depth}{path}")
+    return EXIT_OK
+
+
+def _disk_modify(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    if args.type is None and args.autoreset is None and args.resize is None \
+            and args.description is None:
+        print("netstore: disk modify: nothing to change (--type, --autoreset, --resize, "
+              "--description)", file=sys.stderr)
+        return EXIT_USAGE
+    from netstore.disk.media import format_size
+
+    with _registry(config) as reg:
+        m = reg.modify(args.name, type=args.type, autoreset=args.autoreset, resize=args.resize,
+                       description=args.description)
+        return _said(as_json, reg, m, f"{m.name}: {m.type}, autoreset "
+                     f"{'on' if m.autoreset else 'off'}, {format_size(m.virtual_size)}")
+
+
+def _disk_clone(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    with _registry(config) as reg, _ProgressBar(f"cloning {args.src}", not as_json) as bar:
+        m = reg.clone(args.src, args.dst, format=args.format, variant=args.variant, progress=bar)
+        return _said(as_json, reg, m, f"cloned {args.src} to {m.name}: {m.format} {m.variant}, "
+                     f"UUID {m.uuid}, {m.location}")
+
+
+def _disk_convert(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    from netstore.disk.images import FORMATS, convert
+
+    variant = args.variant or FORMATS[args.format].variants[0]
+    with _ProgressBar(f"converting {args.input}", not as_json) as bar:
+        info = convert(args.input, args.output, args.format, variant=variant, progress=bar)
+    if as_json:
+        print(json.dumps({"path": info.path, "format": info.format, "variant": info.variant,
+                          "virtual_size": info.virtual_size, "file_size": info.file_size,
+                          "uuid": info.uuid}, indent=2))
+    else:
+        print(f"converted {args.input} to {info.path} ({info.format} {info.variant})")
+    return EXIT_OK
+
+
+def _disk_remove(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    with _registry(config) as reg:
+        m = reg.remove(args.name, delete=args.delete)
+    if as_json:
+        print(json.dumps({"removed": m.name, "uuid": m.uuid, "deleted": args.delete,
+                          "location": m.location}, indent=2))
+    else:
+        print(f"removed {m.name}" + (f" and deleted {m.location}" if args.delete else
+                                     f" (file kept: {m.location})"))
+    return EXIT_OK
+
+
+_DISK_COMMANDS = {
+    "create": _disk_create,
+    "import": _disk_import,
+    "list": _disk_list,
+    "info": _disk_info,
+    "modify": _disk_modify,
+    "clone": _disk_clone,
+    "convert": _disk_convert,
+    "remove": _disk_remove,
+}
 
 
 def _status(config: Config, as_json: bool) -> int:
