@@ -174,8 +174,11 @@ COMMANDS: tuple[Command, ...] = (
             timeout_s=FLUSH_TIMEOUT_S),
     *(Command(SANITIZE, sa, f"SANITIZE {name}", _u(0x48, 0x80 | sa, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0),
               "_sanitize", timeout_s=3600)
-      for sa, name in ((SA_SANITIZE_OVERWRITE, "OVERWRITE"),
-                       (SA_SANITIZE_BLOCK_ERASE, "BLOCK ERASE"),
+      # OVERWRITE is implemented (sbc_more.py) but not offered: it runs
+      # synchronously, and SBC-4 5.30 wants a sanitize to go on in the
+      # background with NOT READY, SANITIZE IN PROGRESS meanwhile (libiscsi's
+      # SanitizeReset checks it); offer it once the LU can run it that way.
+      for sa, name in ((SA_SANITIZE_BLOCK_ERASE, "BLOCK ERASE"),
                        (SA_SANITIZE_EXIT_FAILURE_MODE, "EXIT FAILURE MODE"))),
     Command(COMPARE_AND_WRITE, None, "COMPARE AND WRITE",
             _u(0x89, 0x18, *_F8, 0, 0, 0, 0xFF, 0x1F, 0), "_compare_and_write"),

@@ -370,6 +370,7 @@ class SbcMoreCommands:
     # --------------------------------------------------------- SANITIZE
 
     def _sanitize(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
+        # Reached through the opcode table for the service actions it lists.
         # SBC-4 5.30: OVERWRITE writes a pattern over every block, BLOCK
         # ERASE deallocates every block (thin units), EXIT FAILURE MODE is a
         # no-op (a sanitize here cannot fail half way and stay failed).
