@@ -87,6 +87,7 @@ class TypeContext:
         children: names of its child layers.
         machines: names of the machines that use it (attachments, and owners of
             per-machine layers on it).
+        layer_owners: the machines that have a per-machine layer on it.
     """
 
     name: str
@@ -96,6 +97,7 @@ class TypeContext:
     parent: str | None = None
     children: Sequence[str] = ()
     machines: Sequence[str] = ()
+    layer_owners: Sequence[str] = ()
 
 
 def _a(word: str) -> str:
@@ -139,10 +141,10 @@ def check_type(ctx: TypeContext, new: str) -> None:
             f"{ctx.name} is attached to machine {ctx.machines[0]}; a medium becomes {new} "
             "only while attached to no machine"
         )
-    if changing and ctx.current in LAYERED_TYPES and ctx.machines:
-        # The machine's per-machine layer would be left without a meaning.
+    if changing and ctx.current in LAYERED_TYPES and ctx.layer_owners:
+        # The machine's layer would be left on a medium whose writes go elsewhere.
         raise MediumRuleError(
-            f"{ctx.name} has a per-machine layer of {ctx.machines[0]}; {_a(ctx.current)} "
+            f"{ctx.name} has a per-machine layer of {ctx.layer_owners[0]}; {_a(ctx.current)} "
             "medium changes type only while no machine has a layer on it"
         )
     if new in BASE_ONLY_TYPES and ctx.children:

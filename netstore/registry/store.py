@@ -331,7 +331,10 @@ class Registry:
         children = [r[0] for r in conn.execute(
             "SELECT name FROM media WHERE parent_id = ? ORDER BY id", (m.id,))]
         machines = list(dict.fromkeys(u.machine for u in self._users(conn, m)))
-        return TypeContext(m.name, m.kind, m.variant, m.type, parent, children, machines)
+        owners = [r[0] for r in conn.execute(
+            "SELECT owner FROM media WHERE parent_id = ? AND owner IS NOT NULL ORDER BY id",
+            (m.id,))]
+        return TypeContext(m.name, m.kind, m.variant, m.type, parent, children, machines, owners)
 
     # -- registering -------------------------------------------------------
 

@@ -319,3 +319,10 @@ def test_create_leaves_nothing_on_failure(reg: Registry) -> None:
     with pytest.raises(DiskError):
         reg.create("y", MiB, format="vhdx")
     assert not list(reg.media_dir.glob("y.*")) and reg.media() == []
+
+
+def test_immutable_attached_to_one_machine_may_become_normal(reg: Registry, attach) -> None:  # type: ignore[no-untyped-def]
+    # an attachment without a layer yet is no per-machine layer
+    reg.create("d", MiB, format="raw", type="immutable")
+    attach["d"] = ["vm1"]
+    assert reg.modify("d", type="normal").type == "normal"
