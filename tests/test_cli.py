@@ -78,10 +78,10 @@ def test_unimplemented_groups_say_so_and_exit_2(
 
 
 def test_unimplemented_group_via_subprocess(tmp_path: Path) -> None:
-    out = run("disk", "create", "x", "--size", "1G", cwd=tmp_path)
+    out = run("vm", "create", "x", "--cpus", "2", cwd=tmp_path)
     assert out.returncode == 2
     assert (
-        out.stderr.startswith("netstore: the `disk` commands")
+        out.stderr.startswith("netstore: the `vm` commands")
         and "not implemented yet" in out.stderr
     )
 
