@@ -343,6 +343,8 @@ def test_reads_v2_and_qcow2_backing_made_by_qemu(tmp_path):
 )
 def test_unsupported_features_named(tmp_path, opts, feature):
     p = str(tmp_path / "u.qcow2")
+    # qemu-img resolves a relative data_file against its working directory
+    opts = [o.replace("data_file=", f"data_file={tmp_path}/") for o in opts]
     qemu_img("create", "-f", "qcow2", *opts, p, "1M", check=True)
     for ro in (True, False):
         with pytest.raises(UnsupportedImageError, match=feature) as ei:
