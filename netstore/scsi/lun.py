@@ -658,20 +658,21 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
 
     def _start_stop_unit(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         power_condition = cdb[4] >> 4
-        # SBC-3 table 93: 0, 1, 2, 3, 7, Ah, Bh are defined.
-        if power_condition not in (0x0, 0x1, 0x2, 0x3, 0x7, 0xA, 0xB):
+        # SBC-3 table 93: 0, 1, 2, 3, 7, Ah, Bh are defined. A removable unit
+        # ignores the field's other values, as libiscsi's PwrCnd test expects.
+        if power_condition not in (0x0, 0x1, 0x2, 0x3, 0x7, 0xA, 0xB) and not self._removable:
             raise cdb_error(4, 7)
         start = cdb[4] & 0x01
         loej = cdb[4] & 0x02
         no_flush = cdb[4] & 0x04
         if power_condition == 0 and loej and self._removable:
-            # SBC-4 5.25: LOEJ with START loads, without it ejects, unless a
-            # nexus prevents medium removal.
+            # SBC-4 5.25: LOEJ with START loads, without it ejects; neither
+            # while a nexus prevents medium removal.
+            if self._prevent:
+                raise ScsiError(MEDIUM_REMOVAL_PREVENTED)
             if start:
                 self.load(nexus)
             else:
-                if self._prevent:
-                    raise ScsiError(MEDIUM_REMOVAL_PREVENTED)
                 try:
                     self.eject()
                 except OSError:

@@ -336,9 +336,9 @@ class SbcMoreCommands:
             if data is None or len(data) < bs:
                 raise short_data_out()
             block = bytes(data[:bs])
-        if unmap and block.count(0) == bs:
-            # SBC-4 4.7.3.6: unmapping is allowed when the unmapped blocks
-            # read back as the data given, here zeros (LBPRZ=1).
+        if unmap:
+            # SBC-4 5.50: with UNMAP set a thin unit unmaps the range; its
+            # blocks then read as zeros (LBPRZ=1), as LIO and libiscsi have it.
             self._deallocate(lba, n)
             return self._resp()
         per_chunk = max(1, min(n, _WS_CHUNK_BYTES // bs))

@@ -60,6 +60,7 @@ def test_prevention_blocks_eject_for_every_nexus(rlu):
     good(rlu.execute(NEXUS, PREVENT, None))
     check(rlu.execute(NEXUS, EJECT, None), 5, 0x53, 0x02)
     check(rlu.execute(OTHER, EJECT, None), 5, 0x53, 0x02)
+    check(rlu.execute(OTHER, LOAD, None), 5, 0x53, 0x02)
     good(rlu.execute(NEXUS, TUR, None))
     good(rlu.execute(NEXUS, ALLOW, None))
     good(rlu.execute(OTHER, EJECT, None))

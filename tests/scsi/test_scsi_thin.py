@@ -134,8 +134,10 @@ def test_write_same_unmap(thin):
     write(thin, 0, 64)
     good(thin.execute(NEXUS, ws16(0, 32, 0x08), bytes(BS)))
     assert read(thin, 0, 32) == bytes(32 * BS)
-    # Non-zero data with UNMAP is written, not unmapped.
+    # UNMAP unmaps whatever the data (libiscsi's UnmapUntilEnd sends 0xFF).
     good(thin.execute(NEXUS, ws10(32, 8, 0x08), b"\x5a" * BS))
+    assert read(thin, 32, 8) == bytes(8 * BS)
+    good(thin.execute(NEXUS, ws10(32, 8), b"\x5a" * BS))
     assert read(thin, 32, 8) == b"\x5a" * (8 * BS)
 
 
