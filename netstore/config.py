@@ -134,9 +134,13 @@ class LunSpec(str):
     removable: bool
     thin: bool | None
 
+    medium: str | None  # the registered medium's name, when the entry named one
+
     def __new__(cls, path: str, *, kind: str = "disk", readonly: bool = False,
-                removable: bool = False, thin: bool | None = None) -> LunSpec:
+                removable: bool = False, thin: bool | None = None,
+                medium: str | None = None) -> LunSpec:
         spec = super().__new__(cls, path)
+        spec.medium = medium
         spec.kind = kind
         spec.readonly = readonly or kind == "dvd"
         spec.removable = removable or kind == "dvd"
@@ -149,10 +153,10 @@ class LunSpec(str):
         return str(self)
 
     @property
-    def options(self) -> tuple[str, bool, bool, bool | None]:
-        """(kind, readonly, removable, thin): two specs of one path with other
-        options are different LUNs."""
-        return (self.kind, self.readonly, self.removable, self.thin)
+    def options(self) -> tuple[str, bool, bool, bool | None, str | None]:
+        """(kind, readonly, removable, thin, medium): two specs of one path
+        with other options are different LUNs."""
+        return (self.kind, self.readonly, self.removable, self.thin, self.medium)
 
     def __repr__(self) -> str:
         return (f"LunSpec({str(self)!r}, kind={self.kind!r}, readonly={self.readonly}, "
@@ -704,12 +708,13 @@ def _boolean(r: _Reader, value: Any, key: str) -> bool:
 
 def _lun(r: _Reader, value: Any, key: str, daemon: DaemonConfig) -> LunSpec:
     if not isinstance(value, dict):
-        return LunSpec(_lun_path(r, value, key, daemon))
+        path, medium = _lun_path(r, value, key, daemon)
+        return LunSpec(path, medium=medium)
     t = value
     r.keys(t, key, ("path", "kind", "readonly", "removable", "thin"))
     if "path" not in t:
         raise r.fail(f"{key}.path", "an image path or media name", "nothing")
-    path = _lun_path(r, t["path"], f"{key}.path", daemon)
+    path, medium = _lun_path(r, t["path"], f"{key}.path", daemon)
     kind = t.get("kind", "disk")
     if kind not in LUN_KINDS:
         raise r.fail(f"{key}.kind", "one of " + ", ".join(f'"{k}"' for k in LUN_KINDS),
@@ -726,11 +731,19 @@ def _lun(r: _Reader, value: Any, key: str, daemon: DaemonConfig) -> LunSpec:
     if flags.get("thin") and flags.get("readonly"):
         raise r.fail(f"{key}.thin", "false or nothing on a read-only LUN (UNMAP writes)", "true")
     return LunSpec(path, kind=kind, readonly=flags.get("readonly", False),
-                   removable=flags.get("removable", False), thin=flags.get("thin"))
+                   removable=flags.get("removable", False), thin=flags.get("thin"),
+                   medium=medium)
 
 
-def _lun_path(r: _Reader, value: Any, key: str, daemon: DaemonConfig) -> str:
+def _lun_path(r: _Reader, value: Any, key: str,
+              daemon: DaemonConfig) -> tuple[str, str | None]:
+    """(absolute image path, medium name or None) of one LUN entry.
+
+    A text with '/' is a path; a bare name is a medium of the registry
+    (``netstore disk list``) or, failing that, a file in the media directory.
+    """
     text = r.string(value, key, what="an image path or media name")
+    medium = None
     if "/" in text or text.startswith("~"):
         path = (r.base_dir / Path(text).expanduser()).absolute()
         where = "an existing image file or block device"
@@ -742,16 +755,37 @@ def _lun_path(r: _Reader, value: Any, key: str, daemon: DaemonConfig) -> str:
                 _describe(text),
             )
         path = daemon.media_dir / text
-        where = f"a medium in {daemon.media_dir} (a bare name is a file there)"
+        where = (f"a medium of the registry in {daemon.state_dir} or a file in "
+                 f"{daemon.media_dir}")
+        registered = _registered_medium(daemon.state_dir, text) if r.check_paths else None
+        if registered is not None:
+            path, medium = Path(registered), text
     if not r.check_paths:
-        return str(path)
+        return str(path), medium
     try:
         st = path.stat()
     except (OSError, ValueError):
         raise r.fail(key, where, f"{_describe(text)}, and {path} does not exist") from None
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
         raise r.fail(key, where, f"{_describe(text)}, and {path} is not a file or block device")
-    return str(path)
+    return str(path), medium
+
+
+def _registered_medium(state_dir: Path, name: str) -> str | None:
+    """The file of the registered base medium `name`, or None (no registry,
+    no such medium).  Looking does not create a registry."""
+    from netstore.registry import NotFoundError, Registry, RegistryError
+
+    if not (state_dir / "registry.db").exists():
+        return None
+    try:
+        with Registry.open(state_dir) as reg:
+            m = reg.medium(name)
+    except NotFoundError:
+        return None
+    except RegistryError:
+        return None
+    return None if m.is_layer else m.location
 
 
 def _pattern(r: _Reader, value: Any, key: str) -> str:

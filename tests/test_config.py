@@ -67,7 +67,7 @@ def test_example_without_images_is_refused_with_a_hint(tmp_path: Path) -> None:
     shutil.copy(REPO / "configs" / "minimal.toml", tmp_path / "configs")
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path / "configs" / "minimal.toml")
-    assert "iscsi.targets[0].luns[0]: expected a medium in" in str(e.value)
+    assert "iscsi.targets[0].luns[0]: expected a medium of the registry in" in str(e.value)
     assert "scratch.img" in str(e.value)
 
 
@@ -369,7 +369,7 @@ BROKEN = [
     pytest.param(T.replace('"./img"', '"./"'), "is not a file or block device", id="lun-directory"),
     pytest.param(
         T.replace('"./img"', '"nosuch"'),
-        "iscsi.targets[0].luns[0]: expected a medium in ",
+        "iscsi.targets[0].luns[0]: expected a medium of the registry in ",
         id="lun-media-missing",
     ),
     pytest.param(
@@ -774,9 +774,9 @@ def test_lun_table_entries(tmp_path: Path) -> None:
     img = str(tmp_path / "img")
     assert plain == disk == dvd == ro == img  # each is its path
     assert (plain.kind, plain.readonly, plain.removable, plain.thin) == ("disk", False, False, None)
-    assert disk.options == ("disk", False, True, False)
-    assert dvd.options == ("dvd", True, True, False)
-    assert ro.options == ("disk", True, False, None)
+    assert disk.options == ("disk", False, True, False, None)
+    assert dvd.options == ("dvd", True, True, False, None)
+    assert ro.options == ("disk", True, False, None, None)
 
 
 LUN_ERRORS = [
@@ -800,3 +800,18 @@ def test_lun_table_errors(entry: str, message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert str(e.value).startswith(f"{path}: iscsi.targets[0].{message}"), str(e.value)
+
+
+def test_bare_name_is_a_registered_medium(tmp_path: Path) -> None:
+    from netstore.registry import Registry
+
+    state = tmp_path / "state"
+    with Registry.open(state) as reg:
+        m = reg.create("base", 1 << 20, format="qcow2")
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[daemon]\nstate_dir = "state"\n[[iscsi.targets]]\n'
+        'iqn = "iqn.2026-11.org.netstore:t"\nluns = ["base"]\n'
+    )
+    (lun,) = load_config(path).iscsi.targets[0].luns
+    assert lun == m.location and lun.medium == "base"

@@ -15,9 +15,12 @@ from pathlib import Path
 import trio
 
 from netstore.config import IscsiConfig, TargetConfig
+from netstore.disk.api import DiskError
+from netstore.disk.images import detect_format, open_image
 from netstore.iscsi.login import ChapCredentials, TargetEntry
 from netstore.iscsi.session import Connection, ExportedTarget, PortalGroup
 from netstore.iscsi.text import TargetLimits
+from netstore.registry import Registry
 from netstore.scsi.backend import RawFileBackend
 from netstore.scsi.lun import LogicalUnit, LunIdentity
 from netstore.scsi.mmc import MMC_BLOCK_SIZE, OpticalUnit
@@ -137,6 +140,8 @@ class IscsiService:
         self.group = PortalGroup(portals=list(config.portals), limits=limits,
                                  discovery_chap=_chap(config.discovery_chap), log=self.log)
         self._luns: dict[tuple[str, str, object], LogicalUnit] = {}
+        # per-machine units of immutable/multiattach media: (target, lun, initiator)
+        self._private: dict[tuple[str, int, str], LogicalUnit] = {}
         self._wires: set[_Wire] = set()
         self._nursery: trio.Nursery | None = None
         self.bound: list[tuple[str, int]] = []
@@ -153,28 +158,83 @@ class IscsiService:
             path = str(spec)
             if not os.path.exists(path):
                 raise ServiceError(
-                    f"target {target}: LUN {index} {spec!r} is not an existing image file "
-                    "(media names need the media registry, which is not implemented yet)")
-            identity = _lun_identity(target, path, index)
-            store = self._reservation_file(target, path)
-            if kind == "dvd":
-                backend = RawFileBackend(path, read_only=True, block_size=MMC_BLOCK_SIZE)
-                lu = OpticalUnit(backend, identity, reservation_store=store)
-            else:
-                backend = RawFileBackend(path, read_only=readonly)
-                # Thin (UNMAP, LBPME) when the backend can deallocate, unless
-                # the LUN says thin = false.
-                can_discard = callable(getattr(backend, "discard", None)) and not readonly
-                thin = getattr(spec, "thin", None)
-                if thin and not can_discard:
-                    backend.close()
-                    raise ServiceError(f"target {target}: LUN {index} {path!r} cannot be thin "
-                                       "(read-only, or its format cannot deallocate)")
-                lu = LogicalUnit(backend, identity, reservation_store=store,
-                                 thin=can_discard if thin is None else thin,
-                                 removable=getattr(spec, "removable", False))
+                    f"target {target}: LUN {index} {spec!r} is not an existing image file")
+            lu = self._make_unit(target, index, path, kind=kind, readonly=readonly,
+                                 removable=getattr(spec, "removable", False),
+                                 thin=getattr(spec, "thin", None))
             self._luns[key] = lu
         return lu
+
+    def _make_unit(self, target: str, index: int, path: str, *, kind: str, readonly: bool,
+                   removable: bool, thin: bool | None, identity_path: str | None = None,
+                   ) -> LogicalUnit:
+        """A logical unit on the image at `path` (any format netstore reads)."""
+        identity = _lun_identity(target, identity_path or path, index)
+        store = self._reservation_file(target, identity_path or path)
+        if kind == "dvd":
+            backend = RawFileBackend(path, read_only=True, block_size=MMC_BLOCK_SIZE)
+            return OpticalUnit(backend, identity, reservation_store=store)
+        backend = _open_backend(path, read_only=readonly)
+        # Thin (UNMAP, LBPME) when the backend can deallocate, unless the LUN
+        # says thin = false.
+        can_discard = callable(getattr(backend, "discard", None)) and not backend.read_only
+        if thin and not can_discard:
+            backend.close()
+            raise ServiceError(f"target {target}: LUN {index} {path!r} cannot be thin "
+                               "(read-only, or its format cannot deallocate)")
+        return LogicalUnit(backend, identity, reservation_store=store,
+                           thin=can_discard if thin is None else thin, removable=removable)
+
+    def _open_medium_lun(self, exported_private: dict, exclusive: dict, target: str,
+                         spec, index: int) -> LogicalUnit | None:
+        """A LUN on a registered medium, served as its type says (semantics.md 1).
+
+        Returns the shared unit, or None after putting an opener for a
+        per-machine unit (immutable, multiattach) in `exported_private`.
+        """
+        with Registry.open(self.state_dir) as reg:
+            m = reg.medium(spec.medium)
+            top = reg.current_top(m) if m.type == "normal" else None
+        kind = "dvd" if m.kind == "dvd" else getattr(spec, "kind", "disk")
+        if m.type in ("immutable", "multiattach"):
+            exported_private[index] = self._private_opener(target, index, m.name, m.location)
+            return None
+        if m.type in ("normal", "writethrough"):
+            exclusive[m.uuid] = m.name
+        path = str(top) if top is not None else m.location
+        key = (target, path, ("medium", m.type, kind, index))
+        lu = self._luns.get(key)
+        if lu is None:
+            lu = self._make_unit(
+                target, index, path, kind=kind,
+                readonly=m.type == "readonly" or getattr(spec, "readonly", False),
+                removable=getattr(spec, "removable", False), thin=getattr(spec, "thin", None),
+                identity_path=m.location)
+            self._luns[key] = lu
+        return lu
+
+    def _private_opener(self, target: str, index: int, medium: str, base: str):
+        """Opens `initiator`'s own layer of an immutable or multiattach medium."""
+
+        def open_for(initiator: str, power_on: bool) -> LogicalUnit:
+            key = (target, index, initiator)
+            old = self._private.pop(key, None)
+            if old is not None:
+                old.close()
+            with Registry.open(self.state_dir) as reg:
+                if power_on:
+                    path = reg.layer_at_power_on(medium, initiator)
+                else:
+                    path = reg.layer_for(medium, initiator)
+            if power_on:
+                self.log.info("target %s LUN %d: %s powered on, layer %s", target, index,
+                              initiator, path)
+            lu = self._make_unit(target, index, str(path), kind="disk", readonly=False,
+                                 removable=False, thin=None, identity_path=base)
+            self._private[key] = lu
+            return lu
+
+        return open_for
 
     def _reservation_file(self, target: str, path: str) -> Path:
         """Where a LUN's persistent reservations live (APTPL, SPC-4 5.13.4)."""
@@ -189,19 +249,34 @@ class IscsiService:
                 exported.accepting = False
                 self.log.info("target %s removed: new logins are refused", name)
         for t in targets:
-            luns = {i: self._open_lun(t.iqn, spec, i) for i, spec in enumerate(t.luns)}
+            luns: dict[int, LogicalUnit] = {}
+            private: dict = {}
+            exclusive: dict[str, str] = {}
+            for i, spec in enumerate(t.luns):
+                if getattr(spec, "medium", None):
+                    lu = self._open_medium_lun(private, exclusive, t.iqn, spec, i)
+                    if lu is not None:
+                        luns[i] = lu
+                else:
+                    luns[i] = self._open_lun(t.iqn, spec, i)
             entry = TargetEntry(name=t.iqn, alias=t.alias, chap=_chap(t.chap),
                                 allow=list(t.allow))
             exported = g.exported.get(t.iqn)
             if exported is None:
-                g.exported[t.iqn] = ExportedTarget(entry, ScsiTarget(t.iqn, luns))
-                self.log.info("target %s: %d LUN(s)", t.iqn, len(luns))
+                g.exported[t.iqn] = ExportedTarget(entry, ScsiTarget(t.iqn, luns),
+                                                   private=private, exclusive=exclusive)
+                self.log.info("target %s: %d LUN(s)", t.iqn, len(luns) + len(private))
             else:
                 exported.entry = entry
                 exported.accepting = True
-                if exported.scsi.luns != luns:
+                exported.exclusive = exclusive
+                if exported.scsi.luns != luns or set(exported.private) != set(private):
+                    exported.private = private
                     exported.scsi.set_luns(luns)
-                    self.log.info("target %s: LUNs changed, now %d", t.iqn, len(luns))
+                    # machines pick up their own units at their next power-on
+                    exported.views.clear()
+                    self.log.info("target %s: LUNs changed, now %d", t.iqn,
+                                  len(luns) + len(private))
 
     def reconfigure(self, config: IscsiConfig) -> None:
         """Apply a new configuration: new targets appear, removed ones refuse new logins."""
@@ -379,11 +454,26 @@ class IscsiService:
         self._flush_luns()
 
     def _flush_luns(self) -> None:
-        for lu in self._luns.values():
+        for lu in [*self._luns.values(), *self._private.values()]:
             try:
                 lu.backend.flush()
             except Exception:
                 self.log.exception("flushing a LUN failed")
+
+
+def _open_backend(path: str, *, read_only: bool):
+    """A LUN backend for the image at `path`: raw files keep hole punching,
+    other formats go through netstore.disk (qcow2 read-write, others read-only)."""
+    try:
+        fmt = detect_format(path)
+    except DiskError as e:
+        raise ServiceError(str(e)) from e
+    if fmt == "raw":
+        return RawFileBackend(path, read_only=read_only)
+    try:
+        return open_image(path, read_only=read_only, format=fmt)
+    except DiskError as e:
+        raise ServiceError(str(e)) from e
 
 
 def _chap(c) -> ChapCredentials | None:

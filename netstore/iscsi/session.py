@@ -39,7 +39,7 @@ from netstore.iscsi.text import (
     parse_text,
     send_targets,
 )
-from netstore.scsi.lun import ScsiResponse
+from netstore.scsi.lun import LogicalUnit, ScsiResponse
 from netstore.scsi.sense import ABORTED_COMMAND, Sense, build_sense
 from netstore.scsi.target import ScsiTarget
 
@@ -109,13 +109,46 @@ def sn_le(a: int, b: int) -> bool:
     return a == b or sn_lt(a, b)
 
 
-@dataclass
+# Opens a machine's own logical unit of a LUN: (initiator name, power-on) -> unit.
+PrivateLunOpener = Callable[[str, bool], LogicalUnit]
+
+
+@dataclass(eq=False)
 class ExportedTarget:
-    """A target served at the portal group: its login entry and its SCSI LUN map."""
+    """A target served at the portal group: its login entry and its SCSI LUN maps.
+
+    ``scsi`` holds the LUNs every initiator shares.  Immutable and
+    multiattach media give each machine (until the VM registry: each
+    initiator) a logical unit of its own, opened by ``private[lun]``; such a
+    target hands every initiator a view of its own (:meth:`view`).
+    ``exclusive`` names the normal and writethrough media of the target
+    (uuid -> name): those run in one machine at a time.
+    """
 
     entry: TargetEntry
     scsi: ScsiTarget
     accepting: bool = True  # False once removed from the configuration
+    private: dict[int, PrivateLunOpener] = field(default_factory=dict)
+    exclusive: dict[str, str] = field(default_factory=dict)
+    views: dict[str, ScsiTarget] = field(default_factory=dict)
+
+    def view(self, initiator: str, *, power_on: bool) -> ScsiTarget:
+        """The LUN map `initiator` sees; a power-on reopens its own units."""
+        if not self.private:
+            return self.scsi
+        v = self.views.get(initiator)
+        if v is not None and not power_on:
+            return v
+        luns = self.scsi.luns
+        for lun, opener in self.private.items():
+            luns[lun] = opener(initiator, power_on)
+        v = ScsiTarget(self.entry.name, luns)
+        self.views[initiator] = v
+        return v
+
+    def all_views(self) -> list[ScsiTarget]:
+        """Every LUN map of the target (a reset reaches them all)."""
+        return [self.scsi, *self.views.values()]
 
 
 @dataclass(eq=False)
@@ -177,6 +210,26 @@ class PortalGroup:
         s = self.sessions.get((initiator, bytes(isid)))
         return s if s is not None and s.tsih == tsih else None
 
+    def admit(self, initiator: str, entry: TargetEntry | None) -> str | None:
+        """Why `initiator` may not open a session to `entry` now, or None.
+
+        Normal and writethrough media run in one machine at a time
+        (semantics.md section 1); until the VM registry the machine is the
+        initiator.
+        """
+        target = self.exported.get(entry.name) if entry is not None else None
+        if target is None or not target.exclusive:
+            return None
+        for other in self.sessions.values():
+            if other.initiator == initiator or other.target is None:
+                continue
+            for uuid, name in target.exclusive.items():
+                if uuid in other.target.exclusive:
+                    kind = "normal and writethrough disks run in one machine at a time"
+                    return (f"disk {name} is in use by {other.initiator} "
+                            f"(target {other.target.entry.name}); {kind}")
+        return None
+
     def status(self) -> dict:
         """JSON-able summary of targets and sessions."""
         return {
@@ -199,6 +252,7 @@ class Session:
         self.isid = bytes(isid)
         self.tsih = tsih
         self.target = target
+        self.scsi: ScsiTarget | None = None  # the LUN map this session sees
         self.params = params
         self.exp_cmdsn = cmdsn
         self.connections: dict[int, Connection] = {}
@@ -252,8 +306,8 @@ class Session:
     def detach_all(self) -> None:
         if self.group.sessions.get((self.initiator, self.isid)) is self:
             del self.group.sessions[(self.initiator, self.isid)]
-            if self.target is not None:
-                self.target.scsi.nexus_gone(self.nexus)
+            if self.scsi is not None:
+                self.scsi.nexus_gone(self.nexus)
             self.group.log.info("session %s to %s ended", self.nexus,
                                 self.target.entry.name if self.target else "discovery")
 
@@ -425,6 +479,16 @@ class Connection:
         machine = self.login
         assert machine is not None
         rsp = machine.receive(req)
+        if machine.done and machine.outcome is not None and not req.tsih:
+            refusal = self.group.admit(machine.outcome.initiator_name,
+                                       machine.outcome.target)
+            if refusal is not None:
+                # Status 0301: service unavailable, the initiator may retry later.
+                self.log.warning("login of %s refused: %s", machine.outcome.initiator_name,
+                                 refusal)
+                rsp.status_class, rsp.status_detail = 3, 1
+                rsp.transit, rsp.nsg, rsp.data = False, 0, b""
+                machine.failed, machine.done = True, False
         existing = None
         if machine.done and machine.outcome is not None and machine.outcome.tsih:
             existing = self.group.find_session(machine.outcome.initiator_name,
@@ -455,13 +519,20 @@ class Connection:
         key = (out.initiator_name, bytes(out.isid))
         session = g.find_session(out.initiator_name, out.isid, out.tsih) if req.tsih else None
         if session is None:
+            target = g.exported.get(out.target.name) if out.target is not None else None
+            # The machine's power-on: a login while it has no other session to
+            # the target (a reinstated session still counts as open).
+            power_on = target is not None and not any(
+                x.initiator == out.initiator_name and x.target is target
+                for x in g.sessions.values())
             old = g.sessions.get(key)
             if old is not None:
                 # Session reinstatement (RFC 7143 6.3.5): the old one goes.
                 old.close("session reinstated by a new login with the same ISID")
-            target = g.exported.get(out.target.name) if out.target is not None else None
             session = Session(g, initiator=out.initiator_name, isid=out.isid, tsih=out.tsih,
                               target=target, params=params, cmdsn=self._login_cmdsn or 0)
+            if target is not None:
+                session.scsi = target.view(out.initiator_name, power_on=power_on)
             session.negotiator = out.negotiator
             g.sessions[key] = session
             self.log.info("session %s logged in to %s from %s (tsih %d)", session.nexus,
@@ -505,7 +576,7 @@ class Connection:
         end = len(buf)
         if end - pos < P.BHS_LEN or s.held:
             return
-        scsi = s.target.scsi  # type: ignore[union-attr]
+        scsi = s.scsi  # type: ignore[union-attr]
         out = self.outbox
         nexus = s.nexus
         exp = s.exp_cmdsn
@@ -630,7 +701,7 @@ class Connection:
         if pdu.data:
             self._reject(pdu, P.REJECT_PROTOCOL_ERROR, "data with a command that has no W bit")
             return
-        rsp = s.target.scsi.execute(s.nexus, lun, cdb, None)
+        rsp = s.scsi.execute(s.nexus, lun, cdb, None)
         self._respond(itt, lun_raw, rsp, edtl, bool(flags & P.CMD_READ))
 
     def _extended_cdb(self, pdu: P.Pdu, cdb: bytes) -> bytes | None:
@@ -741,7 +812,7 @@ class Connection:
             self._check_condition_now(itt, lun_raw, SAM_TASK_SET_FULL, 0)
             return
         if edtl == imm:
-            rsp = s.target.scsi.execute(s.nexus, lun, cdb, pdu.data)
+            rsp = s.scsi.execute(s.nexus, lun, cdb, pdu.data)
             self._respond(itt, lun_raw, rsp, 0, False,
                           write=self._write_lengths(lun, cdb, edtl))
             return
@@ -855,7 +926,7 @@ class Connection:
             self.ttt_index.pop(ttt, None)
         if task.aborted or s.target is None:
             return
-        rsp = s.target.scsi.execute(s.nexus, task.lun, task.cdb, task.buf)
+        rsp = s.scsi.execute(s.nexus, task.lun, task.cdb, task.buf)
         self._respond(task.itt, task.lun_raw, rsp, 0, False, datasn_base=task.r2tsn,
                       write=self._write_lengths(task.lun, task.cdb, task.edtl))
 
@@ -863,7 +934,7 @@ class Connection:
         """(EDTL, SPDTL) of a command with Data-Out, None when the CDB's length is unknown."""
         s = self.session
         assert s is not None and s.target is not None
-        spdtl = s.target.scsi.data_out_length(lun, cdb)
+        spdtl = s.scsi.data_out_length(lun, cdb)
         return None if spdtl is None else (edtl, spdtl)
 
     def _on_data_digest_error(self, pdu: P.Pdu) -> None:
@@ -935,7 +1006,7 @@ class Connection:
                             c._abort(t)
         elif function == TMF_LOGICAL_UNIT_RESET:
             lun = P.decode_lun(b[8:16])
-            if lun not in s.target.scsi.luns:
+            if lun not in s.scsi.luns:
                 response = TMF_RSP_NO_LUN
             else:
                 for sess in self._target_sessions():
@@ -943,7 +1014,7 @@ class Connection:
                         for t in list(c.tasks.values()):
                             if t.lun == lun:
                                 c._abort(t)
-                s.target.scsi.lun_reset(lun, s.nexus)
+                s.scsi.lun_reset(lun, s.nexus)
                 self.log.warning("%s: LOGICAL UNIT RESET of LUN %d", s.nexus, lun)
         elif function in (TMF_TARGET_WARM_RESET, TMF_TARGET_COLD_RESET):
             for sess in self._target_sessions():
@@ -951,7 +1022,8 @@ class Connection:
                     for t in list(c.tasks.values()):
                         c._abort(t)
             cold = function == TMF_TARGET_COLD_RESET
-            s.target.scsi.target_reset(s.nexus, cold=cold)
+            for view in s.target.all_views():
+                view.target_reset(s.nexus, cold=cold)
             self.log.warning("%s: TARGET %s RESET", s.nexus, "COLD" if cold else "WARM")
         elif function == TMF_TASK_REASSIGN:
             response = TMF_RSP_REASSIGN_UNSUPPORTED
