@@ -17,7 +17,7 @@ MIN_REPORT_LUNS_ALLOCATION = 16
 MAX_LUN = 0x3FFF
 # WRITE SAME: most blocks one command may write (MAXIMUM WRITE SAME LENGTH,
 # VPD B0h); 32 MiB bounds how long one command holds the logical unit.
-MAX_WRITE_SAME_BYTES = 32 * 1024 * 1024
+MAX_WRITE_SAME_BYTES = MAX_TRANSFER_BYTES
 # COMPARE AND WRITE: most blocks compared and written (one-byte CDB field).
 MAX_COMPARE_AND_WRITE_BLOCKS = 255
 # PRE-FETCH: ranges up to this size are handed to the page cache and answered

@@ -100,10 +100,13 @@ class ScsiTarget:
         return ScsiResponse(CHECK_CONDITION, b"", _LU_NOT_SUPPORTED_SENSE)
 
     def lun_reset(self, lun: int, nexus: str) -> None:
-        """LOGICAL UNIT RESET from `nexus`; unknown LUNs are ignored."""
+        """LOGICAL UNIT RESET from `nexus`; unknown LUNs are ignored.
+
+        SAM-5 6.6: the unit attention goes to every I_T nexus, the one that
+        asked included (libiscsi's MultipathIO.Reset checks each path)."""
         lu = self._luns.get(lun)
         if lu is not None:
-            lu.reset(nexus)
+            lu.reset(None)
 
     def target_reset(self, nexus: str, *, cold: bool) -> None:
         """TARGET WARM RESET (UA 29/02 for the other nexuses) or TARGET COLD

@@ -179,7 +179,7 @@ def test_abort_of_finished_task_says_no_such_task(image):
     assert r.bhs[2] == 1
 
 
-def test_lun_reset_raises_unit_attention_for_others(image):
+def test_lun_reset_raises_unit_attention_on_every_nexus(image):
     group = make_group(image)
     a = Initiator(group)
     a.login()
@@ -191,9 +191,11 @@ def test_lun_reset_raises_unit_attention_for_others(image):
     tmf = bhs(P.OP_TASK_MGMT_REQ, 0x80 | 5, immediate=True, itt=0x55, f24=a.cmdsn)
     (r,) = a.send(wire(tmf))
     assert r.bhs[2] == 0
-    assert a.scsi(TUR)[1][0].bhs[3] == 0
-    _, (rsp,) = b.scsi(TUR)
-    assert rsp.bhs[3] == 0x02 and rsp.data[2 + 12] == 0x29
+    # SAM-5 6.6: every I_T nexus gets the unit attention, the sender's too
+    for ini in (a, b):
+        _, (rsp,) = ini.scsi(TUR)
+        assert rsp.bhs[3] == 0x02 and rsp.data[2 + 12] == 0x29
+        assert ini.scsi(TUR)[1][0].bhs[3] == 0
 
 
 def test_logout_closes(image):
