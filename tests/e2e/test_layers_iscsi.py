@@ -40,8 +40,13 @@ BS = 512
 
 
 def qimg(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["qemu-img", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def check_clean(path: Path) -> dict:
@@ -103,15 +108,16 @@ def sync_cache(c: Conn) -> None:
     assert status == 0
 
 
-def write_pattern(daemon_factory, path: Path, name: str, model: bytearray,
-                  writes: list[tuple[int, bytes]]) -> None:
+def write_pattern(
+    daemon_factory, path: Path, name: str, model: bytearray, writes: list[tuple[int, bytes]]
+) -> None:
     """Serve `path`, write `writes` through iSCSI (model updated), read back, stop."""
     d = daemon_factory(config(path), name=name)
     c = login(d.port)
     try:
         for off, data in writes:
             iscsi_write(c, off, data)
-            model[off:off + len(data)] = data
+            model[off : off + len(data)] = data
         sync_cache(c)
         assert iscsi_read_all(c, SIZE) == model, f"{name}: read back differs from what was written"
         c.logout()
@@ -155,15 +161,27 @@ def test_three_layer_chain_written_over_iscsi(netstore_daemon, tmp_path):
     # B over part of A, not cluster aligned (copy-on-write of partial clusters), and
     # into the hole and past A.
     layers.freeze(str(base), str(mid))
-    b = [(1 * MiB + 4 * KiB, 8 * KiB), (2 * MiB - 512, 70 * KiB), (4 * MiB + 60 * KiB, 200 * KiB),
-         (5 * MiB + 32 * KiB, 64 * KiB), (13 * MiB, 256 * KiB), (SIZE - 4 * KiB, 4 * KiB)]
+    b = [
+        (1 * MiB + 4 * KiB, 8 * KiB),
+        (2 * MiB - 512, 70 * KiB),
+        (4 * MiB + 60 * KiB, 200 * KiB),
+        (5 * MiB + 32 * KiB, 64 * KiB),
+        (13 * MiB, 256 * KiB),
+        (SIZE - 4 * KiB, 4 * KiB),
+    ]
     write_pattern(netstore_daemon, mid, "serve-mid", model, pattern(2, b))
     assert sha(base) == base_sum
 
     # C over parts of A and B.
     layers.freeze(str(mid), str(top))
-    c = [(1 * MiB, 16 * KiB), (2 * MiB + 4 * KiB, 4 * KiB), (4 * MiB + 100 * KiB, 300 * KiB),
-         (7 * MiB + 512, 1024), (13 * MiB + 128 * KiB, 192 * KiB), (0, 512)]
+    c = [
+        (1 * MiB, 16 * KiB),
+        (2 * MiB + 4 * KiB, 4 * KiB),
+        (4 * MiB + 100 * KiB, 300 * KiB),
+        (7 * MiB + 512, 1024),
+        (13 * MiB + 128 * KiB, 192 * KiB),
+        (0, 512),
+    ]
     write_pattern(netstore_daemon, top, "serve-top", model, pattern(3, c))
     mid_sum = sha(mid)
     assert sha(base) == base_sum
@@ -181,8 +199,11 @@ def test_three_layer_chain_written_over_iscsi(netstore_daemon, tmp_path):
     assert Path(chain[1]["full-backing-filename"]).resolve() == base.resolve()
     assert "backing-filename" not in chain[2]
     assert all(x["virtual-size"] == SIZE for x in chain)
-    assert [Path(p).name for p in layers.chain(str(top))] == ["top.qcow2", "mid.qcow2",
-                                                                "base.qcow2"]
+    assert [Path(p).name for p in layers.chain(str(top))] == [
+        "top.qcow2",
+        "mid.qcow2",
+        "base.qcow2",
+    ]
 
     assert qemu_raw(top, tmp_path / "top.raw") == model, "qemu reads top.qcow2 differently"
 
@@ -207,8 +228,10 @@ def test_three_layer_chain_written_over_iscsi(netstore_daemon, tmp_path):
         check_clean(p)
     assert sha(base) == base_sum
     info = qimg("info", "--backing-chain", "--output=json", str(mid))
-    assert [Path(x["filename"]).name for x in json.loads(info.stdout)] == ["mid.qcow2",
-                                                                           "base.qcow2"]
+    assert [Path(x["filename"]).name for x in json.loads(info.stdout)] == [
+        "mid.qcow2",
+        "base.qcow2",
+    ]
     assert qemu_raw(mid, tmp_path / "mid.raw") == model, "data changed by merge_into_parent"
     dm2 = netstore_daemon(config(mid), name="serve-merged")
     conn = login(dm2.port)
