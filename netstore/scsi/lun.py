@@ -192,6 +192,7 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         self._bs = bs
         self._num_blocks = backend.num_blocks
         self._read_only = backend.read_only
+        self._swp = False  # software write protect, set by MODE SELECT (control page)
         self._max_blocks = MAX_TRANSFER_BYTES // bs
         self._pread = backend.pread
         self._pwrite = backend.pwrite
@@ -365,6 +366,8 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         defaults and every other nexus (all when `by_nexus` is None) gets a
         unit attention, BUS DEVICE RESET FUNCTION OCCURRED by default."""
         self._wce = self._default_wce
+        if self._swp:
+            self._set_swp(False)  # mode parameters return to their defaults
         self._prevent.clear()  # SBC-4 5.13: a reset ends every prevention
         self._pr.drop_spc2()  # persistent reservations survive resets
         self._reserved = self._pr.active
@@ -714,7 +717,8 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         subpage = cdb[3]
         if subpage not in (0x00, mp.ALL_SUBPAGES):
             raise cdb_error(3, 7)
-        pages = mp.pages_for(page_code, pc, self._wce, self._default_wce, self._mode_pages())
+        pages = mp.pages_for(page_code, pc, self._wce, self._default_wce, self._mode_pages(),
+                             swp=self._swp, swp_changeable=not self.backend.read_only)
         bd = b"" if dbd else mp.block_descriptor(self._num_blocks, self._bs, long)
         devspec = mp.device_specific(self._read_only)
         if ten:
@@ -749,15 +753,30 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
             raise cdb_error(len_byte, 7)
         if plen < header_len:
             raise ScsiError(PARAM_LIST_LENGTH_ERROR)
-        new_wce = mp.parse_mode_select(
-            data[:plen], header_len, wce=self._wce, block_size=self._bs
+        new_wce, new_swp = mp.parse_mode_select(
+            data[:plen], header_len, wce=self._wce, block_size=self._bs, swp=self._swp,
+            swp_changeable=not self.backend.read_only,
         )
+        changed = False
         if new_wce != self._wce:
             if not new_wce and not self._read_only:
                 self._flush()  # dirty data must not outlive write-back mode
             self._wce = new_wce
+            changed = True
+        if new_swp != self._swp:
+            self._set_swp(new_swp)
+            changed = True
+        if changed:
             self.establish_unit_attention(MODE_PARAMETERS_CHANGED, except_nexus=nexus)
         return ScsiResponse(GOOD)
+
+    def _set_swp(self, swp: bool) -> None:
+        """Software write protect: the unit refuses writes as a read-only one
+        does (DATA PROTECT / WRITE PROTECTED) and MODE SENSE shows WP."""
+        if swp and not self._read_only:
+            self._flush()
+        self._swp = swp
+        self._read_only = swp or self.backend.read_only
 
     def _mode_select6(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
         return self._mode_select(nexus, cdb, data, cdb[4], 4, mp.MODE6_HEADER_LEN)

@@ -42,10 +42,15 @@ def caching_page(wce: bool) -> bytes:
     return bytes(b)
 
 
-def control_page() -> bytes:
+# Control page byte 4: SWP, software write protect (SPC-4 7.5.8).
+SWP = 0x08
+
+
+def control_page(swp: bool = False) -> bytes:
     """Control mode page, 12 bytes (SPC-4 7.5.8): fixed sense, GLTSD,
-    unrestricted reordering, unlimited busy timeout."""
-    return bytes((CONTROL_PAGE, 0x0A, 0x02, 0x10, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0))
+    unrestricted reordering, unlimited busy timeout; SWP as given."""
+    return bytes((CONTROL_PAGE, 0x0A, 0x02, 0x10, SWP if swp else 0, 0, 0, 0, 0xFF, 0xFF,
+                  0, 0))
 
 
 def info_exceptions_page() -> bytes:
@@ -53,16 +58,19 @@ def info_exceptions_page() -> bytes:
     return bytes((INFO_EXCEPTIONS_PAGE, 0x0A, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
 
-def _changeable(page: bytes) -> bytes:
+def _changeable(page: bytes, swp_changeable: bool) -> bytes:
     b = bytearray(len(page))
     b[0], b[1] = page[0], page[1]
     if page[0] == CACHING_PAGE:
         b[2] = WCE
+    elif page[0] == CONTROL_PAGE and swp_changeable:
+        b[4] = SWP
     return bytes(b)
 
 
 def pages_for(page_code: int, pc: int, wce: bool, default_wce: bool,
-              extra: dict[int, bytes] | None = None) -> bytes:
+              extra: dict[int, bytes] | None = None, *, swp: bool = False,
+              swp_changeable: bool = False) -> bytes:
     """The mode page(s) `page_code` for page control `pc`.
 
     Raises:
@@ -72,9 +80,10 @@ def pages_for(page_code: int, pc: int, wce: bool, default_wce: bool,
     if pc == PC_SAVED:
         raise ScsiError(SAVING_NOT_SUPPORTED)
     cache_wce = default_wce if pc == PC_DEFAULT else wce
+    control_swp = swp and pc == PC_CURRENT
     builders = {
         CACHING_PAGE: lambda: caching_page(cache_wce),
-        CONTROL_PAGE: control_page,
+        CONTROL_PAGE: lambda: control_page(control_swp),
         INFO_EXCEPTIONS_PAGE: info_exceptions_page,
     }
     for code, page in (extra or {}).items():  # device-type pages (MMC 2Ah)
@@ -86,7 +95,7 @@ def pages_for(page_code: int, pc: int, wce: bool, default_wce: bool,
     else:
         raise cdb_error(2, 5)
     if pc == PC_CHANGEABLE:
-        pages = [_changeable(p) for p in pages]
+        pages = [_changeable(p, swp_changeable) for p in pages]
     return b"".join(pages)
 
 
@@ -105,12 +114,14 @@ def device_specific(read_only: bool) -> int:
 
 
 def parse_mode_select(
-    params: bytes | memoryview, header_len: int, *, wce: bool, block_size: int
-) -> bool:
-    """Check a MODE SELECT parameter list and return the new WCE value.
+    params: bytes | memoryview, header_len: int, *, wce: bool, block_size: int,
+    swp: bool = False, swp_changeable: bool = False,
+) -> tuple[bool, bool]:
+    """Check a MODE SELECT parameter list and return the new (WCE, SWP).
 
-    Only the caching page's WCE bit may change; every other page must equal
-    its current value. Nothing is applied unless the whole list is valid.
+    Only the caching page's WCE bit and (when changeable) the control page's
+    SWP bit may change; every other page must equal its current value.
+    Nothing is applied unless the whole list is valid.
 
     Raises:
         ScsiError: INVALID FIELD IN PARAMETER LIST pointing at the offending byte.
@@ -137,8 +148,9 @@ def parse_mode_select(
                 raise param_error(blen_off)
         pos += bd_len
     new_wce = wce
+    new_swp = swp
     current = {
-        CONTROL_PAGE: control_page(),
+        CONTROL_PAGE: control_page(swp),
         INFO_EXCEPTIONS_PAGE: info_exceptions_page(),
     }
     while pos < len(p):
@@ -165,9 +177,13 @@ def parse_mode_select(
             if length != len(ref):
                 raise param_error(pos + 1)
             for i in range(2, length):
-                if page[i] != ref[i]:
+                mask = 0xFF & ~SWP if (code == CONTROL_PAGE and i == 4 and swp_changeable) \
+                    else 0xFF
+                if (page[i] ^ ref[i]) & mask:
                     raise param_error(pos + i)
+            if code == CONTROL_PAGE and swp_changeable:
+                new_swp = bool(page[4] & SWP)
         else:
             raise param_error(pos, 5)
         pos += length
-    return new_wce
+    return new_wce, new_swp

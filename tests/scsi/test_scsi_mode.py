@@ -71,7 +71,8 @@ def test_page_control_values(lu):
     changeable = good(lu.execute(NEXUS, mode_sense6(0x08, pc=1, dbd=True), None))[4:]
     assert changeable[2] == 0x04 and changeable[3:] == bytes(17)
     control_ch = good(lu.execute(NEXUS, mode_sense6(0x0A, pc=1, dbd=True), None))[4:]
-    assert control_ch[2:] == bytes(10)
+    # only SWP (byte 4 bit 3) of the control page is changeable
+    assert control_ch[2:] == bytes([0, 0, 0x08]) + bytes(7)
     default = good(lu.execute(NEXUS, mode_sense6(0x08, pc=2, dbd=True), None))[4:]
     assert default[2] & 0x04
     check(lu.execute(NEXUS, mode_sense6(0x08, pc=3), None), 5, 0x39)
@@ -170,3 +171,26 @@ def test_lu_reset_restores_default_wce(lu):
     good(lu.execute(NEXUS, mode_select6(len(params)), params))
     lu.reset(NEXUS)
     assert lu.write_cache is True
+
+
+def test_software_write_protect(lu):
+    """SWP set by MODE SELECT: writes refused as on a read-only unit, WP shown;
+    cleared again, or by a LU reset, writes work."""
+    current = good(lu.execute(NEXUS, mode_sense6(0x0A, dbd=True), None))
+    page = bytearray(current[4:])
+    page[4] |= 0x08
+    params = bytes(4) + bytes(page)
+    select = bytes([0x15, 0x10, 0, 0, len(params), 0])
+    good(lu.execute(NEXUS, select, params))
+    d = good(lu.execute(NEXUS, mode_sense6(0x0A, dbd=True), None))
+    assert d[2] & 0x80 and d[4 + 4] & 0x08  # WP in the header, SWP in the page
+    write10 = bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0])
+    check(lu.execute(NEXUS, write10, bytes(BS)), 7, 0x27)
+    page[4] &= ~0x08
+    good(lu.execute(NEXUS, select, bytes(4) + bytes(page)))
+    good(lu.execute(NEXUS, write10, bytes(BS)))
+    page[4] |= 0x08
+    good(lu.execute(NEXUS, select, bytes(4) + bytes(page)))
+    lu.reset(None)
+    lu.execute(NEXUS, bytes(6), None)  # the reset's unit attention
+    good(lu.execute(NEXUS, write10, bytes(BS)))

@@ -296,7 +296,7 @@ def test_random_write_same_orwrite_against_model(tmp_path_factory, ops):
             elif kind == "or":
                 r = unit.execute(NEXUS, orwrite(lba, n), pat)
                 old = model[lba * BS:(lba + n) * BS]
-                new = bytes(a | b for a, b in zip(old, pat))
+                new = bytes(a | b for a, b in zip(old, pat, strict=False))
             else:
                 r = unit.execute(NEXUS, rw16(0x8A, lba, n), pat)
                 new = pat
