@@ -1,0 +1,39 @@
+# netstore/switch/ports - one module per way a VM NIC reaches the switch.
+"""Port kinds of the learning switch: udp, unixgram, stream, tap, vde."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netstore.switch.ports.base import Port, PortHost
+from netstore.switch.ports.stream import StreamPort
+from netstore.switch.ports.tap import TapPort
+from netstore.switch.ports.udp import UdpPort
+from netstore.switch.ports.unixgram import UnixgramPort
+from netstore.switch.ports.vde import VdePort
+
+__all__ = ["PORT_CLASSES", "Port", "PortHost", "make_port"]
+
+PORT_CLASSES: dict[str, type[Port]] = {
+    "udp": UdpPort,
+    "unixgram": UnixgramPort,
+    "stream": StreamPort,
+    "tap": TapPort,
+    "vde": VdePort,
+}
+
+
+def make_port(config: Any, settings: Any, host: PortHost, log: Any = None) -> Port:
+    """The port a ``SwitchPortConfig`` describes (not yet opened)."""
+    kind = config.kind
+    if kind in ("udp", "unixgram"):
+        kw = {"local": config.local, "remote": config.remote}
+    elif kind == "stream":
+        kw = {"listen": config.listen, "connect": config.connect}
+    elif kind == "tap":
+        kw = {"device": config.device}
+    elif kind == "vde":
+        kw = {"path": config.path}
+    else:
+        raise ValueError(f"unknown port kind {kind!r}")
+    return PORT_CLASSES[kind](config.name, settings, host, log=log, **kw)
