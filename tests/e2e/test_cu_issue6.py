@@ -1,6 +1,6 @@
 """Issue 6: libiscsi's whole conformance suite (iscsi-test-cu -d
 --allow-sanitize, two paths for the multipath tests) on a thin, removable
-raw LUN: no failure beyond the known ones below, and at least
+raw LUN: no failure, and at least
 CLEAN_PASS_FLOOR clean passes, so the count cannot fall unnoticed (tgt: 442
 passed, 17 failed, 156 skipped; ../shared/design/anchors.md).
 """
@@ -18,20 +18,9 @@ pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
 CU_SCORE = SHARED_TOOLS / "cu-score"
 IQN = "iqn.2026-11.org.netstore:cu-thin"
-# Measured: 565 passed, 8 failed (3 tests, some run in several suites),
-# 42 skipped on a 256 MiB sparse raw image (thin = true, removable = true).
-CLEAN_PASS_FLOOR = 560
-# Still failing; remove an entry when it is fixed (the test then keeps it so):
-KNOWN_FAILURES = {
-    # LOGICAL UNIT RESET must give the requesting nexus 29/03 too (SAM-5 6.6);
-    # tests/iscsi/test_session.py still asserts the opposite.
-    "MultipathIO.Reset",
-    # needs a changeable SWP bit in the control mode page (set_swp).
-    "Sanitize.Readonly",
-    # WRITE(16) of 65536 blocks (32 MiB) above MAXIMUM TRANSFER LENGTH (8 MiB),
-    # sent because MAXIMUM WRITE SAME LENGTH is 65536.
-    "WriteSame16.Unmap",
-}
+# Measured: 571 passed, 0 failed, 44 skipped on a 256 MiB sparse raw image
+# (thin = true, removable = true), two paths.
+CLEAN_PASS_FLOOR = 570
 
 
 def test_whole_suite_on_a_thin_removable_lun(netstore_daemon, record_property, capsys):
@@ -55,8 +44,7 @@ luns = [{{ path = "{{media}}/thin.img", thin = true, removable = true }}]
     result = json.loads(out.stdout)
     counts = result["counts"]
     failed = [f"{t['suite']}.{t['test']}: {t['reason']}"
-              for t in result["tests"] if t["status"] == "failed"
-              and f"{t['suite']}.{t['test']}" not in KNOWN_FAILURES]
+              for t in result["tests"] if t["status"] == "failed"]
     record_property("cu_counts", counts)
     with capsys.disabled():
         print(f"\niscsi-test-cu on a thin LUN: {counts['passed']} passed, "
