@@ -95,7 +95,9 @@ class PortSettings:
     def __post_init__(self) -> None:
         def vid(v: object, what: str) -> None:
             if not isinstance(v, int) or isinstance(v, bool) or not VLAN_MIN <= v <= VLAN_MAX:
-                raise ValueError(f"port {self.name}: {what} must be a VLAN {VLAN_MIN}-{VLAN_MAX}, got {v!r}")
+                raise ValueError(
+                    f"port {self.name}: {what} must be a VLAN {VLAN_MIN}-{VLAN_MAX}, got {v!r}"
+                )
 
         if not self.name:
             raise ValueError("a port needs a name")

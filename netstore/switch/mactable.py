@@ -182,9 +182,7 @@ class MacTable:
         self._ports[e.port].move_to_end((vlan, mac))
         e.ordered = now
 
-    def _move(
-        self, vlan: int, mac: bytes, e: MacEntry, d: dict, port: str, now: float
-    ) -> bool:
+    def _move(self, vlan: int, mac: bytes, e: MacEntry, d: dict, port: str, now: float) -> bool:
         if now < e.locked_until:
             return False
         if now - e.window_start > FLAP_WINDOW_S:
@@ -200,7 +198,7 @@ class MacTable:
             e.moves = 0
             e.window_start = e.locked_until
             self._reorder(vlan, mac, e, d, now)
-            return False
+            return port == e.port  # a frame from the home port itself still passes
         self._relocate(vlan, mac, e, port)
         e.seen = now
         self._reorder(vlan, mac, e, d, now)
