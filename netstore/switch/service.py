@@ -1,0 +1,271 @@
+# netstore/switch/service.py - the Trio shell of one learning switch: it owns
+# the switch's ports (sockets, TAP devices, VDE directories), feeds every frame
+# they receive to the pure core (Switch.receive) and hands each (egress port,
+# frame) pair to that port's non-blocking send. It also runs the MAC aging
+# ticker, applies configuration reloads, and runs capture sessions.
+"""The switch service of the daemon: one per ``[[switches]]`` entry."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import trio
+
+from netstore.config import SwitchConfig, SwitchPortConfig
+from netstore.switch.core import PortSettings, Switch
+from netstore.switch.frames import mac_text
+from netstore.switch.ports import Port, make_port
+
+__all__ = ["SwitchService", "SwitchServiceError"]
+
+# How often aged MAC entries are swept (the core expects about once a second).
+EXPIRE_INTERVAL_S = 1.0
+
+
+class SwitchServiceError(Exception):
+    """A switch cannot start as configured (an address in use, no TAP device)."""
+
+
+class SwitchService:
+    """One learning switch and its ports.
+
+    Args:
+        config: the ``[[switches]]`` entry.
+        log: where port events and refusals go.
+    """
+
+    def __init__(self, config: SwitchConfig, log: logging.Logger | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.log = log or logging.getLogger(f"netstore.switch.{config.name}")
+        self.switch = Switch(config.name, aging_s=config.mac_aging_s,
+                             table_size=config.mac_table_size)
+        # Every port by name: configured ones and the dynamic VDE clients.
+        self.ports: dict[str, Port] = {}
+        self._configured: dict[str, SwitchPortConfig] = {}
+        self._done: dict[str, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self.captures: dict[int, Any] = {}
+        self._capture_ids = 0
+        self.started = time.time()
+
+    # -- PortHost: what ports call -------------------------------------------------
+    def deliver(self, port: str, frames: list[bytes]) -> None:
+        """Forward frames received on ``port``."""
+        receive = self.switch.receive
+        ports = self.ports
+        for frame in frames:
+            for egress, out in receive(port, frame):
+                p = ports.get(egress)
+                if p is not None:
+                    p.send(out)
+
+    def link_changed(self, port: str, up: bool) -> None:
+        p = self.ports.get(port)
+        if p is not None and p.forwards:
+            try:
+                self.switch.set_link(port, up)
+            except KeyError:
+                pass
+
+    def attach(self, port: Port) -> None:
+        self.switch.add_port(port.settings)
+        self.switch.set_link(port.name, port.link_up)
+        self.ports[port.name] = port
+
+    def detach(self, port: Port) -> None:
+        if self.ports.get(port.name) is port:
+            del self.ports[port.name]
+            try:
+                self.switch.remove_port(port.name)
+            except KeyError:
+                pass
+
+    # -- serving --------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open every port, report the listening addresses, serve until cancelled.
+
+        Raises:
+            SwitchServiceError: a port could not be opened (nothing stays open).
+        """
+        opened: list[tuple[SwitchPortConfig, Port]] = []
+        try:
+            for pc in self.config.ports:
+                opened.append((pc, self._open(pc)))
+        except SwitchServiceError:
+            for _, p in opened:
+                p._closed()
+            raise
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for pc, port in opened:
+                self._start(pc, port)
+            nursery.start_soon(self._expire_ticker)
+            if self.config.capture:
+                try:
+                    self.start_capture(path=self.config.capture)
+                except (OSError, ValueError) as e:
+                    self.log.error("switch %s: cannot capture to %s: %s", self.name,
+                                   self.config.capture, e)
+            task_status.started(self.listening())
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+                for session in list(self.captures.values()):
+                    session.stop("switch stopped")
+
+    def _open(self, pc: SwitchPortConfig) -> Port:
+        """Make and bind the port of ``pc`` now, so errors surface synchronously."""
+        try:
+            settings = PortSettings.from_config(pc)
+            port = make_port(pc, settings, self, self.log)
+            port.open()  # type: ignore[attr-defined]
+        except (OSError, ValueError) as e:
+            what = getattr(e, "strerror", None) or e
+            raise SwitchServiceError(
+                f"switch {self.name}: port {pc.name} ({pc.kind}): {what}") from e
+        return port
+
+    def _start(self, pc: SwitchPortConfig, port: Port) -> None:
+        assert self._nursery is not None
+        if port.forwards:
+            self.switch.add_port(port.settings)
+            self.switch.set_link(port.name, False)  # up when the port says so
+        self.ports[port.name] = port
+        self._configured[port.name] = pc
+        done = self._done[port.name] = trio.Event()
+        self._nursery.start_soon(self._run_port, port, done)
+
+    async def _run_port(self, port: Port, done: trio.Event) -> None:
+        try:
+            await port.run()
+        except Exception:
+            self.log.exception("switch %s: port %s failed; it is closed", self.name, port.name)
+        finally:
+            done.set()
+            if self.ports.get(port.name) is port:
+                del self.ports[port.name]
+                if port.forwards:
+                    try:
+                        self.switch.remove_port(port.name)
+                    except KeyError:
+                        pass
+
+    async def _expire_ticker(self) -> None:
+        while True:
+            await trio.sleep(EXPIRE_INTERVAL_S)
+            self.switch.expire()
+            for session in list(self.captures.values()):
+                session.tick()
+
+    def listening(self) -> list[tuple[str, str, str]]:
+        """(port, kind, address) of every configured port a peer can reach."""
+        out = []
+        for name in self._configured:
+            p = self.ports.get(name)
+            if p is not None and p.address is not None:
+                out.append((name, p.kind, p.address))
+        return out
+
+    # -- reconfiguration ------------------------------------------------------------
+    def reconfigure(self, config: SwitchConfig) -> None:
+        """Apply a new configuration of this switch: ports added, removed or changed.
+
+        Ports whose settings did not change keep running (their peers notice
+        nothing); the rest is applied by a task within moments, errors logged.
+        """
+        old = self.config
+        self.config = config
+        self.switch.table.aging_s = config.mac_aging_s
+        self.switch.table.size = config.mac_table_size
+        if config.capture != old.capture:
+            for sid, session in list(self.captures.items()):
+                if session.from_config:
+                    session.stop("capture setting changed")
+                    self.captures.pop(sid, None)
+            if config.capture:
+                try:
+                    self.start_capture(path=config.capture)
+                except (OSError, ValueError) as e:
+                    self.log.error("switch %s: cannot capture to %s: %s", self.name,
+                                   config.capture, e)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._apply_ports, config)
+
+    async def _apply_ports(self, config: SwitchConfig) -> None:
+        wanted = {pc.name: pc for pc in config.ports}
+        for name, pc in list(self._configured.items()):
+            if wanted.get(name) != pc:
+                port = self.ports.get(name)
+                del self._configured[name]
+                if port is not None:
+                    port.close()
+                    for child in [p for p in self.ports if p.startswith(name + ".")]:
+                        self.ports[child].close()
+                    with trio.move_on_after(5):
+                        await self._done[name].wait()
+                self.log.info("switch %s: port %s removed", self.name, name)
+        for pc in config.ports:
+            if pc.name in self._configured:
+                continue
+            try:
+                port = self._open(pc)
+            except SwitchServiceError as e:
+                self.log.error("%s; the port is left out", e)
+                continue
+            if self._nursery is None:
+                port._closed()
+                return
+            self._start(pc, port)
+            self.log.info("switch %s: port %s (%s) added", self.name, pc.name, pc.kind)
+
+    # -- status -----------------------------------------------------------------------
+    def status(self, *, macs: bool = True, ports: bool = True) -> dict[str, Any]:
+        """JSON-able view: ports with kind, link and counters; the MAC table."""
+        sw = self.switch
+        out: dict[str, Any] = {
+            "name": self.name,
+            "mac_aging_s": sw.aging_s,
+            "mac_table_size": sw.table_size,
+            "mac_count": len(sw.table),
+            "port_count": sum(1 for p in self.ports.values() if p.forwards),
+            "captures": [s.describe() for s in self.captures.values()],
+        }
+        if ports:
+            rows = []
+            for p in self.ports.values():
+                row = p.describe()
+                s = p.settings
+                if s is not None:
+                    row.update(vlan=s.vlan, trunk=sorted(s.trunk) if s.trunk else None,
+                               native=s.native, mtu=s.mtu)
+                if p.forwards:
+                    c = sw.counters(p.name)
+                    drops = dict(c.drops)
+                    for cause, n in p.drops.items():
+                        drops[cause] = drops.get(cause, 0) + n
+                    row.update(rx_frames=c.rx_frames, rx_bytes=c.rx_bytes,
+                               tx_frames=c.tx_frames, tx_bytes=c.tx_bytes, drops=drops)
+                rows.append(row)
+            out["ports"] = rows
+        if macs:
+            out["macs"] = [
+                {"vlan": vlan, "mac": mac_text(mac), "port": port, "age_s": round(age, 1)}
+                for vlan, mac, port, age in sw.macs()
+            ]
+        return out
+
+    # -- capture ----------------------------------------------------------------------
+    def start_capture(self, **kw: Any) -> Any:
+        raise NotImplementedError  # filled in with netstore.switch.capture
+
+    async def aclose(self) -> None:
+        """Stop every port and capture (files flushed)."""
+        for session in list(self.captures.values()):
+            session.stop("switch stopped")
+        self.captures.clear()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()

@@ -1,0 +1,203 @@
+# tests/switch/test_service.py - a whole switch service with real peers on
+# loopback and unix sockets: forwarding and learning across port kinds, link
+# state and counters in status(), VDE clients as dynamic ports, reloads.
+"""Tests for netstore.switch.service."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+import trio
+from scapy.layers.inet import ICMP, IP, Ether
+from scapy.layers.l2 import ARP
+
+from netstore.config import SwitchConfig, SwitchPortConfig
+from netstore.switch.ports.vde import pack_request
+from netstore.switch.service import SwitchService, SwitchServiceError
+
+TIMEOUT = 10
+MAC_A, MAC_B, MAC_C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
+
+
+def udp_port(name: str, **kw) -> SwitchPortConfig:
+    return SwitchPortConfig(name=name, kind="udp", local="127.0.0.1:0", **kw)
+
+
+def ping(src: str, dst: str, seq: int = 1) -> bytes:
+    return bytes(Ether(src=src, dst=dst) / IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(seq=seq))
+
+
+def arp_who_has(src: str) -> bytes:
+    return bytes(Ether(src=src, dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=src, pdst="10.0.0.2"))
+
+
+class UdpPeer:
+    """A VM NIC on a udp port: a bound socket that sends to the switch's address."""
+
+    def __init__(self, switch_addr: str) -> None:
+        h, p = switch_addr.rsplit(":", 1)
+        self.to = (h, int(p))
+        self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    async def open(self) -> UdpPeer:
+        await self.sock.bind(("127.0.0.1", 0))
+        return self
+
+    async def send(self, frame: bytes) -> None:
+        await self.sock.sendto(frame, self.to)
+
+    async def recv(self, timeout: float = TIMEOUT) -> bytes:
+        with trio.fail_after(timeout):
+            return await self.sock.recv(70000)
+
+    async def nothing(self, wait: float = 0.2) -> bool:
+        with trio.move_on_after(wait):
+            await self.sock.recv(70000)
+            return False
+        return True
+
+
+async def start(nursery, config: SwitchConfig) -> tuple[SwitchService, dict[str, str]]:
+    svc = SwitchService(config)
+    listening = await nursery.start(svc.run)
+    return svc, {name: addr for name, _kind, addr in listening}
+
+
+async def until(cond, timeout: float = TIMEOUT) -> None:
+    with trio.fail_after(timeout):
+        while not cond():
+            await trio.sleep(0.01)
+
+
+async def test_three_udp_ports_learn_and_stop_flooding(nursery) -> None:
+    svc, addrs = await start(nursery, SwitchConfig(
+        name="sw0", ports=[udp_port("a"), udp_port("b"), udp_port("c")]))
+    a, b, c = [await UdpPeer(addrs[n]).open() for n in "abc"]
+    # A udp port without remote learns its peer from the first datagram: each
+    # NIC says hello (a broadcast), which reaches the NICs already known.
+    await a.send(arp_who_has(MAC_A))
+    await until(lambda: svc.ports["a"].link_up)
+    await b.send(arp_who_has(MAC_B))
+    assert await a.recv() == arp_who_has(MAC_B)
+    await c.send(arp_who_has(MAC_C))
+    assert await a.recv() == await b.recv() == arp_who_has(MAC_C)  # noqa: PLR0124
+    # unknown unicast floods; known unicast goes to its port only
+    await a.send(ping(MAC_A, "02:00:00:00:00:dd"))
+    assert await b.recv() == await c.recv() == ping(MAC_A, "02:00:00:00:00:dd")  # noqa: PLR0124
+    await a.send(ping(MAC_A, MAC_B, 2))
+    assert await b.recv() == ping(MAC_A, MAC_B, 2)
+    await b.send(ping(MAC_B, MAC_A, 3))
+    assert await a.recv() == ping(MAC_B, MAC_A, 3)
+    assert await c.nothing() and await a.nothing(0.05) and await b.nothing(0.05)
+    st = svc.status()
+    macs = {(m["mac"], m["port"]) for m in st["macs"]}
+    assert (MAC_A, "a") in macs and (MAC_B, "b") in macs
+    ports = {p["name"]: p for p in st["ports"]}
+    assert ports["a"]["kind"] == "udp" and ports["a"]["link"] == "up"
+    assert ports["a"]["rx_frames"] == 3 and ports["a"]["tx_frames"] == 3
+    assert ports["c"]["rx_frames"] == 1 and ports["c"]["tx_frames"] == 1
+    assert ports["b"]["rx_frames"] == 2 and ports["b"]["tx_frames"] == 3
+    assert (MAC_C, "c") in macs
+
+
+async def test_udp_to_stream_and_link_in_status(nursery, tmp_path: Path) -> None:
+    path = str(tmp_path / "vm.sock")
+    svc, addrs = await start(nursery, SwitchConfig(name="sw0", ports=[
+        udp_port("u"), SwitchPortConfig(name="s", kind="stream", listen=path)]))
+    assert addrs["s"] == path
+    port = lambda: {p["name"]: p for p in svc.status()["ports"]}["s"]  # noqa: E731
+    assert port()["link"] == "down"
+    u = await UdpPeer(addrs["u"]).open()
+    for round_ in range(2):
+        s = await trio.open_unix_socket(path)
+        await until(lambda: port()["link"] == "up")
+        await u.send(arp_who_has(MAC_A))
+        buf = b""
+        with trio.fail_after(TIMEOUT):
+            while len(buf) < 4 or len(buf) < 4 + struct.unpack_from(">I", buf)[0]:
+                buf += await s.receive_some(65536)
+        assert buf[4:] == arp_who_has(MAC_A)
+        f = ping(MAC_B, MAC_A, round_)
+        await s.send_all(struct.pack(">I", len(f)) + f)
+        assert await u.recv() == f
+        await s.aclose()
+        await until(lambda: port()["link"] == "down")
+    assert port()["connections"] == 2
+
+
+async def test_vde_clients_are_ports_of_the_switch(nursery, tmp_path: Path) -> None:
+    vde = str(tmp_path / "vde")
+    svc, addrs = await start(nursery, SwitchConfig(name="sw0", ports=[
+        udp_port("u"), SwitchPortConfig(name="v", kind="vde", path=vde, vlan=1)]))
+    assert addrs["v"] == vde
+    data = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await data.bind(str(tmp_path / "client"))
+    ctl = await trio.open_unix_socket(vde + "/ctl")
+    await ctl.send_all(pack_request(str(tmp_path / "client"), "qemu"))
+    with trio.fail_after(TIMEOUT):
+        answer = await ctl.receive_some(200)
+    switch_data = answer[2:].split(b"\0")[0].decode()
+    await until(lambda: "v.1" in svc.ports and svc.ports["v.1"].link_up)
+    u = await UdpPeer(addrs["u"]).open()
+    await u.send(arp_who_has(MAC_A))  # hello: the udp port learns its peer
+    with trio.fail_after(TIMEOUT):
+        assert await data.recv(70000) == arp_who_has(MAC_A)
+    await data.sendto(arp_who_has(MAC_C), switch_data)
+    assert await u.recv() == arp_who_has(MAC_C)
+    await u.send(ping(MAC_A, MAC_C))
+    with trio.fail_after(TIMEOUT):
+        assert await data.recv(70000) == ping(MAC_A, MAC_C)
+    names = {p["name"]: p for p in svc.status()["ports"]}
+    assert names["v.1"]["rx_frames"] == 1 and names["v.1"]["description"] == "qemu"
+    assert names["v"]["clients"] == ["v.1"]
+    await ctl.aclose()
+    await until(lambda: "v.1" not in svc.ports)
+    assert "v.1" not in [p.name for p in svc.switch.ports()]
+    data.close()
+
+
+async def test_port_in_use_refuses_start(nursery) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        busy = f"127.0.0.1:{s.getsockname()[1]}"
+        svc = SwitchService(SwitchConfig(name="sw0", ports=[
+            udp_port("ok"), SwitchPortConfig(name="bad", kind="udp", local=busy)]))
+        with pytest.raises(SwitchServiceError, match="port bad"):
+            await nursery.start(svc.run)
+
+
+async def test_reconfigure_adds_and_removes_ports(nursery, tmp_path: Path) -> None:
+    keep = udp_port("keep")
+    cfg = SwitchConfig(name="sw0", ports=[keep, udp_port("gone")])
+    svc, addrs = await start(nursery, cfg)
+    k = await UdpPeer(addrs["keep"]).open()
+    await k.send(arp_who_has(MAC_A))
+    await until(lambda: svc.ports["keep"].link_up)
+    path = str(tmp_path / "new.sock")
+    svc.reconfigure(SwitchConfig(name="sw0", mac_aging_s=30, ports=[
+        keep, SwitchPortConfig(name="new", kind="stream", listen=path)]))
+    await until(lambda: "new" in svc.ports and "gone" not in svc.ports)
+    assert [p.name for p in svc.switch.ports()] == ["keep", "new"]
+    assert svc.ports["keep"].link_up, "an unchanged port keeps its peer"
+    assert svc.switch.aging_s == 30
+    s = await trio.open_unix_socket(path)
+    await until(lambda: svc.ports["new"].link_up)
+    f = ping(MAC_B, MAC_A)
+    await s.send_all(struct.pack(">I", len(f)) + f)
+    assert await k.recv() == f
+    await s.aclose()
+
+
+async def test_aging_forgets_macs(nursery, autojump_clock) -> None:
+    svc, addrs = await start(nursery, SwitchConfig(name="sw0", mac_aging_s=5,
+                                                   ports=[udp_port("a"), udp_port("b")]))
+    a = await UdpPeer(addrs["a"]).open()
+    await a.send(arp_who_has(MAC_A))
+    # the core's clock is real time: wait on it, not on trio's
+    await until(lambda: svc.status()["mac_count"] == 1)
+    svc.switch._clock = lambda: 1e9  # far future: the next tick sweeps
+    await trio.sleep(2)
+    assert svc.status()["macs"] == []
