@@ -119,7 +119,8 @@ class MacTable:
                 return self._move(vlan, mac, e, d, port, now)
         if self._count >= self.size:
             self._evict()
-            d = self._vlans.setdefault(vlan, d)
+        # _remove and _evict drop a VLAN's dict when it empties: put it back
+        d = self._vlans.setdefault(vlan, d)
         d[mac] = MacEntry(port, now)
         self._port_index(port)[(vlan, mac)] = None
         self._count += 1

@@ -100,7 +100,7 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(ops)
 def test_index_stays_consistent(operations) -> None:
     t = MacTable(aging_s=10, size=6)
