@@ -26,8 +26,6 @@ CONFIG_ENV = "NETSTORE_CONFIG"
 # say so and exit 2 rather than pretend.
 NOT_YET = {
     "vm": "virtual machines: create, modify, attach, nic, start, stop, snapshot",
-    "switch": "the learning switch: list, show",
-    "capture": "packet capture on a switch",
     "ovf": "OVF/OVA export and import",
     "host": "the host report",
 }
@@ -85,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the running daemon's targets, sessions and connections",
     )
     _add_disk_commands(sub, common)
+    _add_switch_commands(sub, common)
     for name, what in NOT_YET.items():
         p = sub.add_parser(name, parents=[common], help=f"{what} (not implemented yet)")
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -133,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DiskError as e:  # registry refusals are DiskErrors too
             print(f"netstore: {e}", file=sys.stderr)
             return EXIT_REFUSED
+    if args.command == "switch":
+        return _switch(config, args, as_json)
+    if args.command == "capture":
+        return _capture(config, args)
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts it
 
 
@@ -429,6 +432,170 @@ _DISK_COMMANDS = {
     "convert": _disk_convert,
     "remove": _disk_remove,
 }
+
+
+# -- netstore switch, netstore capture ----------------------------------------
+
+def _add_switch_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    sw = sub.add_parser("switch", parents=[common], help="the learning switches: list, show",
+                        description="The running daemon's switches.")
+    cmds = sw.add_subparsers(dest="switch_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    cmds.required = True
+    cmds.add_parser("list", parents=[common], help="every switch: ports, MACs, frames")
+    p = cmds.add_parser("show", parents=[common], help="one switch: its ports and MAC table",
+                        description="Without --macs or --ports both are shown.")
+    p.add_argument("name", metavar="SW")
+    p.add_argument("--macs", action="store_true", help="the learnt MAC table")
+    p.add_argument("--ports", action="store_true", help="ports with link, counters, drops")
+
+    p = sub.add_parser(
+        "capture", parents=[common], help="capture a switch's frames to pcap/pcapng",
+        description="Capture frames crossing switch SW (or only its port PORT) while the "
+        "daemon runs: `netstore capture sw0 -w - --count 10 | tshark -r -`.")
+    p.add_argument("target", metavar="SW[:PORT]")
+    p.add_argument("-w", dest="write", metavar="FILE|-", required=True,
+                   help="output file, or - for stdout")
+    p.add_argument("--count", type=_positive_int, metavar="N", help="stop after N frames")
+    p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    p.add_argument("--format", choices=("pcap", "pcapng"),
+                   help="default: pcapng for a .pcapng file, else pcap")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {n}")
+    return n
+
+
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return x
+
+
+def _switch(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    from netstore.control import ControlError, request
+
+    try:
+        if args.switch_command == "list":
+            result = request(config.daemon.state_dir, "switch_list")
+        else:
+            both = not args.macs and not args.ports
+            result = request(config.daemon.state_dir, "switch_show", switch=args.name,
+                             macs=both or args.macs, ports=both or args.ports)
+    except ControlError as e:
+        print(f"netstore: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    elif args.switch_command == "list":
+        _print_switch_list(result)
+    else:
+        _print_switch(result)
+    return EXIT_OK
+
+
+def _print_switch_list(switches: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("switch", "ports", "up", "MACs", "aging", "rx frames", "tx frames", "drops",
+                "capture"):
+        table.add_column(col, no_wrap=True)
+    for sw in switches:
+        table.add_row(sw["name"], str(sw["port_count"]), str(sw["ports_up"]),
+                      f"{sw['mac_count']}/{sw['mac_table_size']}", f"{sw['mac_aging_s']:g} s",
+                      str(sw["rx_frames"]), str(sw["tx_frames"]), str(sw["drops"]),
+                      ", ".join(c.get("to", "?") for c in sw.get("captures", [])) or "-")
+    if not switches:
+        print("no switches")
+    else:
+        _console().print(table)
+
+
+def _vlans(p: dict[str, Any]) -> str:
+    if p.get("trunk"):
+        native = f" native {p['native']}" if p.get("native") else ""
+        return "trunk " + ",".join(str(v) for v in p["trunk"]) + native
+    return str(p.get("vlan", "-"))
+
+
+def _print_switch(sw: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"switch {sw['name']}: {sw['port_count']} port(s), {sw['mac_count']} MAC(s) "
+                  f"of {sw['mac_table_size']}, aging {sw['mac_aging_s']:g} s")
+    if "ports" in sw:
+        table = Table(title="ports", title_justify="left", box=None, pad_edge=False)
+        for col in ("port", "kind", "link", "address", "peer", "vlan", "mtu", "rx frames",
+                    "rx bytes", "tx frames", "tx bytes", "drops"):
+            table.add_column(col, no_wrap=col in ("port", "address", "peer"))
+        for p in sw["ports"]:
+            drops = p.get("drops")
+            drop_text = ", ".join(f"{k} {v}" for k, v in sorted(drops.items()) if v) \
+                if drops else "-"
+            extra = f" ({len(p['clients'])} client(s))" if "clients" in p else ""
+            table.add_row(p["name"], p["kind"] + extra, p["link"], str(p.get("address") or "-"),
+                          str(p.get("peer") or "-"), _vlans(p), str(p.get("mtu", "-")),
+                          *(str(p.get(k, "-")) for k in ("rx_frames", "rx_bytes", "tx_frames",
+                                                          "tx_bytes")),
+                          drop_text or "-")
+        console.print(table)
+    if "macs" in sw:
+        table = Table(title="MAC table", title_justify="left", box=None, pad_edge=False)
+        for col in ("vlan", "mac", "port", "age"):
+            table.add_column(col, no_wrap=True)
+        for m in sw["macs"]:
+            table.add_row(str(m["vlan"]), m["mac"], m["port"], f"{m['age_s']:.0f} s")
+        console.print(table)
+
+
+def _capture(config: Config, args: argparse.Namespace) -> int:
+    from netstore.control import ControlError, request_stream
+
+    switch, _, port = args.target.partition(":")
+    fmt = args.format or ("pcapng" if args.write.endswith(".pcapng") else "pcap")
+    to_stdout = args.write == "-"
+    try:
+        out = sys.stdout.buffer if to_stdout else open(args.write, "wb")  # noqa: SIM115
+    except OSError as e:
+        print(f"netstore: cannot write {args.write}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_REFUSED
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()  # a reader (tshark -r -) sees every complete record at once
+
+    try:
+        result = request_stream(config.daemon.state_dir, "capture", write, switch=switch,
+                                port=port or None, format=fmt, count=args.count,
+                                duration=args.duration)
+    except ControlError as e:
+        print(f"netstore: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    except BrokenPipeError:
+        # The reader left (tshark -c N, head): that ends the capture, quietly.
+        try:  # and no second BrokenPipeError when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return EXIT_OK
+    finally:
+        if not to_stdout:
+            out.close()
+    if not to_stdout:
+        print(f"capture of {(result or {}).get('capture', args.target)} written to "
+              f"{args.write}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _status(config: Config, as_json: bool) -> int:

@@ -5,7 +5,9 @@
 # Protocol: one JSON object per line each way. A request is
 # {"op": NAME, ...arguments}; the answer {"ok": true, "result": ...} or
 # {"ok": false, "error": "..."}. A bad request gets an error answer and the
-# connection stays open for the next one.
+# connection stays open for the next one. A streaming op (capture) answers
+# {"ok": true, "result": {...}} and then raw bytes until it is done, and
+# closes the connection: the stream's end is the connection's end.
 """The control socket of the netstore daemon: server (Trio) and client (sync)."""
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ __all__ = [
     "ControlError",
     "DaemonAlreadyRunning",
     "DaemonNotRunning",
+    "Streaming",
     "bind_control_socket",
     "request",
+    "request_stream",
     "serve_control",
     "socket_path",
 ]
@@ -45,6 +49,25 @@ DEFAULT_TIMEOUT_S = 10.0
 LISTEN_BACKLOG = 16
 
 Handler = Callable[..., Any]
+
+
+class Streaming:
+    """What a streaming op's handler returns: a header, then bytes.
+
+    Args:
+        header: the JSON-able result sent first, as for any op.
+        produce: ``await produce(send)`` sends the raw bytes with
+            ``await send(data)``; when it returns, the connection closes. If the
+            client goes away, ``send`` raises trio.BrokenResourceError, which
+            ends ``produce``.
+        cleanup: called once after ``produce`` ended, however it ended.
+    """
+
+    def __init__(self, header: Any, produce: Callable[[Callable[[bytes], Any]], Any],
+                 cleanup: Callable[[], None] | None = None) -> None:
+        self.header = header
+        self.produce = produce
+        self.cleanup = cleanup
 
 
 class ControlError(Exception):
@@ -170,9 +193,29 @@ async def _serve_client(
                 line = bytes(buf[:nl])
                 del buf[: nl + 1]
                 if line.strip():
-                    await stream.send_all(_encode(_answer(line, handlers, log)))
+                    answer = _answer(line, handlers, log)
+                    streaming = answer.get("result")
+                    if isinstance(streaming, Streaming):
+                        await _stream_answer(stream, streaming, log)
+                        return
+                    await stream.send_all(_encode(answer))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return  # the client went away mid-answer
+
+
+async def _stream_answer(stream: trio.SocketStream, streaming: Streaming,
+                         log: logging.Logger) -> None:
+    try:
+        await stream.send_all(_encode({"ok": True, "result": streaming.header}))
+        await streaming.produce(stream.send_all)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        log.debug("control: a streaming client went away")
+    finally:
+        if streaming.cleanup is not None:
+            try:
+                streaming.cleanup()
+            except Exception:
+                log.exception("control: cleaning up a stream failed")
 
 
 def _answer(line: bytes, handlers: Mapping[str, Handler], log: logging.Logger) -> dict[str, Any]:
@@ -202,6 +245,86 @@ def _answer(line: bytes, handlers: Mapping[str, Handler], log: logging.Logger) -
 
 def _encode(obj: Any) -> bytes:
     return json.dumps(obj, default=str).encode() + b"\n"
+
+
+def _connect(path: Path, timeout: float | None) -> socket.socket:
+    try:
+        _check_length(path)
+    except OSError as e:
+        raise ControlError(e.strerror) from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(os.fspath(path))
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+        sock.close()
+        raise DaemonNotRunning(
+            f"no netstore daemon is running (nothing listens on {path}); "
+            "start one with: netstore serve"
+        ) from None
+    except PermissionError:
+        sock.close()
+        raise ControlError(f"no permission to use {path} (it belongs to another user)") from None
+    except OSError as e:
+        sock.close()
+        raise ControlError(f"cannot reach the daemon at {path}: {e.strerror or e}") from None
+    return sock
+
+
+def request_stream(
+    state_dir: str | Path, op: str, write: Callable[[bytes], Any], *,
+    timeout: float = DEFAULT_TIMEOUT_S, **args: Any
+) -> Any:
+    """Send a streaming request; pass every byte after the answer to ``write``.
+
+    Returns the answer's result once the daemon closed the stream. ``write``
+    may raise (BrokenPipeError when a pipe reader left) to stop early; that
+    propagates after the connection is closed. ``timeout`` bounds the wait for
+    the answer line only; the stream itself runs as long as the daemon sends.
+
+    Raises:
+        DaemonNotRunning, ControlError: as for request().
+    """
+    path = socket_path(state_dir)
+    with contextlib.closing(_connect(path, timeout)) as sock:
+        try:
+            sock.sendall(_encode({"op": op, **args}))
+            buf = bytearray()
+            while b"\n" not in buf:
+                data = sock.recv(65536)
+                if not data:
+                    raise ControlError("the daemon closed the control connection without answering")
+                buf += data
+        except TimeoutError:
+            raise ControlError(f"the daemon did not answer within {timeout:g} s") from None
+        except OSError as e:
+            raise ControlError(f"control socket {path}: {e.strerror or e}") from None
+        nl = buf.index(b"\n")
+        result = _result(bytes(buf[:nl]))
+        rest = bytes(buf[nl + 1 :])
+        if rest:
+            write(rest)
+        sock.settimeout(None)
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except OSError as e:
+                raise ControlError(f"control socket {path}: {e.strerror or e}") from None
+            if not data:
+                return result
+            write(data)
+
+
+def _result(line: bytes) -> Any:
+    try:
+        answer = json.loads(line)
+    except ValueError as e:
+        raise ControlError(f"garbled answer from the daemon: {e}") from None
+    if not isinstance(answer, dict) or "ok" not in answer:
+        raise ControlError("garbled answer from the daemon")
+    if not answer["ok"]:
+        raise ControlError(str(answer.get("error", "refused")))
+    return answer.get("result")
 
 
 def request(

@@ -1,5 +1,5 @@
 # netstore/daemon.py - the Trio nursery that is `netstore serve`: it owns the
-# iSCSI service and the control socket, prints the ready line, and turns
+# iSCSI service, the switches and the control socket, prints the ready line, and turns
 # signals into a clean stop (SIGINT/SIGTERM) or a configuration reload (SIGHUP).
 """The netstore daemon: start the services, serve, reload, stop cleanly."""
 
@@ -16,7 +16,13 @@ import trio
 
 from netstore import __version__
 from netstore.config import Config, ConfigError, format_portal, load_config
-from netstore.control import DaemonAlreadyRunning, bind_control_socket, serve_control
+from netstore.control import (
+    ControlError,
+    DaemonAlreadyRunning,
+    Streaming,
+    bind_control_socket,
+    serve_control,
+)
 
 __all__ = ["DaemonError", "configure_logging", "run_daemon", "serve"]
 
@@ -65,13 +71,90 @@ def _import_service() -> Any:
     return IscsiService
 
 
+def _switch_service() -> Any:
+    from netstore.switch.service import SwitchService
+
+    return SwitchService
+
+
+def ready_line(iscsi: list[tuple[str, int]], switches: dict[str, Any]) -> str:
+    """``netstore ready iscsi=H:P ... switch=SW:PORT=ADDRESS ...``.
+
+    A switch appears with each port a peer can reach (udp/stream listen
+    address, unixgram path, VDE directory, TAP device); a switch without such
+    ports (the default sw0) adds nothing.
+    """
+    words = [READY_PREFIX]
+    words += [f"iscsi={format_portal(h, p)}" for h, p in iscsi]
+    for name, svc in switches.items():
+        words += [f"switch={name}:{port}={addr}" for port, _kind, addr in svc.listening()]
+    return " ".join(words)
+
+
 class _Daemon:
     """What the nursery's tasks share: the config in force and the services."""
 
     def __init__(self, config: Config, service: Any) -> None:
         self.config = config
         self.service = service
+        self.switches: dict[str, Any] = {}
+        self.nursery: trio.Nursery | None = None
         self.started = time.time()
+
+    # -- switches ----------------------------------------------------------------
+    def _switch(self, name: Any) -> Any:
+        if not isinstance(name, str) or name not in self.switches:
+            known = ", ".join(sorted(self.switches)) or "none"
+            raise ControlError(f"no switch named {name!r} (switches: {known})")
+        return self.switches[name]
+
+    def switch_list(self) -> list[dict[str, Any]]:
+        """The answer to "switch_list": one summary per switch."""
+        out = []
+        for svc in self.switches.values():
+            st = svc.status(macs=False, ports=True)
+            ports = [p for p in st.pop("ports") if "rx_frames" in p]
+            st["ports_up"] = sum(1 for p in ports if p["link"] == "up")
+            st["rx_frames"] = sum(p["rx_frames"] for p in ports)
+            st["tx_frames"] = sum(p["tx_frames"] for p in ports)
+            st["drops"] = sum(sum(p["drops"].values()) for p in ports)
+            out.append(st)
+        return out
+
+    def switch_show(self, switch: str, macs: bool = True, ports: bool = True) -> dict[str, Any]:
+        """The answer to "switch_show": ports (kind, link, counters) and MACs."""
+        return self._switch(switch).status(macs=bool(macs), ports=bool(ports))
+
+    def capture(self, switch: str, port: str | None = None, format: str = "pcap",
+                count: int | None = None, duration: float | None = None) -> Streaming:
+        """The answer to "capture": pcap/pcapng bytes until count, duration or EOF."""
+        svc = self._switch(switch)
+        return svc.capture_stream(port=port, fmt=format, count=count, duration=duration)
+
+    async def _add_switch(self, cfg: Any) -> None:
+        svc = _switch_service()(cfg, log=log.getChild(f"switch.{cfg.name}"))
+        self.switches[cfg.name] = svc
+        try:
+            await svc.run()
+        except Exception as e:
+            log.error("SIGHUP: switch %s did not start: %s", cfg.name, e)
+        finally:
+            if self.switches.get(cfg.name) is svc:
+                del self.switches[cfg.name]
+
+    def _reload_switches(self, new: Config) -> None:
+        wanted = {sw.name: sw for sw in new.switches}
+        for name, svc in list(self.switches.items()):
+            if name not in wanted:
+                log.info("SIGHUP: switch %s removed", name)
+                del self.switches[name]
+                self.nursery.start_soon(svc.aclose)  # type: ignore[union-attr]
+        for name, cfg in wanted.items():
+            if name in self.switches:
+                self.switches[name].reconfigure(cfg)
+            elif self.nursery is not None:
+                log.info("SIGHUP: switch %s added", name)
+                self.nursery.start_soon(self._add_switch, cfg)
 
     def status(self) -> dict[str, Any]:
         """The answer to the control op "status"."""
@@ -83,6 +166,7 @@ class _Daemon:
             "config": str(self.config.source) if self.config.source else None,
             "state_dir": str(self.config.daemon.state_dir),
             "iscsi": iscsi,
+            "switches": self.switch_list(),
         }
 
     def reload(self) -> None:
@@ -111,6 +195,7 @@ class _Daemon:
             return
         if new.daemon.log_level != self.config.daemon.log_level:
             configure_logging(new.daemon.log_level)
+        self._reload_switches(new)
         self.config = new
         names = ", ".join(t.iqn for t in new.iscsi.targets) or "none"
         log.info("SIGHUP: configuration reloaded from %s; targets: %s", source, names)
@@ -119,9 +204,10 @@ class _Daemon:
 async def run_daemon(config: Config) -> None:
     """Run the daemon until SIGINT or SIGTERM, then stop cleanly.
 
-    Creates the state directory (and media/), starts the iSCSI service and the
-    control socket, prints one ``netstore ready iscsi=HOST:PORT ...`` line on
-    stdout, then serves. SIGHUP reloads the configuration file.
+    Creates the state directory (and media/), starts the iSCSI service, every
+    configured switch and the control socket, prints one ``netstore ready
+    iscsi=HOST:PORT ...`` line (see ready_line) on stdout, then serves. SIGHUP
+    reloads the configuration file.
 
     Raises:
         DaemonError: a listener could not be set up (nothing is left running).
@@ -167,12 +253,24 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
         except Exception as e:
             # The service reports a portal in use as its own error type.
             raise DaemonError(str(e)) from None
+        daemon.nursery = nursery
+        switch_service = _switch_service()
+        for cfg in config.switches:
+            svc = switch_service(cfg, log=log.getChild(f"switch.{cfg.name}"))
+            try:
+                await nursery.start(svc.run)
+            except Exception as e:  # SwitchServiceError: an address in use, no TAP
+                raise DaemonError(f"cannot start: {e}") from None
+            daemon.switches[cfg.name] = svc
         handlers = {
             "status": daemon.status,
             "ping": lambda: {"pid": os.getpid(), "version": __version__},
+            "switch_list": daemon.switch_list,
+            "switch_show": daemon.switch_show,
+            "capture": daemon.capture,
         }
         await nursery.start(serve_control, listener, handlers)
-        ready = READY_PREFIX + "".join(f" iscsi={format_portal(h, p)}" for h, p in bound)
+        ready = ready_line(bound, daemon.switches)
         print(ready, flush=True)
         log.info("%s (pid %d, state %s)", ready, os.getpid(), config.daemon.state_dir)
 
@@ -185,6 +283,8 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
 
         with trio.move_on_after(SHUTDOWN_GRACE_S) as scope:
             nursery.start_soon(_cancel_on_second_signal, signals, scope)
+            for svc in list(daemon.switches.values()):
+                await svc.aclose()
             await service.aclose()
         if scope.cancelled_caught:
             log.warning(
