@@ -1,0 +1,87 @@
+# tests/switch/test_netns.py - the host side of the switch: two network
+# namespaces created by the test, each holding one TAP device of a switch
+# service, ping each other through it. Addresses (10.231.0.0/24) exist only in
+# those namespaces; namespaces and devices are removed in finally.
+"""Two network namespaces ping each other through a switch with TAP ports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from netstore.config import SwitchConfig, SwitchPortConfig
+from netstore.switch.ports.tap import tap_available
+from netstore.switch.service import SwitchService
+
+reason = tap_available()
+pytestmark = pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+# ping(8) may be missing; this sends ICMP echo requests from a raw socket and
+# exits 0 after `count` matching replies (bounded by a timeout per echo).
+PING = r"""
+import os, socket, struct, sys, time
+dst, count = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(3)
+def csum(b):
+    b += b"\0" * (len(b) & 1)
+    n = sum(struct.unpack(f"!{len(b)//2}H", b)); n = (n >> 16) + (n & 0xFFFF); n += n >> 16
+    return ~n & 0xFFFF
+ident, got = os.getpid() & 0xFFFF, 0
+for seq in range(count):
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"netstore" * 4
+    s.sendto(body[:2] + struct.pack("!H", csum(body)) + body[4:], (dst, 0))
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        data, _ = s.recvfrom(2048)
+        t, _c, _k, i, q = struct.unpack_from("!BBHHH", data, (data[0] & 15) * 4)
+        if t == 0 and i == ident and q == seq:
+            got += 1
+            break
+print(f"{got} received")
+sys.exit(0 if got == count else 1)
+"""
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+async def test_two_namespaces_ping_through_tap_ports(nursery) -> None:
+    tag = f"{os.getpid() % 100000}"
+    ns = [f"nsA{tag}", f"nsB{tag}"]
+    dev = [f"nstA{tag}", f"nstB{tag}"]
+    addr = ["10.231.0.1", "10.231.0.2"]
+    svc = SwitchService(SwitchConfig(name="sw0", ports=[
+        SwitchPortConfig(name="a", kind="tap", device=dev[0]),
+        SwitchPortConfig(name="b", kind="tap", device=dev[1])]))
+    try:
+        await nursery.start(svc.run)
+        for n, d, a in zip(ns, dev, addr, strict=True):
+            ip("netns", "add", n)
+            ip("link", "set", d, "netns", n)
+            ip("-n", n, "addr", "add", f"{a}/24", "dev", d)
+            ip("-n", n, "link", "set", d, "up")
+            ip("-n", n, "link", "set", "lo", "up")
+        result = await trio.run_process(
+            ["ip", "netns", "exec", ns[0], sys.executable, "-c", PING, addr[1], "3"],
+            capture_stdout=True, capture_stderr=True, check=False)
+        out = result.stdout.decode() + result.stderr.decode()
+        assert result.returncode == 0, out
+        assert "3 received" in out
+        st = svc.status()
+        ports = {p["name"]: p for p in st["ports"]}
+        assert ports["a"]["kind"] == "tap" and ports["a"]["link"] == "up"
+        assert ports["a"]["rx_frames"] >= 4 and ports["b"]["rx_frames"] >= 4  # ARP + 3 echoes
+        assert {m["port"] for m in st["macs"]} == {"a", "b"}
+    finally:
+        for n in ns:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True, timeout=10)
+        for d in dev:
+            subprocess.run(["ip", "link", "del", d], capture_output=True, timeout=10)
+        await svc.aclose()
