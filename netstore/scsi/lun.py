@@ -58,6 +58,7 @@ from .sense import (
 )
 from .vpd import PAGES as VPD_PAGES
 from .vpd import VpdSource, standard_inquiry
+from .xcopy import CopyCommands
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def report_luns_data(luns: Iterable[int], cdb: bytes | memoryview) -> bytes:
     return (struct.pack(">I4x", len(body)) + body)[:alloc]
 
 
-class LogicalUnit(ReservationCommands, SbcMoreCommands):
+class LogicalUnit(ReservationCommands, SbcMoreCommands, CopyCommands):
     """A SCSI direct-access logical unit on a block backend.
 
     Unit attentions are kept per I_T nexus (an opaque string). A nexus first
@@ -380,6 +381,7 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands):
         self._pr.drop_spc2(nexus)
         self._reserved = self._pr.active
         self._prevent.discard(nexus)
+        self.drop_copy_results(nexus)
         if nexus in self._known:
             self._queue_ua(nexus, IT_NEXUS_LOSS)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .backend import BlockBackend
 from .lun import LogicalUnit, LunIdentity, ScsiResponse
-from .opcodes import BY_OPCODE, UNMAP, Command
+from .opcodes import BY_OPCODE, COMMANDS, EXTENDED_COPY, RECEIVE_COPY_RESULTS, UNMAP, Command
 from .sense import GOOD, MEDIUM_NOT_PRESENT, ScsiError, cdb_error
 
 MMC_BLOCK_SIZE = 2048
@@ -104,7 +104,10 @@ class OpticalUnit(LogicalUnit):
                                 removable=True, version_descriptors=MMC_VERSION_DESCRIPTORS)
 
     def _absent_commands(self) -> list[Command]:
-        return [BY_OPCODE[UNMAP]]
+        # No UNMAP, and no third-party copy: EXTENDED COPY moves blocks
+        # between direct-access units.
+        return [BY_OPCODE[UNMAP], *(c for c in COMMANDS
+                                     if c.opcode in (EXTENDED_COPY, RECEIVE_COPY_RESULTS))]
 
     def load(self, nexus: str | None = None) -> None:
         if not self.medium_loaded:

@@ -60,6 +60,13 @@ READ_DEFECT_DATA_12 = 0xB7
 SA_GET_LBA_STATUS = 0x12
 SA_REPORT_TARGET_PORT_GROUPS = 0x0A
 
+# Third-party copy (xcopy.py): EXTENDED COPY (LID1), RECEIVE COPY RESULTS.
+EXTENDED_COPY = 0x83
+RECEIVE_COPY_RESULTS = 0x84
+SA_EXTENDED_COPY_LID1 = 0x00
+_RCR_SAS = ((0x00, "COPY STATUS"), (0x01, "RECEIVE DATA"), (0x03, "OPERATING PARAMETERS"),
+            (0x04, "FAILED SEGMENT DETAILS"))
+
 # MMC-6 commands of CD/DVD logical units (mmc.py).
 READ_TOC_PMA_ATIP = 0x43
 GET_CONFIGURATION = 0x46
@@ -197,6 +204,13 @@ COMMANDS: tuple[Command, ...] = (
             "_report_target_port_groups"),
     Command(READ_DEFECT_DATA_12, None, "READ DEFECT DATA(12)",
             _u(0xB7, 0x1F, 0, 0, 0, 0, *_F4, 0, 0), "_read_defect_data12"),
+    # xcopy.py
+    Command(EXTENDED_COPY, SA_EXTENDED_COPY_LID1, "EXTENDED COPY(LID1)",
+            _u(0x83, SA_EXTENDED_COPY_LID1, 0, 0, 0, 0, 0, 0, 0, 0, *_F4, 0, 0),
+            "_extended_copy", timeout_s=FLUSH_TIMEOUT_S),
+    *(Command(RECEIVE_COPY_RESULTS, sa, f"RECEIVE COPY RESULTS {name}",
+              _u(0x84, sa, 0xFF, 0, 0, 0, 0, 0, 0, 0, *_F4, 0, 0), "_receive_copy_results")
+      for sa, name in _RCR_SAS),
     # mmc.py: CD/DVD logical units only
     Command(READ_TOC_PMA_ATIP, None, "READ TOC/PMA/ATIP",
             _u(0x43, 0x02, 0x0F, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xC0), "_read_toc"),
@@ -234,7 +248,7 @@ _MEDIUM_COMMANDS = frozenset({
     "READ CAPACITY(16)", "PRE-FETCH(10)", "PRE-FETCH(16)", "WRITE SAME(10)",
     "WRITE SAME(16)", "UNMAP", "COMPARE AND WRITE", "ORWRITE(16)", "WRITE ATOMIC(16)",
     "GET LBA STATUS", "SANITIZE OVERWRITE", "SANITIZE BLOCK ERASE",
-    "SANITIZE EXIT FAILURE MODE", "READ TOC/PMA/ATIP", "READ DISC INFORMATION",
+    "SANITIZE EXIT FAILURE MODE", "EXTENDED COPY(LID1)", "READ TOC/PMA/ATIP", "READ DISC INFORMATION",
     "READ TRACK INFORMATION",
 })
 # Commands only CD/DVD (MMC) logical units have.

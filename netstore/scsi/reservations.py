@@ -101,6 +101,10 @@ _PR_ALLOWED_OPCODES = {
     0x4D: _ALLOWED,  # LOG SENSE
     0xA0: _ALLOWED,  # REPORT LUNS
     0x5E: _ALLOWED,  # PERSISTENT RESERVE IN
+    # EXTENDED COPY: checked per copy target as a READ of the source and a
+    # WRITE of the destination would be (xcopy.py); RECEIVE COPY RESULTS reads.
+    0x83: _ALLOWED,
+    0x84: _READS,
     0x5F: _ALLOWED,  # PERSISTENT RESERVE OUT (checks its keys itself)
     0x16: _ALLOWED,  # RESERVE(6): answers RESERVATION CONFLICT itself
     0x56: _ALLOWED,  # RESERVE(10)

@@ -163,6 +163,7 @@ _DATA_OUT: dict[int, Callable[[bytes | memoryview, int], int]] = {
     0x48: _be16_at(7),  # SANITIZE
     0x55: _be16_at(7),  # MODE SELECT(10)
     0x5F: _be32_at(5),  # PERSISTENT RESERVE OUT
+    0x83: _be32_at(10),  # EXTENDED COPY
     0x89: lambda cdb, bs: 2 * cdb[13] * bs,  # COMPARE AND WRITE
     0x8A: _blocks16,  # WRITE(16)
     0x8B: _blocks16,  # ORWRITE(16)

@@ -31,10 +31,21 @@ class ScsiTarget:
         """`name` is the target's name (its iSCSI name); `luns` maps LUN -> LU."""
         self.name = name
         self._luns: dict[int, LogicalUnit] = dict(luns)
+        self._adopt()
         # Nexuses seen by the target itself (REPORT LUNS, missing LUNs); the
         # LUs track their own.
         self._nexuses: set[str] = set()
         self._absent_inquiry = standard_inquiry(0, "", "", "", connected=False)
+
+    def _adopt(self) -> None:
+        # The target is the copy manager's view of its sibling units
+        # (EXTENDED COPY between LUNs of this target, xcopy.py).
+        for lu in self._luns.values():
+            lu.copy_manager = self
+
+    def units(self) -> list[LogicalUnit]:
+        """Every logical unit of the target (for EXTENDED COPY)."""
+        return list(self._luns.values())
 
     @property
     def luns(self) -> dict[int, LogicalUnit]:
@@ -130,6 +141,7 @@ class ScsiTarget:
         for lu in self._luns.values():
             known |= lu.known_nexuses
         self._luns = dict(luns)
+        self._adopt()
         for lu in self._luns.values():
             lu.establish_unit_attention(REPORTED_LUNS_CHANGED, nexuses=known)
 
