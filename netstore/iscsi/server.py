@@ -471,9 +471,14 @@ def _open_backend(path: str, *, read_only: bool):
     if fmt == "raw":
         return RawFileBackend(path, read_only=read_only)
     try:
-        return open_image(path, read_only=read_only, format=fmt)
+        image = open_image(path, read_only=read_only, format=fmt)
     except DiskError as e:
         raise ServiceError(str(e)) from e
+    header = getattr(image, "header", None)
+    if fmt == "qcow2" and header is not None:
+        # discard() frees whole clusters only; the SCSI layer zeroes the rest.
+        image.discard_granularity = 1 << header.cluster_bits
+    return image
 
 
 def _chap(c) -> ChapCredentials | None:

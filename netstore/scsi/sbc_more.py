@@ -15,7 +15,7 @@ import errno
 import logging
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .limits import (
@@ -361,7 +361,21 @@ class SbcMoreCommands:
         """Discard `n` blocks at `lba` (they read back as zeros)."""
         assert self._discard is not None
         try:
-            self._discard(lba * self._bs, n * self._bs)
+            off, length = lba * self._bs, n * self._bs
+            self._discard(off, length)
+            # A backend deallocating whole units of `discard_granularity`
+            # bytes only (qcow2 clusters) leaves the partial ones at the
+            # ends: they are written with zeros, as LBPRZ=1 promises.
+            gran = getattr(self.backend, "discard_granularity", 0)
+            if gran > self._bs:
+                end = off + length
+                head_end = min(end, -(-off // gran) * gran)
+                tail_start = max(head_end, end // gran * gran)
+                if end >= self._num_blocks * self._bs:
+                    tail_start = end  # the last, partial cluster is discarded whole
+                for a, b in ((off, head_end), (tail_start, end)):
+                    if b > a:
+                        self._pwrite(a, bytes(b - a))
             if not self._wce:
                 self._flush()
         except OSError:
@@ -586,6 +600,9 @@ class SbcMoreCommands:
         `lba` on: holes of a sparse file (SEEK_HOLE) are deallocated, the
         rest mapped; without a file descriptor everything is mapped."""
         end = self._num_blocks
+        image_extents = getattr(self.backend, "extents", None)
+        if callable(image_extents):
+            return self._image_extents(image_extents, lba, limit)
         fd = getattr(self.backend, "fd", None)
         runs: list[tuple[int, int, int]] = []
         pos = lba
@@ -599,6 +616,41 @@ class SbcMoreCommands:
             else:
                 runs.append((pos, nxt - pos, status))
             pos = nxt
+        return runs
+
+    def _image_extents(self, image_extents: Callable[[], Iterable], lba: int,
+                       limit: int) -> list[tuple[int, int, int]]:
+        """Extents of an image format that keeps an allocation map (qcow2):
+        unallocated and zero clusters are deallocated, the rest mapped. A
+        block partly in an allocated run is mapped."""
+        bs = self._bs
+        end = self._num_blocks
+        runs: list[tuple[int, int, int]] = []
+        for e in image_extents():
+            first = e.offset // bs if e.allocated else -(-e.offset // bs)
+            last = -(-(e.offset + e.length) // bs) if e.allocated \
+                else (e.offset + e.length) // bs
+            first, last = max(first, lba), min(last, end)
+            if runs:
+                first = max(first, runs[-1][0] + runs[-1][1])
+            if first >= last:
+                continue
+            status = LBA_MAPPED if e.allocated else LBA_DEALLOCATED
+            while first < last:
+                n = min(last - first, _MAX_EXTENT_BLOCKS)
+                if runs and runs[-1][2] == status and runs[-1][0] + runs[-1][1] == first \
+                        and runs[-1][1] + n <= _MAX_EXTENT_BLOCKS:
+                    runs[-1] = (runs[-1][0], runs[-1][1] + n, status)
+                elif len(runs) >= limit:
+                    return runs
+                else:
+                    runs.append((first, n, status))
+                first += n
+        if not runs or runs[-1][0] + runs[-1][1] < end:
+            # Past the image's runs (should not happen): mapped.
+            start = runs[-1][0] + runs[-1][1] if runs else lba
+            if len(runs) < limit and start < end:
+                runs.append((start, min(end - start, _MAX_EXTENT_BLOCKS), LBA_MAPPED))
         return runs
 
     def _extent_at(self, fd: object, pos: int, end: int) -> tuple[int, int]:
