@@ -68,8 +68,128 @@ def _v2_generation(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO registry_state (id, generation) VALUES (1, 0)")
 
 
+def _v3_machines(conn: sqlite3.Connection) -> None:
+    """Machines (VMs) and what hangs off them: storage controllers,
+    attachments, NICs (with the ports the registry allocated them),
+    snapshots and the layer each snapshot froze per medium.
+
+    The unique index of v1 on (parent_id, owner) goes: a machine's layers on
+    an immutable or multiattach medium become a tree with snapshots (a
+    snapshot's layer may have the machine's older and newer branches as
+    children).  One first-level layer per machine and medium is kept by the
+    code (store.py _machine_top).
+    """
+    conn.execute("DROP INDEX media_machine_layer")
+    conn.execute("CREATE INDEX media_owner ON media(owner) WHERE owner IS NOT NULL")
+    conn.execute(
+        """
+        CREATE TABLE machines (
+            id            INTEGER PRIMARY KEY,
+            uuid          TEXT NOT NULL UNIQUE,
+            name          TEXT NOT NULL UNIQUE,
+            ostype        TEXT NOT NULL,
+            cpus          INTEGER NOT NULL CHECK (cpus BETWEEN 1 AND 32),
+            cpu_hotplug   INTEGER NOT NULL DEFAULT 0 CHECK (cpu_hotplug IN (0, 1)),
+            plugged_cpus  TEXT NOT NULL DEFAULT '',
+            cpu_cap       INTEGER NOT NULL DEFAULT 100 CHECK (cpu_cap BETWEEN 1 AND 100),
+            weight        INTEGER NOT NULL DEFAULT 100 CHECK (weight >= 1),
+            memory_mb     INTEGER NOT NULL CHECK (memory_mb >= 1),
+            memory_min_mb INTEGER CHECK (memory_min_mb IS NULL OR memory_min_mb <= memory_mb),
+            balloon_mb    INTEGER NOT NULL DEFAULT 0 CHECK (balloon_mb >= 0),
+            page_fusion   INTEGER NOT NULL DEFAULT 0 CHECK (page_fusion IN (0, 1)),
+            chipset       TEXT NOT NULL,
+            power         TEXT NOT NULL DEFAULT 'poweroff'
+                          CHECK (power IN ('poweroff', 'running')),
+            started       TEXT,
+            current_snapshot_id INTEGER REFERENCES snapshots(id) ON DELETE SET NULL,
+            created       TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE controllers (
+            id         INTEGER PRIMARY KEY,
+            machine_id INTEGER NOT NULL REFERENCES machines(id) ON DELETE CASCADE,
+            name       TEXT NOT NULL,
+            bus        TEXT NOT NULL,
+            chipset    TEXT NOT NULL,
+            UNIQUE (machine_id, name)
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE attachments (
+            id            INTEGER PRIMARY KEY,
+            machine_id    INTEGER NOT NULL REFERENCES machines(id) ON DELETE CASCADE,
+            controller_id INTEGER NOT NULL REFERENCES controllers(id) ON DELETE CASCADE,
+            port          INTEGER NOT NULL CHECK (port >= 0),
+            device        INTEGER NOT NULL CHECK (device >= 0),
+            slot_kind     TEXT NOT NULL CHECK (slot_kind IN ('hdd', 'dvd', 'floppy')),
+            medium_id     INTEGER NOT NULL REFERENCES media(id) ON DELETE RESTRICT,
+            UNIQUE (controller_id, port, device),
+            UNIQUE (machine_id, medium_id)
+        )
+        """
+    )
+    conn.execute("CREATE INDEX attachments_medium ON attachments(medium_id)")
+    conn.execute(
+        """
+        CREATE TABLE nics (
+            id          INTEGER PRIMARY KEY,
+            machine_id  INTEGER NOT NULL REFERENCES machines(id) ON DELETE CASCADE,
+            slot        INTEGER NOT NULL CHECK (slot BETWEEN 0 AND 7),
+            mac         TEXT NOT NULL UNIQUE,
+            switch      TEXT NOT NULL,
+            vlan        INTEGER NOT NULL CHECK (vlan BETWEEN 1 AND 4094),
+            transport   TEXT NOT NULL,
+            switch_addr TEXT NOT NULL,
+            vm_addr     TEXT NOT NULL,
+            UNIQUE (machine_id, slot)
+        )
+        """
+    )
+    # every IP port handed to a NIC, so no two NICs get one
+    conn.execute(
+        """
+        CREATE TABLE nic_ports (
+            port   INTEGER PRIMARY KEY CHECK (port BETWEEN 1 AND 65535),
+            nic_id INTEGER NOT NULL REFERENCES nics(id) ON DELETE CASCADE
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE snapshots (
+            id          INTEGER PRIMARY KEY,
+            machine_id  INTEGER NOT NULL REFERENCES machines(id) ON DELETE CASCADE,
+            uuid        TEXT NOT NULL UNIQUE,
+            name        TEXT NOT NULL,
+            parent_id   INTEGER REFERENCES snapshots(id) ON DELETE RESTRICT,
+            description TEXT NOT NULL DEFAULT '',
+            created     TEXT NOT NULL,
+            UNIQUE (machine_id, name)
+        )
+        """
+    )
+    # per snapshot and attached medium: the layer it froze (the state it keeps)
+    conn.execute(
+        """
+        CREATE TABLE snapshot_media (
+            snapshot_id INTEGER NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,
+            medium_id   INTEGER NOT NULL REFERENCES media(id) ON DELETE RESTRICT,
+            layer_id    INTEGER NOT NULL REFERENCES media(id) ON DELETE RESTRICT,
+            PRIMARY KEY (snapshot_id, medium_id)
+        )
+        """
+    )
+    conn.execute("CREATE INDEX snapshot_media_layer ON snapshot_media(layer_id)")
+    conn.execute("CREATE INDEX snapshot_media_medium ON snapshot_media(medium_id)")
+
+
 # MIGRATIONS[i] takes a database from version i to i + 1.
-MIGRATIONS: list[Migration] = [_v1_media, _v2_generation]
+MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines]
 
 
 def schema_version() -> int:

@@ -252,6 +252,13 @@ class Registry:
         finally:
             self._conn.execute("COMMIT")
 
+    @property
+    def machines(self):  # type: ignore[no-untyped-def]
+        """The machines (VMs) of this registry: a :class:`netstore.registry.machines.Machines`."""
+        from netstore.registry.machines import Machines
+
+        return Machines(self)
+
     def generation(self) -> int:
         """A number that grows with every committed change (poll it to notice changes)."""
         return self._conn.execute("SELECT generation FROM registry_state").fetchone()[0]
@@ -595,8 +602,13 @@ class Registry:
 
     def layer_path(self, ref: str | Medium, machine: str) -> Path:
         """Where `machine`'s layer on the medium lives (whether or not it exists):
-        ``<state_dir>/media/diffs/<machine-safe-name>/<medium-uuid>.qcow2``."""
-        m = self.medium(ref)
+        ``<state_dir>/media/diffs/<machine-safe-name>/<medium-uuid>.qcow2``, or
+        the machine's newest layer there once snapshots stacked more."""
+        with self._snapshot() as conn:
+            m = self._get(conn, ref)
+            top = self._machine_top(conn, m, machine)
+        if top is not None:
+            return Path(top.location)
         return self.diffs_dir / machine_dir_name(machine) / f"{m.uuid}.qcow2"
 
     def _layered_base(self, conn: sqlite3.Connection, ref: str | Medium, machine: str) -> Medium:
@@ -615,19 +627,40 @@ class Registry:
             )
         return m
 
-    def _machine_layer(self, conn: sqlite3.Connection, m: Medium, machine: str) -> Medium | None:
+    def _machine_top(self, conn: sqlite3.Connection, m: Medium, machine: str) -> Medium | None:
+        # The machine's layers on `m` are a chain (a tree once snapshots are
+        # restored) of layers it owns; the one it writes is the newest: a
+        # snapshot, a restore and a reset each make the newest (snapshots.py).
         row = conn.execute(
-            f"SELECT {_COLUMNS} FROM media WHERE parent_id = ? AND owner = ?", (m.id, machine)
+            f"""
+            WITH RECURSIVE sub(id) AS (
+                SELECT id FROM media WHERE parent_id = ? AND owner = ?
+                UNION SELECT c.id FROM media c JOIN sub ON c.parent_id = sub.id
+                WHERE c.owner = ?
+            )
+            SELECT {_COLUMNS} FROM media WHERE id IN sub ORDER BY id DESC LIMIT 1
+            """,
+            (m.id, machine, machine),
         ).fetchone()
         return None if row is None else self._row(row)
 
+    # kept for callers of the first version: the machine's layer = its top
+    _machine_layer = _machine_top
+
     def _make_layer(self, conn: sqlite3.Connection, m: Medium, machine: str,
                     row: Medium | None) -> Path:
-        path = self.diffs_dir / machine_dir_name(machine) / f"{m.uuid}.qcow2"
+        # A new empty layer where `row` (the machine's top) was, on the same
+        # parent; the machine's first layer on `m` when there is none.
+        if row is None:
+            path = self.diffs_dir / machine_dir_name(machine) / f"{m.uuid}.qcow2"
+            parent_location = m.location
+        else:
+            path = Path(row.location)
+            parent_location = self._get(conn, row.parent_id).location  # type: ignore[arg-type]
         path.parent.mkdir(parents=True, exist_ok=True)
         if os.path.lexists(path):
             layers.discard(str(path))  # refuses anything but a qcow2 layer
-        layers.create_child(m.location, str(path))
+        layers.create_child(parent_location, str(path))
         try:
             if row is None:
                 self._insert(
@@ -650,11 +683,14 @@ class Registry:
             MediumRuleError: the medium is not immutable/multiattach, or not raw/qcow2.
         """
         with self.transaction() as conn:
-            m = self._layered_base(conn, ref, machine)
-            row = self._machine_layer(conn, m, machine)
-            if row is not None and os.path.exists(row.location):
-                return Path(row.location)
-            return self._make_layer(conn, m, machine, row)
+            return self._layer_for(conn, ref, machine)
+
+    def _layer_for(self, conn: sqlite3.Connection, ref: str | Medium, machine: str) -> Path:
+        m = self._layered_base(conn, ref, machine)
+        row = self._machine_top(conn, m, machine)
+        if row is not None and os.path.exists(row.location):
+            return Path(row.location)
+        return self._make_layer(conn, m, machine, row)
 
     def reset_layer(self, ref: str | Medium, machine: str) -> Path:
         """Discard `machine`'s layer on the medium and start an empty one (an
@@ -664,35 +700,62 @@ class Registry:
             MediumRuleError: as layer_for.
         """
         with self.transaction() as conn:
-            m = self._layered_base(conn, ref, machine)
-            return self._make_layer(conn, m, machine, self._machine_layer(conn, m, machine))
+            return self._reset_layer(conn, ref, machine)
+
+    def _reset_layer(self, conn: sqlite3.Connection, ref: str | Medium, machine: str) -> Path:
+        m = self._layered_base(conn, ref, machine)
+        return self._make_layer(conn, m, machine, self._machine_top(conn, m, machine))
 
     def layer_at_power_on(self, ref: str | Medium, machine: str) -> Path:
         """The layer `machine` uses after a power-on: reset for an immutable
-        medium with autoreset on, kept otherwise (multiattach, autoreset off)."""
-        m = self.medium(ref)
+        medium with autoreset on, kept otherwise (multiattach, autoreset off).
+        A reset returns to the machine's current snapshot: the new empty layer
+        stands on the layer its snapshot froze (snapshots.py)."""
+        with self.transaction() as conn:
+            return self._layer_at_power_on(conn, ref, machine)
+
+    def _layer_at_power_on(self, conn: sqlite3.Connection, ref: str | Medium,
+                           machine: str) -> Path:
+        m = self._get(conn, ref)
         if m.type == "immutable" and m.autoreset:
-            return self.reset_layer(m, machine)
-        return self.layer_for(m, machine)
+            return self._reset_layer(conn, m, machine)
+        return self._layer_for(conn, m, machine)
 
     def discard_layer(self, ref: str | Medium, machine: str) -> bool:
         """Unregister and delete `machine`'s layer on the medium (the machine is
-        gone or detached).  Returns whether there was one."""
+        gone or detached).  Returns whether there was one.
+
+        Raises:
+            MediumInUseError: the layer has child layers (a snapshot froze it).
+        """
         with self.transaction() as conn:
-            m = self._get(conn, ref)
-            row = self._machine_layer(conn, m, machine)
-            if row is None:
-                return False
-            if conn.execute("SELECT 1 FROM media WHERE parent_id = ?", (row.id,)).fetchone():
-                raise MediumInUseError(f"{row.name} has child layers; it cannot be discarded")
-            conn.execute("DELETE FROM media WHERE id = ?", (row.id,))
+            row = self._discard_layer(conn, ref, machine)
+        if row is None:
+            return False
         _remove_file(row.location)
         return True
 
+    def _discard_layer(self, conn: sqlite3.Connection, ref: str | Medium,
+                       machine: str) -> Medium | None:
+        # the row goes; the caller deletes the file after the commit
+        m = self._get(conn, ref)
+        row = self._machine_top(conn, m, machine)
+        if row is None:
+            return None
+        if conn.execute("SELECT 1 FROM media WHERE parent_id = ?", (row.id,)).fetchone() or \
+                row.parent_id != m.id:
+            raise MediumInUseError(
+                f"{row.name} has child layers or stands on a snapshot's layer; it cannot be "
+                "discarded (delete the machine's snapshots first)"
+            )
+        conn.execute("DELETE FROM media WHERE id = ?", (row.id,))
+        return row
+
     def current_top(self, ref: str | Medium) -> Path:
         """Where a machine writes a normal (writethrough, shareable) medium: the
-        top of its chain of snapshot layers (layers with no owner; none until
-        issue 5 adds snapshots, then the newest child at each level).
+        top of its tree of snapshot layers (layers with no owner): the newest
+        of them, or the medium itself when it has none.  Taking, restoring and
+        deleting snapshots keep the current state the newest (snapshots.py).
 
         Raises:
             MediumRuleError: an immutable or multiattach medium (use layer_for).
@@ -703,14 +766,20 @@ class Registry:
                 raise MediumRuleError(
                     f"{m.name} is {m.type}; each machine writes its own layer on it"
                 )
-            while True:
-                row = conn.execute(
-                    f"SELECT {_COLUMNS} FROM media WHERE parent_id = ? AND owner IS NULL "
-                    "ORDER BY id DESC LIMIT 1", (m.id,)
-                ).fetchone()
-                if row is None:
-                    return Path(m.location)
-                m = self._row(row)
+            return Path(self._current_top(conn, m).location)
+
+    def _current_top(self, conn: sqlite3.Connection, m: Medium) -> Medium:
+        row = conn.execute(
+            f"""
+            WITH RECURSIVE sub(id) AS (
+                SELECT ? UNION SELECT c.id FROM media c JOIN sub ON c.parent_id = sub.id
+                WHERE c.owner IS NULL
+            )
+            SELECT {_COLUMNS} FROM media WHERE id IN sub ORDER BY id DESC LIMIT 1
+            """,
+            (m.id,),
+        ).fetchone()
+        return self._row(row)
 
 
 __all__ = [
