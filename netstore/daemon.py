@@ -127,9 +127,14 @@ class _Daemon:
 
     def capture(self, switch: str, port: str | None = None, format: str = "pcap",
                 count: int | None = None, duration: float | None = None) -> Streaming:
-        """The answer to "capture": pcap/pcapng bytes until count, duration or EOF."""
-        svc = self._switch(switch)
-        return svc.capture_stream(port=port, fmt=format, count=count, duration=duration)
+        """The answer to "capture": pcap/pcapng bytes until count, duration or EOF.
+
+        The switch service knows nothing of the control socket: it hands back a
+        LiveCapture (header, produce, close) that is sent as a Streaming answer.
+        """
+        live = self._switch(switch).capture_stream(port=port, fmt=format, count=count,
+                                                   duration=duration)
+        return Streaming(live.header, live.produce, cleanup=live.close)
 
     async def _add_switch(self, cfg: Any) -> None:
         svc = _switch_service()(cfg, log=log.getChild(f"switch.{cfg.name}"))

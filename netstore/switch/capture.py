@@ -379,7 +379,8 @@ class Capture:
         directions: "rx", "tx" or both. Capturing every port in both
             directions records a forwarded frame twice (in on one port, out on
             another), as capturing on every interface of a host does.
-        count: stop after this many frames (``--count``).
+        count: stop after this many frames written (``--count``); frames the
+            writer's sink refused (a full RecordQueue) do not count.
         duration: stop this many seconds after the start (``--duration``);
             checked on each frame and by ``poll()``, so the shell should call
             ``poll()`` by ``deadline`` even if no frame comes.
@@ -444,12 +445,15 @@ class Capture:
         if self.deadline is not None and self._clock() >= self.deadline:
             self.stop()
             return
+        refused = self.writer.dropped
         try:
             self.writer.write_frame(port, direction, frame)
         except OSError as e:
             self.error = e
             self.stop()
             return
+        if self.writer.dropped != refused:
+            return  # left out (a full stream queue): --count N means N frames written
         self.captured += 1
         if self.count is not None and self.captured >= self.count:
             self.stop()

@@ -9,27 +9,30 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from netstore.config import SwitchConfig, SwitchPortConfig
-from netstore.control import ControlError, Streaming
+from netstore.switch.capture import (
+    Capture,
+    CaptureWriter,
+    PcapngWriter,
+    PcapWriter,
+    RecordQueue,
+    format_for,
+    open_capture,
+)
 from netstore.switch.core import PortSettings, Switch
 from netstore.switch.frames import mac_text
 from netstore.switch.ports import Port, make_port
 
-__all__ = ["SwitchService", "SwitchServiceError"]
+__all__ = ["CaptureSession", "LiveCapture", "SwitchService", "SwitchServiceError"]
 
 # How often aged MAC entries are swept (the core expects about once a second).
 EXPIRE_INTERVAL_S = 1.0
-# A live capture holds at most this many bytes for a slow reader; beyond it
-# frames are left out of the capture (counted), never the switch slowed down.
-STREAM_BUFFER = 8 << 20
-CAPTURE_SNAPLEN = 262144  # tcpdump's default
 
 
 class SwitchServiceError(Exception):
@@ -269,64 +272,76 @@ class SwitchService:
     # -- capture ----------------------------------------------------------------------
     def start_capture(self, *, path: str | None = None, port: str | None = None,
                       fmt: str | None = None, count: int | None = None,
-                      duration: float | None = None, sink: Any = None) -> CaptureSession:
-        """Start capturing to ``path`` (or a ``sink`` with ``write(bytes)``).
+                      duration: float | None = None,
+                      sink: Callable[[bytes], bool | None] | None = None) -> CaptureSession:
+        """Start capturing to the file ``path`` or to ``sink`` (a callable taking
+        whole records, e.g. a RecordQueue).
 
         ``fmt`` is pcap or pcapng; for a file it defaults to pcapng when the
-        name ends in .pcapng. ``port`` limits the capture to one port (both
-        directions); without it every frame is captured once, as it enters.
+        name ends in .pcapng. ``port`` limits the capture to one port, both
+        directions. Without it the capture is the whole switch as a SPAN of
+        every port's ingress: each frame once, as it enters (before VLAN
+        checks, tagging and flooding), on the pcapng interface of the port it
+        entered by; frames sent out are not recorded again.
 
         Raises:
-            ValueError: an unknown port or format.
+            ValueError: an unknown port or format, a count or duration out of range.
             OSError: the file cannot be created.
         """
         if port is not None and port not in self.ports:
             raise ValueError(f"switch {self.name} has no port {port!r}")
-        if fmt is None:
-            fmt = "pcapng" if path and path.endswith(".pcapng") else "pcap"
-        if fmt not in ("pcap", "pcapng"):
-            raise ValueError(f"capture format {fmt!r}: expected pcap or pcapng")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or count < 1):
+            raise ValueError(f"count must be a positive whole number, got {count!r}")
+        if duration is not None and (isinstance(duration, bool)
+                                     or not isinstance(duration, int | float)
+                                     or not 0 < duration < math.inf):
+            raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
+        fmt = format_for(path or "", fmt)
+        # pcapng: the interfaces known now, in port order; later ones (VDE
+        # clients) get theirs when they first carry a frame.
+        names = [port] if port is not None else [
+            n for n, p in self.ports.items() if p.forwards]
+        writer: CaptureWriter
+        if path is not None:
+            writer = open_capture(path, fmt, ports=names, description=self.name)
+        elif sink is None:
+            raise ValueError("a capture needs a file or a sink")
+        elif fmt == "pcapng":
+            writer = PcapngWriter(sink, names, description=self.name)
+        else:
+            writer = PcapWriter(sink)
+        capture = Capture(writer, ports=None if port is None else (port,),
+                          directions=("rx",) if port is None else ("rx", "tx"),
+                          count=count, duration=duration)
         self._capture_ids += 1
-        session = CaptureSession(self, self._capture_ids, port=port, fmt=fmt, count=count,
-                                 duration=duration, path=path, sink=sink,
+        session = CaptureSession(self, self._capture_ids, capture, port=port, fmt=fmt,
+                                 duration=duration, to=path or "control socket",
                                  from_config=path is not None and path == self.config.capture)
         self.captures[session.id] = session
-        self.switch.add_tap(session.tap)
-        self.log.info("switch %s: capture %d started (%s%s, %s)", self.name, session.id,
-                      self.name, f":{port}" if port else "", session.to)
+        capture.attach(self.switch)
+        self.log.info("switch %s: capture %d started (%s, %s, %s)", self.name, session.id,
+                      session.target, fmt, session.to)
         return session
 
     def _capture_ended(self, session: CaptureSession) -> None:
-        self.switch.remove_tap(session.tap)
         self.captures.pop(session.id, None)
 
     def capture_stream(self, *, port: str | None = None, fmt: str = "pcap",
-                       count: int | None = None, duration: float | None = None) -> Streaming:
-        """A live capture for the control socket: header, then records as they come."""
-        if count is not None and (not isinstance(count, int) or count < 1):
-            raise ControlError(f"count must be a positive whole number, got {count!r}")
-        if duration is not None and (not isinstance(duration, int | float) or duration <= 0):
-            raise ControlError(f"duration must be a positive number of seconds, got {duration!r}")
-        buffer = _StreamSink()
-        try:
-            session = self.start_capture(port=port, fmt=fmt, count=count, sink=buffer)
-        except ValueError as e:
-            raise ControlError(str(e)) from None
+                       count: int | None = None, duration: float | None = None) -> LiveCapture:
+        """A live capture: a header, then whole records as they come (the daemon
+        sends them on the control socket).
 
-        async def produce(send: Any) -> None:
-            with trio.move_on_after(duration if duration else math.inf):
-                while True:
-                    data = buffer.take()
-                    if data:
-                        await send(data)
-                    elif session.finished:
-                        return
-                    else:
-                        await buffer.wait()
-
-        header = {"capture": session.target, "format": fmt, "count": count,
-                  "duration": duration}
-        return Streaming(header, produce, cleanup=lambda: session.stop("stream ended"))
+        Raises:
+            ValueError: as for start_capture.
+        """
+        live = LiveCapture()
+        session = self.start_capture(port=port, fmt=fmt, count=count, duration=duration,
+                                     sink=live.queue)
+        live.session = session
+        live.header = {"capture": session.target, "format": session.fmt, "count": count,
+                       "duration": duration}
+        return live
 
     async def aclose(self) -> None:
         """Stop every port and capture (files flushed)."""
@@ -337,160 +352,97 @@ class SwitchService:
             self._nursery.cancel_scope.cancel()
 
 
-class _StreamSink:
-    """Bytes waiting for a live capture's reader; bounded by STREAM_BUFFER."""
+class LiveCapture:
+    """A capture streamed to a reader: ``header`` (JSON-able), then ``await
+    produce(send)`` calls ``await send(bytes)`` with whole records until the
+    capture ends (count, duration, stop) or ``send`` raises (the reader left);
+    ``close()`` stops the capture, however the stream ended.
+
+    Records wait in a bounded RecordQueue; when a slow reader lets it fill,
+    new frames are left out of the capture (counted), the switch never waits.
+    """
 
     def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-        self._size = 0
         self._event = trio.Event()
-        self.overflow = 0
+        self.queue = RecordQueue(on_data=self._wake)
+        self.header: dict[str, Any] = {}
+        self.session: CaptureSession | None = None
 
-    def room(self, n: int) -> bool:
-        return self._size + n <= STREAM_BUFFER
-
-    def write(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._size += len(data)
+    def _wake(self) -> None:
         self._event.set()
 
-    def wake(self) -> None:
-        self._event.set()
-
-    def take(self) -> bytes:
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._size = 0
-        return data
-
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event = trio.Event()
-
-
-class _FileSink:
-    """A capture file written one whole record per write(): a killed daemon leaves
-    a readable file (complete records only)."""
-
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-
-    def room(self, n: int) -> bool:
-        return True
-
-    def write(self, data: bytes) -> None:
-        os.write(self.fd, data)
-
-    def wake(self) -> None:
-        pass
+    async def produce(self, send: Callable[[bytes], Any]) -> None:
+        session = self.session
+        assert session is not None
+        session.capture.on_stop(lambda _capture: self._wake())
+        with trio.move_on_after(session.duration or math.inf):
+            while True:
+                self._event = trio.Event()
+                data = self.queue.take()
+                if data:
+                    await send(data)
+                elif session.finished:
+                    return
+                else:
+                    await self._event.wait()
 
     def close(self) -> None:
-        os.close(self.fd)
-
-
-# Classic pcap (magic a1b2c3d4, version 2.4, linktype 1 = Ethernet) and pcapng
-# (SHB, one IDB per port, EPB with the direction in epb_flags).
-_PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, CAPTURE_SNAPLEN, 1)
-_PCAP_RECORD = struct.Struct("<IIII")
-_DIRECTION = {"rx": 1, "tx": 2}  # epb_flags bits 0-1: inbound, outbound
-
-
-def _pcapng_block(kind: int, body: bytes) -> bytes:
-    pad = (-len(body)) % 4
-    total = 12 + len(body) + pad
-    return struct.pack("<II", kind, total) + body + b"\0" * pad + struct.pack("<I", total)
-
-
-def _pcapng_option(code: int, value: bytes) -> bytes:
-    return struct.pack("<HH", code, len(value)) + value + b"\0" * ((-len(value)) % 4)
+        if self.session is not None:
+            self.session.stop("stream ended")
 
 
 class CaptureSession:
-    """One capture on a switch: a tap writing pcap or pcapng records to a sink."""
+    """One capture of a switch: a Capture (writer, filters, limits) tapping the
+    core, and where its records go (a file, or a live stream)."""
 
-    def __init__(self, service: SwitchService, id_: int, *, port: str | None, fmt: str,
-                 count: int | None, duration: float | None, path: str | None, sink: Any,
+    def __init__(self, service: SwitchService, id_: int, capture: Capture, *,
+                 port: str | None, fmt: str, duration: float | None, to: str,
                  from_config: bool) -> None:
         self.service = service
         self.id = id_
+        self.capture = capture
         self.port = port
         self.fmt = fmt
-        self.count = count
-        self.deadline = time.monotonic() + duration if duration else None
+        self.to = to
         self.from_config = from_config
-        self.to = path or "control socket"
         self.target = service.name + (f":{port}" if port else "")
-        self.frames = 0
-        self.left_out = 0
-        self.finished = False
-        self._interfaces: dict[str, int] = {}
-        self.sink = _FileSink(path) if path else sink
-        if fmt == "pcap":
-            self.sink.write(_PCAP_HEADER)
-        else:
-            shb = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
-            shb += _pcapng_option(4, b"netstore") + _pcapng_option(0, b"")
-            self.sink.write(_pcapng_block(0x0A0D0D0A, shb))
+        self.duration = duration
+        self._why = "stopped"
+        capture.on_stop(self._ended)
+
+    @property
+    def finished(self) -> bool:
+        return self.capture.stopped
+
+    @property
+    def frames(self) -> int:
+        """Frames recorded so far."""
+        return self.capture.captured
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "target": self.target, "format": self.fmt, "to": self.to,
-                "frames": self.frames, "left_out": self.left_out}
-
-    def tap(self, port: str, direction: str, frame: bytes) -> None:
-        """The switch's capture hook."""
-        if self.finished:
-            return
-        if self.port is None:
-            if direction != "rx":  # a whole-switch capture shows each frame once
-                return
-        elif port != self.port:
-            return
-        now = time.time()
-        snap = bytes(frame[:CAPTURE_SNAPLEN])
-        if self.fmt == "pcap":
-            sec = int(now)
-            record = _PCAP_RECORD.pack(sec, int((now - sec) * 1e6), len(snap), len(frame)) + snap
-        else:
-            record = self._interface(port) + self._epb(port, direction, now, snap, len(frame))
-        if not self.sink.room(len(record)):
-            self.left_out += 1
-            return
-        self.sink.write(record)
-        self.frames += 1
-        if self.count is not None and self.frames >= self.count:
-            self.stop("count reached")
-
-    def _interface(self, port: str) -> bytes:
-        if port in self._interfaces:
-            return b""
-        self._interfaces[port] = len(self._interfaces)
-        idb = struct.pack("<HHI", 1, 0, CAPTURE_SNAPLEN)
-        idb += _pcapng_option(2, f"{self.service.name}:{port}".encode())
-        idb += _pcapng_option(9, b"\x06") + _pcapng_option(0, b"")  # if_tsresol: microseconds
-        return _pcapng_block(1, idb)
-
-    def _epb(self, port: str, direction: str, now: float, snap: bytes, length: int) -> bytes:
-        ts = int(now * 1e6)
-        body = struct.pack("<IIIII", self._interfaces[port], ts >> 32, ts & 0xFFFFFFFF,
-                           len(snap), length) + snap + b"\0" * ((-len(snap)) % 4)
-        body += _pcapng_option(2, struct.pack("<I", _DIRECTION[direction]))
-        body += _pcapng_option(0, b"")
-        return _pcapng_block(6, body)
+                "frames": self.frames, "left_out": self.capture.writer.dropped}
 
     def tick(self) -> None:
         """Called about once a second: ends a capture whose duration is over."""
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.stop("duration reached")
+        self.capture.poll()
 
     def stop(self, why: str = "stopped") -> None:
         """End the capture (idempotent); a file is closed with every record in it."""
-        if self.finished:
-            return
-        self.finished = True
+        if not self.finished:
+            self._why = why
+            self.capture.stop()
+
+    def _ended(self, capture: Capture) -> None:
         self.service._capture_ended(self)
-        if isinstance(self.sink, _FileSink):
-            self.sink.close()
-        else:
-            self.sink.wake()
+        why = self._why
+        if capture.error is not None:
+            why = f"write failed: {capture.error}"
+            self.service.log.error("switch %s: capture %d to %s: %s", self.service.name,
+                                   self.id, self.to, capture.error)
+        elif capture.count is not None and capture.captured >= capture.count:
+            why = "count reached"
+        elif capture.deadline is not None and time.monotonic() >= capture.deadline:
+            why = "duration reached"
         self.service.log.info("switch %s: capture %d ended (%s): %d frame(s)",
-                              self.service.name, self.id, why, self.frames)
+                              self.service.name, self.id, why, capture.captured)
