@@ -34,7 +34,30 @@ class MediumInUseError(RegistryError):
     """The medium has child layers or users; the message names them."""
 
 
+class MachineRuleError(RegistryError):
+    """A change to a machine that a rule of semantics.md section 2 refuses (a
+    limit, a chipset, a slot, a MAC); the message names the rule and the object."""
+
+
+class MachineStateError(MachineRuleError):
+    """The machine is in the wrong power state for the change (running or off)."""
+
+
+class MediumBusyError(MachineRuleError):
+    """`vm start` (or an attach to a running VM) met a disk another running VM
+    holds and whose type runs in one VM at a time; the message names that VM."""
+
+
+class MachineWarning(UserWarning):
+    """Allowed, but worth saying (vCPUs above the host's cores); the CLI prints
+    it on stderr and exits 0."""
+
+
 __all__ = [
+    "MachineRuleError",
+    "MachineStateError",
+    "MediumBusyError",
+    "MachineWarning",
     "RegistryError",
     "SchemaVersionError",
     "NotFoundError",
