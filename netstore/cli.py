@@ -25,9 +25,7 @@ CONFIG_ENV = "NETSTORE_CONFIG"
 # Command groups of interface.md that later issues implement. Until then they
 # say so and exit 2 rather than pretend.
 NOT_YET = {
-    "vm": "virtual machines: create, modify, attach, nic, start, stop, snapshot",
     "ovf": "OVF/OVA export and import",
-    "host": "the host report",
 }
 
 
@@ -84,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_disk_commands(sub, common)
     _add_switch_commands(sub, common)
+    _add_vm_commands(sub, common)
     for name, what in NOT_YET.items():
         p = sub.add_parser(name, parents=[common], help=f"{what} (not implemented yet)")
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -132,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DiskError as e:  # registry refusals are DiskErrors too
             print(f"netstore: {e}", file=sys.stderr)
             return EXIT_REFUSED
+    if args.command in ("vm", "host"):
+        return _vm_or_host(config, args, as_json)
     if args.command == "switch":
         return _switch(config, args, as_json)
     if args.command == "capture":
@@ -431,6 +432,390 @@ _DISK_COMMANDS = {
     "clone": _disk_clone,
     "convert": _disk_convert,
     "remove": _disk_remove,
+}
+
+
+# -- netstore vm, netstore host ----------------------------------------------
+
+def _int_arg(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _mem_range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX in MB (512:2048), got {text!r}")
+    return _int_arg(lo), _int_arg(hi)
+
+
+def _add_vm_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    from netstore.registry.machines import BUSES, CHIPSETS, TRANSPORTS
+
+    vm = sub.add_parser("vm", parents=[common], help="virtual machines: create, modify, attach, "
+                        "nic, start, stop, snapshot, list, info, remove",
+                        description="The VMs of the registry (works without the daemon; a "
+                        "running daemon picks changes up within a second).")
+    cmds = vm.add_subparsers(dest="vm_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    cmds.required = True
+
+    p = cmds.add_parser("create", parents=[common], help="register a new VM (powered off)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--cpus", type=_int_arg, default=1, metavar="N")
+    p.add_argument("--memory", type=_int_arg, default=1024, metavar="MB")
+    p.add_argument("--ostype", default="Other", metavar="T")
+    p.add_argument("--chipset", choices=CHIPSETS, default="piix3")
+
+    p = cmds.add_parser("modify", parents=[common], help="change CPUs, memory, balloon, ...",
+                        description="Hardware changes only while the VM is powered off; "
+                        "--balloon only while it runs; --plugcpu/--unplugcpu need "
+                        "--cpuhotplug on.")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--cpus", type=_int_arg, metavar="N",
+                   help="vCPUs (with CPU hot-plug on: the maximum)")
+    p.add_argument("--cpuhotplug", type=_on_off, metavar="on|off")
+    p.add_argument("--plugcpu", type=_int_arg, metavar="I", help="plug vCPU I")
+    p.add_argument("--unplugcpu", type=_int_arg, metavar="I", help="unplug vCPU I (never 0)")
+    p.add_argument("--cpu-cap", type=_int_arg, metavar="PCT", help="execution cap 1..100 %%")
+    p.add_argument("--weight", type=_int_arg, metavar="W", help="relative CPU weight 1..10000")
+    p.add_argument("--memory", type=_int_arg, metavar="MB", help="fixed memory")
+    p.add_argument("--memory-range", type=_mem_range, metavar="MIN:MAX",
+                   help="dynamic memory in MB")
+    p.add_argument("--balloon", type=_int_arg, metavar="MB", help="balloon size (running VM)")
+    p.add_argument("--pagefusion", type=_on_off, metavar="on|off")
+    p.add_argument("--ostype", metavar="T")
+    p.add_argument("--chipset", choices=CHIPSETS)
+
+    p = cmds.add_parser("controller", parents=[common], help="add or remove a storage controller")
+    p.add_argument("name", metavar="NAME")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--add", metavar="CTL", help="the new controller's name (sata0)")
+    g.add_argument("--remove", metavar="CTL", help="remove an empty controller")
+    p.add_argument("--bus", choices=list(BUSES))
+    p.add_argument("--chipset", metavar="C", help="; ".join(
+        f"{b}: {', '.join(spec.chipsets)}" for b, spec in BUSES.items()))
+
+    p = cmds.add_parser("attach", parents=[common], help="attach a medium to a slot")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--controller", required=True, metavar="CTL")
+    p.add_argument("--port", type=_int_arg, required=True, metavar="P")
+    p.add_argument("--device", type=_int_arg, default=0, metavar="D")
+    p.add_argument("--disk", required=True, metavar="MEDIUM")
+    p.add_argument("--type", dest="slot_kind", choices=("hdd", "dvd", "floppy"),
+                   help="the slot's kind (default: the medium's)")
+
+    p = cmds.add_parser("detach", parents=[common], help="empty a slot")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--controller", required=True, metavar="CTL")
+    p.add_argument("--port", type=_int_arg, required=True, metavar="P")
+    p.add_argument("--device", type=_int_arg, default=0, metavar="D")
+
+    p = cmds.add_parser("nic", parents=[common], help="add, change or remove a NIC",
+                        description="Add the NIC in --slot or change it; its MAC is generated "
+                        "when not given; udp and stream NICs get ports allocated "
+                        "(NETSTORE_NIC_PORTS=LO-HI, default 40000-49999).")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--slot", type=_int_arg, required=True, metavar="N")
+    p.add_argument("--switch", metavar="SW")
+    p.add_argument("--mac", metavar="M")
+    p.add_argument("--vlan", type=_int_arg, metavar="V")
+    p.add_argument("--transport", choices=TRANSPORTS)
+    p.add_argument("--remove", action="store_true", help="remove the NIC in --slot")
+
+    for verb, what in (("start", "power on (applies the disk rules)"), ("stop", "power off"),
+                       ("info", "everything about one VM"),
+                       ("remove", "unregister a powered-off VM without snapshots")):
+        p = cmds.add_parser(verb, parents=[common], help=what)
+        p.add_argument("name", metavar="NAME")
+    cmds.add_parser("list", parents=[common], help="every VM")
+
+    p = cmds.add_parser("snapshot", parents=[common], help="take, restore or delete a snapshot")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("action", choices=("take", "restore", "delete", "list"))
+    p.add_argument("snapshot", metavar="SNAP", nargs="?")
+    p.add_argument("--description", default="")
+
+    p = cmds.add_parser("qemu-args", parents=[common],
+                        help="a qemu-system command line for the VM (not implemented yet)")
+    p.add_argument("name", metavar="NAME")
+
+    host = sub.add_parser("host", parents=[common], help="the host report")
+    hcmds = host.add_subparsers(dest="host_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    hcmds.required = True
+    hcmds.add_parser("report", parents=[common],
+                     help="vCPUs and memory of running VMs against the host's")
+
+
+def _vm_or_host(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    import warnings
+
+    from netstore.disk.api import DiskError
+
+    if args.command == "vm" and args.vm_command == "qemu-args":
+        print("netstore: `vm qemu-args` is not implemented yet; a later change adds it",
+              file=sys.stderr)
+        return EXIT_USAGE
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with _registry(config) as reg:
+                if args.command == "host":
+                    status = _host_report(reg, as_json)
+                else:
+                    status = _VM_COMMANDS[args.vm_command](reg, args, as_json)
+        except DiskError as e:  # registry refusals are DiskErrors too
+            status = EXIT_REFUSED
+            print(f"netstore: {e}", file=sys.stderr)
+    for w in caught:
+        print(f"netstore: warning: {w.message}", file=sys.stderr)
+    return status
+
+
+def _vm_said(as_json: bool, data: Any, text: str) -> int:
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def _memory_text(m: Any) -> str:
+    if m.memory_min_mb is not None:
+        return f"{m.memory_min_mb}..{m.memory_mb} MB"
+    return f"{m.memory_mb} MB"
+
+
+def _cpus_text(m: Any) -> str:
+    if m.cpu_hotplug:
+        return f"{m.online_cpus} of {m.cpus} (hot-plug: {','.join(map(str, m.plugged_cpus))})"
+    return str(m.cpus)
+
+
+def _vm_create(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    m = reg.machines.create(args.name, cpus=args.cpus, memory_mb=args.memory,
+                            ostype=args.ostype, chipset=args.chipset)
+    return _vm_said(as_json, m.to_dict(), f"created VM {m.name}: {m.cpus} vCPU(s), "
+                    f"{m.memory_mb} MB, {m.ostype}, UUID {m.uuid}")
+
+
+def _vm_modify(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    asked = dict(cpus=args.cpus, cpu_hotplug=args.cpuhotplug, plug_cpu=args.plugcpu,
+                 unplug_cpu=args.unplugcpu, cpu_cap=args.cpu_cap, weight=args.weight,
+                 memory_mb=args.memory, memory_range=args.memory_range,
+                 balloon_mb=args.balloon, page_fusion=args.pagefusion, ostype=args.ostype,
+                 chipset=args.chipset)
+    if all(v is None for v in asked.values()):
+        print("netstore: vm modify: nothing to change (see: netstore vm modify --help)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.memory is not None and args.memory_range is not None:
+        print("netstore: vm modify: --memory and --memory-range exclude each other",
+              file=sys.stderr)
+        return EXIT_USAGE
+    m = reg.machines.modify(args.name, **asked)
+    return _vm_said(as_json, m.to_dict(), f"{m.name}: {_cpus_text(m)} vCPU(s), cap "
+                    f"{m.cpu_cap} %, memory {_memory_text(m)}, balloon {m.balloon_mb} MB, "
+                    f"page fusion {'on' if m.page_fusion else 'off'}")
+
+
+def _vm_controller(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    if args.remove:
+        reg.machines.remove_controller(args.name, args.remove)
+        return _vm_said(as_json, {"removed": args.remove}, f"removed controller {args.remove} "
+                        f"of {args.name}")
+    if args.bus is None:
+        print("netstore: vm controller: --add needs --bus", file=sys.stderr)
+        return EXIT_USAGE
+    c = reg.machines.add_controller(args.name, args.add, args.bus, args.chipset)
+    return _vm_said(as_json, c.to_dict(), f"{args.name}: controller {c.name} ({c.bus}, "
+                    f"{c.chipset})")
+
+
+def _vm_attach(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    a = reg.machines.attach(args.name, args.controller, args.port, args.disk,
+                            device=args.device, slot_kind=args.slot_kind)
+    return _vm_said(as_json, a.to_dict(), f"{args.name}: {a.medium} ({a.type} {a.slot_kind}) "
+                    f"attached at {a.slot}")
+
+
+def _vm_detach(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    a = reg.machines.detach(args.name, args.controller, args.port, device=args.device)
+    return _vm_said(as_json, a.to_dict(), f"{args.name}: {a.medium} detached from {a.slot}")
+
+
+def _vm_nic(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    if args.remove:
+        n = reg.machines.remove_nic(args.name, args.slot)
+        return _vm_said(as_json, n.to_dict(), f"{args.name}: NIC {n.slot} ({n.mac}) removed")
+    if args.switch is None:
+        print("netstore: vm nic: --switch is needed (or --remove)", file=sys.stderr)
+        return EXIT_USAGE
+    n = reg.machines.set_nic(args.name, args.slot, args.switch, mac=args.mac, vlan=args.vlan,
+                             transport=args.transport)
+    where = n.switch_addr + (f" <-> {n.vm_addr}" if n.vm_addr else "")
+    return _vm_said(as_json, n.to_dict(), f"{args.name}: NIC {n.slot} {n.mac} on {n.switch} "
+                    f"VLAN {n.vlan}, {n.transport} {where}")
+
+
+def _vm_power(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    if args.vm_command == "start":
+        m = reg.machines.start(args.name)
+    else:
+        m = reg.machines.stop(args.name)
+    return _vm_said(as_json, m.to_dict(), f"{m.name}: {m.power}")
+
+
+def _vm_remove(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    m = reg.machines.remove(args.name)
+    return _vm_said(as_json, {"removed": m.name, "uuid": m.uuid}, f"removed VM {m.name}")
+
+
+def _vm_snapshot(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    from netstore.registry.snapshots import Snapshots
+
+    snaps = Snapshots(reg)
+    if args.action == "list":
+        found = snaps.list(args.name)
+        if as_json:
+            print(json.dumps([s.to_dict() for s in found], indent=2))
+            return EXIT_OK
+        for s in found:
+            print(f"{'*' if s.current else ' '} {s.name}  parent {s.parent or '-'}  "
+                  f"{s.created}  {s.description}")
+        if not found:
+            print(f"{args.name} has no snapshots")
+        return EXIT_OK
+    if args.snapshot is None:
+        print(f"netstore: vm snapshot {args.action}: SNAP is needed", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "take":
+        s = snaps.take(args.name, args.snapshot, args.description)
+        disks = ", ".join(s.disks) or "no disks"
+        return _vm_said(as_json, s.to_dict(), f"{args.name}: snapshot {s.name} taken ({disks})")
+    if args.action == "restore":
+        s = snaps.restore(args.name, args.snapshot)
+        return _vm_said(as_json, s.to_dict(), f"{args.name}: restored snapshot {s.name}")
+    snaps.delete(args.name, args.snapshot)
+    return _vm_said(as_json, {"deleted": args.snapshot},
+                    f"{args.name}: snapshot {args.snapshot} deleted (its data merged)")
+
+
+def _vm_list(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    from rich.table import Table
+
+    vms = reg.machines.list()
+    if as_json:
+        print(json.dumps([reg.machines.info(m.name) for m in vms], indent=2))
+        return EXIT_OK
+    if not vms:
+        print("no VMs registered (netstore vm create NAME)")
+        return EXIT_OK
+    table = Table(box=None, pad_edge=False)
+    for col in ("name", "power", "vCPUs", "memory", "disks", "NICs", "snapshot", "uuid"):
+        table.add_column(col, no_wrap=col in ("name", "uuid"))
+    for m in vms:
+        disks = reg.machines.attachments(m.name)
+        nics = reg.machines.nics(m.name)
+        table.add_row(m.name, m.power, _cpus_text(m), _memory_text(m),
+                      ", ".join(a.medium for a in disks) or "-", str(len(nics)),
+                      m.current_snapshot or "-", m.uuid)
+    _console().print(table)
+    return EXIT_OK
+
+
+def _vm_info(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    from rich.table import Table
+
+    d = reg.machines.info(args.name)
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return EXIT_OK
+    m = reg.machines.get(args.name)
+    rows = [("name", m.name), ("uuid", m.uuid), ("ostype", m.ostype), ("power", m.power),
+            ("vCPUs", _cpus_text(m)), ("execution cap", f"{m.cpu_cap} %"),
+            ("weight", str(m.weight)), ("memory", _memory_text(m)),
+            ("balloon", f"{m.balloon_mb} MB"), ("page fusion", "on" if m.page_fusion else "off"),
+            ("chipset", m.chipset), ("snapshot", m.current_snapshot or "-"),
+            ("created", m.created)]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k + ':':<{width + 1}} {v}")
+    console = _console()
+    table = Table(title="storage", title_justify="left", box=None, pad_edge=False)
+    for col in ("controller", "bus", "chipset", "port", "device", "kind", "medium", "type"):
+        table.add_column(col, no_wrap=True)
+    atts = d["attachments"]
+    for c in d["controllers"]:
+        held = [a for a in atts if a["controller"] == c["name"]]
+        for a in held or [None]:
+            table.add_row(c["name"], c["bus"], c["chipset"],
+                          *(("-",) * 5 if a is None else (
+                              str(a["port"]), str(a["device"]), a["slot_kind"], a["medium"],
+                              a["type"])))
+    console.print(table)
+    table = Table(title="NICs", title_justify="left", box=None, pad_edge=False)
+    for col in ("slot", "mac", "switch", "vlan", "transport", "switch end", "VM end"):
+        table.add_column(col, no_wrap=True)
+    for n in d["nics"]:
+        table.add_row(str(n["slot"]), n["mac"], n["switch"], str(n["vlan"]), n["transport"],
+                      n["switch_addr"], n["vm_addr"] or "-")
+    console.print(table)
+    if d["snapshots"]:
+        table = Table(title="snapshots", title_justify="left", box=None, pad_edge=False)
+        for col in ("", "name", "parent", "created", "disks", "description"):
+            table.add_column(col, no_wrap=True)
+        for s in d["snapshots"]:
+            table.add_row("*" if s["current"] else "", s["name"], s["parent"] or "-",
+                          s["created"], ", ".join(s["disks"]) or "-", s["description"])
+        console.print(table)
+    return EXIT_OK
+
+
+def _host_report(reg: Any, as_json: bool) -> int:
+    from rich.table import Table
+
+    from netstore.registry.machines import host_report
+
+    r = host_report(reg)
+    if as_json:
+        print(json.dumps(r, indent=2))
+    else:
+        mem = f"{r['host_memory_mb']} MB" if r["host_memory_mb"] else "unknown"
+        ratio = "-" if r["memory_ratio"] is None else f"{r['memory_ratio']:.2f}"
+        print(f"host: {r['host_cores']} cores, {mem} memory; {r['running_vms']} VM(s) running")
+        print(f"vCPUs:   {r['vcpus']} on {r['host_cores']} cores (ratio {r['cpu_ratio']:.2f})")
+        print(f"memory:  {r['memory_committed_mb']} MB committed of {mem} (ratio {ratio}); "
+              f"balloons {r['balloons_mb']} MB")
+        if r["vms"]:
+            table = Table(box=None, pad_edge=False)
+            for col in ("VM", "vCPUs", "cap", "weight", "memory", "balloon"):
+                table.add_column(col, no_wrap=True)
+            for v in r["vms"]:
+                memory = (f"{v['memory_min_mb']}..{v['memory_mb']} MB"
+                          if v["memory_min_mb"] is not None else f"{v['memory_mb']} MB")
+                table.add_row(v["name"], str(v["vcpus"]), f"{v['cpu_cap']} %", str(v["weight"]),
+                              memory, f"{v['balloon_mb']} MB")
+            _console().print(table)
+    for w in r["warnings"]:
+        print(f"netstore: warning: {w}", file=sys.stderr)
+    return EXIT_OK
+
+
+_VM_COMMANDS = {
+    "create": _vm_create,
+    "modify": _vm_modify,
+    "controller": _vm_controller,
+    "attach": _vm_attach,
+    "detach": _vm_detach,
+    "nic": _vm_nic,
+    "start": _vm_power,
+    "stop": _vm_power,
+    "remove": _vm_remove,
+    "snapshot": _vm_snapshot,
+    "list": _vm_list,
+    "info": _vm_info,
 }
 
 
