@@ -82,12 +82,14 @@ def ready_line(iscsi: list[tuple[str, int]], switches: dict[str, Any]) -> str:
 
     A switch appears with each port a peer can reach (udp/stream listen
     address, unixgram path, VDE directory, TAP device); a switch without such
-    ports (the default sw0) adds nothing.
+    ports (the default sw0) appears as ``switch=SW``, so every running switch
+    is in the line.
     """
     words = [READY_PREFIX]
     words += [f"iscsi={format_portal(h, p)}" for h, p in iscsi]
     for name, svc in switches.items():
-        words += [f"switch={name}:{port}={addr}" for port, _kind, addr in svc.listening()]
+        ports = [f"switch={name}:{port}={addr}" for port, _kind, addr in svc.listening()]
+        words += ports or [f"switch={name}"]
     return " ".join(words)
 
 

@@ -29,6 +29,7 @@ from netstore.control import (
     request,
     serve_control,
 )
+from netstore.daemon import ready_line
 
 ONE = """
 [[iscsi.targets]]
@@ -60,7 +61,8 @@ def target_names(status: dict) -> dict[str, bool]:
 
 def test_ready_line_socket_and_status(netstore_daemon) -> None:
     d = netstore_daemon(ONE, images=IMAGES)
-    assert d.ready_line == f"netstore ready iscsi=127.0.0.1:{d.port}"
+    # no [[switches]]: the default switch sw0, without ports
+    assert d.ready_line == f"netstore ready iscsi=127.0.0.1:{d.port} switch=sw0"
     assert d.port > 0
     sock = d.state_dir / "netstore.sock"
     mode = sock.stat().st_mode
@@ -77,6 +79,23 @@ def test_ready_line_socket_and_status(netstore_daemon) -> None:
         pass
     assert d.stop() == 0
     assert not sock.exists(), "a clean stop removes the control socket"
+
+
+class _Listening:
+    def __init__(self, *ports: tuple[str, str, str]) -> None:
+        self.ports = list(ports)
+
+    def listening(self) -> list[tuple[str, str, str]]:
+        return self.ports
+
+
+def test_ready_line_names_every_switch() -> None:
+    switches = {"sw0": _Listening(), "lab": _Listening(("vm1", "udp", "127.0.0.1:40001"),
+                                                      ("vde", "vde", "/run/lab.vde"))}
+    assert ready_line([("127.0.0.1", 3260), ("::1", 3261)], switches) == (
+        "netstore ready iscsi=127.0.0.1:3260 iscsi=[::1]:3261 switch=sw0 "
+        "switch=lab:vm1=127.0.0.1:40001 switch=lab:vde=/run/lab.vde")
+    assert ready_line([("127.0.0.1", 3260)], {}) == "netstore ready iscsi=127.0.0.1:3260"
 
 
 def test_status_table_output(netstore_daemon) -> None:
@@ -151,7 +170,7 @@ def test_default_config_serves_with_no_file(tmp_path: Path) -> None:
     )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
-        assert line == "netstore ready iscsi=127.0.0.1:3260\n"
+        assert line == "netstore ready iscsi=127.0.0.1:3260 switch=sw0\n"
         assert (tmp_path / "netstore-state" / "netstore.sock").exists()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0
