@@ -78,10 +78,10 @@ def test_unimplemented_groups_say_so_and_exit_2(
 
 
 def test_unimplemented_group_via_subprocess(tmp_path: Path) -> None:
-    out = run("vm", "create", "x", "--cpus", "2", cwd=tmp_path)
+    out = run("ovf", "export", "x", "y.ova", cwd=tmp_path)
     assert out.returncode == 2
     assert (
-        out.stderr.startswith("netstore: the `vm` commands")
+        out.stderr.startswith("netstore: the `ovf` commands")
         and "not implemented yet" in out.stderr
     )
 
