@@ -62,6 +62,7 @@ class Port:
 
     kind = "?"
     forwards = True  # a switch port of its own (a VDE control directory is not)
+    vnet = False  # frames carry a virtio-net header (a TAP port with IFF_VNET_HDR)
 
     def __init__(self, name: str, settings: Any, host: PortHost,
                  log: logging.Logger | None = None) -> None:

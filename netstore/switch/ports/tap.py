@@ -2,9 +2,15 @@
 # side of a virtual NIC, and how the host (or a network namespace) joins the
 # switch. One read() is one frame; IFF_NO_PI means no packet-info header.
 #
-# Offloads (IFF_VNET_HDR + TUNSETOFFLOAD) are not enabled: with them the kernel
-# hands over 64 KiB segments with partial checksums, which every other port
-# would have to split and checksum. Without them every frame is a real frame.
+# Offloads: the device is opened with IFF_VNET_HDR (a 10-byte virtio-net
+# header before every frame, TUNSETVNETHDRSZ), so the kernel accepts 64 KiB TCP
+# segments and partial checksums written to it. What the kernel hands *to* the
+# switch is set by TUNSETOFFLOAD (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): the
+# service turns that on only while every port of the switch is such a TAP
+# and nothing captures (set_offload), so large segments cross the switch whole
+# between TAPs; otherwise the kernel segments and checksums before the read,
+# and any offloaded frame still in flight is segmented in software
+# (netstore/switch/offload.py). Without IFF_VNET_HDR support the port is plain.
 """TAP ports: ``device`` opened if it exists, created otherwise, and brought up."""
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 import trio
 
+from netstore.switch.offload import VNET_HDR_LEN, ZERO_HDR, segment
 from netstore.switch.ports.base import MAX_FRAME, RECV_BATCH, Port, PortHost
 
 __all__ = ["TapPort", "tap_available"]
@@ -25,8 +32,15 @@ __all__ = ["TapPort", "tap_available"]
 TUN_PATH = "/dev/net/tun"
 # linux/if_tun.h and linux/sockios.h
 TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 SIOCSIFMTU = 0x8922
@@ -44,15 +58,24 @@ def tap_available() -> str | None:
 
 
 class TapPort(Port):
-    """A TAP port on ``device`` (at most 15 bytes)."""
+    """A TAP port on ``device`` (at most 15 bytes).
+
+    Attributes:
+        vnet: the device carries virtio-net headers (IFF_VNET_HDR); frames with
+            offloads can be written to it whole (``send_vnet``).
+        offloaded: the kernel may hand over offloaded frames (TUNSETOFFLOAD on).
+    """
 
     kind = "tap"
 
     def __init__(self, name: str, settings: Any, host: PortHost, *, device: str,
-                 log: logging.Logger | None = None) -> None:
+                 log: logging.Logger | None = None, vnet_hdr: bool = True) -> None:
         super().__init__(name, settings, host, log)
         self.device = device
         self.fd: int | None = None
+        self.want_vnet = vnet_hdr
+        self.vnet = False
+        self.offloaded = False
 
     @property
     def address(self) -> str | None:
@@ -64,14 +87,47 @@ class TapPort(Port):
             return
         fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
         try:
-            ifr = struct.pack("16sH22x", self.device.encode(), IFF_TAP | IFF_NO_PI)
-            fcntl.ioctl(fd, TUNSETIFF, ifr)
+            vnet = False
+            if self.want_vnet:
+                try:
+                    ifr = struct.pack("16sH22x", self.device.encode(),
+                                      IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
+                    fcntl.ioctl(fd, TUNSETIFF, ifr)
+                    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+                    fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
+                    vnet = True
+                except OSError as e:
+                    self.log.info("port %s: %s without virtio-net headers (%s)",
+                                  self.name, self.device, e)
+                    os.close(fd)
+                    fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
+            if not vnet:
+                ifr = struct.pack("16sH22x", self.device.encode(), IFF_TAP | IFF_NO_PI)
+                fcntl.ioctl(fd, TUNSETIFF, ifr)
             os.set_blocking(fd, False)
             _bring_up(self.device)
         except BaseException:
             os.close(fd)
             raise
         self.fd = fd
+        self.vnet = vnet
+        self.offloaded = False
+
+    def set_offload(self, on: bool) -> bool:
+        """Let the kernel hand over TSO segments and partial checksums (or not).
+
+        Returns whether offloads are on now; a refusal leaves them off.
+        """
+        if self.fd is None or not self.vnet or on == self.offloaded:
+            return self.offloaded
+        try:
+            fcntl.ioctl(self.fd, TUNSETOFFLOAD, OFFLOADS if on else 0)
+        except OSError as e:
+            self.log.info("port %s: TUNSETOFFLOAD on %s: %s", self.name, self.device, e)
+            return self.offloaded
+        self.offloaded = on
+        self.log.info("port %s: offloads %s", self.name, "on" if on else "off")
+        return on
 
     async def _run(self, task_status: trio.TaskStatus[Any]) -> None:
         self.open()
@@ -86,6 +142,8 @@ class TapPort(Port):
         assert fd is not None
         read = os.read
         deliver = self.host.deliver
+        if self.vnet:  # frames keep their virtio-net header
+            deliver = getattr(self.host, "deliver_vnet", None) or self._deliver_plain
         name = self.name
         while True:
             frames: list[bytes] = []
@@ -105,9 +163,31 @@ class TapPort(Port):
             else:
                 await trio.lowlevel.wait_readable(fd)
 
-    def _send_one(self, frame: bytes) -> None:
+    def _deliver_plain(self, name: str, bufs: list[bytes]) -> None:
+        """For a host without ``deliver_vnet``: real frames only."""
+        frames: list[bytes] = []
+        for buf in bufs:
+            if buf[0] == 0 and buf[1] == 0:
+                frames.append(buf[VNET_HDR_LEN:])
+                continue
+            try:
+                frames.extend(segment(buf, buf[VNET_HDR_LEN:]))
+            except (ValueError, IndexError):
+                self.drops["offload"] += 1
+        self.host.deliver(name, frames)
+
+    def send_vnet(self, *parts: bytes) -> None:
+        """Send a frame whose parts start with its virtio-net header (vnet ports only)."""
+        self.send(parts)  # type: ignore[arg-type]
+
+    def _send_one(self, frame: Any) -> None:
         assert self.fd is not None
-        os.write(self.fd, frame)
+        if type(frame) is tuple:
+            os.writev(self.fd, frame)
+        elif self.vnet:
+            os.writev(self.fd, (ZERO_HDR, frame))
+        else:
+            os.write(self.fd, frame)
 
     def _writable_fd(self) -> Any:
         return self.fd
@@ -116,6 +196,7 @@ class TapPort(Port):
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+        self.offloaded = False
         self.set_link(False)
 
 
