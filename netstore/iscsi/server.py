@@ -31,6 +31,8 @@ from netstore.scsi.target import ScsiTarget
 RECV_SIZE = 512 * 1024
 # sendmsg takes at most IOV_MAX (1024 on Linux) buffers; stay well below.
 MAX_IOV = 512
+# The registry is polled this often: a VM change shows within a second.
+REGISTRY_POLL_S = 0.5
 # A connection must finish login in this time (LIO: 15 s, tgt: none).
 LOGIN_TIMEOUT_S = 15.0
 # How long a clean stop waits for initiators to answer the logout request.
@@ -142,6 +144,11 @@ class IscsiService:
         self._luns: dict[tuple[str, str, object], LogicalUnit] = {}
         # per-machine units of immutable/multiattach media: (target, lun, initiator)
         self._private: dict[tuple[str, int, str], LogicalUnit] = {}
+        # VM targets (<base-iqn>:vm.<name>) and their units, keyed by what
+        # decides the image: (target, medium uuid, path, type, VM start time)
+        self._vm_targets: set[str] = set()
+        self._vm_units: dict[tuple, LogicalUnit] = {}
+        self._registry_generation: int | None = None
         self._wires: set[_Wire] = set()
         self._nursery: trio.Nursery | None = None
         self.bound: list[tuple[str, int]] = []
@@ -236,6 +243,91 @@ class IscsiService:
 
         return open_for
 
+    # -- VMs of the registry ------------------------------------------------------
+    async def _watch_registry(self) -> None:
+        """Follow the VM registry: a change shows within REGISTRY_POLL_S."""
+        while True:
+            try:
+                self.sync_vms()
+            except Exception:
+                self.log.exception("reading the VM registry failed; retrying")
+            await trio.sleep(REGISTRY_POLL_S)
+
+    def sync_vms(self) -> None:
+        """Serve every running VM as target ``<base-iqn>:vm.<name>``.
+
+        Its LUNs are its attached media in controller/port order, each served
+        as its type says (the VM's own layer for immutable and multiattach
+        media, reset by ``vm start``); a stopped or removed VM's target refuses
+        logins and its sessions end; LUNs attached or detached while running
+        raise REPORTED LUNS DATA HAS CHANGED.
+        """
+        if not (self.state_dir / "registry.db").exists():
+            return
+        with Registry.open(self.state_dir) as reg:
+            generation = reg.generation()
+            if generation == self._registry_generation:
+                return
+            self._registry_generation = generation
+            running = {}
+            for vm in reg.machines.list():
+                if vm.running:
+                    running[f"{self.config.base_iqn}:vm.{vm.name}"] = (
+                        vm, reg.machines.attachments(vm.name),
+                        {a.medium: self._vm_image(reg, vm.name, a)
+                         for a in reg.machines.attachments(vm.name)})
+        g = self.group
+        for iqn in list(self._vm_targets):
+            if iqn not in running:
+                self._stop_vm_target(iqn)
+        for iqn, (vm, attachments, images) in running.items():
+            luns = {}
+            for i, a in enumerate(attachments):
+                key = (iqn, a.medium_uuid, images[a.medium], a.type, vm.started)
+                lu = self._vm_units.get(key)
+                if lu is None:
+                    lu = self._make_unit(
+                        iqn, i, images[a.medium], kind="dvd" if a.slot_kind == "dvd" else "disk",
+                        readonly=a.type == "readonly", removable=a.slot_kind == "dvd",
+                        thin=None, identity_path=a.location)
+                    self._vm_units[key] = lu
+                luns[i] = lu
+            exported = g.exported.get(iqn)
+            if exported is None or not exported.accepting:
+                entry = TargetEntry(name=iqn, alias=vm.name)
+                g.exported[iqn] = ExportedTarget(entry, ScsiTarget(iqn, luns))
+                self._vm_targets.add(iqn)
+                self.log.info("VM %s running: target %s with %d LUN(s)", vm.name, iqn, len(luns))
+            elif exported.scsi.luns != luns:
+                exported.scsi.set_luns(luns)
+                self.log.info("VM %s: LUNs changed, now %d", vm.name, len(luns))
+        # units no VM uses any more are flushed and closed
+        used = {id(lu) for t in running for lu in g.exported[t].scsi.luns.values()}
+        for key, lu in list(self._vm_units.items()):
+            if id(lu) not in used:
+                del self._vm_units[key]
+                lu.close()
+
+    def _vm_image(self, reg, vm: str, a) -> str:
+        """The file a VM's attachment reads and writes, by the medium's type."""
+        if a.type in ("immutable", "multiattach"):
+            return str(reg.layer_for(a.medium, vm))
+        if a.type == "normal":
+            return str(reg.current_top(a.medium))
+        return a.location
+
+    def _stop_vm_target(self, iqn: str) -> None:
+        g = self.group
+        exported = g.exported.get(iqn)
+        self._vm_targets.discard(iqn)
+        if exported is None:
+            return
+        exported.accepting = False
+        del g.exported[iqn]
+        for session in [s for s in g.sessions.values() if s.target is exported]:
+            session.close("the VM was powered off")
+        self.log.info("VM target %s stopped", iqn)
+
     def _reservation_file(self, target: str, path: str) -> Path:
         """Where a LUN's persistent reservations live (APTPL, SPC-4 5.13.4)."""
         digest = hashlib.sha256(f"{target}\0{os.path.realpath(path)}".encode()).hexdigest()
@@ -245,6 +337,8 @@ class IscsiService:
         g = self.group
         wanted = {t.iqn: t for t in targets}
         for name, exported in g.exported.items():
+            if name in self._vm_targets:
+                continue  # VM targets follow the registry, not the file
             if name not in wanted and exported.accepting:
                 exported.accepting = False
                 self.log.info("target %s removed: new logins are refused", name)
@@ -310,6 +404,7 @@ class IscsiService:
                 self._nursery = nursery
                 for s in socks:
                     nursery.start_soon(self._accept_loop, s)
+                nursery.start_soon(self._watch_registry)
                 task_status.started(list(self.bound))
         finally:
             for s in socks:
@@ -454,7 +549,7 @@ class IscsiService:
         self._flush_luns()
 
     def _flush_luns(self) -> None:
-        for lu in [*self._luns.values(), *self._private.values()]:
+        for lu in [*self._luns.values(), *self._private.values(), *self._vm_units.values()]:
             try:
                 lu.backend.flush()
             except Exception:
