@@ -913,6 +913,22 @@ def _vlans(p: dict[str, Any]) -> str:
     return str(p.get("vlan", "-"))
 
 
+def _policy(p: dict[str, Any]) -> str:
+    """Mirroring, port security and storm limit of a port, in a few words."""
+    words = []
+    if p.get("mirror_to"):
+        words.append(f"mirror to {p['mirror_to']}")
+    if p.get("mirror_of"):
+        words.append("mirror of " + ",".join(p["mirror_of"]))
+    if p.get("bound_mac"):
+        words.append(f"only {p['bound_mac']}")
+    if p.get("max_macs"):
+        words.append(f"max {p['max_macs']} MACs")
+    if p.get("storm_pps"):
+        words.append(f"storm {p['storm_pps']} pps")
+    return ", ".join(words) or "-"
+
+
 def _print_switch(sw: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -921,8 +937,8 @@ def _print_switch(sw: dict[str, Any]) -> None:
                   f"of {sw['mac_table_size']}, aging {sw['mac_aging_s']:g} s")
     if "ports" in sw:
         table = Table(title="ports", title_justify="left", box=None, pad_edge=False)
-        for col in ("port", "kind", "link", "address", "peer", "vlan", "mtu", "rx frames",
-                    "rx bytes", "tx frames", "tx bytes", "drops"):
+        for col in ("port", "kind", "link", "address", "peer", "vlan", "mtu", "policy",
+                    "rx frames", "rx bytes", "tx frames", "tx bytes", "drops"):
             table.add_column(col, no_wrap=col in ("port", "address", "peer"))
         for p in sw["ports"]:
             drops = p.get("drops")
@@ -931,7 +947,7 @@ def _print_switch(sw: dict[str, Any]) -> None:
             extra = f" ({len(p['clients'])} client(s))" if "clients" in p else ""
             table.add_row(p["name"], p["kind"] + extra, p["link"], str(p.get("address") or "-"),
                           str(p.get("peer") or "-"), _vlans(p), str(p.get("mtu", "-")),
-                          *(str(p.get(k, "-")) for k in ("rx_frames", "rx_bytes", "tx_frames",
+                          _policy(p), *(str(p.get(k, "-")) for k in ("rx_frames", "rx_bytes", "tx_frames",
                                                           "tx_bytes")),
                           drop_text or "-")
         console.print(table)

@@ -66,6 +66,9 @@ MTU_MIN, MTU_MAX, DEFAULT_MTU = 68, 65535, 1500
 DEFAULT_MAC_AGING_S = 300.0  # Open vSwitch and the Linux bridge default
 DEFAULT_MAC_TABLE_SIZE = 8192  # Open vSwitch default cap
 IFNAMSIZ = 16  # Linux interface names hold 15 bytes plus NUL
+# A storm limit above this is no limit (a 100 Gbit/s link moves ~150 Mpps of
+# 64-byte frames; a Python switch forwards well under 1 Mpps).
+STORM_PPS_MAX = 10_000_000
 PORT_KINDS = ("udp", "unixgram", "stream", "tap", "vde")
 
 # RFC 3720 3.2.6.3.1 / RFC 7143 4.2.7.4: iqn.yyyy-mm.reversed.domain[:unique];
@@ -75,6 +78,7 @@ _IQN_RE = re.compile(rf"iqn\.\d{{4}}-(?:0[1-9]|1[0-2])\.{_LABEL}(?:\.{_LABEL})*(
 _EUI_RE = re.compile(r"eui\.[0-9a-fA-F]{16}")  # RFC 3720 3.2.6.3.2: EUI-64
 _NAA_RE = re.compile(r"naa\.(?:[0-9a-fA-F]{16}|[0-9a-fA-F]{32})")  # RFC 3980
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # switch, port and media names
+_MAC_RE = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}")
 _HOSTNAME_RE = re.compile(rf"(?i:{_LABEL})(?:\.(?i:{_LABEL}))*")
 
 
@@ -204,7 +208,11 @@ class SwitchPortConfig:
     unixgram: ``local``/``remote`` are socket paths; stream: ``listen`` or
     ``connect`` (``"h:p"`` or a path); tap: ``device``; vde: ``path``.
     A port is an access port on ``vlan`` or, with ``trunk``, a trunk whose
-    untagged frames belong to ``native``.
+    untagged frames belong to ``native``. Any kind may take ``mirror_to`` (a
+    port of the same switch that gets copies of this port's frames),
+    ``max_macs`` and ``bound_mac`` (port security: at most N source MACs, or
+    only this one, as ``52:54:00:12:34:56``) and ``storm_pps`` (broadcast and
+    multicast frames per second taken in).
     """
 
     name: str
@@ -219,6 +227,10 @@ class SwitchPortConfig:
     connect: str | None = None
     path: str | None = None
     mtu: int = DEFAULT_MTU
+    mirror_to: str | None = None
+    max_macs: int | None = None
+    bound_mac: str | None = None
+    storm_pps: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -818,6 +830,7 @@ def _switch(r: _Reader, value: Any, key: str) -> SwitchConfig:
                 _describe(port.name),
             )
         seen[port.name] = i
+    _check_mirrors(r, key, ports)
     return SwitchConfig(
         name=name, mac_aging_s=aging, mac_table_size=size, capture=capture, ports=ports
     )
@@ -830,7 +843,7 @@ def _name(r: _Reader, value: Any, key: str) -> str:
     return name
 
 
-# Keys each port kind takes besides name, kind, vlan, trunk, native and mtu.
+# Keys each port kind takes besides the common ones (_COMMON_PORT_KEYS).
 _PORT_KEYS: dict[str, tuple[str, ...]] = {
     "udp": ("local", "remote"),
     "unixgram": ("local", "remote"),
@@ -838,7 +851,10 @@ _PORT_KEYS: dict[str, tuple[str, ...]] = {
     "tap": ("device",),
     "vde": ("path",),
 }
-_COMMON_PORT_KEYS = ("name", "kind", "vlan", "trunk", "native", "mtu")
+_COMMON_PORT_KEYS = (
+    "name", "kind", "vlan", "trunk", "native", "mtu",
+    "mirror_to", "max_macs", "bound_mac", "storm_pps",
+)  # fmt: skip
 
 
 def _port(r: _Reader, value: Any, key: str) -> SwitchPortConfig:
@@ -923,9 +939,59 @@ def _port(r: _Reader, value: Any, key: str) -> SwitchPortConfig:
         if "vlan" in t:
             vlan = r.integer(t["vlan"], f"{key}.vlan", VLAN_MIN, VLAN_MAX)
     mtu = r.integer(t.get("mtu", DEFAULT_MTU), f"{key}.mtu", MTU_MIN, MTU_MAX)
+    if "mirror_to" in t:
+        values["mirror_to"] = _name(r, t["mirror_to"], f"{key}.mirror_to")
+        if values["mirror_to"] == name:
+            raise r.fail(f"{key}.mirror_to", "another port of the switch (not the port itself)",
+                         _describe(name))
+    if "max_macs" in t:
+        values["max_macs"] = r.integer(t["max_macs"], f"{key}.max_macs", 1, 1 << 24)
+    if "bound_mac" in t:
+        values["bound_mac"] = _unicast_mac(r, t["bound_mac"], f"{key}.bound_mac")
+    if "storm_pps" in t:
+        values["storm_pps"] = r.integer(t["storm_pps"], f"{key}.storm_pps", 1, STORM_PPS_MAX)
     return SwitchPortConfig(
         name=name, kind=kind, vlan=vlan, trunk=trunk, native=native, mtu=mtu, **values
     )
+
+
+def _unicast_mac(r: _Reader, value: Any, key: str) -> str:
+    """A VM NIC's MAC as lowercase ``aa:bb:cc:dd:ee:ff`` (``-`` separators taken too)."""
+    what = 'a unicast MAC address like "52:54:00:12:34:56"'
+    text = r.string(value, key, what=what)
+    if not _MAC_RE.fullmatch(text):
+        raise r.fail(key, what, _describe(text))
+    mac = text.lower().replace("-", ":")
+    if int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
+        raise r.fail(key, what + " (not multicast, broadcast or all zeros)", _describe(text))
+    return mac
+
+
+def _check_mirrors(r: _Reader, switch: str, ports: list[SwitchPortConfig]) -> None:
+    """mirror_to names a port of the same switch, one that mirrors nothing itself.
+
+    A mirror destination is dedicated to the copies (as Open vSwitch's
+    output_port): what arrives on it is dropped, so its own mirror_to could
+    never carry anything.
+    """
+    index = {p.name: i for i, p in enumerate(ports)}
+    for i, p in enumerate(ports):
+        if p.mirror_to is None:
+            continue
+        if p.mirror_to not in index:
+            others = ", ".join(n for n in index if n != p.name) or "none"
+            raise r.fail(f"{switch}.ports[{i}].mirror_to",
+                         f"the name of another port of {switch} ({others})",
+                         _describe(p.mirror_to))
+        j = index[p.mirror_to]
+        if ports[j].kind == "vde":
+            raise r.fail(f"{switch}.ports[{i}].mirror_to",
+                         "a port, not a VDE directory (its clients come and go)",
+                         _describe(p.mirror_to))
+        if ports[j].mirror_to is not None:
+            raise r.fail(f"{switch}.ports[{j}].mirror_to",
+                         f'no mirror_to on a mirror destination (port "{ports[j].name}" gets '
+                         f'the copies of port "{p.name}")', _describe(ports[j].mirror_to))
 
 
 def _udp_addr(r: _Reader, value: Any, key: str, *, required: bool) -> str:

@@ -199,3 +199,58 @@ def test_refusals(netstore_daemon, tmp_path: Path) -> None:
     d.stop()
     r = cli(d, "switch", "list")
     assert r.returncode == 1 and "no netstore daemon is running" in r.stderr
+
+
+POLICY = """
+[[switches]]
+name = "sw0"
+
+[[switches.ports]]
+name = "a"
+kind = "udp"
+local = "127.0.0.1:0"
+bound_mac = "02:00:00:00:00:0A"
+storm_pps = 50
+mirror_to = "m"
+
+[[switches.ports]]
+name = "b"
+kind = "udp"
+local = "127.0.0.1:0"
+max_macs = 3
+
+[[switches.ports]]
+name = "m"
+kind = "udp"
+local = "127.0.0.1:0"
+"""
+
+
+def test_show_ports_has_policy_counters_and_drops(netstore_daemon) -> None:
+    d = netstore_daemon(POLICY)
+    addrs = addresses(d.ready_line)
+    a, b = Peer(addrs["sw0:a"]), Peer(addrs["sw0:b"])
+    b.send(hello(MAC_B))
+    time.sleep(0.2)
+    a.send(hello(MAC_A))
+    assert b.recv() == hello(MAC_A)
+    a.send(ping("02:00:00:00:00:0c", MAC_B, 1))  # not a's bound MAC: dropped
+    a.send(ping(MAC_A, MAC_B, 2))
+    assert b.recv() == ping(MAC_A, MAC_B, 2)
+    shown = cli(d, "switch", "show", "sw0", "--ports", "--macs")
+    assert shown.returncode == 0, shown.stderr
+    for text in ("policy", "mirror to m", "only 02:00:00:00:00:0a", "storm 50 pps",
+                 "max 3 MACs", "mirror of a", "security 1", "MAC table"):
+        assert text in shown.stdout, (text, shown.stdout)
+    st = json.loads(cli(d, "switch", "show", "sw0", "--json").stdout)
+    ports = {p["name"]: p for p in st["ports"]}
+    assert ports["a"]["bound_mac"] == MAC_A and ports["a"]["storm_pps"] == 50
+    assert ports["a"]["mirror_to"] == "m" and ports["m"]["mirror_of"] == ["a"]
+    assert ports["b"]["max_macs"] == 3
+    assert ports["a"]["drops"] == {"security": 1}
+    assert (ports["a"]["rx_frames"], ports["a"]["tx_frames"]) == (3, 0)  # b said hello first
+    assert ports["a"]["rx_bytes"] == len(hello(MAC_A)) + 2 * len(ping(MAC_A, MAC_B, 1))
+    assert ports["b"]["tx_bytes"] == len(hello(MAC_A)) + len(ping(MAC_A, MAC_B, 2))
+    assert {(m["vlan"], m["mac"], m["port"]) for m in st["macs"]} == {
+        (1, MAC_A, "a"), (1, MAC_B, "b")}
+    assert all(isinstance(m["age_s"], float | int) for m in st["macs"])

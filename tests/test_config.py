@@ -169,6 +169,10 @@ native = 1
 name = "s"
 kind = "stream"
 listen = "/tmp/s.sock"
+mirror_to = "u"
+max_macs = 4
+bound_mac = "52-54-00-AB-cd-01"
+storm_pps = 100
 [[switches.ports]]
 name = "u"
 kind = "unixgram"
@@ -202,6 +206,8 @@ mtu = 9000
     )
     assert (up.device, up.trunk, up.native, up.vlan) == ("tap0", [10, 20], 1, None)
     assert s.listen == "/tmp/s.sock" and s.connect is None
+    assert (s.mirror_to, s.max_macs, s.bound_mac, s.storm_pps) == ("u", 4, "52:54:00:ab:cd:01", 100)
+    assert (p1.mirror_to, p1.max_macs, p1.bound_mac, p1.storm_pps) == (None, None, None, None)
     assert u.local == str(tmp_path / "u.sock")
     assert v.mtu == 9000 and v.vlan == 1
 
@@ -505,7 +511,7 @@ BROKEN = [
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'udp'\nlocal = '127.0.0.1:1'\ndevice = 'tap0'\n",
-        'sw0.ports[0].device: expected only name, kind, vlan, trunk, native, mtu, local, remote for kind "udp", got the key device',
+        'sw0.ports[0].device: expected only name, kind, vlan, trunk, native, mtu, mirror_to, max_macs, bound_mac, storm_pps, local, remote for kind "udp", got the key device',
         id="port-key-of-other-kind",
     ),
     pytest.param(
@@ -552,6 +558,73 @@ BROKEN = [
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'tap'\ndevice = 't'\nmtu = 10\n",
         "sw0.ports[0].mtu: expected an integer in 68..65535, got 10",
         id="mtu",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'a'\nkind = 'tap'\ndevice = 't0'\n"
+        "[[switches.ports]]\nname = 'b'\nkind = 'tap'\ndevice = 't1'\nmirror_to = 'c'\n",
+        'sw0.ports[1].mirror_to: expected the name of another port of sw0 (a), got "c"',
+        id="mirror-to-unknown",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'a'\nkind = 'tap'\ndevice = 't0'\n"
+        "[[switches.ports]]\nname = 'b'\nkind = 'tap'\ndevice = 't1'\nmirror_to = 'b'\n",
+        'sw0.ports[1].mirror_to: expected another port of the switch (not the port itself), got "b"',
+        id="mirror-to-itself",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'a'\nkind = 'tap'\ndevice = 't0'\n"
+        "[[switches.ports]]\nname = 'b'\nkind = 'tap'\ndevice = 't1'\nmirror_to = 'a'\n"
+        "[[switches.ports]]\nname = 'c'\nkind = 'tap'\ndevice = 't2'\nmirror_to = 'b'\n",
+        'sw0.ports[1].mirror_to: expected no mirror_to on a mirror destination (port "b" gets the copies of port "c"), got "a"',
+        id="mirror-chain",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'a'\nkind = 'tap'\ndevice = 't0'\n"
+        "[[switches.ports]]\nname = 'b'\nkind = 'tap'\ndevice = 't1'\nmirror_to = 1\n",
+        "sw0.ports[1].mirror_to: expected a name, got 1",
+        id="mirror-to-type",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'a'\nkind = 'tap'\ndevice = 't0'\n"
+        "[[switches.ports]]\nname = 'b'\nkind = 'tap'\ndevice = 't1'\nmax_macs = 0\n",
+        "sw0.ports[1].max_macs: expected an integer in 1..16777216, got 0",
+        id="max-macs",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'a'\nkind = 'tap'\ndevice = 't0'\n"
+        "[[switches.ports]]\nname = 'b'\nkind = 'tap'\ndevice = 't1'\nbound_mac = '52:54:00:12:34'\n",
+        'sw0.ports[1].bound_mac: expected a unicast MAC address like "52:54:00:12:34:56", got "52:54:00:12:34"',
+        id="bound-mac-short",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'a'\nkind = 'tap'\ndevice = 't0'\n"
+        "[[switches.ports]]\nname = 'b'\nkind = 'tap'\ndevice = 't1'\nbound_mac = '01:00:5e:00:00:01'\n",
+        'sw0.ports[1].bound_mac: expected a unicast MAC address like "52:54:00:12:34:56" (not multicast, broadcast or all zeros), got "01:00:5e:00:00:01"',
+        id="bound-mac-multicast",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'a'\nkind = 'tap'\ndevice = 't0'\n"
+        "[[switches.ports]]\nname = 'b'\nkind = 'tap'\ndevice = 't1'\nbound_mac = '52:54:00:12:34-56'\n",
+        "sw0.ports[1].bound_mac: expected a unicast MAC address",
+        id="bound-mac-mixed-separators",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'a'\nkind = 'tap'\ndevice = 't0'\n"
+        "[[switches.ports]]\nname = 'b'\nkind = 'tap'\ndevice = 't1'\nstorm_pps = 0\n",
+        "sw0.ports[1].storm_pps: expected an integer in 1..10000000, got 0",
+        id="storm-pps",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'a'\nkind = 'tap'\ndevice = 't0'\n"
+        "[[switches.ports]]\nname = 'b'\nkind = 'tap'\ndevice = 't1'\nstorm_pps = 1.5\n",
+        "sw0.ports[1].storm_pps: expected an integer in 1..10000000, got 1.5",
+        id="storm-pps-float",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'a'\nkind = 'tap'\ndevice = 't0'\n"
+        "mirror_to = 'v'\n[[switches.ports]]\nname = 'v'\nkind = 'vde'\npath = 'v.vde'\n",
+        'sw0.ports[0].mirror_to: expected a port, not a VDE directory (its clients come and go), got "v"',
+        id="mirror-to-vde",
     ),
     pytest.param(
         "[iscsi]\nportals = [\n",

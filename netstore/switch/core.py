@@ -147,6 +147,10 @@ class PortSettings:
             trunk=trunk,
             native=cfg.native if trunk else None,
             mtu=cfg.mtu,
+            max_macs=cfg.max_macs,
+            bound_mac=cfg.bound_mac,  # text; parsed and checked in __post_init__
+            storm_pps=cfg.storm_pps,
+            mirror_to=cfg.mirror_to,
         )
 
     def carries(self, vlan: int) -> bool:

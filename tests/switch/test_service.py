@@ -201,3 +201,81 @@ async def test_aging_forgets_macs(nursery, autojump_clock) -> None:
     svc.switch._clock = lambda: 1e9  # far future: the next tick sweeps
     await trio.sleep(2)
     assert svc.status()["macs"] == []
+
+
+# -- port settings from the config: mirroring, port security, storm limits ------------
+
+async def test_mirror_port_receives_copies_and_status_shows_it(nursery) -> None:
+    svc, addrs = await start(nursery, SwitchConfig(name="sw0", ports=[
+        udp_port("a", mirror_to="m"), udp_port("b"), udp_port("m")]))
+    a, b, m = [await UdpPeer(addrs[n]).open() for n in "abm"]
+    await m.send(arp_who_has(MAC_C))  # the mirror port learns its peer; the frame is dropped
+    await until(lambda: svc.ports["m"].link_up)
+    await a.send(arp_who_has(MAC_A))  # in on a: copied to m (a's peer not known yet)
+    assert await m.recv() == arp_who_has(MAC_A)
+    await b.send(arp_who_has(MAC_B))  # out of a: copied to m as sent
+    assert await a.recv() == arp_who_has(MAC_B)
+    assert await m.recv() == arp_who_has(MAC_B)
+    await a.send(ping(MAC_A, MAC_B, 1))
+    assert await b.recv() == ping(MAC_A, MAC_B, 1)
+    assert await m.recv() == ping(MAC_A, MAC_B, 1)
+    assert await m.nothing() and await b.nothing(0.05), "each frame copied once, m never flooded"
+    ports = {p["name"]: p for p in svc.status()["ports"]}
+    assert ports["a"]["mirror_to"] == "m" and ports["m"]["mirror_of"] == ["a"]
+    assert ports["m"]["drops"] == {"mirror": 1} and ports["m"]["tx_frames"] == 3
+    assert MAC_C not in {x["mac"] for x in svc.status()["macs"]}
+
+
+async def test_bound_mac_drops_other_sources_as_security(nursery) -> None:
+    svc, addrs = await start(nursery, SwitchConfig(name="sw0", ports=[
+        udp_port("vm", bound_mac=MAC_A.upper()), udp_port("b")]))
+    vm, b = [await UdpPeer(addrs[n]).open() for n in ("vm", "b")]
+    await b.send(arp_who_has(MAC_B))
+    await until(lambda: svc.ports["b"].link_up)
+    await vm.send(arp_who_has(MAC_A))
+    assert await b.recv() == arp_who_has(MAC_A)
+    await vm.send(ping(MAC_C, MAC_B, 1))  # a spoofed source
+    await vm.send(ping("02:00:00:00:00:0d", MAC_B, 2))
+    await vm.send(ping(MAC_A, MAC_B, 3))
+    assert await b.recv() == ping(MAC_A, MAC_B, 3)
+    assert await b.nothing()
+    port = {p["name"]: p for p in svc.status()["ports"]}["vm"]
+    assert port["drops"] == {"security": 2} and port["rx_frames"] == 4
+    assert port["bound_mac"] == MAC_A
+    assert {x["mac"] for x in svc.status()["macs"]} == {MAC_A, MAC_B}
+
+
+async def test_max_macs_limits_the_sources_of_a_port(nursery) -> None:
+    svc, addrs = await start(nursery, SwitchConfig(name="sw0", ports=[
+        udp_port("vm", max_macs=2), udp_port("b")]))
+    vm, b = [await UdpPeer(addrs[n]).open() for n in ("vm", "b")]
+    await b.send(arp_who_has(MAC_B))
+    await until(lambda: svc.ports["b"].link_up)
+    sources = [f"02:00:00:00:01:{i:02x}" for i in range(4)]
+    for i, src in enumerate(sources):
+        await vm.send(ping(src, MAC_B, i))
+    assert [await b.recv() for _ in range(2)] == [ping(src, MAC_B, i)
+                                                   for i, src in enumerate(sources[:2])]
+    assert await b.nothing()
+    port = {p["name"]: p for p in svc.status()["ports"]}["vm"]
+    assert port["drops"] == {"security": 2} and port["max_macs"] == 2
+
+
+async def test_storm_limit_drops_broadcasts_above_the_rate(nursery) -> None:
+    svc, addrs = await start(nursery, SwitchConfig(name="sw0", ports=[
+        udp_port("vm", storm_pps=5), udp_port("b")]))
+    vm, b = [await UdpPeer(addrs[n]).open() for n in ("vm", "b")]
+    await b.send(arp_who_has(MAC_B))
+    await until(lambda: svc.ports["b"].link_up)
+    for _ in range(50):  # far faster than 5 a second
+        await vm.send(arp_who_has(MAC_A))
+    await vm.send(ping(MAC_A, MAC_B, 1))  # unicast is not limited
+    received = 0
+    while not await b.nothing(0.3):
+        received += 1
+    port = {p["name"]: p for p in svc.status()["ports"]}["vm"]
+    assert port["storm_pps"] == 5 and port["rx_frames"] == 51
+    # a full bucket lets one second's worth through, then about 5 a second
+    storm = port["drops"].get("storm", 0)
+    assert 35 <= storm <= 45 and port["drops"] == {"storm": storm}
+    assert received == 51 - storm
