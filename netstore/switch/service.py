@@ -27,6 +27,7 @@ from netstore.switch.capture import (
 )
 from netstore.switch.core import PortSettings, Switch
 from netstore.switch.frames import mac_text
+from netstore.switch.offload import F_NEEDS_CSUM, OFFLOAD_ERRORS, VNET_HDR, VNET_HDR_LEN, segment
 from netstore.switch.ports import Port, make_port
 
 __all__ = ["CaptureSession", "LiveCapture", "SwitchService", "SwitchServiceError"]
@@ -73,6 +74,70 @@ class SwitchService:
                 if p is not None:
                     p.send(out)
 
+    def deliver_vnet(self, port: str, bufs: list[bytes]) -> None:
+        """Forward frames, each behind its virtio-net header, from a TAP port.
+
+        A real frame (no GSO, no partial checksum) goes as in ``deliver``. An
+        offloaded one (a TCP segment up to 64 KiB, or a partial checksum)
+        crosses whole to TAP ports with headers: the core decides on its first
+        segment's worth of bytes (learning, VLANs and the MTU apply per
+        segment) and the rest follows untouched. To any other port, and while a
+        capture runs, it is segmented and checksummed in software first.
+        """
+        sw = self.switch
+        receive = sw.receive
+        ports = self.ports
+        hl = VNET_HDR_LEN
+        for buf in bufs:
+            if not buf[0] & F_NEEDS_CSUM and not buf[1]:
+                for egress, out in receive(port, buf[hl:]):
+                    p = ports.get(egress)
+                    if p is not None:
+                        p.send(out)
+                continue
+            try:
+                if sw._taps:  # a capture sees real frames only
+                    self.deliver(port, segment(buf, buf[hl:]))
+                    continue
+                flags, gso_type, hdr_len, gso_size, cs, co = VNET_HDR.unpack_from(buf)
+                if gso_type:
+                    if gso_type & 0x7F not in (1, 4) or not gso_size:  # TCPV4, TCPV6 only
+                        raise ValueError(f"GSO type {gso_type}")
+                    head = buf[hl : hl + cs + (buf[hl + cs + 12] >> 4) * 4 + gso_size]
+                else:
+                    head = buf[hl:]
+                rest = len(buf) - hl - len(head)
+                for egress, out in receive(port, head):
+                    p = ports.get(egress)
+                    if p is None:
+                        continue
+                    if rest:  # the core counted the first segment's bytes only
+                        sw._ports[egress].counters.tx_bytes += rest
+                    if p.vnet and out is head:
+                        p.send_vnet(buf)  # type: ignore[attr-defined]
+                        continue
+                    d = len(out) - len(head)  # an 802.1Q tag added (+4) or stripped (-4)
+                    h = VNET_HDR.pack(flags, gso_type, max(0, hdr_len + d), gso_size, cs + d, co)
+                    if p.vnet:
+                        p.send_vnet(h, out, buf[hl + len(head) :])  # type: ignore[attr-defined]
+                    else:
+                        for f in segment(h, out + buf[hl + len(head) :]):
+                            p.send(f)
+                if rest:
+                    sw._ports[port].counters.rx_bytes += rest
+            except OFFLOAD_ERRORS:
+                sw.count_drop(port, "offload")
+
+    def _update_offloads(self) -> None:
+        """TAP offloads on while every port of the switch is a TAP with virtio-net
+        headers and nothing captures; off otherwise (the kernel then segments and
+        checksums before the switch reads)."""
+        fwd = [p for p in self.ports.values() if p.forwards]
+        on = bool(fwd) and all(p.vnet for p in fwd) and not self.switch._taps
+        for p in fwd:
+            if p.vnet and p.offloaded != on:  # type: ignore[attr-defined]
+                p.set_offload(on)  # type: ignore[attr-defined]
+
     def link_changed(self, port: str, up: bool) -> None:
         p = self.ports.get(port)
         if p is not None and p.forwards:
@@ -85,6 +150,7 @@ class SwitchService:
         self.switch.add_port(port.settings)
         self.switch.set_link(port.name, port.link_up)
         self.ports[port.name] = port
+        self._update_offloads()
 
     def detach(self, port: Port) -> None:
         if self.ports.get(port.name) is port:
@@ -93,6 +159,7 @@ class SwitchService:
                 self.switch.remove_port(port.name)
             except KeyError:
                 pass
+            self._update_offloads()
 
     # -- serving --------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
@@ -149,6 +216,7 @@ class SwitchService:
         self._configured[port.name] = pc
         done = self._done[port.name] = trio.Event()
         self._nursery.start_soon(self._run_port, port, done)
+        self._update_offloads()
 
     async def _run_port(self, port: Port, done: trio.Event) -> None:
         try:
@@ -164,11 +232,13 @@ class SwitchService:
                         self.switch.remove_port(port.name)
                     except KeyError:
                         pass
+                self._update_offloads()
 
     async def _expire_ticker(self) -> None:
         while True:
             await trio.sleep(EXPIRE_INTERVAL_S)
             self.switch.expire()
+            self._update_offloads()  # captures come and go
             for session in list(self.captures.values()):
                 session.tick()
 
