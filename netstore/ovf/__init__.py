@@ -1,0 +1,38 @@
+# OVF/OVA export and import (issue 5): envelope.py builds and parses the
+# descriptor (pure), package.py reads and writes the tar and the manifest,
+# appliance.py wires both to the registry and the disk images; errors.py
+# holds what a user can meet.  The CLI's `netstore ovf` calls export_vm and
+# import_appliance.
+"""OVF 1.x packages: export a VM as an OVA, import an OVA or OVF as a new VM."""
+
+from netstore.ovf.appliance import (
+    ExportResult,
+    ImportResult,
+    current_state,
+    export_vm,
+    import_appliance,
+)
+from netstore.ovf.envelope import Appliance, build_envelope, parse_envelope
+from netstore.ovf.errors import (
+    ManifestError,
+    OvfError,
+    OvfFormatError,
+    OvfWarning,
+    UnsupportedOvfError,
+)
+
+__all__ = [
+    "export_vm",
+    "import_appliance",
+    "current_state",
+    "ExportResult",
+    "ImportResult",
+    "Appliance",
+    "build_envelope",
+    "parse_envelope",
+    "OvfError",
+    "OvfFormatError",
+    "ManifestError",
+    "UnsupportedOvfError",
+    "OvfWarning",
+]

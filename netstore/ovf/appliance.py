@@ -1,0 +1,499 @@
+# OVF export and import against the registry.  Export writes the current
+# state of each attached disk (a normal disk's current top, a VM's own layer
+# on an immutable or multiattach disk, read through the chain) as a
+# streamOptimized VMDK, dvd and floppy images as they are, the descriptor
+# first and the SHA256 manifest last, into a temporary file renamed over
+# OUT.ova only when complete.  Import checks the manifest before anything
+# else reads the package, parses the descriptor, converts each disk to qcow2
+# under <state>/media/ and recreates the VM with new UUIDs; any failure
+# unregisters and deletes everything it made, so nothing is half-registered.
+"""Export a registered VM as an OVA; import an OVA or OVF as a new VM."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from netstore.disk.api import DiskError, Progress
+from netstore.disk.images import convert, create_image, open_image, probe, resize_image
+from netstore.disk.media import LAYERED_TYPES, MediumRuleError
+from netstore.ovf.envelope import (
+    STREAM_URIS,
+    VMDK_STREAM_URI,
+    Appliance,
+    ControllerDesc,
+    DriveDesc,
+    FileRef,
+    MachineDesc,
+    NicDesc,
+    VirtualDisk,
+    build_envelope,
+    parse_envelope,
+)
+from netstore.ovf.errors import OvfError, OvfFormatError, OvfWarning, UnsupportedOvfError
+from netstore.ovf.package import (
+    USTAR_MAX_SIZE,
+    OvaWriter,
+    Unpacked,
+    copy_into,
+    open_ovf,
+    unpack_ova,
+    verify_coverage,
+    verify_digests,
+)
+
+if TYPE_CHECKING:
+    from netstore.registry import Machine, Medium, Registry
+
+# File name extensions of the package's members, by drive kind.
+MEMBER_EXTENSIONS = {"hdd": "vmdk", "dvd": "iso", "floppy": "img"}
+_SWITCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class _Meter:
+    """Several steps' progress as one (done, total): each step adds to the
+    total when it knows its size."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress, self.done, self.total = progress, 0, 0
+
+    def grow(self, n: int) -> None:
+        self.total += n
+        self._report()
+
+    def count(self, n: int) -> None:
+        self.done += n
+        self._report()
+
+    def _report(self) -> None:
+        if self._progress:
+            self._progress(min(self.done, self.total), self.total)
+
+    def step(self) -> Callable[[int, int], None]:
+        """A Progress callback for convert(): its (done, total) added to ours."""
+        seen = [0, 0]
+
+        def update(done: int, total: int) -> None:
+            if total != seen[1]:
+                self.grow(total - seen[1])
+                seen[1] = total
+            self.count(done - seen[0])
+            seen[0] = done
+
+        return update
+
+
+def _allocated(path: str) -> int:
+    img = open_image(path, read_only=True)
+    try:
+        return sum(e.length for e in img.extents() if e.allocated)
+    finally:
+        img.close()
+
+
+# -- export -------------------------------------------------------------------
+
+@dataclass
+class ExportResult:
+    """What export wrote: the OVA and its members (name, bytes), descriptor first."""
+
+    path: str
+    machine: str
+    members: list[tuple[str, int]]
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "machine": self.machine, "size": self.size,
+                "members": [{"name": n, "size": s} for n, s in self.members]}
+
+
+def current_state(reg: Registry, medium: Medium, machine: str) -> str:
+    """The file whose chain holds what `machine` sees of `medium` now: its own
+    layer on an immutable or multiattach medium (the base until it has one),
+    the current top of any other."""
+    if medium.type in LAYERED_TYPES:
+        layer = reg.layer_path(medium, machine)
+        return str(layer) if layer.exists() else medium.location
+    return str(reg.current_top(medium))
+
+
+def export_vm(reg: Registry, name: str, out: str | os.PathLike[str], *,
+              progress: Progress | None = None) -> ExportResult:
+    """Write VM `name` as the OVA `out`.
+
+    Args:
+        progress: (bytes done, bytes total) over disk conversion and packing.
+
+    Returns: the members written, descriptor first, manifest last.
+
+    Raises:
+        NotFoundError: no such VM.
+        OvfError: the VM runs, `out` exists or its directory does not.
+        DiskError: a disk cannot be read (nothing is left behind).
+    """
+    vm = reg.machines.get(name)
+    if vm.running:
+        raise OvfError(f"{vm.name} is running; export a powered-off VM so its disks hold still "
+                       f"(netstore vm stop {vm.name})")
+    out_path = Path(out).absolute()
+    if os.path.lexists(out_path):
+        raise OvfError(f"{out_path} exists already; remove it or choose another name")
+    if not out_path.parent.is_dir():
+        raise OvfError(f"{out_path.parent}: no such directory")
+    meter = _Meter(progress)
+    controllers = reg.machines.controllers(vm.name)
+    attachments = reg.machines.attachments(vm.name)
+    nics = reg.machines.nics(vm.name)
+    app = Appliance(MachineDesc(
+        vm.name, vm.ostype, vm.cpus, vm.memory_mb, vm.cpu_hotplug, tuple(vm.plugged_cpus),
+        vm.cpu_cap, vm.weight, vm.memory_min_mb, vm.page_fusion, vm.chipset))
+    ids = iter(range(3, 1 << 30))  # 1 and 2 are the processor and memory Items
+    by_name: dict[str, str] = {}
+    for c in controllers:
+        iid = str(next(ids))
+        by_name[c.name] = iid
+        app.controllers.append(ControllerDesc(iid, c.bus, c.chipset, c.name))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
+    try:
+        sources: list[tuple[str, Path]] = []  # package member name, local file
+        counts = {"hdd": 0, "dvd": 0, "floppy": 0}
+        for a in attachments:
+            m = reg.medium(a.medium)
+            counts[a.slot_kind] += 1
+            n = counts[a.slot_kind]
+            member = f"{vm.name}-{'disk' if a.slot_kind == 'hdd' else a.slot_kind}{n}." \
+                     f"{MEMBER_EXTENSIONS[a.slot_kind]}"
+            file_id = f"file{len(app.files) + 1}"
+            src = current_state(reg, m, vm.name)
+            drive = DriveDesc(str(next(ids)), a.slot_kind, by_name[a.controller], a.port,
+                              a.device, medium=m.name, type=m.type, variant=m.variant,
+                              description=m.description)
+            if a.slot_kind == "hdd":
+                local = tmp / member
+                populated = _allocated(src)
+                convert(src, str(local), "vmdk", variant="streamOptimized", progress=meter.step())
+                disk_id = f"vmdisk{n}"
+                app.disks.append(VirtualDisk(disk_id, file_id, m.virtual_size, VMDK_STREAM_URI,
+                                             populated))
+                drive.disk_id = disk_id
+            elif m.format == "raw":
+                local = Path(src)
+            else:  # a floppy kept as qcow2 travels as the raw image it holds
+                local = tmp / member
+                convert(src, str(local), "raw", progress=meter.step())
+            if a.slot_kind != "hdd":
+                drive.file_ref = file_id
+            app.files.append(FileRef(file_id, member, local.stat().st_size))
+            app.drives.append(drive)
+            sources.append((member, local))
+        for nic in nics:
+            app.nics.append(NicDesc(str(next(ids)), nic.switch, nic.mac, None, nic.slot,
+                                    nic.switch, nic.vlan, nic.transport))
+        descriptor = build_envelope(app)
+        sizes = [(f"{vm.name}.ovf", len(descriptor))] + [(m, p.stat().st_size)
+                                                         for m, p in sources]
+        meter.grow(sum(s for _, s in sizes[1:]))
+        package = tmp / "package.ova"
+        writer = OvaWriter(package, large=any(s > USTAR_MAX_SIZE for _, s in sizes))
+        try:
+            writer.add_bytes(f"{vm.name}.ovf", descriptor)
+            for member, local in sources:
+                writer.add_file(member, local, meter.count)
+            manifest = f"{vm.name}.mf"
+            sizes.append((manifest, writer.add_manifest(manifest)))
+        finally:
+            writer.close()
+        if os.path.lexists(out_path):
+            raise OvfError(f"{out_path} appeared while exporting; not overwritten")
+        os.replace(package, out_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ExportResult(str(out_path), vm.name, sizes, out_path.stat().st_size)
+
+
+# -- import -------------------------------------------------------------------
+
+@dataclass
+class ImportResult:
+    """The VM an import registered, its media, and what it warned about."""
+
+    machine: Machine
+    media: list[Medium]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"machine": self.machine.to_dict(), "media": [m.to_dict() for m in self.media],
+                "warnings": list(self.warnings)}
+
+
+def _looks_like_xml(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(512)
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+
+
+def _switch_name(network: str) -> str:
+    if _SWITCH_RE.fullmatch(network):
+        return network
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", network).strip("-._")[:64]
+    return name if name and _SWITCH_RE.fullmatch(name) else "sw0"
+
+
+class _Import:
+    """One import: what it made so far, to undo on failure."""
+
+    def __init__(self, reg: Registry, progress: Progress | None) -> None:
+        self.reg = reg
+        self.meter = _Meter(progress)
+        self.files: list[Path] = []
+        self.media: list[Medium] = []
+        self.machine: str | None = None
+        self.warnings: list[str] = []
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        warnings.warn(OvfWarning(text), stacklevel=3)
+
+    def undo(self) -> None:
+        if self.machine is not None:
+            try:
+                self.reg.machines.remove(self.machine)
+            except DiskError:
+                pass
+        for m in reversed(self.media):
+            try:
+                self.reg.remove(m, delete=True)
+            except DiskError:
+                pass
+        for p in self.files:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    def free_medium_name(self, base: str) -> str:
+        base = base[:58]
+        names = {m.name for m in self.reg.media(layers=True)}
+        for n in range(1, 1000):
+            name = base if n == 1 else f"{base}-{n}"
+            if name not in names and not any(
+                    p.name.startswith(name + ".") for p in self.reg.media_dir.glob(name + ".*")):
+                return name
+        raise OvfError(f"no free medium name like {base} (1000 are taken)")
+
+
+def import_appliance(reg: Registry, path: str | os.PathLike[str], *, name: str | None = None,
+                     progress: Progress | None = None) -> ImportResult:
+    """Register the VM of the OVA (or .ovf with its files beside it) at `path`.
+
+    The manifest is checked first; then the descriptor is parsed, each disk
+    converted to qcow2 under ``<state>/media/`` and registered (new UUIDs),
+    and the VM created with its controllers, attachments at the same ports
+    and NICs on the same switches and VLANs.  MACs are kept unless the
+    registry has them already (then new ones are generated, with a warning).
+
+    Warns:
+        OvfWarning: Items skipped, MACs replaced, a type that could not be kept.
+
+    Raises:
+        ManifestError: a file missing or changed (named).
+        OvfFormatError: not a tar, descriptor not first, a name leaving the
+            package, XML that is not an OVF envelope.
+        UnsupportedOvfError: a disk that is not a streamOptimized VMDK, several VMs.
+        MachineRuleError, NameTakenError, ...: the registry refused the VM.
+        In every case nothing stays registered and no file is left behind.
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise OvfError(f"{src}: no such file")
+    job = _Import(reg, progress)
+    reg.media_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".ovf-import-", dir=reg.state_dir))
+    try:
+        if tarfile.is_tarfile(src):
+            job.meter.grow(src.stat().st_size)
+            pkg = unpack_ova(src, tmp, job.meter.count)
+        elif _looks_like_xml(src):
+            pkg = open_ovf(src)
+        else:
+            raise OvfFormatError(f"{src.name}: neither an OVA (a tar archive) nor an OVF "
+                                 "descriptor (XML)")
+        for w in verify_digests(pkg):
+            job.warn(w)
+        app = parse_envelope(pkg.descriptor.read_bytes(), pkg.descriptor.name)
+        verify_coverage(pkg, [f.href for f in app.files])
+        for w in app.warnings:
+            job.warn(w)
+        return _build(job, pkg, app, name, moved=pkg.base is None)
+    except BaseException:
+        job.undo()
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_files(pkg: Unpacked, app: Appliance) -> None:
+    for f in app.files:
+        local = pkg.path(f.href)
+        assert local is not None  # verify_coverage saw it
+        actual = local.stat().st_size
+        if f.size is not None and f.size != actual:
+            raise OvfFormatError(f"{f.href}: {actual} bytes, but the descriptor says {f.size}")
+    for d in app.disks:
+        if d.file_ref is None:
+            continue
+        href = app.file(d.file_ref).href
+        if d.format not in STREAM_URIS:
+            raise UnsupportedOvfError(f"disk {d.disk_id} ({href}) has format {d.format!r}; "
+                                      "netstore imports streamOptimized VMDK disks only")
+        info = probe(str(pkg.path(href)))
+        if info.format != "vmdk" or info.variant != "streamOptimized":
+            raise UnsupportedOvfError(f"{href} is a {info.format} {info.variant} image; an OVF "
+                                      "disk must be a streamOptimized VMDK")
+
+
+def _build(job: _Import, pkg: Unpacked, app: Appliance, name: str | None,
+           moved: bool) -> ImportResult:
+    from netstore.registry.errors import NameTakenError, NotFoundError
+    from netstore.registry.machines import (
+        NIC_SLOTS,
+        check_cpus,
+        check_machine_name,
+        normal_mac,
+    )
+
+    reg = job.reg
+    m = app.machine
+    vm_name = name or m.name
+    try:
+        check_machine_name(vm_name)
+    except DiskError as e:
+        raise type(e)(f"{e}; choose one with --name") from None
+    try:
+        reg.machines.get(vm_name)
+        raise NameTakenError(f"a VM named {vm_name} is registered already; choose another "
+                             "name with --name")
+    except NotFoundError:
+        pass
+    check_cpus(vm_name, m.cpus)
+    _check_files(pkg, app)
+    controllers = {c.instance_id: c for c in app.controllers}
+    # every disk becomes a medium first, then the VM is made around them
+    attach: list[tuple[DriveDesc, Medium]] = []
+    counts = {"hdd": 0, "dvd": 0, "floppy": 0}
+    for d in app.drives:
+        counts[d.kind] += 1
+        where = f"{controllers[d.controller].bus} port {d.port} device {d.device}"
+        if d.kind == "hdd":
+            assert d.disk_id is not None
+            disk = app.disk(d.disk_id)
+            mname = job.free_medium_name(f"{vm_name}-disk{counts['hdd']}")
+            dst = reg.media_dir / f"{mname}.qcow2"
+            variant = "fixed" if d.variant == "fixed" else "dynamic"
+            job.files.append(dst)
+            if disk.file_ref is not None:
+                local = pkg.path(app.file(disk.file_ref).href)
+                info = convert(str(local), str(dst), "qcow2", variant=variant,
+                               progress=job.meter.step())
+            else:
+                info = create_image(str(dst), "qcow2", disk.capacity, variant=variant)
+            if disk.capacity > info.virtual_size:
+                resize_image(str(dst), disk.capacity)
+            elif disk.capacity < info.virtual_size:
+                job.warn(f"disk {d.disk_id}: its file holds {info.virtual_size} bytes, more than "
+                         f"the capacity of {disk.capacity} the descriptor gives; kept whole")
+            medium = reg.import_image(dst, name=mname, kind="hdd", description=d.description)
+            job.media.append(medium)
+            if d.type and d.type != medium.type:
+                try:
+                    medium = reg.modify(medium, type=d.type)
+                except MediumRuleError as e:
+                    job.warn(f"{mname} stays {medium.type}: {e}")
+        else:
+            if d.file_ref is None:
+                job.warn(f"the {d.kind} drive at {where} is empty in the descriptor; netstore "
+                         "attaches media only, so it is left out")
+                continue
+            local = pkg.path(app.file(d.file_ref).href)
+            assert local is not None
+            mname = job.free_medium_name(f"{vm_name}-{d.kind}{counts[d.kind]}")
+            ext = "iso" if d.kind == "dvd" else "img"
+            dst = reg.media_dir / f"{mname}.{ext}"
+            job.files.append(dst)
+            copy_into(local, dst, move=moved)
+            medium = reg.import_image(dst, name=mname, kind=d.kind, description=d.description)
+            job.media.append(medium)
+        attach.append((d, medium))
+    vm = reg.machines.create(vm_name, cpus=m.cpus, memory_mb=m.memory_mb, ostype=m.ostype,
+                             chipset=m.chipset)
+    job.machine = vm_name
+    changes: dict[str, Any] = {}
+    if m.cpu_cap != vm.cpu_cap:
+        changes["cpu_cap"] = m.cpu_cap
+    if m.weight != vm.weight:
+        changes["weight"] = m.weight
+    if m.memory_min_mb is not None:
+        changes["memory_range"] = (m.memory_min_mb, m.memory_mb)
+    if m.page_fusion:
+        changes["page_fusion"] = True
+    if m.cpu_hotplug:
+        changes["cpu_hotplug"] = True
+    if changes:
+        reg.machines.modify(vm_name, **changes)
+    if m.cpu_hotplug and m.plugged_cpus:
+        for cpu in range(1, m.cpus):
+            if cpu not in m.plugged_cpus:
+                reg.machines.modify(vm_name, unplug_cpu=cpu)
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for c in app.controllers:
+        cname = c.name if c.name and c.name not in taken else None
+        k = 0
+        while cname is None or cname in taken:
+            cname, k = f"{c.bus.replace('-', '')}{k}", k + 1
+        taken.add(cname)
+        names[c.instance_id] = cname
+        reg.machines.add_controller(vm_name, cname, c.bus, c.chipset)
+    for d, medium in attach:
+        reg.machines.attach(vm_name, names[d.controller], d.port, medium.name, device=d.device,
+                            slot_kind=d.kind)
+    macs = {n.mac for vmx in reg.machines.list() for n in reg.machines.nics(vmx.name)}
+    used_slots = {n.slot for n in app.nics if n.slot is not None}
+    free_slots = (s for s in range(NIC_SLOTS) if s not in used_slots)
+    seen_slots: set[int] = set()
+    for n in app.nics:
+        slot = n.slot if n.slot is not None and n.slot not in seen_slots else next(free_slots, None)
+        if slot is None:
+            job.warn(f"NIC on {n.network!r} skipped: a VM has {NIC_SLOTS} NIC slots")
+            continue
+        seen_slots.add(slot)
+        switch = n.switch or _switch_name(n.network)
+        if switch != n.network and n.switch is None:
+            job.warn(f"NIC {slot}: network {n.network!r} is not a switch name; it joins "
+                     f"switch {switch}")
+        mac = None
+        if n.mac:
+            try:
+                mac = normal_mac(n.mac)
+            except DiskError as e:
+                job.warn(f"NIC {slot}: {e}; a new MAC is generated")
+            if mac in macs:
+                job.warn(f"NIC {slot}: MAC {mac} is taken in this registry; a new MAC is "
+                         "generated")
+                mac = None
+        nic = reg.machines.set_nic(vm_name, slot, switch, mac=mac, vlan=n.vlan,
+                                   transport=n.transport)
+        macs.add(nic.mac)
+    return ImportResult(reg.machines.get(vm_name), [reg.medium(x.id) for x in job.media],
+                        job.warnings)
+
+
+__all__ = ["export_vm", "import_appliance", "current_state", "ExportResult", "ImportResult"]

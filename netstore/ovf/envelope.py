@@ -1,0 +1,655 @@
+# The OVF descriptor (DMTF DSP0243 1.x, the envelope/1 namespace VirtualBox
+# and ovftool write; envelope/2 read too) as plain data: build one from an
+# Appliance and parse one back, with no I/O.  Writing follows VirtualBox's
+# layout (References, DiskSection, NetworkSection, VirtualSystem with
+# OperatingSystemSection and VirtualHardwareSection); what OVF has no word
+# for (controller names, CPU hot-plug, VLANs, transports, disk types) goes in
+# a netstore:MachineSection marked ovf:required="false", which other tools
+# skip and import reads back.  Reading matches elements and attributes by
+# local name, so prefixes, namespace versions and section order do not matter.
+"""Build and parse OVF descriptors (pure: bytes in, Appliance out, and back)."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from netstore.ovf.errors import OvfError, OvfFormatError, UnsupportedOvfError
+
+NS_OVF = "http://schemas.dmtf.org/ovf/envelope/1"
+NS_RASD = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
+NS_VSSD = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData"
+NS_XSI = "http://www.w3.org/2001/XMLSchema-instance"
+NS_NETSTORE = "http://netstore.invalid/ovf/1"  # ours; .invalid (RFC 2606) never resolves
+PREFIXES = {"ovf": NS_OVF, "rasd": NS_RASD, "vssd": NS_VSSD, "xsi": NS_XSI,
+            "netstore": NS_NETSTORE}
+OVF_VERSION = "1.0"
+# The disk format VirtualBox and ovftool write into OVAs; the two older URIs
+# are what ovftool 1.x and VirtualBox before 4.0 wrote for the same format.
+VMDK_STREAM_URI = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
+STREAM_URIS = (VMDK_STREAM_URI,
+               "http://www.vmware.com/specifications/vmdk.html#sparse",
+               "http://www.vmware.com/specifications/vmdk.html#compressed")
+SYSTEM_TYPE = "netstore-1"
+# A descriptor is kilobytes; a multi-megabyte "descriptor" is not one.
+MAX_DESCRIPTOR_BYTES = 16 << 20
+
+# CIM_ResourceAllocationSettingData.ResourceType (DSP1041) codes netstore
+# reads or writes, and names of others for the "skipped" warning.
+RT_PROCESSOR, RT_MEMORY, RT_IDE, RT_SCSI, RT_ETHERNET = 3, 4, 5, 6, 10
+RT_FLOPPY, RT_CD, RT_DVD, RT_DISK, RT_OTHER_STORAGE = 14, 15, 16, 17, 20
+RESOURCE_NAMES = {
+    1: "other", 2: "computer system", 3: "processor", 4: "memory", 5: "IDE controller",
+    6: "parallel SCSI HBA", 7: "FC HBA", 8: "iSCSI HBA", 9: "IB HCA", 10: "ethernet adapter",
+    11: "other network adapter", 12: "I/O slot", 13: "I/O device", 14: "floppy drive",
+    15: "CD drive", 16: "DVD drive", 17: "disk drive", 18: "tape drive", 19: "storage extent",
+    20: "other storage device", 21: "serial port", 22: "parallel port", 23: "USB controller",
+    24: "graphics controller", 25: "IEEE 1394 controller", 26: "partitionable unit",
+    27: "base partitionable unit", 28: "power", 29: "cooling capacity", 30: "ethernet switch port",
+    31: "logical disk", 32: "storage volume", 33: "ethernet connection", 35: "sound card",
+}
+# How each netstore bus appears in an Item: (ResourceType, ResourceSubType);
+# None = the controller's chipset (IDE PIIX4, SCSI lsilogic).  SAS, NVMe,
+# USB storage and virtio-scsi as VirtualBox 7 exports them.
+BUS_RESOURCES: dict[str, tuple[int, str | None]] = {
+    "ide": (RT_IDE, None), "sata": (RT_OTHER_STORAGE, "AHCI"), "scsi": (RT_SCSI, None),
+    "sas": (RT_OTHER_STORAGE, "LsiLogicSas"), "usb": (RT_OTHER_STORAGE, "USB"),
+    "nvme": (RT_OTHER_STORAGE, "NVMe"), "virtio-scsi": (RT_SCSI, "VirtioSCSI"),
+}
+# Read side: ResourceSubType (lowercase) -> bus, chipset, for types 6 and 20;
+# the vmware.* names are ovftool's.
+_SUBTYPES: dict[int, dict[str, tuple[str, str]]] = {
+    RT_SCSI: {"": ("scsi", "LsiLogic"), "lsilogic": ("scsi", "LsiLogic"),
+              "buslogic": ("scsi", "BusLogic"), "lsilogicsas": ("sas", "LsiLogicSas"),
+              "virtioscsi": ("virtio-scsi", "VirtIO"), "virtio-scsi": ("virtio-scsi", "VirtIO")},
+    RT_OTHER_STORAGE: {"ahci": ("sata", "AHCI"), "vmware.sata.ahci": ("sata", "AHCI"),
+                       "lsilogicsas": ("sas", "LsiLogicSas"), "nvme": ("nvme", "NVMe"),
+                       "vmware.nvme.controller": ("nvme", "NVMe"), "usb": ("usb", "USB"),
+                       "virtioscsi": ("virtio-scsi", "VirtIO")},
+}
+IDE_CHIPSETS = ("PIIX4", "PIIX3", "ICH6")
+DRIVE_TYPES = {"hdd": RT_DISK, "dvd": RT_CD, "floppy": RT_FLOPPY}
+# A few CIM_OperatingSystem codes (DSP0215) for OperatingSystemSection ovf:id;
+# the exact ostype travels in its Description and in the netstore section.
+CIM_OS = {"Other": 1, "Linux": 36, "Linux_64": 101, "Ubuntu": 93, "Ubuntu_64": 94,
+          "Debian": 95, "Debian_64": 96, "Fedora": 103, "Fedora_64": 104, "FreeBSD": 42,
+          "FreeBSD_64": 78, "Windows10": 116, "Windows10_64": 116, "WindowsNT": 18}
+NIC_SUBTYPE = "E1000"  # the adapter every OVF reader knows; netstore keeps no NIC model
+_UNITS_RE = re.compile(r"byte\s*\*\s*(\d+)\s*\^\s*(-?\d+)", re.IGNORECASE)
+_UNIT_WORDS = {"byte": 1, "bytes": 1, "kb": 1 << 10, "kilobytes": 1 << 10, "mb": 1 << 20,
+               "megabytes": 1 << 20, "gb": 1 << 30, "gigabytes": 1 << 30, "tb": 1 << 40,
+               "terabytes": 1 << 40}
+
+
+@dataclass
+class FileRef:
+    """A References/File: a file of the package."""
+
+    id: str
+    href: str
+    size: int | None = None
+
+
+@dataclass
+class VirtualDisk:
+    """A DiskSection/Disk: capacity in bytes, the file holding it (None: an
+    empty disk to create) and its format URI."""
+
+    disk_id: str
+    file_ref: str | None
+    capacity: int
+    format: str = VMDK_STREAM_URI
+    populated_size: int | None = None
+
+
+@dataclass
+class ControllerDesc:
+    """A storage controller Item; ``name`` is netstore's (None from other tools)."""
+
+    instance_id: str
+    bus: str
+    chipset: str
+    name: str | None = None
+
+
+@dataclass
+class DriveDesc:
+    """A disk, CD or floppy drive Item on a controller (``controller`` is its
+    Parent InstanceID).  An hdd names a Disk (``disk_id``), a dvd or floppy a
+    File (``file_ref``) or nothing (an empty drive).  ``medium``, ``type``,
+    ``variant`` and ``description`` come from the netstore section."""
+
+    instance_id: str
+    kind: str
+    controller: str
+    port: int
+    device: int
+    disk_id: str | None = None
+    file_ref: str | None = None
+    medium: str | None = None
+    type: str | None = None
+    variant: str | None = None
+    description: str = ""
+
+
+@dataclass
+class NicDesc:
+    """An ethernet adapter Item: its network (Connection) and MAC (Address);
+    slot, switch, VLAN and transport from the netstore section."""
+
+    instance_id: str
+    network: str
+    mac: str | None = None
+    subtype: str | None = None
+    slot: int | None = None
+    switch: str | None = None
+    vlan: int | None = None
+    transport: str | None = None
+
+
+@dataclass
+class MachineDesc:
+    """The VirtualSystem's hardware that is not a device."""
+
+    name: str
+    ostype: str = "Other"
+    cpus: int = 1
+    memory_mb: int = 1024
+    cpu_hotplug: bool = False
+    plugged_cpus: tuple[int, ...] = ()
+    cpu_cap: int = 100
+    weight: int = 100
+    memory_min_mb: int | None = None
+    page_fusion: bool = False
+    chipset: str = "piix3"
+
+
+@dataclass
+class Appliance:
+    """One virtual system and the files and disks it needs: what an OVF
+    descriptor says.  ``warnings`` lists what parsing skipped."""
+
+    machine: MachineDesc
+    files: list[FileRef] = field(default_factory=list)
+    disks: list[VirtualDisk] = field(default_factory=list)
+    controllers: list[ControllerDesc] = field(default_factory=list)
+    drives: list[DriveDesc] = field(default_factory=list)
+    nics: list[NicDesc] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def file(self, file_id: str) -> FileRef:
+        for f in self.files:
+            if f.id == file_id:
+                return f
+        raise OvfFormatError(f"the descriptor refers to file {file_id!r}, which References "
+                             "does not list")
+
+    def disk(self, disk_id: str) -> VirtualDisk:
+        for d in self.disks:
+            if d.disk_id == disk_id:
+                return d
+        raise OvfFormatError(f"a disk drive refers to disk {disk_id!r}, which DiskSection "
+                             "does not list")
+
+    def networks(self) -> list[str]:
+        """The networks the NICs use, each once, in order."""
+        return list(dict.fromkeys(n.network for n in self.nics))
+
+
+def ide_address(port: int, device: int) -> int:
+    """AddressOnParent of an IDE slot: channel * 2 + device, as VirtualBox numbers them."""
+    return port * 2 + device
+
+
+def address_of(bus: str, port: int, device: int) -> int:
+    return ide_address(port, device) if bus == "ide" else port
+
+
+def slot_of(bus: str, address: int) -> tuple[int, int]:
+    """(port, device) of an AddressOnParent on `bus` (the inverse of address_of)."""
+    return divmod(address, 2) if bus == "ide" else (address, 0)
+
+
+def bus_resource(bus: str, chipset: str) -> tuple[int, str]:
+    """(ResourceType, ResourceSubType) of a controller on `bus`."""
+    rtype, sub = BUS_RESOURCES[bus]
+    return rtype, sub or (chipset.lower() if bus == "scsi" else chipset)
+
+
+def bus_of(rtype: int, subtype: str | None) -> tuple[str, str] | None:
+    """(bus, chipset) of a controller Item, None when netstore has no such bus."""
+    sub = (subtype or "").strip()
+    if rtype == RT_IDE:
+        chip = [c for c in IDE_CHIPSETS if c.lower() == sub.lower()]
+        return "ide", chip[0] if chip else IDE_CHIPSETS[0]
+    return _SUBTYPES.get(rtype, {}).get(sub.lower())
+
+
+def parse_units(text: str | None, where: str) -> int:
+    """Bytes per unit of an AllocationUnits / capacityAllocationUnits value
+    ("byte * 2^20", "MegaBytes", "MB"; absent = bytes)."""
+    if text is None or not text.strip():
+        return 1
+    t = text.strip()
+    m = _UNITS_RE.fullmatch(t)
+    if m:
+        base, exp = int(m.group(1)), int(m.group(2))
+        if exp < 0 or base < 1 or base ** exp > 1 << 60:
+            raise OvfFormatError(f"{where}: allocation units {t!r} are out of range")
+        return base ** exp
+    if t.lower() in _UNIT_WORDS:
+        return _UNIT_WORDS[t.lower()]
+    raise OvfFormatError(f"{where}: unknown allocation units {t!r} (expected 'byte * 2^20')")
+
+
+# -- writing ------------------------------------------------------------------
+
+def _q(ns: str, tag: str) -> str:
+    return f"{{{ns}}}{tag}"
+
+
+def _ovf(tag: str) -> str:
+    return _q(NS_OVF, tag)
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None,
+         attrs: dict[str, str] | None = None) -> ET.Element:
+    el = ET.SubElement(parent, tag, attrs or {})
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _item(parent: ET.Element, props: dict[str, str | None]) -> ET.Element:
+    item = _sub(parent, _ovf("Item"))
+    # CIM_ResourceAllocationSettingData is an xs:sequence in alphabetical order
+    for key in sorted(props):
+        if props[key] is not None:
+            _sub(item, _q(NS_RASD, key), props[key])
+    return item
+
+
+def build_envelope(app: Appliance) -> bytes:
+    """The OVF descriptor of `app`, as UTF-8 XML with its declaration."""
+    for prefix, uri in PREFIXES.items():
+        ET.register_namespace(prefix, uri)
+    env = ET.Element(_ovf("Envelope"), {_ovf("version"): OVF_VERSION,
+                                        "{http://www.w3.org/XML/1998/namespace}lang": "en-US"})
+    refs = _sub(env, _ovf("References"))
+    for f in app.files:
+        attrs = {_ovf("href"): f.href, _ovf("id"): f.id}
+        if f.size is not None:
+            attrs[_ovf("size")] = str(f.size)
+        _sub(refs, _ovf("File"), attrs=attrs)
+    ds = _sub(env, _ovf("DiskSection"))
+    _sub(ds, _ovf("Info"), "List of the virtual disks used in the package")
+    for d in app.disks:
+        attrs = {_ovf("capacity"): str(d.capacity), _ovf("capacityAllocationUnits"): "byte",
+                 _ovf("diskId"): d.disk_id, _ovf("format"): d.format}
+        if d.file_ref is not None:
+            attrs[_ovf("fileRef")] = d.file_ref
+        if d.populated_size is not None:
+            attrs[_ovf("populatedSize")] = str(d.populated_size)
+        _sub(ds, _ovf("Disk"), attrs=attrs)
+    ns = _sub(env, _ovf("NetworkSection"))
+    _sub(ns, _ovf("Info"), "Logical networks used in the package")
+    for net in app.networks():
+        n = _sub(ns, _ovf("Network"), attrs={_ovf("name"): net})
+        _sub(n, _ovf("Description"), f"netstore switch {net}")
+    m = app.machine
+    vs = _sub(env, _ovf("VirtualSystem"), attrs={_ovf("id"): m.name})
+    _sub(vs, _ovf("Info"), "A virtual machine")
+    _sub(vs, _ovf("Name"), m.name)
+    oss = _sub(vs, _ovf("OperatingSystemSection"), attrs={_ovf("id"): str(CIM_OS.get(m.ostype, 1))})
+    _sub(oss, _ovf("Info"), "The kind of installed guest operating system")
+    _sub(oss, _ovf("Description"), m.ostype)
+    hw = _sub(vs, _ovf("VirtualHardwareSection"))
+    _sub(hw, _ovf("Info"), "Virtual hardware requirements for a virtual machine")
+    system = _sub(hw, _ovf("System"))
+    for key, value in (("ElementName", "Virtual Hardware Family"), ("InstanceID", "0"),
+                       ("VirtualSystemIdentifier", m.name), ("VirtualSystemType", SYSTEM_TYPE)):
+        _sub(system, _q(NS_VSSD, key), value)
+    _item(hw, {"Caption": f"{m.cpus} virtual CPU", "Description": "Number of virtual CPUs",
+               "ElementName": f"{m.cpus} virtual CPU", "InstanceID": "1",
+               "ResourceType": str(RT_PROCESSOR), "VirtualQuantity": str(m.cpus)})
+    _item(hw, {"AllocationUnits": "byte * 2^20", "Caption": f"{m.memory_mb} MB of memory",
+               "Description": "Memory Size", "ElementName": f"{m.memory_mb} MB of memory",
+               "InstanceID": "2", "ResourceType": str(RT_MEMORY),
+               "VirtualQuantity": str(m.memory_mb)})
+    buses = {c.instance_id: c for c in app.controllers}
+    per_bus: dict[str, int] = {}
+    for c in app.controllers:
+        rtype, sub = bus_resource(c.bus, c.chipset)
+        index = per_bus[c.bus] = per_bus.get(c.bus, -1) + 1
+        _item(hw, {"Address": str(index), "Caption": c.name or f"{c.bus}{index}",
+                   "Description": f"{c.bus.upper()} controller", "ElementName": c.name,
+                   "InstanceID": c.instance_id, "ResourceSubType": sub,
+                   "ResourceType": str(rtype)})
+    for d in app.drives:
+        bus = buses[d.controller].bus
+        host = (f"ovf:/disk/{d.disk_id}" if d.disk_id else
+                f"ovf:/file/{d.file_ref}" if d.file_ref else None)
+        _item(hw, {"AddressOnParent": str(address_of(bus, d.port, d.device)),
+                   "Caption": f"{d.kind} {d.medium or d.disk_id or ''}".strip(),
+                   "Description": {"hdd": "Disk Image", "dvd": "CD-ROM Drive",
+                                   "floppy": "Floppy Drive"}[d.kind],
+                   "ElementName": f"{d.kind}{d.port}:{d.device}", "HostResource": host,
+                   "InstanceID": d.instance_id, "Parent": d.controller,
+                   "ResourceType": str(DRIVE_TYPES[d.kind])})
+    for n in app.nics:
+        _item(hw, {"Address": n.mac, "AutomaticAllocation": "true",
+                   "Caption": f"Ethernet adapter on '{n.network}'", "Connection": n.network,
+                   "ElementName": f"Ethernet adapter on '{n.network}'",
+                   "InstanceID": n.instance_id, "ResourceSubType": n.subtype or NIC_SUBTYPE,
+                   "ResourceType": str(RT_ETHERNET)})
+    _netstore_section(vs, app)
+    ET.indent(env, space="  ")
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(env, encoding="unicode").encode() + b"\n"
+
+
+def _attrs(**values: object) -> dict[str, str]:
+    out = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
+
+
+def _netstore_section(vs: ET.Element, app: Appliance) -> None:
+    sec = _sub(vs, _q(NS_NETSTORE, "MachineSection"), attrs={_ovf("required"): "false"})
+    _sub(sec, _ovf("Info"), "netstore settings OVF has no word for; other tools ignore them")
+    m = app.machine
+    _sub(sec, _q(NS_NETSTORE, "Machine"), attrs=_attrs(
+        ostype=m.ostype, chipset=m.chipset, cpuHotplug=m.cpu_hotplug,
+        pluggedCpus=",".join(map(str, m.plugged_cpus)), cpuCap=m.cpu_cap, weight=m.weight,
+        memoryMinMB=m.memory_min_mb, pageFusion=m.page_fusion))
+    for c in app.controllers:
+        _sub(sec, _q(NS_NETSTORE, "Controller"), attrs=_attrs(
+            instanceId=c.instance_id, name=c.name, bus=c.bus, chipset=c.chipset))
+    for d in app.drives:
+        _sub(sec, _q(NS_NETSTORE, "Drive"), attrs=_attrs(
+            instanceId=d.instance_id, port=d.port, device=d.device, medium=d.medium,
+            type=d.type, variant=d.variant, description=d.description or None))
+    for n in app.nics:
+        _sub(sec, _q(NS_NETSTORE, "Nic"), attrs=_attrs(
+            instanceId=n.instance_id, slot=n.slot, switch=n.switch, vlan=n.vlan,
+            transport=n.transport))
+
+
+# -- reading ------------------------------------------------------------------
+
+def _local(name: str) -> str:
+    return name.rsplit("}", 1)[-1]
+
+
+def _kids(el: ET.Element, name: str) -> Iterator[ET.Element]:
+    return (c for c in el if _local(c.tag) == name)
+
+
+def _kid(el: ET.Element, name: str) -> ET.Element | None:
+    return next(_kids(el, name), None)
+
+
+def _attr(el: ET.Element, name: str) -> str | None:
+    """An attribute by local name, whatever its namespace (ovf:id, id)."""
+    for key, value in el.attrib.items():
+        if _local(key) == name:
+            return value
+    return None
+
+
+def _prop(item: ET.Element, name: str) -> str | None:
+    el = _kid(item, name)
+    if el is None or el.text is None:
+        return None
+    return el.text.strip()
+
+
+def _int(text: str | None, what: str) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise OvfFormatError(f"{what}: expected a whole number, got {text!r}") from None
+
+
+def _bool(text: str | None) -> bool:
+    return (text or "").strip().lower() in ("true", "1", "yes", "on")
+
+
+def _host_resource(text: str) -> tuple[str, str]:
+    # "ovf:/disk/vmdisk1" (ovftool, the spec), "/disk/vmdisk1" (VirtualBox)
+    t = text.strip()
+    if t.startswith("ovf:"):
+        t = t[4:]
+    parts = t.strip("/").split("/", 1)
+    if len(parts) != 2 or parts[0] not in ("disk", "file"):
+        raise UnsupportedOvfError(f"HostResource {text!r}: netstore understands ovf:/disk/ID "
+                                  "and ovf:/file/ID only")
+    return parts[0], parts[1]
+
+
+def _virtual_system(env: ET.Element) -> ET.Element:
+    systems = [e for e in env.iter() if _local(e.tag) == "VirtualSystem"]
+    if not systems:
+        raise OvfFormatError("the descriptor holds no VirtualSystem")
+    if len(systems) > 1:
+        raise UnsupportedOvfError(f"the descriptor holds {len(systems)} virtual systems; "
+                                  "netstore imports one VM per package")
+    return systems[0]
+
+
+def parse_envelope(data: bytes, where: str = "descriptor") -> Appliance:
+    """The Appliance an OVF descriptor describes.
+
+    Items netstore does not model (sound, USB, serial, graphics) are skipped,
+    each with a line in ``warnings``.
+
+    Raises:
+        OvfFormatError: not XML, not an OVF Envelope, a value that is not a
+            number, a drive on a missing controller, a DTD.
+        UnsupportedOvfError: more than one virtual system, a disk on a
+            controller netstore has no bus for.
+    """
+    if len(data) > MAX_DESCRIPTOR_BYTES:
+        raise OvfFormatError(f"{where}: {len(data)} bytes is too large for an OVF descriptor")
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        # entity expansion has no place in OVF; refusing DTDs closes that door
+        raise OvfFormatError(f"{where}: a DTD or entity declaration; OVF descriptors have none")
+    try:
+        env = ET.fromstring(data)
+    except ET.ParseError as e:
+        raise OvfFormatError(f"{where}: not well-formed XML ({e})") from None
+    if _local(env.tag) != "Envelope":
+        raise OvfFormatError(f"{where}: the root element is {_local(env.tag)}, not an OVF "
+                             "Envelope")
+    try:
+        return _parse(env, where)
+    except OvfError as e:
+        if str(e).startswith(where):
+            raise
+        raise type(e)(f"{where}: {e}") from None
+
+
+def _parse(env: ET.Element, where: str) -> Appliance:
+    warnings: list[str] = []
+    files: list[FileRef] = []
+    for refs in _kids(env, "References"):
+        for f in _kids(refs, "File"):
+            fid, href = _attr(f, "id"), _attr(f, "href")
+            if not fid or not href:
+                raise OvfFormatError("a References/File lacks ovf:id or ovf:href")
+            if _attr(f, "compression") not in (None, "identity"):
+                raise UnsupportedOvfError(f"file {href} is {_attr(f, 'compression')}-"
+                                          "compressed; netstore reads uncompressed files")
+            if _attr(f, "chunkSize") is not None:
+                raise UnsupportedOvfError(f"file {href} is split in chunks; netstore reads "
+                                          "whole files")
+            size = _attr(f, "size")
+            files.append(FileRef(fid, href, _int(size, f"size of {href}") if size else None))
+    disks: list[VirtualDisk] = []
+    for ds in (e for e in env.iter() if _local(e.tag) == "DiskSection"):
+        for d in _kids(ds, "Disk"):
+            did = _attr(d, "diskId")
+            if not did:
+                raise OvfFormatError("a Disk lacks ovf:diskId")
+            cap = _int(_attr(d, "capacity"), f"capacity of disk {did}")
+            cap *= parse_units(_attr(d, "capacityAllocationUnits"), f"disk {did}")
+            pop = _attr(d, "populatedSize")
+            disks.append(VirtualDisk(did, _attr(d, "fileRef"), cap, _attr(d, "format") or "",
+                                     _int(pop, f"populatedSize of {did}") if pop else None))
+    vs = _virtual_system(env)
+    name = _attr(vs, "id") or _prop(vs, "Name") or ""
+    machine = MachineDesc(name=name)
+    oss = next((e for e in vs.iter() if _local(e.tag) == "OperatingSystemSection"), None)
+    if oss is not None:
+        vbox_os = _prop(oss, "OSType")
+        machine.ostype = vbox_os or _prop(oss, "Description") or machine.ostype
+    hws = [e for e in vs.iter() if _local(e.tag) == "VirtualHardwareSection"]
+    if not hws:
+        raise OvfFormatError(f"VirtualSystem {name} has no VirtualHardwareSection")
+    items = [i for i in hws[0] if _local(i.tag) in ("Item", "StorageItem", "EthernetPortItem")]
+    extras = _netstore_extras(vs)
+    app = Appliance(machine, files, disks, warnings=warnings)
+    controllers: dict[str, ControllerDesc] = {}
+    unknown_controllers: dict[str, str] = {}
+    drive_items, nic_items = [], []
+    for item in items:
+        iid = _prop(item, "InstanceID") or ""
+        rtype = _int(_prop(item, "ResourceType"), f"ResourceType of Item {iid}")
+        label = _prop(item, "ElementName") or _prop(item, "Caption") or f"Item {iid}"
+        if rtype == RT_PROCESSOR:
+            machine.cpus = _int(_prop(item, "VirtualQuantity"), "processor VirtualQuantity")
+        elif rtype == RT_MEMORY:
+            qty = _int(_prop(item, "VirtualQuantity"), "memory VirtualQuantity")
+            unit = parse_units(_prop(item, "AllocationUnits") or "MegaBytes", "memory")
+            machine.memory_mb = -(-qty * unit // (1 << 20))
+        elif rtype in (RT_IDE, RT_SCSI, RT_OTHER_STORAGE):
+            sub = _prop(item, "ResourceSubType")
+            found = bus_of(rtype, sub)
+            if found is None and rtype == RT_SCSI:
+                warnings.append(f"SCSI controller {label} ({sub}) is taken as LsiLogic")
+                found = ("scsi", "LsiLogic")
+            if found is None:
+                unknown_controllers[iid] = f"{RESOURCE_NAMES[rtype]} {sub!r}"
+                warnings.append(f"skipped {label}: ResourceType {rtype} ({RESOURCE_NAMES[rtype]}"
+                                f") subtype {sub!r} is no bus netstore has")
+                continue
+            controllers[iid] = ControllerDesc(iid, found[0], found[1])
+        elif rtype in (RT_DISK, RT_CD, RT_DVD, RT_FLOPPY):
+            drive_items.append((item, iid, rtype, label))
+        elif rtype == RT_ETHERNET:
+            nic_items.append((item, iid))
+        else:
+            what = RESOURCE_NAMES.get(rtype, "unknown")
+            warnings.append(f"skipped {label}: ResourceType {rtype} ({what}) is not modelled "
+                            "by netstore")
+    for iid, c in controllers.items():
+        x = extras.get(("Controller", iid), {})
+        if x.get("bus") in BUS_RESOURCES:
+            c.bus = x["bus"]
+            c.chipset = x.get("chipset") or c.chipset
+        c.name = x.get("name")
+    app.controllers = list(controllers.values())
+    for item, iid, rtype, label in drive_items:
+        parent = _prop(item, "Parent") or ""
+        kind = "hdd" if rtype == RT_DISK else "floppy" if rtype == RT_FLOPPY else "dvd"
+        if parent not in controllers:
+            if parent in unknown_controllers and kind == "hdd":
+                raise UnsupportedOvfError(f"disk drive {label} sits on a controller netstore "
+                                          f"has no bus for ({unknown_controllers[parent]})")
+            if kind == "hdd" or parent not in unknown_controllers:
+                raise OvfFormatError(f"{label}: its Parent {parent!r} is no storage controller "
+                                     "of the descriptor")
+            warnings.append(f"skipped {label}: its controller was skipped")
+            continue
+        bus = controllers[parent].bus
+        x = extras.get(("Drive", iid), {})
+        if "port" in x:
+            port = _int(x["port"], f"port of {label}")
+            device = _int(x.get("device", "0"), f"device of {label}")
+        else:
+            port, device = slot_of(bus, _int(_prop(item, "AddressOnParent") or "0",
+                                             f"AddressOnParent of {label}"))
+        drive = DriveDesc(iid, kind, parent, port, device, medium=x.get("medium"),
+                          type=x.get("type"), variant=x.get("variant"),
+                          description=x.get("description", ""))
+        host = _prop(item, "HostResource")
+        if host:
+            what, ref = _host_resource(host)
+            if what == "disk":
+                app.disk(ref)
+                drive.disk_id = ref
+            else:
+                app.file(ref)
+                drive.file_ref = ref
+        elif kind == "hdd":
+            raise OvfFormatError(f"disk drive {label} has no HostResource")
+        app.drives.append(drive)
+    for item, iid in nic_items:
+        x = extras.get(("Nic", iid), {})
+        mac = _prop(item, "Address")
+        if mac and re.fullmatch(r"[0-9A-Fa-f]{12}", mac):
+            mac = ":".join(mac[i:i + 2] for i in range(0, 12, 2))
+        nic = NicDesc(iid, _prop(item, "Connection") or "", mac or None,
+                      _prop(item, "ResourceSubType"), switch=x.get("switch"),
+                      transport=x.get("transport"))
+        if "slot" in x:
+            nic.slot = _int(x["slot"], f"slot of NIC {iid}")
+        if "vlan" in x:
+            nic.vlan = _int(x["vlan"], f"VLAN of NIC {iid}")
+        app.nics.append(nic)
+    mx = extras.get(("Machine", ""), {})
+    if mx:
+        machine.ostype = mx.get("ostype") or machine.ostype
+        machine.chipset = mx.get("chipset") or machine.chipset
+        machine.cpu_hotplug = _bool(mx.get("cpuHotplug"))
+        plugged = mx.get("pluggedCpus") or ""
+        machine.plugged_cpus = tuple(_int(p, "pluggedCpus") for p in plugged.split(",") if p)
+        machine.cpu_cap = _int(mx.get("cpuCap", "100"), "cpuCap")
+        machine.weight = _int(mx.get("weight", "100"), "weight")
+        if mx.get("memoryMinMB"):
+            machine.memory_min_mb = _int(mx["memoryMinMB"], "memoryMinMB")
+        machine.page_fusion = _bool(mx.get("pageFusion"))
+    return app
+
+
+def _netstore_extras(vs: ET.Element) -> dict[tuple[str, str], dict[str, str]]:
+    # (element, instanceId) -> attributes of the netstore section, if any
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for sec in vs:
+        if sec.tag != _q(NS_NETSTORE, "MachineSection"):
+            continue
+        for el in sec:
+            if not el.tag.startswith(f"{{{NS_NETSTORE}}}"):
+                continue
+            attrs = {_local(k): v for k, v in el.attrib.items()}
+            out[(_local(el.tag), attrs.get("instanceId", ""))] = attrs
+    return out
+
+
+__all__ = [
+    "Appliance",
+    "MachineDesc",
+    "ControllerDesc",
+    "DriveDesc",
+    "NicDesc",
+    "FileRef",
+    "VirtualDisk",
+    "build_envelope",
+    "parse_envelope",
+    "parse_units",
+    "bus_of",
+    "bus_resource",
+    "address_of",
+    "slot_of",
+    "NS_OVF",
+    "NS_RASD",
+    "NS_VSSD",
+    "NS_NETSTORE",
+    "VMDK_STREAM_URI",
+    "STREAM_URIS",
+    "RESOURCE_NAMES",
+]

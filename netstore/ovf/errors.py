@@ -1,0 +1,36 @@
+# What a user can meet exporting or importing an OVF package: each error is
+# one line naming the file and what is wrong; the CLI prints it and exits 1.
+# They are DiskErrors, as the registry's are, so every caller that handles
+# disk and registry refusals handles these too.
+"""OVF/OVA errors and warnings."""
+
+from __future__ import annotations
+
+from netstore.disk.api import DiskError
+
+
+class OvfError(DiskError):
+    """An OVF export or import was refused; nothing was registered or left behind."""
+
+
+class OvfFormatError(OvfError):
+    """The package is malformed: not a tar, the descriptor not first, a name
+    escaping the package (../x), XML that is not an OVF envelope."""
+
+
+class ManifestError(OvfError):
+    """A file is missing from the package or differs from its manifest digest
+    (the message names the file)."""
+
+
+class UnsupportedOvfError(OvfError):
+    """A valid package using something netstore does not do (named): a disk
+    format other than streamOptimized VMDK, several virtual systems."""
+
+
+class OvfWarning(UserWarning):
+    """Imported, but something was skipped or changed (an Item netstore does
+    not model, a MAC that collided); the CLI prints it on stderr."""
+
+
+__all__ = ["OvfError", "OvfFormatError", "ManifestError", "UnsupportedOvfError", "OvfWarning"]
