@@ -538,7 +538,8 @@ def _add_vm_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--description", default="")
 
     p = cmds.add_parser("qemu-args", parents=[common],
-                        help="a qemu-system command line for the VM (not implemented yet)")
+                        help="a qemu-system command line running the VM on netstore: disks "
+                             "over iscsi://, NICs on their switch ports")
     p.add_argument("name", metavar="NAME")
 
     host = sub.add_parser("host", parents=[common], help="the host report")
@@ -554,9 +555,7 @@ def _vm_or_host(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     from netstore.disk.api import DiskError
 
     if args.command == "vm" and args.vm_command == "qemu-args":
-        print("netstore: `vm qemu-args` is not implemented yet; a later change adds it",
-              file=sys.stderr)
-        return EXIT_USAGE
+        args.config_obj = config
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -803,7 +802,28 @@ def _host_report(reg: Any, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _vm_qemu_args(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    from netstore.config import format_portal
+    from netstore.qemu import format_args, qemu_args
+
+    config: Config = args.config_obj
+    m = reg.machines
+    vm = m.get(args.name)
+    host, port = config.iscsi.portals[0]
+    argv = qemu_args(vm, m.controllers(vm.name), m.attachments(vm.name), m.nics(vm.name),
+                     portal=format_portal(host, port), base_iqn=config.iscsi.base_iqn)
+    if as_json:
+        print(json.dumps(argv))
+    else:
+        print(format_args(argv))
+        if not vm.running:
+            print(f"netstore: note: {vm.name} is powered off; its target accepts logins "
+                  f"after `netstore vm start {vm.name}`", file=sys.stderr)
+    return EXIT_OK
+
+
 _VM_COMMANDS = {
+    "qemu-args": _vm_qemu_args,
     "create": _vm_create,
     "modify": _vm_modify,
     "controller": _vm_controller,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from netstore.registry import Registry
-from tests.e2e.rawiscsi import Conn
+from netstore.registry import MediumBusyError, Registry
+from tests.e2e.rawiscsi import Closed, Conn
 
 pytestmark = [
     pytest.mark.peers,
@@ -115,7 +115,7 @@ def test_normal_disk_refused_for_a_second_running_vm(lab):
     _, state, _, _ = lab
     with Registry.open(state) as reg:
         reg.machines.start("web1")
-        with pytest.raises(Exception, match="sys.*web1"):
+        with pytest.raises(MediumBusyError, match="sys.*web1"):
             reg.machines.start("web2")
 
 
@@ -145,10 +145,54 @@ def test_stop_ends_sessions_and_hot_attach_reports_new_lun(lab):
         with Registry.open(state) as reg:
             reg.machines.stop("web1")
         # the powered-off VM's session ends
-        with pytest.raises(Exception):
+        with pytest.raises((Closed, OSError)):
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
                 c.command(bytes(6), timeout=2)
                 time.sleep(0.2)
     finally:
         c.close()
+
+
+def test_qemu_args_iscsi_urls_reach_the_right_luns(netstore_daemon, tmp_path):
+    import json
+    import sys
+
+    from netstore.disk.images import open_image
+
+    state = tmp_path / "netstore-state"
+    patterns = {"d0": 0x61, "d1": 0x62, "d2": 0x63}
+    with Registry.open(state) as reg:
+        reg.machines.create("app", cpus=2, memory_mb=512)
+        reg.machines.add_controller("app", "sata0", "sata")
+        reg.machines.add_controller("app", "scsi0", "scsi")
+        for name, pattern in patterns.items():
+            m = reg.create(name, 8 * MiB, format="qcow2")
+            img = open_image(m.location)
+            img.pwrite(0, bytes([pattern]) * 4096)
+            img.close()
+        # attached out of order: the LUN order is controller, then port
+        reg.machines.attach("app", "scsi0", 0, "d2")
+        reg.machines.attach("app", "sata0", 1, "d1")
+        reg.machines.attach("app", "sata0", 0, "d0")
+        reg.machines.set_nic("app", 0, "sw0")
+    daemon = netstore_daemon(f'[iscsi]\nbase_iqn = "{BASE}"\nportals = ["127.0.0.1:{{port}}"]\n')
+    with Registry.open(state) as reg:
+        reg.machines.start("app")
+    wait_for(lambda: target_listed(daemon.port, "app"), "app's target appears")
+    out = subprocess.run([sys.executable, "-m", "netstore", "vm", "qemu-args", "app", "--json",
+                          "--config", str(daemon.config_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    argv = json.loads(out.stdout)
+    drives = [a for a in argv if a.startswith("file=iscsi://")]
+    devices = [argv[i + 1] for i, a in enumerate(argv[:-1])
+               if a == "-device" and "drive=disk" in argv[i + 1]]
+    assert len(drives) == 3 and len(devices) == 3
+    assert devices[0].endswith("bus=sata0.0") and devices[1].endswith("bus=sata0.1")
+    assert "scsi-hd" in devices[2] and "bus=scsi0.0" in devices[2]
+    for drive, want in zip(drives, ("d0", "d1", "d2"), strict=True):
+        u = drive.split(",")[0].removeprefix("file=")
+        ok(qemu_io(u, f"read -P {patterns[want]:#x} 0 4k"))
+    assert any(a.startswith("dgram,id=net0,") for a in argv)
+    assert "-smp" in argv and argv[argv.index("-smp") + 1] == "2"
