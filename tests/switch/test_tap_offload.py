@@ -41,14 +41,14 @@ PAYLOAD = bytes(range(256)) * 200  # 51200 bytes
 
 
 def gso_frame(ip_layer, payload: bytes = PAYLOAD, flags: str = "PA", tagged: bool = False):
-    """A TCP GSO superframe as the kernel hands it over: the TCP checksum field
-    holds the pseudo-header sum (without length), the IP length the whole."""
+    """A TCP GSO superframe as the kernel hands it over (one IP header for the
+    whole payload); its TCP checksum field is garbage, as only segmentation
+    makes the real ones."""
     l2 = Ether(src=MAC_A, dst=MAC_B)
     if tagged:
         l2 = l2 / Dot1Q(vlan=5)
     pkt = l2 / ip_layer / TCP(sport=40000, dport=5201, seq=1000, flags=flags) / payload
     raw = bytearray(bytes(pkt))
-    l4 = len(l2) + (len(ip_layer.__class__()) if False else 0)
     l4 = len(bytes(l2)) + (20 if ip_layer.version == 4 else 40)
     raw[l4 + 16 : l4 + 18] = b"\x12\x34"  # garbage: segmentation must redo it
     return bytes(raw), l4
