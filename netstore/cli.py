@@ -24,9 +24,7 @@ CONFIG_ENV = "NETSTORE_CONFIG"
 
 # Command groups of interface.md that later issues implement. Until then they
 # say so and exit 2 rather than pretend.
-NOT_YET = {
-    "ovf": "OVF/OVA export and import",
-}
+NOT_YET: dict[str, str] = {}
 
 
 class _UsageError(Exception):
@@ -83,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_disk_commands(sub, common)
     _add_switch_commands(sub, common)
     _add_vm_commands(sub, common)
+    _add_ovf_commands(sub, common)
     for name, what in NOT_YET.items():
         p = sub.add_parser(name, parents=[common], help=f"{what} (not implemented yet)")
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -137,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _switch(config, args, as_json)
     if args.command == "capture":
         return _capture(config, args)
+    if args.command == "ovf":
+        return _ovf(config, args, as_json)
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts it
 
 
@@ -837,6 +838,59 @@ _VM_COMMANDS = {
     "list": _vm_list,
     "info": _vm_info,
 }
+
+
+# -- netstore ovf ------------------------------------------------------------
+
+def _add_ovf_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    ovf = sub.add_parser("ovf", parents=[common], help="OVF/OVA export and import",
+                         description="Move VMs to and from other hypervisors as OVF 1.x "
+                         "packages (VirtualBox, VMware ovftool).")
+    cmds = ovf.add_subparsers(dest="ovf_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    cmds.required = True
+    p = cmds.add_parser("export", parents=[common], help="write a VM as an OVA",
+                        description="Write VM as OUT.ova: its OVF descriptor, each disk's "
+                        "current state as a streamOptimized VMDK, dvd/floppy images, and a "
+                        "SHA256 manifest.")
+    p.add_argument("vm", metavar="VM")
+    p.add_argument("out", metavar="OUT.ova")
+    p = cmds.add_parser("import", parents=[common], help="register the VM of an OVA or OVF",
+                        description="Check the manifest, convert each disk to qcow2 under "
+                        "<state_dir>/media/ and register the VM with new UUIDs.")
+    p.add_argument("file", metavar="FILE.ova", help="an OVA, or an .ovf with its files beside it")
+    p.add_argument("--name", help="the new VM's name (default: the one in the descriptor)")
+
+
+def _ovf(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    import warnings
+
+    from netstore.disk.api import DiskError
+    from netstore.disk.media import format_size
+    from netstore.ovf import export_vm, import_appliance
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with _registry(config) as reg:
+                if args.ovf_command == "export":
+                    with _ProgressBar(f"exporting {args.vm}", not as_json) as bar:
+                        r = export_vm(reg, args.vm, args.out, progress=bar)
+                    status = _vm_said(as_json, r.to_dict(), f"exported {r.machine} to {r.path} "
+                                      f"({format_size(r.size)}: "
+                                      f"{', '.join(n for n, _ in r.members)})")
+                else:
+                    with _ProgressBar(f"importing {args.file}", not as_json) as bar:
+                        r = import_appliance(reg, args.file, name=args.name, progress=bar)
+                    m = r.machine
+                    status = _vm_said(as_json, r.to_dict(), f"imported {args.file} as VM {m.name}"
+                                      f" (UUID {m.uuid}): {m.cpus} vCPU(s), {m.memory_mb} MB, "
+                                      f"media {', '.join(x.name for x in r.media) or 'none'}")
+        except DiskError as e:  # OVF, registry and image refusals are DiskErrors
+            status = EXIT_REFUSED
+            print(f"netstore: {e}", file=sys.stderr)
+    for w in caught:
+        print(f"netstore: warning: {w.message}", file=sys.stderr)
+    return status
 
 
 # -- netstore switch, netstore capture ----------------------------------------
