@@ -852,3 +852,23 @@ def test_cli_export_then_import(tmp_path: Path) -> None:
     assert p.returncode == 1 and "missing.ova: no such file" in p.stderr
     p = run("ovf", "frob")
     assert p.returncode == 2
+
+
+def test_no_manifest_warns_and_ovf_hrefs_stay_inside(reg: Registry, exported: Path,
+                                                     tmp_path: Path) -> None:
+    bare = tmp_path / "bare.ova"
+    _retar(exported, bare, lambda n, d: [] if n.endswith(".mf") else [(n, d)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import_appliance(reg, bare, name="bare")
+    assert "bare.ova has no manifest; its files' integrity was not checked" in \
+        [str(w.message) for w in caught]
+    out = tmp_path / "pkg"
+    out.mkdir()
+    subprocess.run(["tar", "-xf", str(exported), "-C", str(out)], check=True)
+    (out / "web1.mf").unlink()
+    ovf = out / "web1.ovf"
+    ovf.write_bytes(ovf.read_bytes().replace(b'ovf:href="web1-disk1.vmdk"',
+                                             b'ovf:href="../secret.vmdk"'))
+    _refused(reg, ovf, OvfFormatError, "member name '../secret.vmdk' leaves the package",
+             name="w9")
