@@ -910,7 +910,9 @@ def _add_switch_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "capture", parents=[common], help="capture a switch's frames to pcap/pcapng",
         description="Capture frames crossing switch SW (or only its port PORT) while the "
-        "daemon runs: `netstore capture sw0 -w - --count 10 | tshark -r -`.")
+        "daemon runs: `netstore capture sw0 -w - --count 10 | tshark -r -`. SW records each "
+        "frame once, as it enters the switch (on the port it came in by); SW:PORT records "
+        "what that port receives and sends.")
     p.add_argument("target", metavar="SW[:PORT]")
     p.add_argument("-w", dest="write", metavar="FILE|-", required=True,
                    help="output file, or - for stdout")
