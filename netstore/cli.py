@@ -22,11 +22,6 @@ __all__ = ["main"]
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 CONFIG_ENV = "NETSTORE_CONFIG"
 
-# Command groups of interface.md that later issues implement. Until then they
-# say so and exit 2 rather than pretend.
-NOT_YET: dict[str, str] = {}
-
-
 class _UsageError(Exception):
     pass
 
@@ -82,9 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_switch_commands(sub, common)
     _add_vm_commands(sub, common)
     _add_ovf_commands(sub, common)
-    for name, what in NOT_YET.items():
-        p = sub.add_parser(name, parents=[common], help=f"{what} (not implemented yet)")
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
@@ -102,13 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except _UsageError as e:
         print(f"netstore: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.command in NOT_YET:
-        print(
-            f"netstore: the `{args.command}` commands ({NOT_YET[args.command]}) are not "
-            "implemented yet; a later issue adds them",
-            file=sys.stderr,
-        )
         return EXIT_USAGE
     try:
         config = _load(args)

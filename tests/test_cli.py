@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from netstore.cli import NOT_YET, main
+from netstore.cli import main
 
 ENV = {k: v for k, v in os.environ.items() if k != "NETSTORE_CONFIG"}
 
@@ -65,25 +65,6 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
         pytest.skip("the netstore console script is not on PATH (pip install -e . first)")
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.startswith("netstore ")
-
-
-@pytest.mark.parametrize("group", sorted(NOT_YET))
-def test_unimplemented_groups_say_so_and_exit_2(
-    group: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main([group, "list", "--size", "1G"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert f"the `{group}` commands" in err and "not implemented yet" in err
-
-
-def test_unimplemented_group_via_subprocess(tmp_path: Path) -> None:
-    out = run("ovf", "export", "x", "y.ova", cwd=tmp_path)
-    assert out.returncode == 2
-    assert (
-        out.stderr.startswith("netstore: the `ovf` commands")
-        and "not implemented yet" in out.stderr
-    )
 
 
 def test_status_without_daemon_exits_1(tmp_path: Path) -> None:
