@@ -5,17 +5,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from netstore import __version__
-from netstore.config import Config, ConfigError, format_portal, load_config
+from netstore.config import (
+    Config,
+    ConfigError,
+    SwitchPortConfig,
+    format_portal,
+    load_config,
+)
 from netstore.control import (
     ControlError,
     DaemonAlreadyRunning,
@@ -93,6 +101,27 @@ def ready_line(iscsi: list[tuple[str, int]], switches: dict[str, Any]) -> str:
     return " ".join(words)
 
 
+# The registry is polled this often: a new NIC's port appears within a second.
+REGISTRY_POLL_S = 0.5
+
+
+def nic_port_config(vm: str, nic: Any) -> SwitchPortConfig:
+    """The switch port a VM NIC plugs into, from the addresses the registry gave it."""
+    name = f"{vm}-nic{nic.slot}"
+    kind = nic.transport
+    common = {"name": name, "kind": kind, "vlan": nic.vlan}
+    if kind in ("udp", "unixgram"):
+        return SwitchPortConfig(local=nic.switch_addr, remote=nic.vm_addr or None, **common)
+    if kind == "stream":
+        return SwitchPortConfig(listen=nic.switch_addr, **common)
+    if kind == "tap":
+        return SwitchPortConfig(device=nic.switch_addr, **common)
+    if kind == "vde":
+        # one port for the switch's VDE directory: every VM's vde_plug joins it
+        return SwitchPortConfig(path=nic.switch_addr, **dict(common, name="vm-vde"))
+    raise ValueError(f"VM {vm} NIC {nic.slot}: transport {kind!r} unknown")
+
+
 class _Daemon:
     """What the nursery's tasks share: the config in force and the services."""
 
@@ -100,6 +129,8 @@ class _Daemon:
         self.config = config
         self.service = service
         self.switches: dict[str, Any] = {}
+        self.nic_ports: dict[str, list[Any]] = {}  # switch -> ports of VM NICs
+        self.nic_generation: int | None = None
         self.nursery: trio.Nursery | None = None
         self.started = time.time()
 
@@ -149,8 +180,68 @@ class _Daemon:
             if self.switches.get(cfg.name) is svc:
                 del self.switches[cfg.name]
 
+    # -- VM NICs: each gets a port of its transport on its switch (issue 5) --------
+    def with_nics(self, cfg: Any) -> Any:
+        """The switch's configuration plus the ports of the registry's VM NICs."""
+        extra = self.nic_ports.get(cfg.name)
+        return dataclasses.replace(cfg, ports=[*cfg.ports, *extra]) if extra else cfg
+
+    def sync_nics(self) -> None:
+        """Read the registry's NICs; add, change and remove their switch ports."""
+        state = self.config.daemon.state_dir
+        if not (Path(state) / "registry.db").exists():
+            return
+        from netstore.registry import Registry
+
+        with Registry.open(state) as reg:
+            generation = reg.generation()
+            if generation == self.nic_generation:
+                return
+            self.nic_generation = generation
+            nics = [(vm.name, nic) for vm in reg.machines.list()
+                    for nic in reg.machines.nics(vm.name)]
+        wanted: dict[str, list[Any]] = {}
+        vde_dirs: set[tuple[str, str]] = set()
+        for vm, nic in nics:
+            if nic.switch not in self.switches:
+                log.warning("VM %s NIC %d: no switch named %s; its port waits for one",
+                            vm, nic.slot, nic.switch)
+                continue
+            port = nic_port_config(vm, nic)
+            if port.kind == "vde":
+                # one VDE directory per switch; every VM plugs into it
+                if (nic.switch, nic.switch_addr) in vde_dirs:
+                    continue
+                vde_dirs.add((nic.switch, nic.switch_addr))
+            wanted.setdefault(nic.switch, []).append(port)
+        changed = {name for name in set(wanted) | set(self.nic_ports)
+                   if wanted.get(name) != self.nic_ports.get(name)}
+        self.nic_ports = wanted
+        for name in changed:
+            svc = self.switches.get(name)
+            cfg = next((c for c in self.config.switches if c.name == name), None)
+            if svc is not None and cfg is not None:
+                svc.reconfigure(self.with_nics(cfg))
+                log.info("switch %s: VM NIC ports now %s", name,
+                         ", ".join(p.name for p in wanted.get(name, [])) or "none")
+
+    def sync_nics_safely(self) -> None:
+        try:
+            self.sync_nics()
+        except Exception:
+            log.exception("reading the VM NICs from the registry failed")
+
+    async def watch_nics(self) -> None:
+        """Follow the registry: a NIC's port appears within REGISTRY_POLL_S."""
+        while True:
+            try:
+                self.sync_nics()
+            except Exception:
+                log.exception("reading the VM NICs from the registry failed; retrying")
+            await trio.sleep(REGISTRY_POLL_S)
+
     def _reload_switches(self, new: Config) -> None:
-        wanted = {sw.name: sw for sw in new.switches}
+        wanted = {sw.name: self.with_nics(sw) for sw in new.switches}
         for name, svc in list(self.switches.items()):
             if name not in wanted:
                 log.info("SIGHUP: switch %s removed", name)
@@ -276,6 +367,8 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
             "switch_show": daemon.switch_show,
             "capture": daemon.capture,
         }
+        daemon.sync_nics_safely()
+        nursery.start_soon(daemon.watch_nics)
         await nursery.start(serve_control, listener, handlers)
         ready = ready_line(bound, daemon.switches)
         print(ready, flush=True)

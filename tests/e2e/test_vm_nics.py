@@ -1,0 +1,72 @@
+"""VM NICs of the registry on the daemon's switches (issue 5): each NIC gets a
+port of its transport on its switch, created and removed with the NIC, and
+two VMs' NICs talk through it (tools/vnic plays the VMs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netstore.registry import Registry
+
+pytestmark = pytest.mark.peers
+
+VNIC = Path(__file__).resolve().parents[2] / "tools" / "vnic"
+
+
+def ports(daemon) -> dict[str, dict]:
+    out = subprocess.run([sys.executable, "-m", "netstore", "switch", "show", "sw0", "--ports",
+                          "--json", "--config", str(daemon.config_path)],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    return {p["name"]: p for p in json.loads(out.stdout)["ports"]}
+
+
+def wait_for(predicate, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def test_nics_get_switch_ports_and_vms_ping_each_other(netstore_daemon, tmp_path, monkeypatch):
+    monkeypatch.setenv("NETSTORE_NIC_PORTS", "46000-46999")
+    state = tmp_path / "netstore-state"
+    with Registry.open(state) as reg:
+        for vm in ("a", "b"):
+            reg.machines.create(vm)
+        nic_a = reg.machines.set_nic("a", 0, "sw0")
+        nic_b = reg.machines.set_nic("b", 0, "sw0")
+    daemon = netstore_daemon("")
+    wait_for(lambda: {"a-nic0", "b-nic0"} <= set(ports(daemon)), "the NICs' ports appear")
+    assert ports(daemon)["a-nic0"]["kind"] == "udp"
+    listener = subprocess.Popen(
+        [sys.executable, str(VNIC), "--local", nic_b.vm_addr, "--remote", nic_b.switch_addr,
+         "--ip", "10.77.0.2/24", "--listen", "--duration", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(0.5)
+        ping = subprocess.run(
+            [sys.executable, str(VNIC), "--local", nic_a.vm_addr, "--remote", nic_a.switch_addr,
+             "--ip", "10.77.0.1/24", "--ping", "10.77.0.2", "--count", "3", "--json",
+             "--duration", "6"], capture_output=True, text=True, timeout=30)
+        result = json.loads(ping.stdout.strip().splitlines()[-1])
+        assert result["ping"]["received"] == 3, ping.stdout + ping.stderr
+    finally:
+        listener.kill()
+        listener.wait()
+    # a NIC added while the daemon runs gets its port within a second; removed, it goes
+    with Registry.open(state) as reg:
+        reg.machines.set_nic("a", 1, "sw0", transport="stream")
+    wait_for(lambda: "a-nic1" in ports(daemon), "the new NIC's port appears")
+    assert ports(daemon)["a-nic1"]["kind"] == "stream"
+    with Registry.open(state) as reg:
+        reg.machines.remove_nic("a", 1)
+    wait_for(lambda: "a-nic1" not in ports(daemon), "the removed NIC's port goes")
