@@ -508,6 +508,8 @@ def _add_vm_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--mac", metavar="M")
     p.add_argument("--vlan", type=_int_arg, metavar="V")
     p.add_argument("--transport", choices=TRANSPORTS)
+    p.add_argument("--port-security", choices=("on", "off"),
+                   help="the NIC's switch port admits only the NIC's MAC")
     p.add_argument("--remove", action="store_true", help="remove the NIC in --slot")
 
     for verb, what in (("start", "power on (applies the disk rules)"), ("stop", "power off"),
@@ -637,11 +639,13 @@ def _vm_nic(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     if args.switch is None:
         print("netstore: vm nic: --switch is needed (or --remove)", file=sys.stderr)
         return EXIT_USAGE
+    security = None if args.port_security is None else args.port_security == "on"
     n = reg.machines.set_nic(args.name, args.slot, args.switch, mac=args.mac, vlan=args.vlan,
-                             transport=args.transport)
+                             transport=args.transport, port_security=security)
     where = n.switch_addr + (f" <-> {n.vm_addr}" if n.vm_addr else "")
+    locked = ", port security on" if n.port_security else ""
     return _vm_said(as_json, n.to_dict(), f"{args.name}: NIC {n.slot} {n.mac} on {n.switch} "
-                    f"VLAN {n.vlan}, {n.transport} {where}")
+                    f"VLAN {n.vlan}, {n.transport} {where}{locked}")
 
 
 def _vm_power(reg: Any, args: argparse.Namespace, as_json: bool) -> int:

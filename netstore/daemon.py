@@ -109,7 +109,8 @@ def nic_port_config(vm: str, nic: Any) -> SwitchPortConfig:
     """The switch port a VM NIC plugs into, from the addresses the registry gave it."""
     name = f"{vm}-nic{nic.slot}"
     kind = nic.transport
-    common = {"name": name, "kind": kind, "vlan": nic.vlan}
+    common = {"name": name, "kind": kind, "vlan": nic.vlan,
+              "bound_mac": nic.mac if getattr(nic, "port_security", False) else None}
     if kind in ("udp", "unixgram"):
         return SwitchPortConfig(local=nic.switch_addr, remote=nic.vm_addr or None, **common)
     if kind == "stream":
@@ -118,7 +119,9 @@ def nic_port_config(vm: str, nic: Any) -> SwitchPortConfig:
         return SwitchPortConfig(device=nic.switch_addr, **common)
     if kind == "vde":
         # one port for the switch's VDE directory: every VM's vde_plug joins it
-        return SwitchPortConfig(path=nic.switch_addr, **dict(common, name="vm-vde"))
+        # (shared by several VMs, so it cannot be bound to one MAC)
+        return SwitchPortConfig(path=nic.switch_addr,
+                                **dict(common, name="vm-vde", bound_mac=None))
     raise ValueError(f"VM {vm} NIC {nic.slot}: transport {kind!r} unknown")
 
 

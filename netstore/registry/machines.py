@@ -175,6 +175,7 @@ class Nic:
     transport: str
     switch_addr: str
     vm_addr: str
+    port_security: bool = False  # the switch port admits only this NIC's MAC
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -389,9 +390,10 @@ class Machines:
         with self.reg._snapshot() as conn:
             vm = self._get(conn, name)
             rows = conn.execute(
-                "SELECT slot, mac, switch, vlan, transport, switch_addr, vm_addr FROM nics "
+                "SELECT slot, mac, switch, vlan, transport, switch_addr, vm_addr, "
+                "port_security FROM nics "
                 "WHERE machine_id = ? ORDER BY slot", (vm.id,)).fetchall()
-        return [Nic(*r) for r in rows]
+        return [Nic(*r[:7], bool(r[7])) for r in rows]
 
     def info(self, name: str) -> dict[str, Any]:
         """Everything about the VM as plain data (what `vm info --json` prints)."""
@@ -785,7 +787,8 @@ class Machines:
         raise MachineRuleError(f"no free MAC found under {MAC_PREFIX} after {MAC_TRIES} tries")
 
     def set_nic(self, name: str, slot: int, switch: str, *, mac: str | None = None,
-                vlan: int | None = None, transport: str | None = None) -> Nic:
+                vlan: int | None = None, transport: str | None = None,
+                port_security: bool | None = None) -> Nic:
         """Add the NIC in `slot`, or change it (what is not given is kept;
         a new NIC gets a generated MAC, VLAN 1, udp).  Its switch-side and
         VM-side addresses are allocated here (udp, stream: ports from
@@ -837,15 +840,19 @@ class Machines:
                 conn.execute("UPDATE nics SET mac = ?, switch = ?, vlan = ?, transport = ? "
                              "WHERE id = ?", (mac or old[1], switch, vlan or old[2], transport,
                                               nic_id))
+            if port_security is not None:
+                conn.execute("UPDATE nics SET port_security = ? WHERE id = ?",
+                             (int(port_security), nic_id))
             if redo:
                 conn.execute("DELETE FROM nic_ports WHERE nic_id = ?", (nic_id,))
                 sw_addr, vm_addr = self._addresses(conn, nic_id, vm, slot, switch, transport)
                 conn.execute("UPDATE nics SET switch_addr = ?, vm_addr = ? WHERE id = ?",
                              (sw_addr, vm_addr, nic_id))
             row = conn.execute(
-                "SELECT slot, mac, switch, vlan, transport, switch_addr, vm_addr FROM nics "
+                "SELECT slot, mac, switch, vlan, transport, switch_addr, vm_addr, "
+                "port_security FROM nics "
                 "WHERE id = ?", (nic_id,)).fetchone()
-        return Nic(*row)
+        return Nic(*row[:7], bool(row[7]))
 
     def remove_nic(self, name: str, slot: int) -> Nic:
         """Remove the NIC in `slot` (its ports are freed).  Raises NotFoundError."""

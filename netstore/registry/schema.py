@@ -189,7 +189,13 @@ def _v3_machines(conn: sqlite3.Connection) -> None:
 
 
 # MIGRATIONS[i] takes a database from version i to i + 1.
-MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines]
+def _v4_nic_port_security(conn: sqlite3.Connection) -> None:
+    """A NIC may ask for port security: its switch port admits only its MAC."""
+    conn.execute("ALTER TABLE nics ADD COLUMN port_security INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
+                               _v4_nic_port_security]
 
 
 def schema_version() -> int:

@@ -70,3 +70,25 @@ def test_nics_get_switch_ports_and_vms_ping_each_other(netstore_daemon, tmp_path
     with Registry.open(state) as reg:
         reg.machines.remove_nic("a", 1)
     wait_for(lambda: "a-nic1" not in ports(daemon), "the removed NIC's port goes")
+
+
+def test_port_security_binds_the_nic_port_to_its_mac(netstore_daemon, tmp_path, monkeypatch):
+    monkeypatch.setenv("NETSTORE_NIC_PORTS", "47000-47999")
+    state = tmp_path / "netstore-state"
+    with Registry.open(state) as reg:
+        reg.machines.create("locked")
+        nic = reg.machines.set_nic("locked", 0, "sw0", mac="52:54:00:aa:bb:01",
+                                   port_security=True)
+    assert nic.port_security
+    daemon = netstore_daemon("")
+    wait_for(lambda: "locked-nic0" in ports(daemon), "the NIC's port appears")
+    assert ports(daemon)["locked-nic0"]["bound_mac"] == "52:54:00:aa:bb:01"
+    # a guest spoofing another MAC on that port is dropped and counted
+    spoof = subprocess.run(
+        [sys.executable, str(VNIC), "--local", nic.vm_addr, "--remote", nic.switch_addr,
+         "--mac", "52:54:00:66:66:66", "--ip", "10.78.0.1/24", "--ping", "10.78.0.2",
+         "--count", "1", "--timeout", "0.3", "--json", "--duration", "3"],
+        capture_output=True, text=True, timeout=30)
+    assert spoof.returncode in (0, 1), spoof.stderr
+    wait_for(lambda: ports(daemon)["locked-nic0"]["drops"].get("security", 0) > 0,
+             "the spoofed frames are counted as security drops")
