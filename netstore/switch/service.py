@@ -129,11 +129,17 @@ class SwitchService:
                 sw.count_drop(port, "offload")
 
     def _update_offloads(self) -> None:
-        """TAP offloads on while every port of the switch is a TAP with virtio-net
-        headers and nothing captures; off otherwise (the kernel then segments and
-        checksums before the switch reads)."""
+        """TAP offloads on while two or more ports are TAPs with virtio-net headers
+        and nothing captures; off otherwise (the kernel then segments and
+        checksums before the switch reads).
+
+        Other ports (udp, stream, vde, a plain TAP) do not turn them off: TAP to
+        TAP traffic crosses whole, and deliver_vnet segments in software only
+        what leaves through a port without headers. A single TAP keeps them off:
+        all it sends goes to such ports, and the kernel segments faster.
+        """
         fwd = [p for p in self.ports.values() if p.forwards]
-        on = bool(fwd) and all(p.vnet for p in fwd) and not self.switch._taps
+        on = sum(1 for p in fwd if p.vnet) >= 2 and not self.switch._taps
         for p in fwd:
             if p.vnet and p.offloaded != on:  # type: ignore[attr-defined]
                 p.set_offload(on)  # type: ignore[attr-defined]

@@ -4,7 +4,8 @@
 # offloaded frames towards ports without virtio-net headers (udp, fed by hand);
 # and two network namespaces over TAP ports of an in-process SwitchService
 # running iperf3 (2 s, bounded) and ping: offloads on when only TAPs are on the
-# switch, off (the kernel segments) with a udp port, real frames in a capture.
+# switch or with a udp port beside them (the udp port gets real frames), off
+# with a single TAP, real frames in a capture.
 # Namespaces and devices are the test's own and removed in finally.
 """TAP offloads: software segmentation, pass-through between TAPs, fallbacks."""
 
@@ -347,48 +348,59 @@ async def test_tcp_through_two_tap_ports_with_offloads(nursery, tmp_path: Path) 
 
 
 @needs_netns
-async def test_a_udp_port_turns_offloads_off(nursery) -> None:
+async def test_a_udp_port_keeps_offloads_between_taps(nursery) -> None:
+    """A udp port on the switch leaves the TAPs their offloads: TCP between the
+    TAPs crosses in segments of more than one MTU, while the udp port (here the
+    mirror of port a, so it sees every one of them) gets real frames only, each
+    segmented and checksummed in software. A single TAP left has them off."""
     ns = Namespaces()
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     peer.bind(("127.0.0.1", 0))
     peer.setblocking(False)
-    svc = SwitchService(
-        SwitchConfig(
-            name="sw0",
-            ports=[
-                *tap_ports(ns),
-                SwitchPortConfig(
-                    name="vm",
-                    kind="udp",
-                    local="127.0.0.1:0",
-                    remote=f"127.0.0.1:{peer.getsockname()[1]}",
-                ),
-            ],
-        )
+    vm = SwitchPortConfig(
+        name="vm",
+        kind="udp",
+        local="127.0.0.1:0",
+        remote=f"127.0.0.1:{peer.getsockname()[1]}",
     )
+    a, b = tap_ports(ns)
+    a = SwitchPortConfig(name=a.name, kind=a.kind, device=a.device, mirror_to="vm")
+    svc = SwitchService(SwitchConfig(name="sw0", ports=[a, b, vm]))
     try:
         await nursery.start(svc.run)
         taps = [p for p in svc.ports.values() if p.kind == "tap"]
-        assert all(p.vnet and not p.offloaded for p in taps)
+        assert all(p.vnet and p.offloaded for p in taps)
         ns.setup()
         await ns.ping()
         gbps = await ns.iperf(2)
         assert gbps > 0.02, gbps
         ports = {p["name"]: p for p in svc.status()["ports"]}
-        assert ports["a"]["rx_bytes"] / ports["a"]["rx_frames"] <= 1514
+        assert ports["a"]["rx_bytes"] / ports["a"]["rx_frames"] > 1514, ports["a"]
+        assert not ports["b"]["drops"], ports["b"]
         got = []
         while True:
             try:
                 got.append(peer.recv(65536))
             except BlockingIOError:
                 break
-        assert got and all(len(f) <= 1514 for f in got)  # floods (ARP) only, real frames
-        # the udp port leaves: the TAPs get their offloads
-        svc.reconfigure(SwitchConfig(name="sw0", ports=tap_ports(ns)))
+        assert len(got) > 100
+        assert all(len(f) <= 1514 for f in got)
+        big = [Ether(f) for f in got if len(f) > 1000]
+        assert big
+        for f in [f for f in big if TCP in f][:200]:
+            want = f[TCP].chksum
+            again = f.copy()
+            del again[TCP].chksum
+            assert Ether(bytes(again))[TCP].chksum == want
+        # one TAP and the udp port: nothing to cross whole, the kernel segments
+        svc.reconfigure(SwitchConfig(name="sw0", ports=[b, vm]))
         with trio.fail_after(5):
-            while not all(p.offloaded for p in taps):
+            while not all(p.kind != "tap" or not p.offloaded for p in svc.ports.values()):
                 await trio.sleep(0.05)
-        await ns.ping()
+            while "a" in svc.ports:
+                await trio.sleep(0.05)
+        assert not any(p.offloaded for p in taps)
     finally:
         ns.cleanup()
         await svc.aclose()
