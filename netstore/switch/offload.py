@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 __all__ = [
     "VNET_HDR",
@@ -25,6 +26,7 @@ __all__ = [
     "complete_checksum",
     "gso_head_len",
     "segment",
+    "TcpMerge",
 ]
 
 VNET_HDR = struct.Struct("<BBHHHH")
@@ -149,6 +151,92 @@ def segment(hdr: bytes | bytearray | memoryview, frame: bytes) -> list[bytes]:
         if size == 0:
             break
     return out
+
+
+# The fewest bytes a frame needs to start a merge (smaller ones, ACKs, go alone).
+MERGE_MIN = 576
+_MERGE_MAX_PAYLOAD = 65535 - 20 - 60  # IPv4 total length, the longest TCP header
+
+
+class TcpMerge:
+    """Consecutive real IPv4 TCP segments of one flow, all bound for one TAP port
+    with virtio-net headers, written as one TCP GSO frame (software GRO).
+
+    Only what the kernel's GRO would merge: no IP options or fragments, the same
+    headers bar IP length/ID/checksum, TCP sequence, window and checksum; ACK
+    only (PSH on the last); contiguous sequence; every segment but the last of
+    the first one's size. The receiving kernel then takes one skb for many
+    segments (and acknowledges them at once). Frames are not changed before
+    ``flush``, which sends them: merged if more than one, else the frame itself.
+    """
+
+    __slots__ = ("port", "first", "key", "hlen", "mss", "seq", "total", "parts", "last", "open")
+
+    @classmethod
+    def start(cls, port: object, f: bytes) -> TcpMerge | None:
+        """A merge beginning with ``f``, or None when ``f`` cannot start one."""
+        if (f[12] != 8 or f[13] != 0 or f[14] != 0x45 or f[23] != 6 or f[47] != 0x10
+                or f[20] & 0x3F or f[21] or (f[16] << 8 | f[17]) + 14 != len(f)):
+            return None
+        hlen = 34 + (f[46] >> 4) * 4
+        mss = len(f) - hlen
+        if mss <= 0 or hlen < 54:
+            return None
+        m = cls()
+        m.port = port
+        m.first = f
+        m.key = f[:16] + f[20:24] + f[26:38] + f[42:47] + f[54:hlen]
+        m.hlen = hlen
+        m.mss = mss
+        m.seq = int.from_bytes(f[38:42], "big")
+        m.total = mss
+        m.parts = [memoryview(f)[hlen:]]
+        m.last = f
+        m.open = True
+        return m
+
+    def add(self, f: bytes) -> bool:
+        """Take ``f`` as the next segment; False (nothing taken) when it does not fit."""
+        if not self.open:
+            return False
+        hlen = self.hlen
+        n = len(f) - hlen
+        if (n <= 0 or n > self.mss or self.total + n > _MERGE_MAX_PAYLOAD
+                or (f[16] << 8 | f[17]) + 14 != len(f)):
+            return False
+        fl = f[47]
+        if fl != 0x10 and fl != 0x18:
+            return False
+        if f[:16] + f[20:24] + f[26:38] + f[42:47] + f[54:hlen] != self.key:
+            return False
+        if int.from_bytes(f[38:42], "big") != (self.seq + self.total) & 0xFFFFFFFF:
+            return False
+        self.parts.append(memoryview(f)[hlen:])
+        self.total += n
+        self.last = f
+        if n < self.mss or fl != 0x10:
+            self.open = False
+        return True
+
+    def flush(self) -> None:
+        """Send what was taken to the port: one frame as it is, more as one."""
+        port: Any = self.port
+        if len(self.parts) == 1:
+            port.send(self.first)
+            return
+        hlen = self.hlen
+        last = self.last
+        h = bytearray(self.first[:hlen])
+        tcp_len = hlen - 34 + self.total
+        _U16.pack_into(h, 16, 20 + tcp_len)
+        h[24:26] = b"\0\0"
+        _U16.pack_into(h, 24, checksum(h[14:34]))
+        h[47] = last[47]
+        h[48:50] = last[48:50]
+        # CHECKSUM_PARTIAL: the field holds the pseudo-header sum, not complemented
+        _U16.pack_into(h, 50, 0xFFFF - checksum(h[26:34] + _U32.pack(6 << 16 | tcp_len)))
+        vh = VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4, hlen, self.mss, 34, 16)
+        port.send_vnet(vh, bytes(h), *self.parts)
 
 
 # What a malformed offloaded frame raises in the helpers above.

@@ -27,7 +27,15 @@ from netstore.switch.capture import (
 )
 from netstore.switch.core import PortSettings, Switch
 from netstore.switch.frames import mac_text
-from netstore.switch.offload import F_NEEDS_CSUM, OFFLOAD_ERRORS, VNET_HDR, VNET_HDR_LEN, segment
+from netstore.switch.offload import (
+    F_NEEDS_CSUM,
+    MERGE_MIN,
+    OFFLOAD_ERRORS,
+    VNET_HDR,
+    VNET_HDR_LEN,
+    TcpMerge,
+    segment,
+)
 from netstore.switch.ports import Port, make_port
 
 __all__ = ["CaptureSession", "LiveCapture", "SwitchService", "SwitchServiceError"]
@@ -88,13 +96,34 @@ class SwitchService:
         receive = sw.receive
         ports = self.ports
         hl = VNET_HDR_LEN
+        # Real TCP segments of one flow read in this batch and bound for a TAP
+        # with headers leave as one GSO frame (TcpMerge), by egress port.
+        merges: dict[str, TcpMerge] = {}
         for buf in bufs:
             if not buf[0] & F_NEEDS_CSUM and not buf[1]:
                 for egress, out in receive(port, buf[hl:]):
                     p = ports.get(egress)
-                    if p is not None:
-                        p.send(out)
+                    if p is None:
+                        continue
+                    if p.vnet:
+                        if merges:
+                            m = merges.get(egress)
+                            if m is not None:
+                                if m.add(out):
+                                    continue
+                                del merges[egress]
+                                m.flush()
+                        if len(out) >= MERGE_MIN:
+                            m = TcpMerge.start(p, out)
+                            if m is not None:
+                                merges[egress] = m
+                                continue
+                    p.send(out)
                 continue
+            if merges:  # frames keep their order
+                for m in merges.values():
+                    m.flush()
+                merges.clear()
             try:
                 if sw._taps:  # a capture sees real frames only
                     self.deliver(port, segment(buf, buf[hl:]))
@@ -127,6 +156,8 @@ class SwitchService:
                     sw._ports[port].counters.rx_bytes += rest
             except OFFLOAD_ERRORS:
                 sw.count_drop(port, "offload")
+        for m in merges.values():
+            m.flush()
 
     def _update_offloads(self) -> None:
         """TAP offloads on while two or more ports are TAPs with virtio-net headers
