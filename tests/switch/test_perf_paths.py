@@ -18,6 +18,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from netstore.config import SwitchConfig
+from netstore.switch.core import PortSettings, Switch
 from netstore.switch.offload import VNET_HDR, VNET_HDR_LEN, TcpMerge, complete_checksum, segment
 from netstore.switch.service import SwitchService
 from tests.switch.test_tap_offload import MAC_A, MAC_B, Namespaces, needs_netns, tap_ports
@@ -117,6 +118,58 @@ def test_what_is_not_merged() -> None:
     assert port.sent == [(frames[0],)]
 
 
+def make_switch() -> Switch:
+    now = [100.0]
+    sw = Switch("sw0", clock=lambda: now[0], table_size=64)
+    for s in (PortSettings("a", mtu=1500), PortSettings("b", mtu=1400),
+              PortSettings("c", vlan=None, trunk=frozenset({1, 5}), native=1),
+              PortSettings("d", vlan=5)):
+        sw.add_port(s)
+        sw.set_link(s.name, True)
+    return sw
+
+
+def eth(dst: str, src: str, size: int = 100, vlan: int | None = None) -> bytes:
+    d, s = bytes.fromhex(dst * 6), bytes.fromhex(src * 6)
+    tag = b"\x81\x00" + vlan.to_bytes(2, "big") if vlan is not None else b""
+    return (d + s + tag + b"\x08\x00" + bytes(max(0, size - 14)))[:size]
+
+
+def test_batch_receiver_forwards_and_counts_as_receive_does() -> None:
+    """Runs of one flow, a MAC moving mid-run, floods, oversize frames for the
+    other port, tags, broadcasts: the same pairs, counters and MAC table."""
+    batch = [
+        eth("0a", "02"),  # unknown: flooded
+        eth("04", "02"), eth("04", "02"), eth("04", "02", 1400),
+        eth("04", "02", 1514),  # fits a, too big for b
+        eth("04", "02"), eth("04", "02"), eth("04", "02"),
+        eth("02", "04"),  # a hairpin source: 04 moves to a (flap lock permitting)
+        eth("04", "02"), eth("04", "02"),
+        eth("ff", "02"), eth("ff", "02"),
+        eth("06", "02", vlan=5), eth("06", "02", vlan=5),
+        eth("06", "08"), eth("06", "08"),
+        eth("04", "02", 10), eth("04", "02", 13), eth("04", "02", 1600),
+        eth("01", "02"), eth("01", "02"),
+    ]
+    for ingress in ("a", "c"):
+        one, many = make_switch(), make_switch()
+        for sw in (one, many):  # 04 lives on b, 06 on c, 08 on d
+            sw.receive("b", eth("ff", "04"))
+            sw.receive("c", eth("ff", "06", vlan=5))
+            sw.receive("d", eth("ff", "08"))
+        want = [one.receive(ingress, f) for f in batch]
+        full = many.receive
+        calls = []
+        many.receive = lambda port, f: calls.append(f) or full(port, f)  # type: ignore[method-assign]
+        rx = many.batch_receiver(ingress)
+        got = [rx(f) for f in batch]
+        assert got == want
+        assert len(calls) <= len(batch) - 4  # runs took the short way
+        for name in "abcd":
+            assert many.counters(name) == one.counters(name), name
+        assert many.macs() == one.macs()
+
+
 SINK = r"""
 import hashlib, socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -164,15 +217,17 @@ async def test_bytes_arrive_intact_with_merging_on_the_plain_path(nursery) -> No
             assert sink.stdout is not None
             with trio.fail_after(30):
                 out = b""
-                while b"ready" not in out:
+                while b"ready\n" not in out:
                     out += await sink.stdout.receive_some()
+                out = out.split(b"ready\n", 1)[1]
                 r = await trio.run_process(
                     ["ip", "netns", "exec", ns.ns[0], sys.executable, "-c", SOURCE, ns.addr[1],
                      seed.hex(), str(size)], capture_stderr=True, check=False)
                 assert r.returncode == 0, r.stderr.decode()
-                out = b""
                 while b"\n" not in out:
-                    out += await sink.stdout.receive_some()
+                    more = await sink.stdout.receive_some()
+                    assert more, "the sink ended without a result"
+                    out += more
             n, digest = out.split()
             assert int(n) == size
             assert digest.decode() == hashlib.sha256(seed * (size // 32)).hexdigest()
