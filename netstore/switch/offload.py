@@ -153,6 +153,14 @@ def segment(hdr: bytes | bytearray | memoryview, frame: bytes) -> list[bytes]:
     return out
 
 
+def _merge_fields(hlen: int) -> struct.Struct:
+    """What must match in segments merged (``hlen`` bytes of headers): Ethernet,
+    IP version/TOS; fragment, TTL, protocol; addresses and ports; the sequence
+    (the one expected next); ACK number and data offset; flags; options."""
+    return struct.Struct(f"!16s4x4s2x12sI5sB6x{hlen - 54}s")
+
+
+_MERGE_FIELDS: dict[int, struct.Struct] = {}
 # The fewest bytes a frame needs to start a merge (smaller ones, ACKs, go alone).
 MERGE_MIN = 576
 _MERGE_MAX_PAYLOAD = 65535 - 20 - 60  # IPv4 total length, the longest TCP header
@@ -170,7 +178,7 @@ class TcpMerge:
     ``flush``, which sends them: merged if more than one, else the frame itself.
     """
 
-    __slots__ = ("port", "first", "key", "hlen", "mss", "seq", "total", "parts", "last", "open")
+    __slots__ = ("port", "frames", "fields", "expect", "hlen", "mss", "total", "open")
 
     @classmethod
     def start(cls, port: object, f: bytes) -> TcpMerge | None:
@@ -182,16 +190,18 @@ class TcpMerge:
         mss = len(f) - hlen
         if mss <= 0 or hlen < 54:
             return None
+        fields = _MERGE_FIELDS.get(hlen)
+        if fields is None:
+            fields = _MERGE_FIELDS[hlen] = _merge_fields(hlen)
+        e = fields.unpack_from(f)
         m = cls()
         m.port = port
-        m.first = f
-        m.key = f[:16] + f[20:24] + f[26:38] + f[42:47] + f[54:hlen]
+        m.frames = [f]
+        m.fields = fields
+        m.expect = (e[0], e[1], e[2], (e[3] + mss) & 0xFFFFFFFF, e[4], 0x10, e[6])
         m.hlen = hlen
         m.mss = mss
-        m.seq = int.from_bytes(f[38:42], "big")
         m.total = mss
-        m.parts = [memoryview(f)[hlen:]]
-        m.last = f
         m.open = True
         return m
 
@@ -199,34 +209,34 @@ class TcpMerge:
         """Take ``f`` as the next segment; False (nothing taken) when it does not fit."""
         if not self.open:
             return False
-        hlen = self.hlen
-        n = len(f) - hlen
+        n = len(f) - self.hlen
         if (n <= 0 or n > self.mss or self.total + n > _MERGE_MAX_PAYLOAD
                 or (f[16] << 8 | f[17]) + 14 != len(f)):
             return False
-        fl = f[47]
-        if fl != 0x10 and fl != 0x18:
-            return False
-        if f[:16] + f[20:24] + f[26:38] + f[42:47] + f[54:hlen] != self.key:
-            return False
-        if int.from_bytes(f[38:42], "big") != (self.seq + self.total) & 0xFFFFFFFF:
-            return False
-        self.parts.append(memoryview(f)[hlen:])
-        self.total += n
-        self.last = f
-        if n < self.mss or fl != 0x10:
+        t = self.fields.unpack_from(f)
+        e = self.expect
+        if t != e:  # PSH may end the merge; nothing else may differ
+            if t[5] != 0x18 or t[:5] != e[:5] or t[6] != e[6]:
+                return False
             self.open = False
+        self.frames.append(f)
+        self.total += n
+        if n < self.mss:
+            self.open = False
+        else:
+            self.expect = (e[0], e[1], e[2], (e[3] + n) & 0xFFFFFFFF, e[4], 0x10, e[6])
         return True
 
     def flush(self) -> None:
         """Send what was taken to the port: one frame as it is, more as one."""
         port: Any = self.port
-        if len(self.parts) == 1:
-            port.send(self.first)
+        frames = self.frames
+        if len(frames) == 1:
+            port.send(frames[0])
             return
         hlen = self.hlen
-        last = self.last
-        h = bytearray(self.first[:hlen])
+        last = frames[-1]
+        h = bytearray(frames[0][:hlen])
         tcp_len = hlen - 34 + self.total
         _U16.pack_into(h, 16, 20 + tcp_len)
         h[24:26] = b"\0\0"
@@ -236,7 +246,7 @@ class TcpMerge:
         # CHECKSUM_PARTIAL: the field holds the pseudo-header sum, not complemented
         _U16.pack_into(h, 50, 0xFFFF - checksum(h[26:34] + _U32.pack(6 << 16 | tcp_len)))
         vh = VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4, hlen, self.mss, 34, 16)
-        port.send_vnet(vh, bytes(h), *self.parts)
+        port.send_vnet(vh, bytes(h), *[memoryview(f)[hlen:] for f in frames])
 
 
 # What a malformed offloaded frame raises in the helpers above.
