@@ -6,11 +6,13 @@
 # header before every frame, TUNSETVNETHDRSZ), so the kernel accepts 64 KiB TCP
 # segments and partial checksums written to it. What the kernel hands *to* the
 # switch is set by TUNSETOFFLOAD (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): the
-# service turns that on only while every port of the switch is such a TAP
+# service turns that on while two or more ports of the switch are such TAPs
 # and nothing captures (set_offload), so large segments cross the switch whole
-# between TAPs; otherwise the kernel segments and checksums before the read,
-# and any offloaded frame still in flight is segmented in software
-# (netstore/switch/offload.py). Without IFF_VNET_HDR support the port is plain.
+# between TAPs, and what leaves through any other port is segmented in
+# software (netstore/switch/offload.py); otherwise the kernel segments and
+# checksums before the read. Either way real TCP segments bound for such a TAP
+# may be written merged into one GSO frame (offload.TcpMerge). Without
+# IFF_VNET_HDR support the port is plain.
 """TAP ports: ``device`` opened if it exists, created otherwise, and brought up."""
 
 from __future__ import annotations
