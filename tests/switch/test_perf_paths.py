@@ -160,7 +160,7 @@ def test_batch_receiver_forwards_and_counts_as_receive_does() -> None:
         want = [one.receive(ingress, f) for f in batch]
         full = many.receive
         calls = []
-        many.receive = lambda port, f: calls.append(f) or full(port, f)  # type: ignore[method-assign]
+        many.receive = lambda port, f, calls=calls, full=full: calls.append(f) or full(port, f)  # type: ignore[method-assign]  # noqa: E501
         rx = many.batch_receiver(ingress)
         got = [rx(f) for f in batch]
         assert got == want
