@@ -271,6 +271,25 @@ def _connect(path: Path, timeout: float | None) -> socket.socket:
     return sock
 
 
+def _ask(sock: socket.socket, path: Path, op: str, args: dict[str, Any],
+         timeout: float | None) -> tuple[bytes, bytes]:
+    """Send one request; return the answer line and any bytes that followed it."""
+    try:
+        sock.sendall(_encode({"op": op, **args}))
+        buf = bytearray()
+        while b"\n" not in buf:
+            data = sock.recv(65536)
+            if not data:
+                raise ControlError("the daemon closed the control connection without answering")
+            buf += data
+    except TimeoutError:
+        raise ControlError(f"the daemon did not answer within {timeout:g} s") from None
+    except OSError as e:
+        raise ControlError(f"control socket {path}: {e.strerror or e}") from None
+    nl = buf.index(b"\n")
+    return bytes(buf[:nl]), bytes(buf[nl + 1:])
+
+
 def request_stream(
     state_dir: str | Path, op: str, write: Callable[[bytes], Any], *,
     timeout: float = DEFAULT_TIMEOUT_S, **args: Any
@@ -287,21 +306,8 @@ def request_stream(
     """
     path = socket_path(state_dir)
     with contextlib.closing(_connect(path, timeout)) as sock:
-        try:
-            sock.sendall(_encode({"op": op, **args}))
-            buf = bytearray()
-            while b"\n" not in buf:
-                data = sock.recv(65536)
-                if not data:
-                    raise ControlError("the daemon closed the control connection without answering")
-                buf += data
-        except TimeoutError:
-            raise ControlError(f"the daemon did not answer within {timeout:g} s") from None
-        except OSError as e:
-            raise ControlError(f"control socket {path}: {e.strerror or e}") from None
-        nl = buf.index(b"\n")
-        result = _result(bytes(buf[:nl]))
-        rest = bytes(buf[nl + 1 :])
+        line, rest = _ask(sock, path, op, args, timeout)
+        result = _result(line)
         if rest:
             write(rest)
         sock.settimeout(None)
@@ -338,43 +344,6 @@ def request(
             answer was not understood.
     """
     path = socket_path(state_dir)
-    try:
-        _check_length(path)
-    except OSError as e:
-        raise ControlError(e.strerror) from None
-    with contextlib.closing(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(os.fspath(path))
-        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
-            raise DaemonNotRunning(
-                f"no netstore daemon is running (nothing listens on {path}); "
-                "start one with: netstore serve"
-            ) from None
-        except PermissionError:
-            raise ControlError(
-                f"no permission to use {path} (it belongs to another user)"
-            ) from None
-        except OSError as e:
-            raise ControlError(f"cannot reach the daemon at {path}: {e.strerror or e}") from None
-        try:
-            sock.sendall(_encode({"op": op, **args}))
-            buf = bytearray()
-            while b"\n" not in buf:
-                data = sock.recv(65536)
-                if not data:
-                    raise ControlError("the daemon closed the control connection without answering")
-                buf += data
-        except TimeoutError:
-            raise ControlError(f"the daemon did not answer within {timeout:g} s") from None
-        except OSError as e:
-            raise ControlError(f"control socket {path}: {e.strerror or e}") from None
-    try:
-        answer = json.loads(buf[: buf.index(b"\n")])
-    except ValueError as e:
-        raise ControlError(f"garbled answer from the daemon: {e}") from None
-    if not isinstance(answer, dict) or "ok" not in answer:
-        raise ControlError("garbled answer from the daemon")
-    if not answer["ok"]:
-        raise ControlError(str(answer.get("error", "refused")))
-    return answer.get("result")
+    with contextlib.closing(_connect(path, timeout)) as sock:
+        line, _ = _ask(sock, path, op, args, timeout)
+    return _result(line)
