@@ -169,7 +169,6 @@ class WriteTask:
     r2tsn: int = 0
     # TTT -> [offset, length, received in this burst, next DataSN]
     r2ts: dict[int, list[int]] = field(default_factory=dict)
-    ready_to_run: bool = False  # its CmdSN turn has come
     aborted: bool = False
 
 
@@ -351,7 +350,6 @@ class Connection:
         self.fast = False  # plain READ/WRITE may take _fast_path
         self.max_send = 8192  # the initiator's MaxRecvDataSegmentLength
         self.tasks: dict[int, WriteTask] = {}
-        self.ttt_index: dict[int, WriteTask] = {}
         # Writes that failed on a bad Data-Out: their remaining Data-Out PDUs
         # are dropped without a Reject each.
         self.failed_itts: deque[int] = deque(maxlen=16)
@@ -412,7 +410,6 @@ class Connection:
         for t in self.tasks.values():
             t.aborted = True
         self.tasks.clear()
-        self.ttt_index.clear()
         if self.session is not None:
             self.session.connection_gone(self)
 
@@ -826,7 +823,6 @@ class Connection:
             first = min(params.first_burst_length, edtl)
             task.unsolicited_left = first - imm
             task.next_offset = first
-        task.ready_to_run = True
         self.tasks[itt] = task
         self._issue_r2ts(task)
 
@@ -839,7 +835,6 @@ class Connection:
             length = min(params.max_burst_length, task.edtl - task.next_offset)
             ttt = next(_WRITE_TTT) & 0x7FFFFFFF
             task.r2ts[ttt] = [task.next_offset, length, 0, 0]
-            self.ttt_index[ttt] = task
             self._send(P.build_r2t(task.itt, task.lun_raw, ttt, self.statsn, s.exp_cmdsn,
                                    s.max_cmdsn, task.r2tsn, task.next_offset, length))
             task.r2tsn += 1
@@ -893,16 +888,12 @@ class Connection:
             burst[3] = b_sn + 1
             if burst[2] >= b_len:
                 del task.r2ts[ttt]
-                self.ttt_index.pop(ttt, None)
         task.buf[offset:offset + n] = data
         task.received += n
         if task.received >= task.edtl:
             self._finish_write(task)
-        elif task.r2ts.keys() and len(task.r2ts) < (self.session.params.max_outstanding_r2t
-                                                    if self.session else 1):
-            self._issue_r2ts(task)
-        elif not task.r2ts:
-            self._issue_r2ts(task)
+        else:
+            self._issue_r2ts(task)  # it keeps at most MaxOutstandingR2T in flight
 
     def _fail_write(self, task: WriteTask, sense: Sense, why: str) -> None:
         """End a write whose Data-Out broke the rules: nothing is written.
@@ -922,8 +913,6 @@ class Connection:
         s = self.session
         assert s is not None
         del self.tasks[task.itt]
-        for ttt in list(task.r2ts):
-            self.ttt_index.pop(ttt, None)
         if task.aborted or s.target is None:
             return
         rsp = s.scsi.execute(s.nexus, task.lun, task.cdb, task.buf)
@@ -1045,8 +1034,6 @@ class Connection:
     def _abort(self, task: WriteTask) -> None:
         task.aborted = True
         self.tasks.pop(task.itt, None)
-        for ttt in task.r2ts:
-            self.ttt_index.pop(ttt, None)
 
     # Text (RFC 7143 11.10-11.11) -------------------------------------------------------
     def _on_text(self, pdu: P.Pdu) -> None:
