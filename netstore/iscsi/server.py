@@ -116,8 +116,13 @@ class _Wire:
             self._send_done.unpark_all()
 
 
+def _lun_digest(target: str, path: str) -> bytes:
+    """What names a LUN across restarts: its target and its image's real path."""
+    return hashlib.sha256(f"{target}\0{os.path.realpath(path)}".encode()).digest()
+
+
 def _lun_identity(target: str, path: str, index: int) -> LunIdentity:
-    digest = hashlib.sha256(f"{target}\0{os.path.realpath(path)}".encode()).digest()
+    digest = _lun_digest(target, path)
     # NAA type 6 would need a 16-byte designator; type 5 (IEEE registered) with
     # a locally derived value is what tgt and LIO do for file-backed LUNs.
     naa = bytes([0x50 | (digest[0] & 0x0F)]) + digest[1:8]
@@ -330,8 +335,7 @@ class IscsiService:
 
     def _reservation_file(self, target: str, path: str) -> Path:
         """Where a LUN's persistent reservations live (APTPL, SPC-4 5.13.4)."""
-        digest = hashlib.sha256(f"{target}\0{os.path.realpath(path)}".encode()).hexdigest()
-        return self.state_dir / "reservations" / f"{digest[:24]}.json"
+        return self.state_dir / "reservations" / f"{_lun_digest(target, path).hex()[:24]}.json"
 
     def _apply_targets(self, targets: list[TargetConfig]) -> None:
         g = self.group
