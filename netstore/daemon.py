@@ -5,25 +5,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import trio
 
 from netstore import __version__
-from netstore.config import (
-    Config,
-    ConfigError,
-    SwitchPortConfig,
-    format_portal,
-    load_config,
-)
+from netstore.config import Config, ConfigError, format_portal, load_config
 from netstore.control import (
     ControlError,
     DaemonAlreadyRunning,
@@ -71,14 +63,9 @@ def _prepare_state_dir(config: Config) -> None:
         ) from None
 
 
-def _import_service() -> Any:
-    # Imported late so that `netstore --help` and config errors do not pay for
-    # (or depend on) the whole protocol stack.
-    from netstore.iscsi.server import IscsiService
-
-    return IscsiService
-
-
+# The services and the wiring layer are imported when the daemon starts, so that
+# `netstore --help` and config errors do not pay for (or depend on) the whole
+# protocol stack.
 def _switch_service() -> Any:
     from netstore.switch.service import SwitchService
 
@@ -101,39 +88,15 @@ def ready_line(iscsi: list[tuple[str, int]], switches: dict[str, Any]) -> str:
     return " ".join(words)
 
 
-# The registry is polled this often: a new NIC's port appears within a second.
-REGISTRY_POLL_S = 0.5
-
-
-def nic_port_config(vm: str, nic: Any) -> SwitchPortConfig:
-    """The switch port a VM NIC plugs into, from the addresses the registry gave it."""
-    name = f"{vm}-nic{nic.slot}"
-    kind = nic.transport
-    common = {"name": name, "kind": kind, "vlan": nic.vlan,
-              "bound_mac": nic.mac if getattr(nic, "port_security", False) else None}
-    if kind in ("udp", "unixgram"):
-        return SwitchPortConfig(local=nic.switch_addr, remote=nic.vm_addr or None, **common)
-    if kind == "stream":
-        return SwitchPortConfig(listen=nic.switch_addr, **common)
-    if kind == "tap":
-        return SwitchPortConfig(device=nic.switch_addr, **common)
-    if kind == "vde":
-        # one port for the switch's VDE directory: every VM's vde_plug joins it
-        # (shared by several VMs, so it cannot be bound to one MAC)
-        return SwitchPortConfig(path=nic.switch_addr,
-                                **dict(common, name="vm-vde", bound_mac=None))
-    raise ValueError(f"VM {vm} NIC {nic.slot}: transport {kind!r} unknown")
-
-
 class _Daemon:
     """What the nursery's tasks share: the config in force and the services."""
 
-    def __init__(self, config: Config, service: Any) -> None:
+    def __init__(self, config: Config, service: Any, wiring: Any, nics: Any) -> None:
         self.config = config
-        self.service = service
+        self.service = service  # the iSCSI service
+        self.wiring = wiring  # config + registry -> the targets it serves
+        self.nics = nics  # registry -> the switch ports of VM NICs
         self.switches: dict[str, Any] = {}
-        self.nic_ports: dict[str, list[Any]] = {}  # switch -> ports of VM NICs
-        self.nic_generation: int | None = None
         self.nursery: trio.Nursery | None = None
         self.started = time.time()
 
@@ -183,68 +146,25 @@ class _Daemon:
             if self.switches.get(cfg.name) is svc:
                 del self.switches[cfg.name]
 
-    # -- VM NICs: each gets a port of its transport on its switch (issue 5) --------
-    def with_nics(self, cfg: Any) -> Any:
-        """The switch's configuration plus the ports of the registry's VM NICs."""
-        extra = self.nic_ports.get(cfg.name)
-        return dataclasses.replace(cfg, ports=[*cfg.ports, *extra]) if extra else cfg
+    # -- the registry: VM targets and VM NIC ports follow it -----------------------
+    def apply_targets(self, view: Any) -> None:
+        """A new registry view: serve its running VMs as targets."""
+        self.wiring.set_registry(view)
+        self.service.set_targets(self.wiring.exports())
 
-    def sync_nics(self) -> None:
-        """Read the registry's NICs; add, change and remove their switch ports."""
-        state = self.config.daemon.state_dir
-        if not (Path(state) / "registry.db").exists():
-            return
-        from netstore.registry import Registry
-
-        with Registry.open(state) as reg:
-            generation = reg.generation()
-            if generation == self.nic_generation:
-                return
-            self.nic_generation = generation
-            nics = [(vm.name, nic) for vm in reg.machines.list()
-                    for nic in reg.machines.nics(vm.name)]
-        wanted: dict[str, list[Any]] = {}
-        vde_dirs: set[tuple[str, str]] = set()
-        for vm, nic in nics:
-            if nic.switch not in self.switches:
-                log.warning("VM %s NIC %d: no switch named %s; its port waits for one",
-                            vm, nic.slot, nic.switch)
-                continue
-            port = nic_port_config(vm, nic)
-            if port.kind == "vde":
-                # one VDE directory per switch; every VM plugs into it
-                if (nic.switch, nic.switch_addr) in vde_dirs:
-                    continue
-                vde_dirs.add((nic.switch, nic.switch_addr))
-            wanted.setdefault(nic.switch, []).append(port)
-        changed = {name for name in set(wanted) | set(self.nic_ports)
-                   if wanted.get(name) != self.nic_ports.get(name)}
-        self.nic_ports = wanted
+    def apply_nics(self, view: Any) -> None:
+        """A new registry view: add, change and remove the ports of its VM NICs."""
+        changed = self.nics.set_registry(view, set(self.switches))
         for name in changed:
             svc = self.switches.get(name)
             cfg = next((c for c in self.config.switches if c.name == name), None)
             if svc is not None and cfg is not None:
-                svc.reconfigure(self.with_nics(cfg))
+                svc.reconfigure(self.nics.with_nics(cfg))
                 log.info("switch %s: VM NIC ports now %s", name,
-                         ", ".join(p.name for p in wanted.get(name, [])) or "none")
-
-    def sync_nics_safely(self) -> None:
-        try:
-            self.sync_nics()
-        except Exception:
-            log.exception("reading the VM NICs from the registry failed")
-
-    async def watch_nics(self) -> None:
-        """Follow the registry: a NIC's port appears within REGISTRY_POLL_S."""
-        while True:
-            try:
-                self.sync_nics()
-            except Exception:
-                log.exception("reading the VM NICs from the registry failed; retrying")
-            await trio.sleep(REGISTRY_POLL_S)
+                         ", ".join(p.name for p in self.nics.ports.get(name, [])) or "none")
 
     def _reload_switches(self, new: Config) -> None:
-        wanted = {sw.name: self.with_nics(sw) for sw in new.switches}
+        wanted = {sw.name: self.nics.with_nics(sw) for sw in new.switches}
         for name, svc in list(self.switches.items()):
             if name not in wanted:
                 log.info("SIGHUP: switch %s removed", name)
@@ -290,10 +210,14 @@ class _Daemon:
             if old_value != new_value:
                 log.warning("SIGHUP: %s changed; that takes effect at the next start", what)
         try:
-            self.service.reconfigure(new.iscsi)
-        except Exception as e:  # the service refused it (e.g. a LUN it cannot open)
+            self.wiring.set_config(new.iscsi.targets, new.iscsi.base_iqn)
+        except Exception as e:  # a LUN it cannot open
             log.error("SIGHUP: the iSCSI service refused the new configuration: %s", e)
             return
+        from netstore.exports.settings import iscsi_settings
+
+        self.service.reconfigure(iscsi_settings(new.iscsi))
+        self.service.set_targets(self.wiring.exports())
         if new.daemon.log_level != self.config.daemon.log_level:
             configure_logging(new.daemon.log_level)
         self._reload_switches(new)
@@ -338,14 +262,23 @@ async def run_daemon(config: Config) -> None:
 
 
 async def _serve(config: Config, listener: Any, signals: Any) -> None:
-    service_class = _import_service()
+    from netstore.exports.ports import NicPorts
+    from netstore.exports.settings import iscsi_settings
+    from netstore.exports.targets import TargetWiring
+    from netstore.exports.watcher import RegistryWatcher
+    from netstore.iscsi.server import IscsiService
+
+    state_dir = config.daemon.state_dir
+    wiring = TargetWiring(state_dir, config.iscsi.base_iqn, log=log.getChild("iscsi"))
     try:
-        service = service_class(
-            config.iscsi, state_dir=config.daemon.state_dir, log=log.getChild("iscsi")
-        )
+        wiring.set_config(config.iscsi.targets)
+        service = IscsiService(iscsi_settings(config.iscsi), log=log.getChild("iscsi"))
+        service.set_targets(wiring.exports())
     except Exception as e:
         raise DaemonError(f"cannot start the iSCSI target: {e}") from e
-    daemon = _Daemon(config, service)
+    daemon = _Daemon(config, service, wiring, NicPorts(log))
+    watcher = RegistryWatcher(state_dir, log)
+    watcher.subscribers += [daemon.apply_targets, daemon.apply_nics]
     async with trio.open_nursery() as nursery:
         try:
             bound = await nursery.start(service.run)
@@ -370,8 +303,11 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
             "switch_show": daemon.switch_show,
             "capture": daemon.capture,
         }
-        daemon.sync_nics_safely()
-        nursery.start_soon(daemon.watch_nics)
+        try:
+            watcher.poll()
+        except Exception:
+            log.exception("reading the registry failed; retrying")
+        nursery.start_soon(watcher.run)
         await nursery.start(serve_control, listener, handlers)
         ready = ready_line(bound, daemon.switches)
         print(ready, flush=True)
@@ -389,6 +325,7 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
             for svc in list(daemon.switches.values()):
                 await svc.aclose()
             await service.aclose()
+        wiring.flush()
         if scope.cancelled_caught:
             log.warning(
                 "stop: sessions did not close within %g s; cancelling them", SHUTDOWN_GRACE_S

@@ -7,6 +7,8 @@ import pytest
 import trio
 
 from netstore.config import IscsiConfig, TargetConfig
+from netstore.exports.settings import iscsi_settings
+from netstore.exports.targets import TargetWiring
 from netstore.iscsi import pdu as P
 from netstore.iscsi.server import IscsiService
 from netstore.iscsi.text import encode_text, parse_text
@@ -84,8 +86,21 @@ class Client:
                 return out
 
 
+def service(cfg: IscsiConfig) -> IscsiService:
+    """The service serving `cfg`'s targets, wired as the daemon wires it."""
+    svc = IscsiService(iscsi_settings(cfg))
+    svc.set_targets(exports(cfg))
+    return svc
+
+
+def exports(cfg: IscsiConfig):
+    wiring = TargetWiring(".", cfg.base_iqn)
+    wiring.set_config(cfg.targets)
+    return wiring.exports()
+
+
 async def start(nursery, cfg) -> tuple[IscsiService, int]:
-    svc = IscsiService(cfg, state_dir=".")
+    svc = service(cfg)
     bound = await nursery.start(svc.run)
     return svc, bound[0][1]
 
@@ -178,7 +193,7 @@ async def test_portal_in_use_is_a_clear_error(image):
         from netstore.iscsi.server import ServiceError
 
         with pytest.raises(ServiceError, match=f"127.0.0.1:{port}"):
-            await IscsiService(cfg, state_dir=".").run()
+            await service(cfg).run()
         n.cancel_scope.cancel()
 
 
@@ -193,11 +208,11 @@ async def test_reconfigure_keeps_sessions_adds_and_retires_targets(image, tmp_pa
         await live.login()
         await live.command(bytes(6))
         # a new file: the old target is gone, a new one appears
-        svc.reconfigure(IscsiConfig(
+        svc.set_targets(exports(IscsiConfig(
             portals=[("127.0.0.1", 0)], base_iqn="iqn.2026-11.org.netstore",
             discovery_chap=None,
             targets=[TargetConfig(iqn=new_iqn, luns=[str(other)], allow=["*"], chap=None,
-                                  alias=None)]))
+                                  alias=None)])))
         # the live session keeps working
         (d,) = await live.command(read10(0, 1), read=512)
         assert d.opcode == P.OP_DATA_IN

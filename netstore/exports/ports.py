@@ -1,0 +1,73 @@
+# The switch ports of VM NICs: each NIC of the registry gets a port of its
+# transport on its switch, at the address the registry allocated, bound to its
+# MAC when port security is on; the VDE transport shares one port per switch.
+"""VM NICs -> the switch ports they plug into."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from netstore.config import SwitchConfig, SwitchPortConfig
+
+from .watcher import RegistryView
+
+# Every VM's vde_plug joins the switch's one VDE directory through this port
+# (shared by several VMs, so it cannot be bound to one MAC).
+VDE_PORT = "vm-vde"
+
+
+def nic_port_config(vm: str, nic: Any) -> SwitchPortConfig:
+    """The switch port a VM NIC plugs into, from the addresses the registry gave it."""
+    name = f"{vm}-nic{nic.slot}"
+    kind = nic.transport
+    common = {"name": name, "kind": kind, "vlan": nic.vlan,
+              "bound_mac": nic.mac if getattr(nic, "port_security", False) else None}
+    if kind in ("udp", "unixgram"):
+        return SwitchPortConfig(local=nic.switch_addr, remote=nic.vm_addr or None, **common)
+    if kind == "stream":
+        return SwitchPortConfig(listen=nic.switch_addr, **common)
+    if kind == "tap":
+        return SwitchPortConfig(device=nic.switch_addr, **common)
+    if kind == "vde":
+        return SwitchPortConfig(path=nic.switch_addr,
+                                **dict(common, name=VDE_PORT, bound_mac=None))
+    raise ValueError(f"VM {vm} NIC {nic.slot}: transport {kind!r} unknown")
+
+
+class NicPorts:
+    """The ports of VM NICs per switch, kept in step with the registry."""
+
+    def __init__(self, log: logging.Logger | None = None) -> None:
+        self.log = log or logging.getLogger("netstore.exports")
+        self.ports: dict[str, list[SwitchPortConfig]] = {}  # switch -> NIC ports
+
+    def with_nics(self, cfg: SwitchConfig) -> SwitchConfig:
+        """The switch's configuration plus the ports of its VM NICs."""
+        extra = self.ports.get(cfg.name)
+        return dataclasses.replace(cfg, ports=[*cfg.ports, *extra]) if extra else cfg
+
+    def set_registry(self, view: RegistryView, switches: set[str]) -> set[str]:
+        """Take the NICs of `view`; returns the switches whose NIC ports changed.
+
+        A NIC whose switch does not run (yet) is logged and waits for it.
+        """
+        wanted: dict[str, list[SwitchPortConfig]] = {}
+        vde_dirs: set[tuple[str, str]] = set()
+        for vm, nic in view.nics:
+            if nic.switch not in switches:
+                self.log.warning("VM %s NIC %d: no switch named %s; its port waits for one",
+                                 vm, nic.slot, nic.switch)
+                continue
+            port = nic_port_config(vm, nic)
+            if port.kind == "vde":
+                # one VDE directory per switch; every VM plugs into it
+                if (nic.switch, nic.switch_addr) in vde_dirs:
+                    continue
+                vde_dirs.add((nic.switch, nic.switch_addr))
+            wanted.setdefault(nic.switch, []).append(port)
+        changed = {name for name in set(wanted) | set(self.ports)
+                   if wanted.get(name) != self.ports.get(name)}
+        self.ports = wanted
+        return changed

@@ -1,0 +1,144 @@
+# Opening logical units on images: format detection, the backend each format
+# needs, thin provisioning where the backend can deallocate, CD/DVD units, and
+# a cache so a unit whose description did not change is the same object (its
+# sessions, reservations and unit attentions go on).
+"""Logical units on images, described by plain values (:class:`UnitSpec`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from netstore.disk.api import DiskError
+from netstore.disk.images import detect_format, open_image
+from netstore.scsi.backend import RawFileBackend
+from netstore.scsi.lun import LogicalUnit
+from netstore.scsi.mmc import MMC_BLOCK_SIZE, OpticalUnit
+
+from .identity import lun_identity, reservation_file
+
+
+class ExportError(Exception):
+    """A target cannot be exported as described (a LUN missing or unusable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnitSpec:
+    """Everything that decides one logical unit; equal specs are one unit.
+
+    Attributes:
+        target: the target's name (part of the unit's identity).
+        index: the LUN number (for messages).
+        path: the image file the unit reads and writes.
+        kind: "disk" (SBC) or "dvd" (MMC, read-only 2048-byte blocks).
+        readonly: writes fail with DATA PROTECT / WRITE PROTECTED.
+        removable: RMB=1, PREVENT ALLOW MEDIUM REMOVAL, eject and load.
+        thin: True/False forces thin provisioning; None: thin when the
+            backend can deallocate.
+        identity_path: the file that names the unit (the medium's base, so a
+            new top layer keeps the unit's NAA); default: ``path``.
+        owner: the machine whose own unit this is (immutable, multiattach).
+        epoch: anything whose change must give a new unit (a VM's start time).
+    """
+
+    target: str
+    index: int
+    path: str
+    kind: str = "disk"
+    readonly: bool = False
+    removable: bool = False
+    thin: bool | None = None
+    identity_path: str | None = None
+    owner: str | None = None
+    epoch: object = None
+
+
+class UnitCache:
+    """Opens units from specs and hands the same unit back for the same spec."""
+
+    def __init__(self, state_dir: Path, log: logging.Logger | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.log = log or logging.getLogger("netstore.exports")
+        self._units: dict[UnitSpec, LogicalUnit] = {}
+
+    def get(self, spec: UnitSpec) -> LogicalUnit:
+        """The unit `spec` describes, opened now unless it is open already."""
+        lu = self._units.get(spec)
+        if lu is None:
+            lu = open_unit(spec, self.state_dir)
+            self._units[spec] = lu
+        return lu
+
+    def reopen(self, spec: UnitSpec) -> LogicalUnit:
+        """A fresh unit for `spec` (a power-on): the old one is closed first."""
+        self.close(spec)
+        return self.get(spec)
+
+    def close(self, spec: UnitSpec) -> None:
+        """Flush and close the unit of `spec`, if open."""
+        lu = self._units.pop(spec, None)
+        if lu is not None:
+            lu.close()
+
+    def close_unused(self, specs: Iterable[UnitSpec], keep: Iterable[LogicalUnit]) -> None:
+        """Close the units of `specs` that are not in `keep`."""
+        used = {id(lu) for lu in keep}
+        for spec in list(specs):
+            lu = self._units.get(spec)
+            if lu is not None and id(lu) not in used:
+                self.close(spec)
+
+    def flush_all(self) -> None:
+        """Flush every open unit (a clean stop)."""
+        for lu in self._units.values():
+            try:
+                lu.backend.flush()
+            except Exception:
+                self.log.exception("flushing a LUN failed")
+
+
+def open_unit(spec: UnitSpec, state_dir: Path) -> LogicalUnit:
+    """A logical unit on the image at ``spec.path`` (any format netstore reads)."""
+    if not os.path.exists(spec.path):
+        raise ExportError(f"target {spec.target}: LUN {spec.index} {spec.path!r} "
+                          "is not an existing image file")
+    named_by = spec.identity_path or spec.path
+    identity = lun_identity(spec.target, named_by, spec.owner)
+    store = reservation_file(state_dir, spec.target, named_by, spec.owner)
+    if spec.kind == "dvd":
+        backend = RawFileBackend(spec.path, read_only=True, block_size=MMC_BLOCK_SIZE)
+        return OpticalUnit(backend, identity, reservation_store=store)
+    backend = open_backend(spec.path, read_only=spec.readonly)
+    # Thin (UNMAP, LBPME) when the backend can deallocate, unless the LUN says
+    # thin = false.
+    can_discard = callable(getattr(backend, "discard", None)) and not backend.read_only
+    if spec.thin and not can_discard:
+        backend.close()
+        raise ExportError(f"target {spec.target}: LUN {spec.index} {spec.path!r} cannot be "
+                          "thin (read-only, or its format cannot deallocate)")
+    return LogicalUnit(backend, identity, reservation_store=store,
+                       thin=can_discard if spec.thin is None else spec.thin,
+                       removable=spec.removable)
+
+
+def open_backend(path: str, *, read_only: bool):
+    """A LUN backend for the image at `path`: raw files keep hole punching,
+    other formats go through netstore.disk (qcow2 read-write, others read-only)."""
+    try:
+        fmt = detect_format(path)
+    except DiskError as e:
+        raise ExportError(str(e)) from e
+    if fmt == "raw":
+        return RawFileBackend(path, read_only=read_only)
+    try:
+        image = open_image(path, read_only=read_only, format=fmt)
+    except DiskError as e:
+        raise ExportError(str(e)) from e
+    header = getattr(image, "header", None)
+    if fmt == "qcow2" and header is not None:
+        # discard() frees whole clusters only; the SCSI layer zeroes the rest.
+        image.discard_granularity = 1 << header.cluster_bits
+    return image
