@@ -8,9 +8,8 @@ A :class:`Connection` is fed the bytes a socket received
 (:meth:`Connection.receive_data`) and collects the buffers to send in
 ``outbox``; the shell sends them all with one ``sendmsg``.  A
 :class:`Session` holds what RFC 7143 makes session-wide: the CmdSN window,
-the I_T nexus, the negotiated parameters and the connections.  The
-:class:`~netstore.iscsi.portal.PortalGroup` (portal.py) is the target side:
-the exported targets and every live session.
+the I_T nexus, the negotiated parameters and the connections.  The target
+side (exported targets, the portal group) is in :mod:`netstore.iscsi.portal`.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from netstore.scsi.lun import ScsiResponse
 from netstore.scsi.sense import ABORTED_COMMAND, Sense, build_sense
 from netstore.scsi.target import ScsiTarget
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # portal.py imports this module; the group is a parameter here
     from netstore.iscsi.portal import ExportedTarget, PortalGroup
 
 # Commands the target accepts ahead of ExpCmdSN: the CmdSN window is
