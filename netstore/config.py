@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import math
 import re
@@ -19,6 +18,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from netstore.addresses import DNS_LABEL as _LABEL
+from netstore.addresses import MAC_RE as _MAC_RE
+from netstore.addresses import format_portal, is_socket_path, normal_portal, parse_portal
+from netstore.switch.limits import (
+    DEFAULT_MAC_AGING_S,
+    DEFAULT_MAC_TABLE_SIZE,
+    DEFAULT_MTU,
+    IFNAMSIZ,
+    MAC_TABLE_SIZE_MAX,
+    MTU_MAX,
+    MTU_MIN,
+    PORT_KINDS,
+    STORM_PPS_MAX,
+    VLAN_MAX,
+    VLAN_MIN,
+)
+from netstore.switch.spec import PortSpec as SwitchPortConfig
+from netstore.switch.spec import SwitchSpec as SwitchConfig
 
 __all__ = [
     "ChapConfig",
@@ -59,27 +77,13 @@ MRDSL_MIN, MRDSL_MAX = 512, 2**24 - 1
 DEFAULT_MRDSL = 262144
 DEFAULT_NOP_INTERVAL_S = 10.0
 DEFAULT_NOP_TIMEOUT_S = 30.0
-# IEEE 802.1Q: VLAN 0 means "priority tag only" and 4095 is reserved.
-VLAN_MIN, VLAN_MAX = 1, 4094
-# 68 is the IPv4 minimum MTU (RFC 791); 65535 the largest TAP/UDP payload.
-MTU_MIN, MTU_MAX, DEFAULT_MTU = 68, 65535, 1500
-DEFAULT_MAC_AGING_S = 300.0  # Open vSwitch and the Linux bridge default
-DEFAULT_MAC_TABLE_SIZE = 8192  # Open vSwitch default cap
-IFNAMSIZ = 16  # Linux interface names hold 15 bytes plus NUL
-# A storm limit above this is no limit (a 100 Gbit/s link moves ~150 Mpps of
-# 64-byte frames; a Python switch forwards well under 1 Mpps).
-STORM_PPS_MAX = 10_000_000
-PORT_KINDS = ("udp", "unixgram", "stream", "tap", "vde")
 
 # RFC 3720 3.2.6.3.1 / RFC 7143 4.2.7.4: iqn.yyyy-mm.reversed.domain[:unique];
 # after stringprep (RFC 3722) names are lowercase letters, digits, '-', '.', ':'.
-_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _IQN_RE = re.compile(rf"iqn\.\d{{4}}-(?:0[1-9]|1[0-2])\.{_LABEL}(?:\.{_LABEL})*(?::[a-z0-9.:-]*)?")
 _EUI_RE = re.compile(r"eui\.[0-9a-fA-F]{16}")  # RFC 3720 3.2.6.3.2: EUI-64
 _NAA_RE = re.compile(r"naa\.(?:[0-9a-fA-F]{16}|[0-9a-fA-F]{32})")  # RFC 3980
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # switch, port and media names
-_MAC_RE = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}")
-_HOSTNAME_RE = re.compile(rf"(?i:{_LABEL})(?:\.(?i:{_LABEL}))*")
 
 
 class ConfigError(Exception):
@@ -201,50 +205,6 @@ class IscsiConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class SwitchPortConfig:
-    """One ``[[switches.ports]]`` entry; which fields are set depends on ``kind``.
-
-    udp: ``local`` (and optional ``remote``) as (host, port) text ``"h:p"``;
-    unixgram: ``local``/``remote`` are socket paths; stream: ``listen`` or
-    ``connect`` (``"h:p"`` or a path); tap: ``device``; vde: ``path``.
-    A port is an access port on ``vlan`` or, with ``trunk``, a trunk whose
-    untagged frames belong to ``native``. Any kind may take ``mirror_to`` (a
-    port of the same switch that gets copies of this port's frames),
-    ``max_macs`` and ``bound_mac`` (port security: at most N source MACs, or
-    only this one, as ``52:54:00:12:34:56``) and ``storm_pps`` (broadcast and
-    multicast frames per second taken in).
-    """
-
-    name: str
-    kind: str
-    local: str | None = None
-    remote: str | None = None
-    vlan: int | None = 1
-    trunk: list[int] | None = None
-    native: int | None = None
-    device: str | None = None
-    listen: str | None = None
-    connect: str | None = None
-    path: str | None = None
-    mtu: int = DEFAULT_MTU
-    mirror_to: str | None = None
-    max_macs: int | None = None
-    bound_mac: str | None = None
-    storm_pps: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SwitchConfig:
-    """One ``[[switches]]`` entry: a learning switch and its ports."""
-
-    name: str
-    mac_aging_s: float = DEFAULT_MAC_AGING_S
-    mac_table_size: int = DEFAULT_MAC_TABLE_SIZE
-    capture: str | None = None
-    ports: list[SwitchPortConfig] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
 class DaemonConfig:
     """The ``[daemon]`` section."""
 
@@ -295,41 +255,6 @@ def default_config() -> Config:
 # Small public helpers shared with the CLI and the services.
 
 
-def parse_portal(text: str) -> tuple[str, int]:
-    """Parse ``"host:port"`` (IPv6 as ``"[::1]:3260"``) into ``(host, port)``.
-
-    Port 0 asks the kernel for a free port. Raises ValueError with the reason.
-    """
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0 or text[end + 1 : end + 2] != ":":
-            raise ValueError('an IPv6 portal is written "[addr]:port"')
-        host, port_text = text[1:end], text[end + 2 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} is not an IPv6 address") from None
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or not host:
-            raise ValueError('no ":port"')
-        if ":" in host:
-            raise ValueError('an IPv6 portal is written "[addr]:port"')
-        if not _is_ipv4(host) and not _HOSTNAME_RE.fullmatch(host):
-            raise ValueError(f"{host!r} is not an IPv4 address or host name")
-    if not port_text.isascii() or not port_text.isdigit():
-        raise ValueError(f"port {port_text!r} is not a number")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"port {port} is out of range 0..65535")
-    return host, port
-
-
-def format_portal(host: str, port: int) -> str:
-    """The inverse of parse_portal: ``127.0.0.1:3260`` or ``[::1]:3260``."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def iscsi_name_problem(name: str) -> str | None:
     """Why ``name`` is not a valid iSCSI name (RFC 7143 4.2.7), or None if it is."""
     if len(name.encode()) > ISCSI_NAME_MAX:
@@ -346,14 +271,6 @@ def iscsi_name_problem(name: str) -> str | None:
     if lowered.startswith("naa."):
         return None if _NAA_RE.fullmatch(name) else "naa. and 16 or 32 hex digits"
     return "an iSCSI name: iqn.YYYY-MM.reversed.domain[:unique], eui.<16 hex> or naa.<16|32 hex>"
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------
@@ -817,7 +734,7 @@ def _switch(r: _Reader, value: Any, key: str) -> SwitchConfig:
     key = name
     aging = r.positive_number(t.get("mac_aging_s", DEFAULT_MAC_AGING_S), f"{key}.mac_aging_s")
     size = r.integer(
-        t.get("mac_table_size", DEFAULT_MAC_TABLE_SIZE), f"{key}.mac_table_size", 1, 1 << 24
+        t.get("mac_table_size", DEFAULT_MAC_TABLE_SIZE), f"{key}.mac_table_size", 1, MAC_TABLE_SIZE_MAX
     )
     capture = str(r.path(t["capture"], f"{key}.capture")) if "capture" in t else None
     ports = r.array(t.get("ports", []), f"{key}.ports", lambda v, k: _port(r, v, k))
@@ -999,17 +916,16 @@ def _udp_addr(r: _Reader, value: Any, key: str, *, required: bool) -> str:
         raise r.fail(key, '"host:port"', "nothing")
     text = r.string(value, key, what='"host:port"')
     try:
-        host, port = parse_portal(text)
+        return normal_portal(text)
     except ValueError as e:
         raise r.fail(key, f'"host:port" ({e})', _describe(text)) from None
-    return format_portal(host, port)
 
 
 def _stream_addr(r: _Reader, value: Any, key: str) -> str:
     text = r.string(value, key, what='"host:port" or a unix socket path')
-    if "/" in text:
+    if is_socket_path(text):
         return str(r.path(text, key))
     try:
-        return format_portal(*parse_portal(text))
+        return normal_portal(text)
     except ValueError as e:
         raise r.fail(key, f'"host:port" or a unix socket path ({e})', _describe(text)) from None

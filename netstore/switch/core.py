@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from netstore.config import MTU_MAX, MTU_MIN, VLAN_MAX, VLAN_MIN
 from netstore.switch.frames import (
     ETH_ALEN,
     ETH_HLEN,
@@ -42,10 +41,19 @@ from netstore.switch.frames import (
     max_frame_len,
     parse_mac,
 )
-from netstore.switch.mactable import DEFAULT_AGING_S, DEFAULT_SIZE, REORDER_S, MacTable
+from netstore.switch.limits import (
+    DEFAULT_MAC_AGING_S,
+    DEFAULT_MAC_TABLE_SIZE,
+    DEFAULT_MTU,
+    MTU_MAX,
+    MTU_MIN,
+    VLAN_MAX,
+    VLAN_MIN,
+)
+from netstore.switch.mactable import REORDER_S, MacTable
 
 if TYPE_CHECKING:
-    from netstore.config import SwitchConfig, SwitchPortConfig
+    from netstore.switch.spec import PortSpec, SwitchSpec
 
 __all__ = ["PortCounters", "PortSettings", "Switch", "Tap", "DROP_CAUSES"]
 
@@ -86,7 +94,7 @@ class PortSettings:
     vlan: int | None = 1
     trunk: frozenset[int] | None = None
     native: int | None = None
-    mtu: int = 1500
+    mtu: int = DEFAULT_MTU
     max_macs: int | None = None
     bound_mac: bytes | None = None
     storm_pps: int | None = None
@@ -138,7 +146,7 @@ class PortSettings:
             raise ValueError(f"port {self.name}: cannot mirror to itself")
 
     @classmethod
-    def from_config(cls, cfg: SwitchPortConfig) -> PortSettings:
+    def from_spec(cls, cfg: PortSpec) -> PortSettings:
         """The forwarding settings of one ``[[switches.ports]]`` entry."""
         trunk = frozenset(cfg.trunk) if cfg.trunk else None
         return cls(
@@ -214,8 +222,8 @@ class Switch:
         self,
         name: str,
         *,
-        aging_s: float = DEFAULT_AGING_S,
-        table_size: int = DEFAULT_SIZE,
+        aging_s: float = DEFAULT_MAC_AGING_S,
+        table_size: int = DEFAULT_MAC_TABLE_SIZE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -227,13 +235,13 @@ class Switch:
         self._taps: tuple[Tap, ...] = ()
 
     @classmethod
-    def from_config(
-        cls, cfg: SwitchConfig, *, clock: Callable[[], float] = time.monotonic
+    def from_spec(
+        cls, cfg: SwitchSpec, *, clock: Callable[[], float] = time.monotonic
     ) -> Switch:
         """A switch with the ports of one ``[[switches]]`` entry (links up)."""
         sw = cls(cfg.name, aging_s=cfg.mac_aging_s, table_size=cfg.mac_table_size, clock=clock)
         for p in cfg.ports:
-            sw.add_port(PortSettings.from_config(p))
+            sw.add_port(PortSettings.from_spec(p))
         return sw
 
     @property

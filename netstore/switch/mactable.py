@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-DEFAULT_AGING_S = 300.0  # Open vSwitch and the Linux bridge (vde_switch: 100 s)
-DEFAULT_SIZE = 8192  # Open vSwitch's default cap (MAC_DEFAULT_MAX)
+from netstore.switch.limits import DEFAULT_MAC_AGING_S, DEFAULT_MAC_TABLE_SIZE
+
 # An entry's place in the age order is refreshed at most this often, so the hot
 # path is an attribute store; expire() may run up to this much late.
 REORDER_S = 1.0
@@ -45,7 +45,8 @@ class MacTable:
     the same order, so eviction takes the oldest entry of the fullest port.
     """
 
-    def __init__(self, *, aging_s: float = DEFAULT_AGING_S, size: int = DEFAULT_SIZE) -> None:
+    def __init__(self, *, aging_s: float = DEFAULT_MAC_AGING_S,
+                 size: int = DEFAULT_MAC_TABLE_SIZE) -> None:
         if aging_s <= 0:
             raise ValueError(f"MAC aging must be positive, got {aging_s}")
         if size < 1:

@@ -15,7 +15,6 @@ from typing import Any
 
 import trio
 
-from netstore.config import SwitchConfig, SwitchPortConfig
 from netstore.switch.capture import (
     Capture,
     CaptureWriter,
@@ -37,6 +36,7 @@ from netstore.switch.offload import (
     segment,
 )
 from netstore.switch.ports import Port, make_port
+from netstore.switch.spec import PortSpec, SwitchSpec
 
 __all__ = ["CaptureSession", "LiveCapture", "SwitchService", "SwitchServiceError"]
 
@@ -59,7 +59,7 @@ class SwitchService:
         log: where port events and refusals go.
     """
 
-    def __init__(self, config: SwitchConfig, log: logging.Logger | None = None) -> None:
+    def __init__(self, config: SwitchSpec, log: logging.Logger | None = None) -> None:
         self.config = config
         self.name = config.name
         self.log = log or logging.getLogger(f"netstore.switch.{config.name}")
@@ -67,7 +67,7 @@ class SwitchService:
                              table_size=config.mac_table_size)
         # Every port by name: configured ones and the dynamic VDE clients.
         self.ports: dict[str, Port] = {}
-        self._configured: dict[str, SwitchPortConfig] = {}
+        self._configured: dict[str, PortSpec] = {}
         self._done: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
         self.captures: dict[int, Any] = {}
@@ -217,7 +217,7 @@ class SwitchService:
         Raises:
             SwitchServiceError: a port could not be opened (nothing stays open).
         """
-        opened: list[tuple[SwitchPortConfig, Port]] = []
+        opened: list[tuple[PortSpec, Port]] = []
         try:
             for pc in self.config.ports:
                 opened.append((pc, self._open(pc)))
@@ -244,10 +244,10 @@ class SwitchService:
                 for session in list(self.captures.values()):
                     session.stop("switch stopped")
 
-    def _open(self, pc: SwitchPortConfig) -> Port:
+    def _open(self, pc: PortSpec) -> Port:
         """Make and bind the port of ``pc`` now, so errors surface synchronously."""
         try:
-            settings = PortSettings.from_config(pc)
+            settings = PortSettings.from_spec(pc)
             port = make_port(pc, settings, self, self.log)
             port.open()  # type: ignore[attr-defined]
         except (OSError, ValueError) as e:
@@ -256,7 +256,7 @@ class SwitchService:
                 f"switch {self.name}: port {pc.name} ({pc.kind}): {what}") from e
         return port
 
-    def _start(self, pc: SwitchPortConfig, port: Port) -> None:
+    def _start(self, pc: PortSpec, port: Port) -> None:
         assert self._nursery is not None
         if port.forwards:
             self.switch.add_port(port.settings)
@@ -301,7 +301,7 @@ class SwitchService:
         return out
 
     # -- reconfiguration ------------------------------------------------------------
-    def reconfigure(self, config: SwitchConfig) -> None:
+    def reconfigure(self, config: SwitchSpec) -> None:
         """Apply a new configuration of this switch: ports added, removed or changed.
 
         Ports whose settings did not change keep running (their peers notice
@@ -325,7 +325,7 @@ class SwitchService:
         if self._nursery is not None:
             self._nursery.start_soon(self._apply_ports, config)
 
-    async def _apply_ports(self, config: SwitchConfig) -> None:
+    async def _apply_ports(self, config: SwitchSpec) -> None:
         wanted = {pc.name: pc for pc in config.ports}
         for name, pc in list(self._configured.items()):
             if wanted.get(name) != pc:

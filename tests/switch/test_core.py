@@ -538,7 +538,7 @@ def test_port_settings_validation() -> None:
             PortSettings("p", **bad)
 
 
-def test_from_config() -> None:
+def test_from_spec() -> None:
     cfg = parse_config(
         """
         [[switches]]
@@ -560,7 +560,7 @@ def test_from_config() -> None:
         """,
         source=None,
     ).switches[0]
-    sw = Switch.from_config(cfg)
+    sw = Switch.from_spec(cfg)
     assert (sw.name, sw.aging_s, sw.table_size) == ("lab", 100, 64)
     assert sw.ports() == [
         PortSettings("p1", vlan=7, mtu=9000),

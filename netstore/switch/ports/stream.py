@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from netstore.config import parse_portal
+from netstore.addresses import is_socket_path, parse_portal
 from netstore.switch.ports.base import RECV_BATCH, Port, PortHost
 from netstore.switch.ports.unixgram import _remove_stale_socket
 
@@ -31,10 +31,6 @@ RECV_SIZE = 256 * 1024
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 5.0
 _LEN = struct.Struct(">I")
-
-
-def _is_path(addr: str) -> bool:
-    return "/" in addr
 
 
 class StreamPort(Port):
@@ -84,7 +80,7 @@ class StreamPort(Port):
         if self.listen_addr is None or self.listener is not None:
             return
         addr = self.listen_addr
-        if _is_path(addr):
+        if is_socket_path(addr):
             _remove_stale_socket(addr)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             target: Any = addr
@@ -121,7 +117,7 @@ class StreamPort(Port):
         if self.listener is not None:
             self.listener.close()
             self.listener = None
-            if self.listen_addr and _is_path(self.listen_addr):
+            if self.listen_addr and is_socket_path(self.listen_addr):
                 try:
                     _remove_stale_socket(self.listen_addr)
                 except OSError:
@@ -156,7 +152,7 @@ class StreamPort(Port):
         assert addr is not None
         delay = RETRY_MIN_S
         while True:
-            if _is_path(addr):
+            if is_socket_path(addr):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 target: Any = addr
             else:

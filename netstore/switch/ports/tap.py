@@ -47,7 +47,6 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 SIOCSIFMTU = 0x8922
 IFF_UP = 0x1
-IFNAMSIZ = 16
 
 
 def tap_available() -> str | None:

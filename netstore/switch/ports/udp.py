@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from netstore.config import parse_portal
+from netstore.addresses import parse_portal
 from netstore.switch.ports.base import DatagramPort, PortHost
 
 __all__ = ["UdpPort"]

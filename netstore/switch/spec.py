@@ -1,0 +1,57 @@
+# netstore/switch/spec.py - the switch's own configuration schema: what one
+# switch and each of its ports are asked to be, as frozen values. The config
+# loader builds these from a file (and re-exports them as SwitchConfig /
+# SwitchPortConfig); the switch service runs them.
+"""SwitchSpec and PortSpec: a learning switch and its ports, as configured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netstore.switch.limits import DEFAULT_MAC_AGING_S, DEFAULT_MAC_TABLE_SIZE, DEFAULT_MTU
+
+__all__ = ["PortSpec", "SwitchSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpec:
+    """One ``[[switches.ports]]`` entry; which fields are set depends on ``kind``.
+
+    udp: ``local`` (and optional ``remote``) as (host, port) text ``"h:p"``;
+    unixgram: ``local``/``remote`` are socket paths; stream: ``listen`` or
+    ``connect`` (``"h:p"`` or a path); tap: ``device``; vde: ``path``.
+    A port is an access port on ``vlan`` or, with ``trunk``, a trunk whose
+    untagged frames belong to ``native``. Any kind may take ``mirror_to`` (a
+    port of the same switch that gets copies of this port's frames),
+    ``max_macs`` and ``bound_mac`` (port security: at most N source MACs, or
+    only this one, as ``52:54:00:12:34:56``) and ``storm_pps`` (broadcast and
+    multicast frames per second taken in).
+    """
+
+    name: str
+    kind: str
+    local: str | None = None
+    remote: str | None = None
+    vlan: int | None = 1
+    trunk: list[int] | None = None
+    native: int | None = None
+    device: str | None = None
+    listen: str | None = None
+    connect: str | None = None
+    path: str | None = None
+    mtu: int = DEFAULT_MTU
+    mirror_to: str | None = None
+    max_macs: int | None = None
+    bound_mac: str | None = None
+    storm_pps: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchSpec:
+    """One ``[[switches]]`` entry: a learning switch and its ports."""
+
+    name: str
+    mac_aging_s: float = DEFAULT_MAC_AGING_S
+    mac_table_size: int = DEFAULT_MAC_TABLE_SIZE
+    capture: str | None = None
+    ports: list[PortSpec] = field(default_factory=list)
