@@ -9,7 +9,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from netstore.config import SwitchConfig, SwitchPortConfig
+from netstore.switch.spec import PortSpec, SwitchSpec
 
 from .watcher import RegistryView
 
@@ -18,20 +18,20 @@ from .watcher import RegistryView
 VDE_PORT = "vm-vde"
 
 
-def nic_port_config(vm: str, nic: Any) -> SwitchPortConfig:
+def nic_port_config(vm: str, nic: Any) -> PortSpec:
     """The switch port a VM NIC plugs into, from the addresses the registry gave it."""
     name = f"{vm}-nic{nic.slot}"
     kind = nic.transport
     common = {"name": name, "kind": kind, "vlan": nic.vlan,
               "bound_mac": nic.mac if getattr(nic, "port_security", False) else None}
     if kind in ("udp", "unixgram"):
-        return SwitchPortConfig(local=nic.switch_addr, remote=nic.vm_addr or None, **common)
+        return PortSpec(local=nic.switch_addr, remote=nic.vm_addr or None, **common)
     if kind == "stream":
-        return SwitchPortConfig(listen=nic.switch_addr, **common)
+        return PortSpec(listen=nic.switch_addr, **common)
     if kind == "tap":
-        return SwitchPortConfig(device=nic.switch_addr, **common)
+        return PortSpec(device=nic.switch_addr, **common)
     if kind == "vde":
-        return SwitchPortConfig(path=nic.switch_addr,
+        return PortSpec(path=nic.switch_addr,
                                 **dict(common, name=VDE_PORT, bound_mac=None))
     raise ValueError(f"VM {vm} NIC {nic.slot}: transport {kind!r} unknown")
 
@@ -41,9 +41,9 @@ class NicPorts:
 
     def __init__(self, log: logging.Logger | None = None) -> None:
         self.log = log or logging.getLogger("netstore.exports")
-        self.ports: dict[str, list[SwitchPortConfig]] = {}  # switch -> NIC ports
+        self.ports: dict[str, list[PortSpec]] = {}  # switch -> NIC ports
 
-    def with_nics(self, cfg: SwitchConfig) -> SwitchConfig:
+    def with_nics(self, cfg: SwitchSpec) -> SwitchSpec:
         """The switch's configuration plus the ports of its VM NICs."""
         extra = self.ports.get(cfg.name)
         return dataclasses.replace(cfg, ports=[*cfg.ports, *extra]) if extra else cfg
@@ -53,7 +53,7 @@ class NicPorts:
 
         A NIC whose switch does not run (yet) is logged and waits for it.
         """
-        wanted: dict[str, list[SwitchPortConfig]] = {}
+        wanted: dict[str, list[PortSpec]] = {}
         vde_dirs: set[tuple[str, str]] = set()
         for vm, nic in view.nics:
             if nic.switch not in switches:
