@@ -56,7 +56,6 @@ BUSES: dict[str, Bus] = {
 EXCLUSIVE_TYPES = ("normal", "writethrough")
 
 
-
 @dataclass(frozen=True, slots=True)
 class Controller:
     name: str
@@ -88,7 +87,6 @@ class Attachment:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
 
 
 def attachments_of(conn: sqlite3.Connection, vm: Machine) -> list[Attachment]:
@@ -141,7 +139,6 @@ def check_can_run(conn: sqlite3.Connection, medium: Medium, vm: Machine) -> None
                 f"disk {medium.name} is attached to running VM {holders[0]}; "
                 f"{medium.type} disks run in one VM at a time"
             )
-
 
 
 class Attachments:

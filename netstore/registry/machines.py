@@ -73,7 +73,6 @@ def check_machine_name(name: str) -> str:
     return name
 
 
-
 def check_cpus(name: str, cpus: int, cores: int | None = None) -> str | None:
     """Refuse a vCPU count; return the warning for one above the host's cores.
 
@@ -101,7 +100,6 @@ def _check_memory(name: str, mb: int, what: str = "memory") -> None:
         raise MachineRuleError(
             f"{name}: {what} {mb} MB is outside {MIN_MEMORY_MB}..{MAX_MEMORY_MB} MB"
         )
-
 
 
 class Machines:

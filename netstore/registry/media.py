@@ -46,6 +46,7 @@ COLUMNS = (
     "autoreset, parent_id, owner, created"
 )
 
+
 @dataclass(frozen=True, slots=True)
 class Medium:
     """One registered image (a base medium or a differencing layer).
@@ -84,12 +85,14 @@ class MediumUser:
     """A machine that uses a medium, and how (for messages and `disk list`)."""
 
     machine: str
-    via: str  # "layer base@m1"; issue 5 adds "attached at sata0:1"
+    via: str  # "layer base@m1", "attached at sata0:1:0", "base in snapshot s1"
+
 
 # Who uses a medium: each source returns the users it knows of, given the
 # connection (inside the caller's transaction) and the medium.  The rules,
 # `disk remove` and `disk list` see all of them.
 UserSource = Callable[[sqlite3.Connection, Medium], list[MediumUser]]
+
 
 def _layer_users(conn: sqlite3.Connection, medium: Medium) -> list[MediumUser]:
     """Owners of per-machine layers on the medium or on any layer above it."""
@@ -103,8 +106,6 @@ def _layer_users(conn: sqlite3.Connection, medium: Medium) -> list[MediumUser]:
         (medium.id,),
     ).fetchall()
     return [MediumUser(owner, f"layer {name}") for owner, name in rows]
-
-
 
 
 def _attachment_users(conn: sqlite3.Connection, medium: Medium) -> list[MediumUser]:
@@ -285,7 +286,6 @@ class Media(Database):
     def machines_of(self, ref: str | int | Medium) -> list[str]:
         """Names of the machines that use the medium, without repeats, in order."""
         return list(dict.fromkeys(u.machine for u in self.users_of(ref)))
-
 
     # -- registering -------------------------------------------------------
 

@@ -82,7 +82,6 @@ def normal_mac(text: str) -> str:
     return t
 
 
-
 class Nics:
     """The NICs of the registry's VMs (through ``reg.machines``).  Each
     method raising is a refusal that changed nothing."""
