@@ -3,7 +3,7 @@
 #
 # Layers (semantics.md section 1; VirtualBox's model):
 # - normal disks: the medium's snapshot layers have no owner; the one written
-#   is the newest (store.py current_top).  `take` freezes the current top and
+#   is the newest (layers.py current_top).  `take` freezes the current top and
 #   puts a new empty layer on it; `restore` drops the current state and puts a
 #   new empty layer on the snapshot's layer; `delete` merges the snapshot's
 #   layer with its one child, so every state left keeps every byte.
@@ -22,12 +22,14 @@ import os
 import sqlite3
 import uuid as uuidlib
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from netstore.disk import layers
 from netstore.disk.images import probe
 from netstore.disk.media import LAYERED_TYPES, NAME_RE
 from netstore.disk.qcow2 import Qcow2Image
+from netstore.registry.attachments import attachments_of
+from netstore.registry.db import now, remove_file
 from netstore.registry.errors import (
     MachineRuleError,
     MachineStateError,
@@ -35,17 +37,16 @@ from netstore.registry.errors import (
     NameTakenError,
     NotFoundError,
 )
-from netstore.registry.machines import Machine, Machines
-from netstore.registry.store import (
+from netstore.registry.layers import (
     LAYER_BASE_FORMATS,
-    Medium,
-    _now,
-    _remove_file,
+    Layers,
+    current_top_medium,
     machine_dir_name,
+    machine_layer,
+    machine_top,
 )
-
-if TYPE_CHECKING:
-    from netstore.registry.store import Registry
+from netstore.registry.media import Medium, get_medium, insert_medium
+from netstore.registry.vm import Machine, get_machine
 
 # Types whose state a snapshot keeps (semantics.md section 1, "snapshots").
 SNAPSHOT_TYPES = ("normal", *LAYERED_TYPES)
@@ -72,9 +73,8 @@ class Snapshots:
     """Snapshots of the registry's machines (``Snapshots(reg)``, or through
     ``reg.machines.take_snapshot`` and friends)."""
 
-    def __init__(self, reg: Registry) -> None:
+    def __init__(self, reg: Layers) -> None:
         self.reg = reg
-        self.vms = Machines(reg)
 
     def _get(self, conn: sqlite3.Connection, vm: Machine, name: str) -> tuple[Any, ...]:
         row = conn.execute("SELECT id, name, parent_id FROM snapshots WHERE machine_id = ? "
@@ -85,8 +85,8 @@ class Snapshots:
 
     def list(self, machine: str) -> list[Snapshot]:
         """The VM's snapshots, oldest first."""
-        with self.reg._snapshot() as conn:
-            vm = self.vms._get(conn, machine)
+        with self.reg.reading() as conn:
+            vm = get_machine(conn, machine)
             rows = conn.execute(
                 "SELECT s.id, s.name, s.uuid, p.name, s.created, s.description FROM snapshots s "
                 "LEFT JOIN snapshots p ON p.id = s.parent_id WHERE s.machine_id = ? "
@@ -110,13 +110,13 @@ class Snapshots:
 
     def _top(self, conn: sqlite3.Connection, m: Medium, vm: Machine) -> Medium:
         if m.type in LAYERED_TYPES:
-            top = self.reg._machine_top(conn, m, vm.name)
+            top = machine_top(conn, m, vm.name)
             if top is None:  # never powered on: its first layer now
-                self.reg._layer_for(conn, m, vm.name)
-                top = self.reg._machine_top(conn, m, vm.name)
+                machine_layer(conn, self.reg.diffs_dir, m, vm.name)
+                top = machine_top(conn, m, vm.name)
             assert top is not None
             return top
-        return self.reg._current_top(conn, m)
+        return current_top_medium(conn, m)
 
     def _new_layer(self, conn: sqlite3.Connection, base: Medium, parent: Medium, vm: Machine,
                    made: list[str]) -> Medium:
@@ -129,7 +129,7 @@ class Snapshots:
         layers.freeze(parent.location, str(path))
         made.append(str(path))
         name = f"{base.name}@{vm.name}~{u[:8]}" if owner else f"{base.name}@{u[:8]}"
-        return self.reg._insert(
+        return insert_medium(
             conn, uuid=u, name=name, location=str(path), format="qcow2", variant="dynamic",
             kind=base.kind, type="normal", virtual_size=base.virtual_size, parent_id=parent.id,
             owner=owner,
@@ -154,7 +154,7 @@ class Snapshots:
         made: list[str] = []
         try:
             with self.reg.transaction() as conn:
-                vm = self.vms._get(conn, machine)
+                vm = get_machine(conn, machine)
                 self._refuse_running(vm, "taken")
                 if conn.execute("SELECT 1 FROM snapshots WHERE machine_id = ? AND name = ?",
                                 (vm.id, name)).fetchone():
@@ -165,9 +165,9 @@ class Snapshots:
                 sid = conn.execute(
                     "INSERT INTO snapshots (machine_id, uuid, name, parent_id, description, "
                     "created) VALUES (?, ?, ?, ?, ?, ?)",
-                    (vm.id, str(uuidlib.uuid4()), name, cur, description, _now())).lastrowid
-                for a in self.vms._attachments(conn, vm):
-                    m = self.reg._get(conn, a.medium)
+                    (vm.id, str(uuidlib.uuid4()), name, cur, description, now())).lastrowid
+                for a in attachments_of(conn, vm):
+                    m = get_medium(conn, a.medium)
                     if m.type not in SNAPSHOT_TYPES:
                         continue
                     if m.format not in LAYER_BASE_FORMATS:
@@ -194,7 +194,7 @@ class Snapshots:
                              (sid, vm.id))
         except BaseException:
             for p in made:
-                _remove_file(p)
+                remove_file(p)
             raise
         return next(s for s in self.list(machine) if s.name == name)
 
@@ -220,13 +220,13 @@ class Snapshots:
         dropped: list[str] = []
         try:
             with self.reg.transaction() as conn:
-                vm = self.vms._get(conn, machine)
+                vm = get_machine(conn, machine)
                 self._refuse_running(vm, "restored")
                 sid = self._get(conn, vm, name)[0]
                 for mid, lid in conn.execute(
                         "SELECT medium_id, layer_id FROM snapshot_media WHERE snapshot_id = ? "
                         "ORDER BY medium_id", (sid,)).fetchall():
-                    m, frozen = self.reg._get(conn, mid), self.reg._get(conn, lid)
+                    m, frozen = get_medium(conn, mid), get_medium(conn, lid)
                     top = self._top(conn, m, vm)
                     if self._droppable(conn, top, frozen):
                         conn.execute("DELETE FROM media WHERE id = ?", (top.id,))
@@ -236,10 +236,10 @@ class Snapshots:
                              (sid, vm.id))
         except BaseException:
             for p in made:
-                _remove_file(p)
+                remove_file(p)
             raise
         for p in dropped:
-            _remove_file(p)
+            remove_file(p)
         return next(s for s in self.list(machine) if s.name == name)
 
     def delete(self, machine: str, name: str) -> None:
@@ -256,7 +256,7 @@ class Snapshots:
         """
         later: list[str] = []
         with self.reg.transaction() as conn:
-            vm = self.vms._get(conn, machine)
+            vm = get_machine(conn, machine)
             self._refuse_running(vm, "deleted")
             sid, _, parent_sid = self._get(conn, vm, name)
             kids = [r[0] for r in conn.execute(
@@ -275,8 +275,8 @@ class Snapshots:
                                    "WHERE snapshot_id = ?", (sid,)).fetchall()
             conn.execute("DELETE FROM snapshot_media WHERE snapshot_id = ?", (sid,))
             for mid, lid in records:
-                later += self._merge_away(conn, self.reg._get(conn, mid),
-                                          self.reg._get(conn, lid))
+                later += self._merge_away(conn, get_medium(conn, mid),
+                                          get_medium(conn, lid))
             conn.execute("UPDATE snapshots SET parent_id = ? WHERE parent_id = ?",
                          (parent_sid, sid))
             if cur == sid:
@@ -284,7 +284,7 @@ class Snapshots:
                              (parent_sid, vm.id))
             conn.execute("DELETE FROM snapshots WHERE id = ?", (sid,))
         for p in later:
-            _remove_file(p)
+            remove_file(p)
 
     def _merge_away(self, conn: sqlite3.Connection, m: Medium, frozen: Medium) -> list[str]:
         """Remove `frozen` (no snapshot refers to it any more) from `m`'s tree
@@ -292,7 +292,7 @@ class Snapshots:
         if conn.execute("SELECT 1 FROM snapshot_media WHERE layer_id = ?",
                         (frozen.id,)).fetchone():
             return []  # another snapshot still keeps this state
-        kids = [self.reg._get(conn, r[0]) for r in conn.execute(
+        kids = [get_medium(conn, r[0]) for r in conn.execute(
             "SELECT id FROM media WHERE parent_id = ? ORDER BY id", (frozen.id,))]
         if frozen.parent_id is None:  # the medium itself
             if len(kids) != 1 or kids[0].owner is not None:
@@ -319,11 +319,11 @@ class Snapshots:
         # base once it holds them, then the child goes.  A second name keeps
         # the child's file for them until they are rebased.
         keep = f"{child.location}.merging"
-        _remove_file(keep)
+        remove_file(keep)
         os.link(child.location, keep)
         layers.merge_into_parent(keep)
         fmt = probe(base.location).format
-        grandkids = [self.reg._get(conn, r[0]) for r in conn.execute(
+        grandkids = [get_medium(conn, r[0]) for r in conn.execute(
             "SELECT id FROM media WHERE parent_id = ?", (child.id,))]
         for g in grandkids:
             with Qcow2Image(g.location) as img:

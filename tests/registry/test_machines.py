@@ -23,14 +23,14 @@ from netstore.registry import (
     NotFoundError,
     Registry,
 )
-from netstore.registry import machines as machines_mod
+from netstore.registry import host as host_mod
 
 MiB = 1 << 20
 
 
 @pytest.fixture(autouse=True)
 def eight_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(machines_mod, "host_cores", lambda: 8)
+    monkeypatch.setattr(host_mod, "host_cores", lambda: 8)
 
 
 def exact(msg: str) -> str:
@@ -378,12 +378,12 @@ def test_host_report(reg: Registry) -> None:
     with pytest.warns(MachineWarning):
         reg.machines.create("b", cpus=9)
     reg.machines.modify("b", memory_range=(256, 4096))
-    r = machines_mod.host_report(reg)
+    r = host_mod.host_report(reg)
     assert r["vcpus"] == 0 and r["warnings"] == []
     reg.machines.start("a")
     reg.machines.start("b")
     reg.machines.modify("a", balloon_mb=100)
-    r = machines_mod.host_report(reg)
+    r = host_mod.host_report(reg)
     assert (r["host_cores"], r["vcpus"], r["cpu_ratio"]) == (8, 15, 1.875)
     assert r["memory_committed_mb"] == 1024 + 4096 and r["balloons_mb"] == 100
     assert r["warnings"][0] == ("vCPUs oversubscribed: 15 vCPUs of running VMs on 8 host cores "

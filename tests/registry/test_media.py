@@ -36,7 +36,7 @@ def attach(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[str]]]:
     def attachments(conn, medium):  # type: ignore[no-untyped-def]
         return [MediumUser(vm, "attached at sata0:0") for vm in table.get(medium.name, [])]
 
-    monkeypatch.setattr("netstore.registry.store.USER_SOURCES", [*USER_SOURCES, attachments])
+    monkeypatch.setattr("netstore.registry.media.USER_SOURCES", [*USER_SOURCES, attachments])
     yield table
 
 

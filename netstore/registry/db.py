@@ -1,0 +1,141 @@
+# The registry's database: SQLite in <state_dir>/registry.db, embedded in
+# whichever process uses it (CLI or daemon).  WAL so readers never wait for a
+# writer; every write is one BEGIN IMMEDIATE transaction (the write lock is
+# taken up front, so a read-modify-write never loses an update and never fails
+# with "database is locked" half-way) and waits up to BUSY_TIMEOUT_MS for
+# another writer.  A committed change bumps the generation the daemon polls.
+# Opening migrates the schema (schema.py).  Also the two small helpers every
+# record module uses: the time stamp of a row, removing a file after a commit.
+"""The registry's SQLite database: opening, transactions, the generation counter."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Self
+
+from netstore.registry.errors import RegistryError
+from netstore.registry.schema import migrate
+
+DB_NAME = "registry.db"
+# A writer waits this long for another one; a CLI command's transaction takes
+# milliseconds, so 10 s is only reached by a stuck process.
+BUSY_TIMEOUT_MS = 10_000
+
+
+def now() -> str:
+    """A row's time stamp: UTC, ISO 8601, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def remove_file(path: str | Path) -> None:
+    """Delete `path` if it is there (a file the registry no longer refers to)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Database:
+    """The registry database of one state directory.
+
+    Open it with :meth:`open` (a context manager).  Writes go through
+    :meth:`transaction`, reads that need one consistent state through
+    :meth:`reading`.
+    """
+
+    def __init__(self, state_dir: Path, conn: sqlite3.Connection) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / DB_NAME
+        self._conn = conn
+
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike[str]) -> Self:
+        """Open (creating and migrating as needed) ``<state_dir>/registry.db``.
+
+        Raises:
+            SchemaVersionError: the database is newer than this code.
+            RegistryError: the database cannot be opened.
+        """
+        state_dir = Path(state_dir).absolute()
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                state_dir / DB_NAME,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+                check_same_thread=False,
+            )
+        except (OSError, sqlite3.Error) as e:
+            raise RegistryError(f"{state_dir / DB_NAME}: cannot open the registry: {e}") from e
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
+            migrate(conn, str(state_dir / DB_NAME))
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise RegistryError(f"{state_dir / DB_NAME}: not a usable registry: {e}") from e
+        except BaseException:
+            conn.close()
+            raise
+        return cls(state_dir, conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def media_dir(self) -> Path:
+        """Where created media live: ``<state_dir>/media``."""
+        return self.state_dir / "media"
+
+    @property
+    def diffs_dir(self) -> Path:
+        """Where per-machine layers live: ``<state_dir>/media/diffs/<machine>/``."""
+        return self.media_dir / "diffs"
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE) on the registry's connection.
+
+        Committed when the block ends, rolled back if it raises; bumps
+        :meth:`generation` when it changed a row.
+        """
+        self._conn.execute("BEGIN IMMEDIATE")
+        changes = self._conn.total_changes
+        try:
+            yield self._conn
+            if self._conn.total_changes != changes:
+                self._conn.execute("UPDATE registry_state SET generation = generation + 1")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: the SELECTs inside the block see one state."""
+        self._conn.execute("BEGIN")
+        try:
+            yield self._conn
+        finally:
+            self._conn.execute("COMMIT")
+
+    def generation(self) -> int:
+        """A number that grows with every committed change (poll it to notice changes)."""
+        return self._conn.execute("SELECT generation FROM registry_state").fetchone()[0]
+
+
+__all__ = ["Database", "DB_NAME", "BUSY_TIMEOUT_MS", "now", "remove_file"]

@@ -1,0 +1,231 @@
+# NICs of VMs (semantics.md section 2): slot, MAC (unique across the
+# registry, generated under QEMU's OUI when not given), the switch and VLAN it
+# plugs into, port security, and how the VM's emulator reaches the switch
+# (transport and the two ends' addresses; udp and stream ports are allocated
+# registry-wide from nic_port_range()).
+"""The NICs of VMs: MACs, switch ports, transports and their addresses."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sqlite3
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from netstore.registry.errors import MachineRuleError, NotFoundError
+from netstore.registry.layers import Layers
+from netstore.registry.vm import Machine, get_machine
+
+NIC_SLOTS = 8  # VirtualBox's 8 network adapters
+TRANSPORTS = ("udp", "unixgram", "stream", "tap", "vde")
+# IP ports handed to udp and stream NICs; NETSTORE_NIC_PORTS=LO-HI overrides.
+NIC_PORT_RANGE = (40000, 49999)
+NIC_PORTS_ENV = "NETSTORE_NIC_PORTS"
+# QEMU's own OUI; a generated MAC is 52:54:00 and three random octets.
+MAC_PREFIX = "52:54:00"
+MAC_TRIES = 64
+_MAC_RE = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
+
+
+@dataclass(frozen=True, slots=True)
+class Nic:
+    """A NIC and where it meets its switch.  ``switch_addr`` is the switch
+    port's end (udp/stream: host:port it listens on; unixgram: its socket
+    path; tap: the device; vde: the switch's vde directory); ``vm_addr`` the
+    VM's end (udp: host:port the VM binds; unixgram: its socket path; '' when
+    the VM connects to switch_addr)."""
+
+    slot: int
+    mac: str
+    switch: str
+    vlan: int
+    transport: str
+    switch_addr: str
+    vm_addr: str
+    port_security: bool = False  # the switch port admits only this NIC's MAC
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def nic_port_range() -> tuple[int, int]:
+    """The range NIC ports are allocated from: NETSTORE_NIC_PORTS=LO-HI, else NIC_PORT_RANGE."""
+    text = os.environ.get(NIC_PORTS_ENV)
+    if not text:
+        return NIC_PORT_RANGE
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)) <= 65535:
+        raise MachineRuleError(
+            f"{NIC_PORTS_ENV}={text!r}: expected LO-HI, two ports 1..65535 (40000-49999)"
+        )
+    return int(m.group(1)), int(m.group(2))
+
+
+def normal_mac(text: str) -> str:
+    """`text` as a NIC's MAC (lowercase, ':'-separated).
+
+    Raises:
+        MachineRuleError: malformed, multicast (first octet odd) or all zeros.
+    """
+    t = text.strip().lower()
+    if not _MAC_RE.fullmatch(t):
+        raise MachineRuleError(f"MAC {text!r} is malformed (six hex octets: 52:54:00:12:34:56)")
+    t = t.replace("-", ":")
+    if int(t[:2], 16) & 1:
+        raise MachineRuleError(
+            f"MAC {t} is a multicast address (first octet odd); a NIC needs a unicast MAC"
+        )
+    if t == "00:00:00:00:00:00":
+        raise MachineRuleError("MAC 00:00:00:00:00:00 is not a NIC's address")
+    return t
+
+
+class Nics:
+    """The NICs of the registry's VMs (through ``reg.machines``).  Each
+    method raising is a refusal that changed nothing."""
+
+    def __init__(self, reg: Layers) -> None:
+        self.reg = reg
+
+    def nics(self, name: str) -> list[Nic]:
+        """The VM's NICs by slot."""
+        with self.reg.reading() as conn:
+            vm = get_machine(conn, name)
+            rows = conn.execute(
+                "SELECT slot, mac, switch, vlan, transport, switch_addr, vm_addr, "
+                "port_security FROM nics "
+                "WHERE machine_id = ? ORDER BY slot", (vm.id,)).fetchall()
+        return [Nic(*r[:7], bool(r[7])) for r in rows]
+
+    def _allocate_port(self, conn: sqlite3.Connection, nic_id: int, vm: Machine,
+                       slot: int) -> int:
+        lo, hi = nic_port_range()
+        used = {r[0] for r in conn.execute(
+            "SELECT port FROM nic_ports WHERE port BETWEEN ? AND ?", (lo, hi))}
+        for port in range(lo, hi + 1):
+            if port not in used:
+                conn.execute("INSERT INTO nic_ports (port, nic_id) VALUES (?, ?)", (port, nic_id))
+                return port
+        raise MachineRuleError(
+            f"no free port left in {lo}-{hi} for NIC {slot} of {vm.name}; widen the range "
+            f"({NIC_PORTS_ENV}=LO-HI)"
+        )
+
+    def _addresses(self, conn: sqlite3.Connection, nic_id: int, vm: Machine, slot: int,
+                   switch: str, transport: str) -> tuple[str, str]:
+        sock = self.reg.state_dir / "sockets"
+        if transport == "udp":
+            a = self._allocate_port(conn, nic_id, vm, slot)
+            b = self._allocate_port(conn, nic_id, vm, slot)
+            return f"127.0.0.1:{a}", f"127.0.0.1:{b}"
+        if transport == "stream":
+            return f"127.0.0.1:{self._allocate_port(conn, nic_id, vm, slot)}", ""
+        if transport == "unixgram":
+            return str(sock / f"{vm.id}-{slot}-sw.sock"), str(sock / f"{vm.id}-{slot}-vm.sock")
+        if transport == "tap":
+            return f"nstap{vm.id}n{slot}", ""  # IFNAMSIZ: 15 characters at most
+        return str(self.reg.state_dir / "vde" / switch), ""
+
+    def _new_mac(self, conn: sqlite3.Connection) -> str:
+        for _ in range(MAC_TRIES):
+            mac = MAC_PREFIX + "".join(f":{random.randrange(256):02x}" for _ in range(3))
+            if not conn.execute("SELECT 1 FROM nics WHERE mac = ?", (mac,)).fetchone():
+                return mac
+        raise MachineRuleError(f"no free MAC found under {MAC_PREFIX} after {MAC_TRIES} tries")
+
+    def set_nic(self, name: str, slot: int, switch: str, *, mac: str | None = None,
+                vlan: int | None = None, transport: str | None = None,
+                port_security: bool | None = None) -> Nic:
+        """Add the NIC in `slot`, or change it (what is not given is kept;
+        a new NIC gets a generated MAC, VLAN 1, udp).  Its switch-side and
+        VM-side addresses are allocated here (udp, stream: ports from
+        nic_port_range(), unique registry-wide).
+
+        Raises:
+            MachineRuleError: slot outside 0..7, a malformed/multicast MAC or one
+                another NIC has (named), VLAN outside 1..4094, unknown transport.
+        """
+        if not 0 <= slot < NIC_SLOTS:
+            raise MachineRuleError(f"NIC slot {slot} is outside 0..{NIC_SLOTS - 1}")
+        if vlan is not None and not 1 <= vlan <= 4094:
+            raise MachineRuleError(f"VLAN {vlan} is outside 1..4094")
+        if transport is not None and transport not in TRANSPORTS:
+            raise MachineRuleError(
+                f"unknown transport {transport!r} (one of {', '.join(TRANSPORTS)})"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", switch):
+            raise MachineRuleError(f"{switch!r} is not a switch name")
+        mac = normal_mac(mac) if mac is not None else None
+        with self.reg.transaction() as conn:
+            vm = get_machine(conn, name)
+            if mac is not None:
+                row = conn.execute(
+                    "SELECT vm.name, n.slot FROM nics n JOIN machines vm ON vm.id = n.machine_id "
+                    "WHERE n.mac = ? AND NOT (n.machine_id = ? AND n.slot = ?)",
+                    (mac, vm.id, slot)).fetchone()
+                if row:
+                    raise MachineRuleError(
+                        f"MAC {mac} is taken by NIC {row[1]} of VM {row[0]}; MACs are unique "
+                        "across the registry"
+                    )
+            old = conn.execute("SELECT id, mac, vlan, transport, switch FROM nics "
+                               "WHERE machine_id = ? AND slot = ?", (vm.id, slot)).fetchone()
+            if old is None:
+                transport = transport or "udp"
+                cur = conn.execute(
+                    "INSERT INTO nics (machine_id, slot, mac, switch, vlan, transport, "
+                    "switch_addr, vm_addr) VALUES (?, ?, ?, ?, ?, ?, '', '')",
+                    (vm.id, slot, mac or self._new_mac(conn), switch, vlan or 1, transport))
+                nic_id = cur.lastrowid
+                assert nic_id is not None
+                redo = True
+            else:
+                nic_id = old[0]
+                redo = (transport is not None and transport != old[3]) or \
+                    (switch != old[4] and (transport or old[3]) == "vde")
+                transport = transport or old[3]
+                conn.execute("UPDATE nics SET mac = ?, switch = ?, vlan = ?, transport = ? "
+                             "WHERE id = ?", (mac or old[1], switch, vlan or old[2], transport,
+                                              nic_id))
+            if port_security is not None:
+                conn.execute("UPDATE nics SET port_security = ? WHERE id = ?",
+                             (int(port_security), nic_id))
+            if redo:
+                conn.execute("DELETE FROM nic_ports WHERE nic_id = ?", (nic_id,))
+                sw_addr, vm_addr = self._addresses(conn, nic_id, vm, slot, switch, transport)
+                conn.execute("UPDATE nics SET switch_addr = ?, vm_addr = ? WHERE id = ?",
+                             (sw_addr, vm_addr, nic_id))
+            row = conn.execute(
+                "SELECT slot, mac, switch, vlan, transport, switch_addr, vm_addr, "
+                "port_security FROM nics "
+                "WHERE id = ?", (nic_id,)).fetchone()
+        return Nic(*row[:7], bool(row[7]))
+
+    def remove_nic(self, name: str, slot: int) -> Nic:
+        """Remove the NIC in `slot` (its ports are freed).  Raises NotFoundError."""
+        with self.reg.transaction() as conn:
+            vm = get_machine(conn, name)
+            row = conn.execute(
+                "SELECT slot, mac, switch, vlan, transport, switch_addr, vm_addr, id FROM nics "
+                "WHERE machine_id = ? AND slot = ?", (vm.id, slot)).fetchone()
+            if row is None:
+                raise NotFoundError(f"{name} has no NIC in slot {slot}")
+            conn.execute("DELETE FROM nics WHERE id = ?", (row[7],))
+        return Nic(*row[:7])
+
+    # -- power -------------------------------------------------------------
+
+
+__all__ = [
+    "Nics",
+    "Nic",
+    "NIC_SLOTS",
+    "NIC_PORT_RANGE",
+    "NIC_PORTS_ENV",
+    "TRANSPORTS",
+    "MAC_PREFIX",
+    "nic_port_range",
+    "normal_mac",
+]

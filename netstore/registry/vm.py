@@ -1,0 +1,99 @@
+# The VM record: a Machine as the machines table holds it, and reading one
+# (by name or UUID) or all of them inside the caller's transaction.  The
+# modules of a VM's parts (attachments, nics, snapshots) and machines.py,
+# which changes VMs, look VMs up here.
+"""The VM record (Machine) and how it is read from the registry."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from netstore.registry.errors import NotFoundError
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """One VM as registered.  ``memory_mb`` is the fixed size, or the top of
+    the range when ``memory_min_mb`` is set (dynamic memory).  With CPU
+    hot-plug on, ``cpus`` is the maximum and ``plugged_cpus`` the indexes
+    plugged; ``online_cpus`` is what runs either way."""
+
+    id: int
+    uuid: str
+    name: str
+    ostype: str
+    cpus: int
+    cpu_hotplug: bool
+    plugged_cpus: tuple[int, ...]
+    cpu_cap: int
+    weight: int
+    memory_mb: int
+    memory_min_mb: int | None
+    balloon_mb: int
+    page_fusion: bool
+    chipset: str
+    power: str
+    started: str | None
+    current_snapshot: str | None
+    created: str
+
+    @property
+    def online_cpus(self) -> int:
+        return len(self.plugged_cpus) if self.cpu_hotplug else self.cpus
+
+    @property
+    def running(self) -> bool:
+        return self.power == "running"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["plugged_cpus"] = list(self.plugged_cpus)
+        d["online_cpus"] = self.online_cpus
+        return d
+
+
+_MCOLS = ("id, uuid, name, ostype, cpus, cpu_hotplug, plugged_cpus, cpu_cap, weight, memory_mb, "
+          "memory_min_mb, balloon_mb, page_fusion, chipset, power, started, current_snapshot_id, "
+          "created")
+
+
+def cpu_list(text: str) -> tuple[int, ...]:
+    """The plugged_cpus column as indexes."""
+    return tuple(int(x) for x in text.split(",") if x)
+
+
+def cpu_text(cpus: Iterable[int]) -> str:
+    """Indexes as the plugged_cpus column holds them (sorted, without repeats)."""
+    return ",".join(str(c) for c in sorted(set(cpus)))
+
+
+def machine_from_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> Machine:
+    """A Machine from a row of _MCOLS (its current snapshot's name looked up)."""
+    snap = None
+    if row[16] is not None:
+        r = conn.execute("SELECT name FROM snapshots WHERE id = ?", (row[16],)).fetchone()
+        snap = r[0] if r else None
+    return Machine(row[0], row[1], row[2], row[3], row[4], bool(row[5]), cpu_list(row[6]),
+                   row[7], row[8], row[9], row[10], row[11], bool(row[12]), row[13],
+                   row[14], row[15], snap, row[17])
+
+
+def get_machine(conn: sqlite3.Connection, name: str) -> Machine:
+    """The VM of that name or UUID.  Raises NotFoundError."""
+    row = conn.execute(f"SELECT {_MCOLS} FROM machines WHERE name = ? OR uuid = ?",
+                       (name, name.lower())).fetchone()
+    if row is None:
+        raise NotFoundError(f"no VM {name!r} is registered (see: netstore vm list)")
+    return machine_from_row(conn, row)
+
+
+def all_machines(conn: sqlite3.Connection) -> list[Machine]:
+    """Every VM, by name."""
+    rows = conn.execute(f"SELECT {_MCOLS} FROM machines ORDER BY name").fetchall()
+    return [machine_from_row(conn, r) for r in rows]
+
+
+__all__ = ["Machine", "all_machines", "cpu_list", "cpu_text", "get_machine", "machine_from_row"]
