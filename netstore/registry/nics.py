@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from netstore.addresses import MAC_RE
 from netstore.registry.errors import MachineRuleError, NotFoundError
 from netstore.registry.layers import Layers
 from netstore.registry.vm import Machine, get_machine
@@ -26,7 +27,6 @@ NIC_PORTS_ENV = "NETSTORE_NIC_PORTS"
 # QEMU's own OUI; a generated MAC is 52:54:00 and three random octets.
 MAC_PREFIX = "52:54:00"
 MAC_TRIES = 64
-_MAC_RE = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,7 @@ def normal_mac(text: str) -> str:
         MachineRuleError: malformed, multicast (first octet odd) or all zeros.
     """
     t = text.strip().lower()
-    if not _MAC_RE.fullmatch(t):
+    if not MAC_RE.fullmatch(t):
         raise MachineRuleError(f"MAC {text!r} is malformed (six hex octets: 52:54:00:12:34:56)")
     t = t.replace("-", ":")
     if int(t[:2], 16) & 1:
