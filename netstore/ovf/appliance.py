@@ -49,6 +49,8 @@ from netstore.ovf.package import (
     verify_coverage,
     verify_digests,
 )
+from netstore.registry.errors import NameTakenError, NotFoundError
+from netstore.registry.machines import NIC_SLOTS, check_cpus, check_machine_name, normal_mac
 
 if TYPE_CHECKING:
     from netstore.registry import Machine, Medium, Registry
@@ -362,13 +364,6 @@ def _check_files(pkg: Unpacked, app: Appliance) -> None:
 
 def _build(job: _Import, pkg: Unpacked, app: Appliance, name: str | None,
            moved: bool) -> ImportResult:
-    from netstore.registry.errors import NameTakenError, NotFoundError
-    from netstore.registry.machines import (
-        NIC_SLOTS,
-        check_cpus,
-        check_machine_name,
-        normal_mac,
-    )
 
     reg = job.reg
     m = app.machine
