@@ -10,12 +10,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from netstore import __version__
 from netstore.cli import disk, host, ovf, serve, status, switch, vm
-from netstore.cli.common import EXIT_USAGE, Command, Parser, UsageError, common_options, load
+from netstore.cli.common import Command, Parser, UsageError, common_options, load, usage
 from netstore.config import ConfigError
 
 __all__ = ["main", "build_parser"]
@@ -52,12 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as e:
-        print(f"netstore: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage(e)
     try:
         config = load(args)
     except ConfigError as e:
-        print(f"netstore: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage(e)
     return commands[args.command](config, args, getattr(args, "json", False))
 

@@ -1,7 +1,9 @@
 # netstore/cli/common.py - what every command module shares: the exit statuses,
-# the parser class and the common options (--config, --json), the one place the
-# configuration is loaded, argument types (sizes, on/off, numbers), the progress
-# bar and console, and turning a refusal into one stderr line and exit status 1.
+# the parser class, the common options (--config, --json) and a noun's
+# SUBCOMMAND group, the one place the configuration is loaded, argument types
+# (sizes, on/off, numbers, seconds), running a command on the registry or
+# asking the daemon, turning a refusal into one stderr line and exit status 1
+# (a usage error: status 2), and the output: JSON, lines, tables, progress bar.
 """Shared parsing and output of the netstore command line."""
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from netstore.config import Config, default_config, load_config
+from netstore.disk.api import DiskError
 from netstore.disk.media import parse_size
 from netstore.registry import Registry
 
@@ -52,6 +55,15 @@ def common_options() -> argparse.ArgumentParser:
         "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
     )
     return p
+
+
+def add_noun(sub: Any, common: argparse.ArgumentParser, name: str, **kwargs: Any) -> Any:
+    """Add command ``name`` taking a SUBCOMMAND (in ``args.<name>_command``); returns
+    the subparsers to add its subcommands to."""
+    p = sub.add_parser(name, parents=[common], **kwargs)
+    cmds = p.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND", parser_class=Parser)
+    cmds.required = True
+    return cmds
 
 
 def load(args: argparse.Namespace) -> Config:
@@ -109,20 +121,30 @@ def positive_seconds(text: str) -> float:
     return x
 
 
-# -- output --------------------------------------------------------------------
+# -- running a command and its output -------------------------------------------
 
 def registry(config: Config) -> Registry:
     """The registry of the configuration's state directory."""
     return Registry.open(config.daemon.state_dir)
 
 
+def print_json(data: Any, sort_keys: bool = False) -> None:
+    """``data`` as indented JSON on stdout (--json)."""
+    print(json.dumps(data, indent=2, sort_keys=sort_keys))
+
+
 def said(as_json: bool, data: Any, text: str) -> int:
     """Print ``data`` as JSON or ``text`` as a line; exit status 0."""
     if as_json:
-        print(json.dumps(data, indent=2))
+        print_json(data)
     else:
         print(text)
     return EXIT_OK
+
+
+def on_or_off(flag: bool) -> str:
+    """A setting as the command line spells it (see on_off)."""
+    return "on" if flag else "off"
 
 
 def memory_text(memory_mb: int, memory_min_mb: int | None) -> str:
@@ -139,14 +161,14 @@ def print_fields(rows: list[tuple[str, str]]) -> None:
         print(f"{k + ':':<{width + 1}} {v}")
 
 
-def refused(error: Exception) -> int:
+def refused(error: Exception | str) -> int:
     """A refused operation: one line on stderr, exit status 1."""
     print(f"netstore: {error}", file=sys.stderr)
     return EXIT_REFUSED
 
 
-def usage(message: str) -> int:
-    """A usage error found after parsing: one line on stderr, exit status 2."""
+def usage(message: Exception | str) -> int:
+    """A usage or configuration error: one line on stderr, exit status 2."""
     print(f"netstore: {message}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -161,13 +183,41 @@ def refusing(errors: type[Exception] | tuple[type[Exception], ...],
 
 
 @contextmanager
-def warnings_relayed() -> Iterator[None]:
+def _warnings_relayed() -> Iterator[None]:
     """Collect the warnings of the block; print each as one stderr line after it."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
     for w in caught:
         print(f"netstore: warning: {w.message}", file=sys.stderr)
+
+
+def on_registry(config: Config, command: Callable[[Registry], int]) -> int:
+    """Run ``command`` on the open registry; its warnings are relayed on stderr."""
+    def opened() -> int:
+        with registry(config) as reg:
+            return command(reg)
+
+    with _warnings_relayed():
+        # registry, image and OVF refusals are DiskErrors
+        return refusing(DiskError, opened)
+
+
+def answered(config: Config, as_json: bool, show: Callable[[Any], None], op: str,
+             **params: Any) -> int:
+    """Ask the running daemon ``op``; print its answer as JSON or with ``show``."""
+    # the control client needs trio: imported when a command runs, for a fast --help
+    from netstore.control import ControlError, request
+
+    try:
+        result = request(config.daemon.state_dir, op, **params)
+    except ControlError as e:
+        return refused(e)
+    if as_json:
+        print_json(result, sort_keys=True)
+    else:
+        show(result)
+    return EXIT_OK
 
 
 def console() -> Any:

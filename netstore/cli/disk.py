@@ -5,17 +5,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from netstore.cli.common import (
     EXIT_OK,
     Command,
-    Parser,
     ProgressBar,
+    add_noun,
     console,
     on_off,
+    on_or_off,
     print_fields,
+    print_json,
     refusing,
     registry,
     said,
@@ -33,12 +34,10 @@ from netstore.disk.media import KINDS, TYPES, VARIANTS, format_size
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command]:
     """Add `disk` and its subcommands to ``sub``; returns its command."""
     writable = [f for f, spec in FORMATS.items() if spec.write]
-    disk = sub.add_parser(
-        "disk", parents=[common], help="media: create, import, list, modify, clone, convert, remove",
+    cmds = add_noun(
+        sub, common, "disk", help="media: create, import, list, modify, clone, convert, remove",
         description="The media registry of the state directory (works without the daemon).",
     )
-    cmds = disk.add_subparsers(dest="disk_command", metavar="SUBCOMMAND", parser_class=Parser)
-    cmds.required = True
 
     p = cmds.add_parser("create", parents=[common], help="create an empty image and register it",
                         description="Create <state_dir>/media/NAME.<ext> and register it.")
@@ -111,6 +110,10 @@ def _described(reg: Any, m: Any, as_json: bool, text: str) -> int:
     return said(as_json, _medium_json(reg, m) if as_json else None, text)
 
 
+def _bytes_text(n: int) -> str:
+    return f"{format_size(n)} ({n} bytes)"
+
+
 def _create(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     with registry(config) as reg, ProgressBar(f"allocating {args.name}",
                                               args.variant == "fixed" and not as_json) as bar:
@@ -134,7 +137,7 @@ def _list(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     with registry(config) as reg:
         media = reg.media(layers=args.layers)
         if as_json:
-            print(json.dumps([_medium_json(reg, m) for m in media], indent=2))
+            print_json([_medium_json(reg, m) for m in media])
             return EXIT_OK
         rows = table(("name", "uuid", "format", "variant", "kind", "type", "virtual size",
                       "current size", "used by"), no_wrap=("name", "uuid"))
@@ -162,16 +165,16 @@ def _info(config: Config, args: argparse.Namespace, as_json: bool) -> int:
         if as_json:
             d = _medium_json(reg, m)
             d.update(parent=parent, backing_chain=chain, layers=[c.name for c in children])
-            print(json.dumps(d, indent=2))
+            print_json(d)
             return EXIT_OK
         users = reg.users_of(m)
         print_fields([
             ("name", m.name), ("uuid", m.uuid), ("location", m.location),
             ("format", m.format), ("variant", m.variant), ("kind", m.kind), ("type", m.type),
-            ("autoreset", "on" if m.autoreset else "off"),
-            ("virtual size", f"{format_size(m.virtual_size)} ({m.virtual_size} bytes)"),
+            ("autoreset", on_or_off(m.autoreset)),
+            ("virtual size", _bytes_text(m.virtual_size)),
             ("current size", "missing" if m.current_size is None
-             else f"{format_size(m.current_size)} ({m.current_size} bytes)"),
+             else _bytes_text(m.current_size)),
             ("description", m.description or "-"), ("created", m.created),
             ("parent", parent or "-"), ("owner", m.owner or "-"),
             ("layers", ", ".join(c.name for c in children) or "-"),
@@ -192,7 +195,7 @@ def _modify(config: Config, args: argparse.Namespace, as_json: bool) -> int:
         m = reg.modify(args.name, type=args.type, autoreset=args.autoreset, resize=args.resize,
                        description=args.description)
         return _described(reg, m, as_json, f"{m.name}: {m.type}, autoreset "
-                          f"{'on' if m.autoreset else 'off'}, {format_size(m.virtual_size)}")
+                          f"{on_or_off(m.autoreset)}, {format_size(m.virtual_size)}")
 
 
 def _clone(config: Config, args: argparse.Namespace, as_json: bool) -> int:

@@ -5,31 +5,26 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from netstore.cli.common import (
     EXIT_OK,
     Command,
-    Parser,
+    add_noun,
     console,
     memory_text,
-    refusing,
-    registry,
+    on_registry,
+    print_json,
     table,
-    warnings_relayed,
 )
 from netstore.config import Config
-from netstore.disk.api import DiskError
 from netstore.registry.machines import host_report
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command]:
     """Add `host` and its subcommands to ``sub``; returns its command."""
-    host = sub.add_parser("host", parents=[common], help="the host report")
-    cmds = host.add_subparsers(dest="host_command", metavar="SUBCOMMAND", parser_class=Parser)
-    cmds.required = True
+    cmds = add_noun(sub, common, "host", help="the host report")
     cmds.add_parser("report", parents=[common],
                     help="vCPUs and memory of running VMs against the host's")
     return {"host": run}
@@ -37,19 +32,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
 
 def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     """Run `host report`; warnings are relayed on stderr."""
-    def command() -> int:
-        with registry(config) as reg:
-            return _report(reg, as_json)
-
-    with warnings_relayed():
-        # registry refusals are DiskErrors too
-        return refusing(DiskError, command)
+    return on_registry(config, lambda reg: _report(reg, as_json))
 
 
 def _report(reg: Any, as_json: bool) -> int:
     r = host_report(reg)
     if as_json:
-        print(json.dumps(r, indent=2))
+        print_json(r)
     else:
         mem = f"{r['host_memory_mb']} MB" if r["host_memory_mb"] else "unknown"
         ratio = "-" if r["memory_ratio"] is None else f"{r['memory_ratio']:.2f}"

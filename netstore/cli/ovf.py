@@ -9,25 +9,21 @@ from typing import Any
 
 from netstore.cli.common import (
     Command,
-    Parser,
     ProgressBar,
-    refusing,
-    registry,
+    add_noun,
+    on_registry,
     said,
-    warnings_relayed,
 )
 from netstore.config import Config
-from netstore.disk.api import DiskError
 from netstore.disk.media import format_size
+from netstore.registry import Registry
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command]:
     """Add `ovf` and its subcommands to ``sub``; returns its command."""
-    ovf = sub.add_parser("ovf", parents=[common], help="OVF/OVA export and import",
-                         description="Move VMs to and from other hypervisors as OVF 1.x "
-                         "packages (VirtualBox, VMware ovftool).")
-    cmds = ovf.add_subparsers(dest="ovf_command", metavar="SUBCOMMAND", parser_class=Parser)
-    cmds.required = True
+    cmds = add_noun(sub, common, "ovf", help="OVF/OVA export and import",
+                    description="Move VMs to and from other hypervisors as OVF 1.x "
+                    "packages (VirtualBox, VMware ovftool).")
     p = cmds.add_parser("export", parents=[common], help="write a VM as an OVA",
                         description="Write VM as OUT.ova: its OVF descriptor, each disk's "
                         "current state as a streamOptimized VMDK, dvd/floppy images, and a "
@@ -47,20 +43,17 @@ def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     # netstore.ovf (tarfile, XML) is imported when an ovf command runs: a fast --help
     from netstore.ovf import export_vm, import_appliance
 
-    def command() -> int:
-        with registry(config) as reg:
-            if args.ovf_command == "export":
-                with ProgressBar(f"exporting {args.vm}", not as_json) as bar:
-                    r = export_vm(reg, args.vm, args.out, progress=bar)
-                return said(as_json, r.to_dict(), f"exported {r.machine} to {r.path} "
-                            f"({format_size(r.size)}: {', '.join(n for n, _ in r.members)})")
-            with ProgressBar(f"importing {args.file}", not as_json) as bar:
-                r = import_appliance(reg, args.file, name=args.name, progress=bar)
-            m = r.machine
-            return said(as_json, r.to_dict(), f"imported {args.file} as VM {m.name}"
-                        f" (UUID {m.uuid}): {m.cpus} vCPU(s), {m.memory_mb} MB, "
-                        f"media {', '.join(x.name for x in r.media) or 'none'}")
+    def command(reg: Registry) -> int:
+        if args.ovf_command == "export":
+            with ProgressBar(f"exporting {args.vm}", not as_json) as bar:
+                r = export_vm(reg, args.vm, args.out, progress=bar)
+            return said(as_json, r.to_dict(), f"exported {r.machine} to {r.path} "
+                        f"({format_size(r.size)}: {', '.join(n for n, _ in r.members)})")
+        with ProgressBar(f"importing {args.file}", not as_json) as bar:
+            r = import_appliance(reg, args.file, name=args.name, progress=bar)
+        m = r.machine
+        return said(as_json, r.to_dict(), f"imported {args.file} as VM {m.name}"
+                    f" (UUID {m.uuid}): {m.cpus} vCPU(s), {m.memory_mb} MB, "
+                    f"media {', '.join(x.name for x in r.media) or 'none'}")
 
-    with warnings_relayed():
-        # OVF, registry and image refusals are DiskErrors
-        return refusing(DiskError, command)
+    return on_registry(config, command)

@@ -5,10 +5,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from netstore.cli.common import EXIT_OK, Command, refused
+from netstore.cli.common import Command, answered
 from netstore.config import Config
 
 
@@ -24,18 +23,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
 
 def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     """Ask the running daemon for its status and print it."""
-    # the control client needs trio: imported when a command runs, for a fast --help
-    from netstore.control import ControlError, request
-
-    try:
-        result = request(config.daemon.state_dir, "status")
-    except ControlError as e:
-        return refused(e)
-    if as_json:
-        print(json.dumps(result, indent=2, sort_keys=True))
-    else:
-        _print_status(result)
-    return EXIT_OK
+    return answered(config, as_json, _print_status, "status")
 
 
 def _print_status(result: dict[str, Any]) -> None:

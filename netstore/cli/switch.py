@@ -5,16 +5,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
 
 from netstore.cli.common import (
     EXIT_OK,
-    EXIT_REFUSED,
     Command,
-    Parser,
+    add_noun,
+    answered,
     console,
     positive_int,
     positive_seconds,
@@ -26,10 +25,8 @@ from netstore.config import Config
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command]:
     """Add `switch` with its subcommands and `capture` to ``sub``; returns their commands."""
-    sw = sub.add_parser("switch", parents=[common], help="the learning switches: list, show",
-                        description="The running daemon's switches.")
-    cmds = sw.add_subparsers(dest="switch_command", metavar="SUBCOMMAND", parser_class=Parser)
-    cmds.required = True
+    cmds = add_noun(sub, common, "switch", help="the learning switches: list, show",
+                    description="The running daemon's switches.")
     cmds.add_parser("list", parents=[common], help="every switch: ports, MACs, frames")
     p = cmds.add_parser("show", parents=[common], help="one switch: its ports and MAC table",
                         description="Without --macs or --ports both are shown.")
@@ -55,25 +52,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
 
 def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     """Run `switch list` or `switch show` against the running daemon."""
-    # the control client needs trio: imported when a command runs, for a fast --help
-    from netstore.control import ControlError, request
-
-    try:
-        if args.switch_command == "list":
-            result = request(config.daemon.state_dir, "switch_list")
-        else:
-            both = not args.macs and not args.ports
-            result = request(config.daemon.state_dir, "switch_show", switch=args.name,
-                             macs=both or args.macs, ports=both or args.ports)
-    except ControlError as e:
-        return refused(e)
-    if as_json:
-        print(json.dumps(result, indent=2, sort_keys=True))
-    elif args.switch_command == "list":
-        _print_switch_list(result)
-    else:
-        _print_switch(result)
-    return EXIT_OK
+    if args.switch_command == "list":
+        return answered(config, as_json, _print_switch_list, "switch_list")
+    both = not args.macs and not args.ports
+    return answered(config, as_json, _print_switch, "switch_show", switch=args.name,
+                    macs=both or args.macs, ports=both or args.ports)
 
 
 def _print_switch_list(switches: list[dict[str, Any]]) -> None:
@@ -150,8 +133,7 @@ def capture(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     try:
         out = sys.stdout.buffer if to_stdout else open(args.write, "wb")  # noqa: SIM115
     except OSError as e:
-        print(f"netstore: cannot write {args.write}: {e.strerror or e}", file=sys.stderr)
-        return EXIT_REFUSED
+        return refused(f"cannot write {args.write}: {e.strerror or e}")
 
     def write(data: bytes) -> None:
         out.write(data)

@@ -12,21 +12,20 @@ from typing import Any
 from netstore.cli.common import (
     EXIT_OK,
     Command,
-    Parser,
+    add_noun,
     console,
     memory_text,
     on_off,
+    on_or_off,
+    on_registry,
     print_fields,
-    refusing,
-    registry,
+    print_json,
     said,
     table,
     usage,
-    warnings_relayed,
     whole_number,
 )
 from netstore.config import Config, format_portal
-from netstore.disk.api import DiskError
 from netstore.qemu import format_args, qemu_args
 from netstore.registry.machines import BUSES, CHIPSETS, TRANSPORTS
 from netstore.registry.snapshots import Snapshots
@@ -41,12 +40,10 @@ def _memory_range(text: str) -> tuple[int, int]:
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command]:
     """Add `vm` and its subcommands to ``sub``; returns its command."""
-    vm = sub.add_parser("vm", parents=[common], help="virtual machines: create, modify, attach, "
-                        "nic, start, stop, snapshot, list, info, remove",
-                        description="The VMs of the registry (works without the daemon; a "
-                        "running daemon picks changes up within a second).")
-    cmds = vm.add_subparsers(dest="vm_command", metavar="SUBCOMMAND", parser_class=Parser)
-    cmds.required = True
+    cmds = add_noun(sub, common, "vm", help="virtual machines: create, modify, attach, "
+                    "nic, start, stop, snapshot, list, info, remove",
+                    description="The VMs of the registry (works without the daemon; a "
+                    "running daemon picks changes up within a second).")
 
     p = cmds.add_parser("create", parents=[common], help="register a new VM (powered off)")
     p.add_argument("name", metavar="NAME")
@@ -137,15 +134,9 @@ def _slot_options(p: argparse.ArgumentParser) -> None:
 
 def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     """Run one `vm` subcommand on the registry; its warnings are relayed on stderr."""
-    def command() -> int:
-        with registry(config) as reg:
-            if args.vm_command == "qemu-args":
-                return _qemu_args(config, reg, args, as_json)
-            return _COMMANDS[args.vm_command](reg, args, as_json)
-
-    with warnings_relayed():
-        # registry refusals are DiskErrors too
-        return refusing(DiskError, command)
+    if args.vm_command == "qemu-args":
+        return on_registry(config, lambda reg: _qemu_args(config, reg, args, as_json))
+    return on_registry(config, lambda reg: _COMMANDS[args.vm_command](reg, args, as_json))
 
 
 def _cpus_text(m: Any) -> str:
@@ -174,7 +165,7 @@ def _modify(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     m = reg.machines.modify(args.name, **asked)
     return said(as_json, m.to_dict(), f"{m.name}: {_cpus_text(m)} vCPU(s), cap "
                 f"{m.cpu_cap} %, memory {memory_text(m.memory_mb, m.memory_min_mb)}, "
-                f"balloon {m.balloon_mb} MB, page fusion {'on' if m.page_fusion else 'off'}")
+                f"balloon {m.balloon_mb} MB, page fusion {on_or_off(m.page_fusion)}")
 
 
 def _controller(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
@@ -234,7 +225,7 @@ def _snapshot(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     if args.action == "list":
         found = snaps.list(args.name)
         if as_json:
-            print(json.dumps([s.to_dict() for s in found], indent=2))
+            print_json([s.to_dict() for s in found])
             return EXIT_OK
         for s in found:
             print(f"{'*' if s.current else ' '} {s.name}  parent {s.parent or '-'}  "
@@ -259,7 +250,7 @@ def _snapshot(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
 def _list(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     vms = reg.machines.list()
     if as_json:
-        print(json.dumps([reg.machines.info(m.name) for m in vms], indent=2))
+        print_json([reg.machines.info(m.name) for m in vms])
         return EXIT_OK
     if not vms:
         print("no VMs registered (netstore vm create NAME)")
@@ -279,14 +270,14 @@ def _list(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
 def _info(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     d = reg.machines.info(args.name)
     if as_json:
-        print(json.dumps(d, indent=2))
+        print_json(d)
         return EXIT_OK
     m = reg.machines.get(args.name)
     print_fields([
         ("name", m.name), ("uuid", m.uuid), ("ostype", m.ostype), ("power", m.power),
         ("vCPUs", _cpus_text(m)), ("execution cap", f"{m.cpu_cap} %"),
         ("weight", str(m.weight)), ("memory", memory_text(m.memory_mb, m.memory_min_mb)),
-        ("balloon", f"{m.balloon_mb} MB"), ("page fusion", "on" if m.page_fusion else "off"),
+        ("balloon", f"{m.balloon_mb} MB"), ("page fusion", on_or_off(m.page_fusion)),
         ("chipset", m.chipset), ("snapshot", m.current_snapshot or "-"),
         ("created", m.created)])
     out = console()
