@@ -1,9 +1,11 @@
 # tests/test_cli.py - the `netstore` command line: exit statuses, one-line
-# errors on stderr, commands not implemented yet saying so.
+# errors on stderr, commands not implemented yet saying so, its entry points,
+# and its place on top of the layers (nothing of netstore imports netstore.cli).
 """Tests for netstore.cli."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -65,6 +67,42 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
         pytest.skip("the netstore console script is not on PATH (pip install -e . first)")
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.startswith("netstore ")
+
+
+def test_python_m_netstore_cli_runs_the_command_line(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "netstore.cli", "--version"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=30, env=ENV)
+    assert out.returncode == 0 and out.stdout == run("--version", cwd=tmp_path).stdout
+
+
+def test_no_module_of_netstore_imports_the_cli() -> None:
+    """architecture.md: the cli imports the rest of netstore, never the reverse."""
+    root = Path(__file__).resolve().parents[1] / "netstore"
+    entry = {root / "__main__.py"}  # `python -m netstore` is the command line
+    importers = []
+    for path in sorted(root.rglob("*.py")):
+        if root / "cli" in path.parents or path in entry:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if isinstance(node, ast.ImportFrom) and node.module == "netstore":
+                names = [f"netstore.{a.name}" for a in node.names]
+            if any(n == "netstore.cli" or n.startswith("netstore.cli.") for n in names):
+                importers.append(str(path.relative_to(root.parent)))
+    assert importers == []
+
+
+def test_help_needs_neither_trio_nor_rich(tmp_path: Path) -> None:
+    # The cli imports trio (daemon, control socket), rich and netstore.ovf only
+    # when a command runs, so that --help and usage errors answer at once.
+    code = ("import sys\nfrom netstore.cli import main\ntry:\n    main(['vm', '--help'])\n"
+            "except SystemExit:\n    pass\nprint(sorted(m for m in sys.modules if m.split('.')[0]"
+            " in ('trio', 'rich') or m.startswith(('netstore.ovf', 'netstore.daemon', "
+            "'netstore.control'))), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=30, env=ENV)
+    assert out.returncode == 0 and out.stderr == "[]\n", out.stderr
 
 
 def test_status_without_daemon_exits_1(tmp_path: Path) -> None:

@@ -1,0 +1,341 @@
+# netstore/cli/vm.py - `netstore vm create|modify|controller|attach|detach|nic|
+# start|stop|snapshot|list|info|remove|qemu-args`: the VMs of the registry.
+"""The ``netstore vm`` commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from netstore.cli.common import (
+    EXIT_OK,
+    Command,
+    add_noun,
+    console,
+    memory_text,
+    on_off,
+    on_or_off,
+    on_registry,
+    print_fields,
+    print_json,
+    said,
+    table,
+    usage,
+    whole_number,
+)
+from netstore.config import Config, format_portal
+from netstore.qemu import format_args, qemu_args
+from netstore.registry.machines import BUSES, CHIPSETS, TRANSPORTS
+from netstore.registry.snapshots import Snapshots
+
+
+def _memory_range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX in MB (512:2048), got {text!r}")
+    return whole_number(lo), whole_number(hi)
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command]:
+    """Add `vm` and its subcommands to ``sub``; returns its command."""
+    cmds = add_noun(sub, common, "vm", help="virtual machines: create, modify, attach, "
+                    "nic, start, stop, snapshot, list, info, remove",
+                    description="The VMs of the registry (works without the daemon; a "
+                    "running daemon picks changes up within a second).")
+
+    p = cmds.add_parser("create", parents=[common], help="register a new VM (powered off)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--cpus", type=whole_number, default=1, metavar="N")
+    p.add_argument("--memory", type=whole_number, default=1024, metavar="MB")
+    p.add_argument("--ostype", default="Other", metavar="T")
+    p.add_argument("--chipset", choices=CHIPSETS, default="piix3")
+
+    p = cmds.add_parser("modify", parents=[common], help="change CPUs, memory, balloon, ...",
+                        description="Hardware changes only while the VM is powered off; "
+                        "--balloon only while it runs; --plugcpu/--unplugcpu need "
+                        "--cpuhotplug on.")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--cpus", type=whole_number, metavar="N",
+                   help="vCPUs (with CPU hot-plug on: the maximum)")
+    p.add_argument("--cpuhotplug", type=on_off, metavar="on|off")
+    p.add_argument("--plugcpu", type=whole_number, metavar="I", help="plug vCPU I")
+    p.add_argument("--unplugcpu", type=whole_number, metavar="I", help="unplug vCPU I (never 0)")
+    p.add_argument("--cpu-cap", type=whole_number, metavar="PCT", help="execution cap 1..100 %%")
+    p.add_argument("--weight", type=whole_number, metavar="W", help="relative CPU weight 1..10000")
+    p.add_argument("--memory", type=whole_number, metavar="MB", help="fixed memory")
+    p.add_argument("--memory-range", type=_memory_range, metavar="MIN:MAX",
+                   help="dynamic memory in MB")
+    p.add_argument("--balloon", type=whole_number, metavar="MB", help="balloon size (running VM)")
+    p.add_argument("--pagefusion", type=on_off, metavar="on|off")
+    p.add_argument("--ostype", metavar="T")
+    p.add_argument("--chipset", choices=CHIPSETS)
+
+    p = cmds.add_parser("controller", parents=[common], help="add or remove a storage controller")
+    p.add_argument("name", metavar="NAME")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--add", metavar="CTL", help="the new controller's name (sata0)")
+    g.add_argument("--remove", metavar="CTL", help="remove an empty controller")
+    p.add_argument("--bus", choices=list(BUSES))
+    p.add_argument("--chipset", metavar="C", help="; ".join(
+        f"{b}: {', '.join(spec.chipsets)}" for b, spec in BUSES.items()))
+
+    p = cmds.add_parser("attach", parents=[common], help="attach a medium to a slot")
+    _slot_options(p)
+    p.add_argument("--disk", required=True, metavar="MEDIUM")
+    p.add_argument("--type", dest="slot_kind", choices=("hdd", "dvd", "floppy"),
+                   help="the slot's kind (default: the medium's)")
+
+    p = cmds.add_parser("detach", parents=[common], help="empty a slot")
+    _slot_options(p)
+
+    p = cmds.add_parser("nic", parents=[common], help="add, change or remove a NIC",
+                        description="Add the NIC in --slot or change it; its MAC is generated "
+                        "when not given; udp and stream NICs get ports allocated "
+                        "(NETSTORE_NIC_PORTS=LO-HI, default 40000-49999).")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--slot", type=whole_number, required=True, metavar="N")
+    p.add_argument("--switch", metavar="SW")
+    p.add_argument("--mac", metavar="M")
+    p.add_argument("--vlan", type=whole_number, metavar="V")
+    p.add_argument("--transport", choices=TRANSPORTS)
+    p.add_argument("--port-security", choices=("on", "off"),
+                   help="the NIC's switch port admits only the NIC's MAC")
+    p.add_argument("--remove", action="store_true", help="remove the NIC in --slot")
+
+    for verb, what in (("start", "power on (applies the disk rules)"), ("stop", "power off"),
+                       ("info", "everything about one VM"),
+                       ("remove", "unregister a powered-off VM without snapshots")):
+        p = cmds.add_parser(verb, parents=[common], help=what)
+        p.add_argument("name", metavar="NAME")
+    cmds.add_parser("list", parents=[common], help="every VM")
+
+    p = cmds.add_parser("snapshot", parents=[common], help="take, restore or delete a snapshot")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("action", choices=("take", "restore", "delete", "list"))
+    p.add_argument("snapshot", metavar="SNAP", nargs="?")
+    p.add_argument("--description", default="")
+
+    p = cmds.add_parser("qemu-args", parents=[common],
+                        help="a qemu-system command line running the VM on netstore: disks "
+                             "over iscsi://, NICs on their switch ports")
+    p.add_argument("name", metavar="NAME")
+    return {"vm": run}
+
+
+def _slot_options(p: argparse.ArgumentParser) -> None:
+    """NAME --controller CTL --port P [--device D]: a slot of a VM (attach, detach)."""
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--controller", required=True, metavar="CTL")
+    p.add_argument("--port", type=whole_number, required=True, metavar="P")
+    p.add_argument("--device", type=whole_number, default=0, metavar="D")
+
+
+def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    """Run one `vm` subcommand on the registry; its warnings are relayed on stderr."""
+    if args.vm_command == "qemu-args":
+        return on_registry(config, lambda reg: _qemu_args(config, reg, args, as_json))
+    return on_registry(config, lambda reg: _COMMANDS[args.vm_command](reg, args, as_json))
+
+
+def _cpus_text(m: Any) -> str:
+    if m.cpu_hotplug:
+        return f"{m.online_cpus} of {m.cpus} (hot-plug: {','.join(map(str, m.plugged_cpus))})"
+    return str(m.cpus)
+
+
+def _create(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    m = reg.machines.create(args.name, cpus=args.cpus, memory_mb=args.memory,
+                            ostype=args.ostype, chipset=args.chipset)
+    return said(as_json, m.to_dict(), f"created VM {m.name}: {m.cpus} vCPU(s), "
+                f"{m.memory_mb} MB, {m.ostype}, UUID {m.uuid}")
+
+
+def _modify(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    asked = dict(cpus=args.cpus, cpu_hotplug=args.cpuhotplug, plug_cpu=args.plugcpu,
+                 unplug_cpu=args.unplugcpu, cpu_cap=args.cpu_cap, weight=args.weight,
+                 memory_mb=args.memory, memory_range=args.memory_range,
+                 balloon_mb=args.balloon, page_fusion=args.pagefusion, ostype=args.ostype,
+                 chipset=args.chipset)
+    if all(v is None for v in asked.values()):
+        return usage("vm modify: nothing to change (see: netstore vm modify --help)")
+    if args.memory is not None and args.memory_range is not None:
+        return usage("vm modify: --memory and --memory-range exclude each other")
+    m = reg.machines.modify(args.name, **asked)
+    return said(as_json, m.to_dict(), f"{m.name}: {_cpus_text(m)} vCPU(s), cap "
+                f"{m.cpu_cap} %, memory {memory_text(m.memory_mb, m.memory_min_mb)}, "
+                f"balloon {m.balloon_mb} MB, page fusion {on_or_off(m.page_fusion)}")
+
+
+def _controller(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    if args.remove:
+        reg.machines.remove_controller(args.name, args.remove)
+        return said(as_json, {"removed": args.remove}, f"removed controller {args.remove} "
+                    f"of {args.name}")
+    if args.bus is None:
+        return usage("vm controller: --add needs --bus")
+    c = reg.machines.add_controller(args.name, args.add, args.bus, args.chipset)
+    return said(as_json, c.to_dict(), f"{args.name}: controller {c.name} ({c.bus}, "
+                f"{c.chipset})")
+
+
+def _attach(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    a = reg.machines.attach(args.name, args.controller, args.port, args.disk,
+                            device=args.device, slot_kind=args.slot_kind)
+    return said(as_json, a.to_dict(), f"{args.name}: {a.medium} ({a.type} {a.slot_kind}) "
+                f"attached at {a.slot}")
+
+
+def _detach(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    a = reg.machines.detach(args.name, args.controller, args.port, device=args.device)
+    return said(as_json, a.to_dict(), f"{args.name}: {a.medium} detached from {a.slot}")
+
+
+def _nic(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    if args.remove:
+        n = reg.machines.remove_nic(args.name, args.slot)
+        return said(as_json, n.to_dict(), f"{args.name}: NIC {n.slot} ({n.mac}) removed")
+    if args.switch is None:
+        return usage("vm nic: --switch is needed (or --remove)")
+    security = None if args.port_security is None else args.port_security == "on"
+    n = reg.machines.set_nic(args.name, args.slot, args.switch, mac=args.mac, vlan=args.vlan,
+                             transport=args.transport, port_security=security)
+    where = n.switch_addr + (f" <-> {n.vm_addr}" if n.vm_addr else "")
+    locked = ", port security on" if n.port_security else ""
+    return said(as_json, n.to_dict(), f"{args.name}: NIC {n.slot} {n.mac} on {n.switch} "
+                f"VLAN {n.vlan}, {n.transport} {where}{locked}")
+
+
+def _power(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    if args.vm_command == "start":
+        m = reg.machines.start(args.name)
+    else:
+        m = reg.machines.stop(args.name)
+    return said(as_json, m.to_dict(), f"{m.name}: {m.power}")
+
+
+def _remove(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    m = reg.machines.remove(args.name)
+    return said(as_json, {"removed": m.name, "uuid": m.uuid}, f"removed VM {m.name}")
+
+
+def _snapshot(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    snaps = Snapshots(reg)
+    if args.action == "list":
+        found = snaps.list(args.name)
+        if as_json:
+            print_json([s.to_dict() for s in found])
+            return EXIT_OK
+        for s in found:
+            print(f"{'*' if s.current else ' '} {s.name}  parent {s.parent or '-'}  "
+                  f"{s.created}  {s.description}")
+        if not found:
+            print(f"{args.name} has no snapshots")
+        return EXIT_OK
+    if args.snapshot is None:
+        return usage(f"vm snapshot {args.action}: SNAP is needed")
+    if args.action == "take":
+        s = snaps.take(args.name, args.snapshot, args.description)
+        disks = ", ".join(s.disks) or "no disks"
+        return said(as_json, s.to_dict(), f"{args.name}: snapshot {s.name} taken ({disks})")
+    if args.action == "restore":
+        s = snaps.restore(args.name, args.snapshot)
+        return said(as_json, s.to_dict(), f"{args.name}: restored snapshot {s.name}")
+    snaps.delete(args.name, args.snapshot)
+    return said(as_json, {"deleted": args.snapshot},
+                f"{args.name}: snapshot {args.snapshot} deleted (its data merged)")
+
+
+def _list(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    vms = reg.machines.list()
+    if as_json:
+        print_json([reg.machines.info(m.name) for m in vms])
+        return EXIT_OK
+    if not vms:
+        print("no VMs registered (netstore vm create NAME)")
+        return EXIT_OK
+    rows = table(("name", "power", "vCPUs", "memory", "disks", "NICs", "snapshot", "uuid"),
+                 no_wrap=("name", "uuid"))
+    for m in vms:
+        disks = reg.machines.attachments(m.name)
+        nics = reg.machines.nics(m.name)
+        rows.add_row(m.name, m.power, _cpus_text(m), memory_text(m.memory_mb, m.memory_min_mb),
+                     ", ".join(a.medium for a in disks) or "-", str(len(nics)),
+                     m.current_snapshot or "-", m.uuid)
+    console().print(rows)
+    return EXIT_OK
+
+
+def _info(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    d = reg.machines.info(args.name)
+    if as_json:
+        print_json(d)
+        return EXIT_OK
+    m = reg.machines.get(args.name)
+    print_fields([
+        ("name", m.name), ("uuid", m.uuid), ("ostype", m.ostype), ("power", m.power),
+        ("vCPUs", _cpus_text(m)), ("execution cap", f"{m.cpu_cap} %"),
+        ("weight", str(m.weight)), ("memory", memory_text(m.memory_mb, m.memory_min_mb)),
+        ("balloon", f"{m.balloon_mb} MB"), ("page fusion", on_or_off(m.page_fusion)),
+        ("chipset", m.chipset), ("snapshot", m.current_snapshot or "-"),
+        ("created", m.created)])
+    out = console()
+    rows = table(("controller", "bus", "chipset", "port", "device", "kind", "medium", "type"),
+                 title="storage")
+    atts = d["attachments"]
+    for c in d["controllers"]:
+        held = [a for a in atts if a["controller"] == c["name"]]
+        for a in held or [None]:
+            rows.add_row(c["name"], c["bus"], c["chipset"],
+                         *(("-",) * 5 if a is None else (
+                             str(a["port"]), str(a["device"]), a["slot_kind"], a["medium"],
+                             a["type"])))
+    out.print(rows)
+    rows = table(("slot", "mac", "switch", "vlan", "transport", "switch end", "VM end"),
+                 title="NICs")
+    for n in d["nics"]:
+        rows.add_row(str(n["slot"]), n["mac"], n["switch"], str(n["vlan"]), n["transport"],
+                     n["switch_addr"], n["vm_addr"] or "-")
+    out.print(rows)
+    if d["snapshots"]:
+        rows = table(("", "name", "parent", "created", "disks", "description"),
+                     title="snapshots")
+        for s in d["snapshots"]:
+            rows.add_row("*" if s["current"] else "", s["name"], s["parent"] or "-",
+                         s["created"], ", ".join(s["disks"]) or "-", s["description"])
+        out.print(rows)
+    return EXIT_OK
+
+
+def _qemu_args(config: Config, reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+    m = reg.machines
+    vm = m.get(args.name)
+    host, port = config.iscsi.portals[0]
+    argv = qemu_args(vm, m.controllers(vm.name), m.attachments(vm.name), m.nics(vm.name),
+                     portal=format_portal(host, port), base_iqn=config.iscsi.base_iqn)
+    if as_json:
+        print(json.dumps(argv))
+    else:
+        print(format_args(argv))
+        if not vm.running:
+            print(f"netstore: note: {vm.name} is powered off; its target accepts logins "
+                  f"after `netstore vm start {vm.name}`", file=sys.stderr)
+    return EXIT_OK
+
+
+# qemu-args is run apart: it needs the configuration (the portal, the base IQN).
+_COMMANDS = {
+    "create": _create,
+    "modify": _modify,
+    "controller": _controller,
+    "attach": _attach,
+    "detach": _detach,
+    "nic": _nic,
+    "start": _power,
+    "stop": _power,
+    "remove": _remove,
+    "snapshot": _snapshot,
+    "list": _list,
+    "info": _info,
+}
