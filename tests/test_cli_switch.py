@@ -79,6 +79,19 @@ def ping(src: str, dst: str, seq: int) -> bytes:
     return bytes(Ether(src=src, dst=dst) / IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(seq=seq))
 
 
+def learnt(d, port: str) -> None:
+    """Wait until the switch has taken a frame in on `port` (a udp port learns
+    its peer's address from its first datagram; frames flooded before that are
+    not sent to it)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        st = json.loads(cli(d, "switch", "show", "sw0", "--ports", "--json").stdout)
+        if any(p["name"] == port and p.get("rx_frames", 0) for p in st["ports"]):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"port {port} took no frame in within 10 s")
+
+
 def wait_capture_running(d, n: int = 1) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -105,7 +118,7 @@ def test_ready_line_show_and_live_capture_through_tshark(netstore_daemon) -> Non
     try:
         wait_capture_running(d)
         a.send(hello(MAC_A))
-        time.sleep(0.2)  # a's peer is learnt before b's hello is flooded to it
+        learnt(d, "a")  # a's peer is learnt before b's hello is flooded to it
         b.send(hello(MAC_B))
         assert a.recv() == hello(MAC_B)
         a.send(ping(MAC_A, MAC_B, 1))
@@ -149,6 +162,7 @@ def test_capture_to_files_per_port_and_duration(netstore_daemon) -> None:
     addrs = addresses(d.ready_line)
     a, b = Peer(addrs["sw0:a"]), Peer(addrs["sw0:b"])
     a.send(hello(MAC_A))
+    learnt(d, "a")
     b.send(hello(MAC_B))
     assert a.recv() == hello(MAC_B)
     out = d.workdir / "b.pcapng"
@@ -176,6 +190,7 @@ def test_capture_from_config_file_survives_kill(netstore_daemon) -> None:
     addrs = addresses(d.ready_line)
     a, b = Peer(addrs["sw0:a"]), Peer(addrs["sw0:b"])
     a.send(hello(MAC_A))
+    learnt(d, "a")
     b.send(hello(MAC_B))
     assert a.recv() == hello(MAC_B)
     for i in range(5):
@@ -231,7 +246,7 @@ def test_show_ports_has_policy_counters_and_drops(netstore_daemon) -> None:
     addrs = addresses(d.ready_line)
     a, b = Peer(addrs["sw0:a"]), Peer(addrs["sw0:b"])
     b.send(hello(MAC_B))
-    time.sleep(0.2)
+    learnt(d, "b")
     a.send(hello(MAC_A))
     assert b.recv() == hello(MAC_A)
     a.send(ping("02:00:00:00:00:0c", MAC_B, 1))  # not a's bound MAC: dropped
