@@ -17,9 +17,9 @@ import trio
 from netstore.config import IscsiConfig, TargetConfig
 from netstore.disk.api import DiskError
 from netstore.disk.images import detect_format, open_image
+from netstore.iscsi.connection import Connection
 from netstore.iscsi.login import ChapCredentials, TargetEntry
 from netstore.iscsi.portal import ExportedTarget, PortalGroup
-from netstore.iscsi.session import Connection
 from netstore.iscsi.text import TargetLimits
 from netstore.registry import Registry
 from netstore.scsi.backend import RawFileBackend

@@ -10,9 +10,9 @@ import struct
 from dataclasses import dataclass
 
 from netstore.iscsi import pdu as P
+from netstore.iscsi.connection import Connection
 from netstore.iscsi.login import TargetEntry
 from netstore.iscsi.portal import ExportedTarget, PortalGroup
-from netstore.iscsi.session import Connection
 from netstore.iscsi.text import encode_text, parse_text
 from netstore.scsi.backend import RawFileBackend
 from netstore.scsi.lun import LogicalUnit, LunIdentity
