@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from netstore.iscsi import pdu as P
 from netstore.iscsi.dataout import TRANSFER_TAGS
-from netstore.iscsi.text import Phase, TextError, encode_text, parse_text, send_targets
+from netstore.iscsi.directory import send_targets
+from netstore.iscsi.text import Phase, TextError, encode_text, parse_text
 
 # Text requests and responses longer than this are refused (SendTargets with
 # many targets fits easily; RFC 7143 6.1 allows continuation, implemented here).

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netstore.iscsi.login import TargetEntry
+from netstore.iscsi.params import TargetLimits
 from netstore.iscsi.session import Session
-from netstore.iscsi.text import TargetLimits
 from netstore.scsi.lun import LogicalUnit
 from netstore.scsi.target import ScsiTarget
 

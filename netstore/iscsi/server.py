@@ -1,6 +1,7 @@
 # The Trio shell of the iSCSI target: listening sockets, one receive loop and
 # one keeper task per connection, batching every answer of a receive into one
-# sendmsg.  All protocol decisions live in session.py; this file moves bytes.
+# sendmsg.  All protocol decisions live in the pure core (connection.py and its
+# modules); this file moves bytes.
 """The iSCSI service: portals, connections, reconfiguration and clean stop."""
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ import time
 from typing import TYPE_CHECKING
 
 from netstore.iscsi import pdu as P
-from netstore.iscsi.text import Negotiator, SessionParams
+from netstore.iscsi.params import SessionParams
+from netstore.iscsi.text import Negotiator
 from netstore.scsi.target import ScsiTarget
 
 if TYPE_CHECKING:  # both import this module; here they are parameters only
