@@ -13,17 +13,15 @@ portal group) is in :mod:`netstore.iscsi.portal`.
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from netstore.iscsi import pdu as P
+from netstore.iscsi.directory import TargetEntry
 from netstore.iscsi.params import SessionParams
 from netstore.iscsi.text import Negotiator
 from netstore.scsi.target import ScsiTarget
-
-if TYPE_CHECKING:  # both import this module; here they are parameters only
-    from netstore.iscsi.connection import Connection
-    from netstore.iscsi.portal import ExportedTarget, PortalGroup
 
 # Commands the target accepts ahead of ExpCmdSN: the CmdSN window is
 # ExpCmdSN .. ExpCmdSN + QUEUE_DEPTH - 1 (RFC 7143 4.2.2.1).  128 is what LIO
@@ -42,11 +40,42 @@ def sn_le(a: int, b: int) -> bool:
     return a == b or sn_lt(a, b)
 
 
+# What a session asks of the objects it is given.  connection.py and portal.py
+# import this module; the protocols keep the imports one way.
+class SessionGroup(Protocol):
+    """The portal group, as its sessions see it (portal.PortalGroup)."""
+
+    log: logging.Logger
+    sessions: dict[tuple[str, bytes], Session]
+
+
+class SessionTarget(Protocol):
+    """An exported target, as a session sees it (portal.ExportedTarget)."""
+
+    entry: TargetEntry
+
+    def all_views(self) -> list[ScsiTarget]: ...
+
+
+class SessionMember(Protocol):
+    """One connection of a session (connection.Connection)."""
+
+    cid: int
+
+    def execute(self, pdu: P.Pdu) -> None: ...
+
+    def wakeup(self) -> None: ...
+
+    def shut(self, reason: str) -> None: ...
+
+    def status(self) -> dict: ...
+
+
 class Session:
     """Session-wide state (RFC 7143 4.2, 6.3): CmdSN window, nexus, connections."""
 
-    def __init__(self, group: PortalGroup, *, initiator: str, isid: bytes, tsih: int,
-                 target: ExportedTarget | None, params: SessionParams, cmdsn: int) -> None:
+    def __init__(self, group: SessionGroup, *, initiator: str, isid: bytes, tsih: int,
+                 target: SessionTarget | None, params: SessionParams, cmdsn: int) -> None:
         self.group = group
         self.initiator = initiator
         self.isid = bytes(isid)
@@ -55,8 +84,8 @@ class Session:
         self.scsi: ScsiTarget | None = None  # the LUN map this session sees
         self.params = params
         self.exp_cmdsn = cmdsn
-        self.connections: dict[int, Connection] = {}
-        self.held: dict[int, tuple[Connection, P.Pdu]] = {}
+        self.connections: dict[int, SessionMember] = {}
+        self.held: dict[int, tuple[SessionMember, P.Pdu]] = {}
         self.cancelled: set[int] = set()  # CmdSNs aborted before they arrived
         self.nexus = f"{initiator},i,0x{self.isid.hex()}"
         self.discovery = params.session_type == "Discovery"
@@ -75,7 +104,7 @@ class Session:
             "connections": [c.status() for c in self.connections.values()],
         }
 
-    def deliver(self, conn: Connection, pdu: P.Pdu, cmdsn: int) -> None:
+    def deliver(self, conn: SessionMember, pdu: P.Pdu, cmdsn: int) -> None:
         """Run a non-immediate command in CmdSN order (RFC 7143 4.2.2.1)."""
         exp = self.exp_cmdsn
         if cmdsn == exp:
@@ -111,7 +140,7 @@ class Session:
             self.group.log.info("session %s to %s ended", self.nexus,
                                 self.target.entry.name if self.target else "discovery")
 
-    def connection_gone(self, conn: Connection) -> None:
+    def connection_gone(self, conn: SessionMember) -> None:
         if self.connections.get(conn.cid) is conn:
             del self.connections[conn.cid]
         for k, (c, _) in list(self.held.items()):

@@ -10,13 +10,8 @@ the connections concerned and resets the SCSI target's views.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from netstore.iscsi import pdu as P
-from netstore.iscsi.session import sn_le, sn_lt
-
-if TYPE_CHECKING:
-    from netstore.iscsi.session import Session
+from netstore.iscsi.session import Session, sn_le, sn_lt
 
 # Task management functions (RFC 7143 11.5.1) and responses (11.6.1)
 TMF_ABORT_TASK = 1
