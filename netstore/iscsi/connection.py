@@ -15,9 +15,9 @@ from __future__ import annotations
 import itertools
 import logging
 import struct
-import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from netstore.iscsi import pdu as P
@@ -35,6 +35,23 @@ if TYPE_CHECKING:
 
 _U32 = struct.Struct(">I")
 
+# A login must reach the full feature phase within this many seconds, or the
+# connection is dropped (LIO: 15 s, tgt: none).
+LOGIN_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """The connection's clocks: NOP-In pings of an idle initiator, login time.
+
+    ``nop_interval_s`` 0 sends no pings; a ping unanswered for
+    ``nop_timeout_s`` (and no other PDU since) drops the connection.
+    """
+
+    nop_interval_s: float = 0.0
+    nop_timeout_s: float = 0.0
+    login_s: float = LOGIN_TIMEOUT_S
+
 
 class Connection(FastPath, DataOut, TaskManagement, Exchanges):
     """One TCP connection to the target, from login to logout (sans-IO).
@@ -45,11 +62,16 @@ class Connection(FastPath, DataOut, TaskManagement, Exchanges):
         wakeup: called when output appears or the connection must close
             from outside :meth:`receive_data` (another connection's logout,
             a target reset, a NOP ping); the shell then flushes ``outbox``.
+        timeouts: NOP ping and login limits, applied by :meth:`tick`.
+
+    The core reads no clock: the shell gives it the time with :meth:`tick`.
     """
 
     def __init__(self, group: PortalGroup, peer: str = "?",
-                 wakeup: Callable[[], None] = lambda: None) -> None:
+                 wakeup: Callable[[], None] = lambda: None,
+                 timeouts: Timeouts = Timeouts()) -> None:
         self.group = group
+        self.timeouts = timeouts
         self.peer = peer
         self.wakeup = wakeup
         self.log = group.log
@@ -70,7 +92,11 @@ class Connection(FastPath, DataOut, TaskManagement, Exchanges):
         self.failed_itts: deque[int] = deque(maxlen=16)
         self.text_pending: tuple[int, bytes] | None = None  # (TTT, rest) of a long text answer
         self.text_partial: bytes = b""  # Text Request data continued with the C bit
-        self.last_rx = time.monotonic()
+        # Times as given by tick(): the first tick, the last tick that saw
+        # received bytes, the last ping.  receive_data only sets `received`.
+        self.started: float | None = None
+        self.last_rx = 0.0
+        self.received = False
         self.nop_ttt: int | None = None
         self.nop_sent_at = 0.0
         self._nop_ttt = itertools.count(1)
@@ -98,7 +124,7 @@ class Connection(FastPath, DataOut, TaskManagement, Exchanges):
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Process received bytes; answers accumulate in ``outbox``."""
-        self.last_rx = time.monotonic()
+        self.received = True
         reader = self.reader
         reader.feed(data)
         while not self.closing:
@@ -137,13 +163,41 @@ class Connection(FastPath, DataOut, TaskManagement, Exchanges):
             self.log.log(level, "connection %s cid %d: closing: %s", self.peer, self.cid, reason)
             self.wakeup()
 
-    def nop_ping(self) -> None:
+    def tick(self, now: float) -> None:
+        """Give the connection the time (monotonic seconds); the core reads no clock.
+
+        The shell calls this when the connection starts, whenever it wakes
+        and about once a second.  A login that outlasts ``timeouts.login_s``
+        ends; in the full feature phase an initiator silent for
+        ``nop_interval_s`` gets a NOP-In ping (RFC 7143 11.19) and one that
+        leaves it unanswered for ``nop_timeout_s`` is dropped.  The ping lands
+        in ``outbox``; a drop sets ``closing`` (both call ``wakeup``).
+        """
+        if self.closing:
+            return
+        if self.started is None:
+            self.started = self.last_rx = now
+        if self.received:
+            self.received = False
+            self.last_rx = now
+        t = self.timeouts
+        if self.login is not None:
+            if now - self.started > t.login_s:
+                self.shut(f"login not finished within {t.login_s:.0f} s")
+            return
+        if self.nop_ttt is not None:
+            if now - self.nop_sent_at > t.nop_timeout_s and self.last_rx < self.nop_sent_at:
+                self.shut(f"no answer to a NOP-In ping in {t.nop_timeout_s:g} s")
+        elif t.nop_interval_s > 0 and now - self.last_rx > t.nop_interval_s:
+            self._nop_ping(now)
+
+    def _nop_ping(self, now: float) -> None:
         """Ping an idle initiator (NOP-In with a TTT, RFC 7143 11.19)."""
         s = self.session
         if s is None or self.closing:
             return
         self.nop_ttt = next(self._nop_ttt) & 0x7FFFFFFF
-        self.nop_sent_at = time.monotonic()
+        self.nop_sent_at = now
         self._send(P.build_nop_in(P.RESERVED_TAG, self.nop_ttt, bytes(8), self.statsn,
                                   s.exp_cmdsn, s.max_cmdsn))
         self.wakeup()

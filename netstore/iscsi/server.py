@@ -18,7 +18,7 @@ import trio
 from netstore.config import IscsiConfig, TargetConfig
 from netstore.disk.api import DiskError
 from netstore.disk.images import detect_format, open_image
-from netstore.iscsi.connection import Connection
+from netstore.iscsi.connection import Connection, Timeouts
 from netstore.iscsi.login import ChapCredentials, TargetEntry
 from netstore.iscsi.portal import ExportedTarget, PortalGroup
 from netstore.iscsi.text import TargetLimits
@@ -35,8 +35,9 @@ RECV_SIZE = 512 * 1024
 MAX_IOV = 512
 # The registry is polled this often: a VM change shows within a second.
 REGISTRY_POLL_S = 0.5
-# A connection must finish login in this time (LIO: 15 s, tgt: none).
-LOGIN_TIMEOUT_S = 15.0
+# The keeper gives each connection the time at least this often (the
+# resolution of the NOP and login timeouts, which the core decides).
+KEEPER_PERIOD_S = 1.0
 # How long a clean stop waits for initiators to answer the logout request.
 LOGOUT_GRACE_S = 2.0
 LISTEN_BACKLOG = 128
@@ -83,13 +84,12 @@ class _Wire:
     of the time a command takes.
     """
 
-    __slots__ = ("sock", "conn", "wake", "started", "sending", "_send_done")
+    __slots__ = ("sock", "conn", "wake", "sending", "_send_done")
 
     def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self.conn: Connection | None = None
         self.wake = trio.Event()
-        self.started = time.monotonic()
         self.sending = False  # a task is waiting for the socket to drain
         self._send_done = trio.lowlevel.ParkingLot()
 
@@ -448,7 +448,10 @@ class IscsiService:
     async def _serve_connection(self, sock: _socket.socket, addr) -> None:
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         wire = _Wire(sock)
-        conn = Connection(self.group, peer, wire.wakeup)
+        cfg = self.config
+        conn = Connection(self.group, peer, wire.wakeup,
+                          Timeouts(nop_interval_s=cfg.nop_interval_s,
+                                   nop_timeout_s=cfg.nop_timeout_s))
         wire.conn = conn
         self._wires.add(wire)
         self.log.debug("connection from %s", peer)
@@ -507,14 +510,15 @@ class IscsiService:
             waited = False
 
     async def _keeper(self, wire: _Wire, scope: trio.CancelScope) -> None:
-        """Sends output produced outside the receive loop; NOP pings; timeouts."""
+        """Gives the core the time; sends what it produced outside the receive loop.
+
+        Pings and timeouts are the core's decision (Connection.tick); this
+        task only wakes (on output, or every KEEPER_PERIOD_S) and sends.
+        """
         conn = wire.conn
         assert conn is not None
-        cfg = self.config
         while True:
-            with trio.move_on_after(1.0):
-                await wire.wake.wait()
-            wire.wake = trio.Event()
+            conn.tick(time.monotonic())
             if conn.outbox:
                 try:
                     await wire.flush()
@@ -524,16 +528,9 @@ class IscsiService:
             if conn.closing:
                 scope.cancel()
                 return
-            now = time.monotonic()
-            if conn.login is not None:
-                if now - wire.started > LOGIN_TIMEOUT_S:
-                    conn.shut(f"login not finished within {LOGIN_TIMEOUT_S:.0f} s")
-                continue
-            if conn.nop_ttt is not None:
-                if now - conn.nop_sent_at > cfg.nop_timeout_s and conn.last_rx < conn.nop_sent_at:
-                    conn.shut(f"no answer to a NOP-In ping in {cfg.nop_timeout_s:g} s")
-            elif cfg.nop_interval_s > 0 and now - conn.last_rx > cfg.nop_interval_s:
-                conn.nop_ping()
+            with trio.move_on_after(KEEPER_PERIOD_S):
+                await wire.wake.wait()
+            wire.wake = trio.Event()
 
     async def aclose(self) -> None:
         """Ask every session to log out, wait a little, close the rest, flush LUNs."""

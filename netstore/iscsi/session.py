@@ -14,7 +14,6 @@ portal group) is in :mod:`netstore.iscsi.portal`.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Protocol
 
 from netstore.iscsi import pdu as P
@@ -90,7 +89,6 @@ class Session:
         self.nexus = f"{initiator},i,0x{self.isid.hex()}"
         self.discovery = params.session_type == "Discovery"
         self.negotiator: Negotiator | None = None  # answers Text requests (RFC 7143 6.2)
-        self.started = time.time()
 
     @property
     def max_cmdsn(self) -> int:

@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 
 from netstore.iscsi import pdu as P
-from netstore.iscsi.connection import Connection
+from netstore.iscsi.connection import Connection, Timeouts
 from netstore.iscsi.login import TargetEntry
 from netstore.iscsi.portal import ExportedTarget, PortalGroup
 from netstore.iscsi.text import encode_text, parse_text
@@ -72,8 +72,9 @@ class Initiator:
     """Drives one Connection: login, commands, and reading back replies."""
 
     def __init__(self, group: PortalGroup, *, keys: dict[str, str] | None = None,
-                 isid: bytes = bytes.fromhex("400001370000"), name: str = INITIATOR) -> None:
-        self.conn = Connection(group, "test")
+                 isid: bytes = bytes.fromhex("400001370000"), name: str = INITIATOR,
+                 timeouts: Timeouts | None = None) -> None:
+        self.conn = Connection(group, "test", timeouts=timeouts or Timeouts())
         self.reader = P.PduReader(max_data=1 << 24)
         self.cmdsn = 1
         self.itt = 0x100
