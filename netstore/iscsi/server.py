@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -41,6 +42,10 @@ KEEPER_PERIOD_S = 1.0
 # How long a clean stop waits for initiators to answer the logout request.
 LOGOUT_GRACE_S = 2.0
 LISTEN_BACKLOG = 128
+# accept() errors that mean "out of a resource, try again later" (as trio's
+# serve_listeners): anything else ends the portal's accept loop.
+ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_RETRY_S = 0.1
 
 
 class ServiceError(Exception):
@@ -432,13 +437,23 @@ class IscsiService:
         return sock
 
     async def _accept_loop(self, listener: trio.socket.SocketType) -> None:
+        """Accept connections on one portal until cancelled.
+
+        Running out of descriptors or memory is retried after a pause (the
+        connections that hold them will end); any other accept error ends
+        this portal's loop with a log line, the other portals keep serving.
+        """
         assert self._nursery is not None
         while True:
             try:
                 sock, addr = await listener.accept()
-            except OSError as e:  # EMFILE and friends: keep serving the others
-                self.log.error("accept failed: %s", e)
-                await trio.sleep(0.1)
+            except OSError as e:
+                if e.errno not in ACCEPT_CAPACITY_ERRORS:
+                    self.log.error("accept failed: %s; this portal accepts no more "
+                                   "connections", e)
+                    return
+                self.log.error("accept failed: %s; retrying in %g s", e, ACCEPT_RETRY_S)
+                await trio.sleep(ACCEPT_RETRY_S)
                 continue
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             raw = _socket.socket(sock.family, sock.type, fileno=sock.detach())
