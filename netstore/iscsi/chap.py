@@ -1,3 +1,5 @@
+# CHAP authentication of an iSCSI login, target side: the challenge /
+# response state machine and the binary value codec (hex / base64).
 """CHAP authentication for iSCSI login, target side (RFC 7143 12.1.3, RFC 1994).
 
 This module holds ``ChapAuthenticator``, a small state machine driven by the

@@ -1,11 +1,13 @@
+# The iSCSI login phase, target side: Login PDU fields, the login state
+# machine (security -> operational -> full feature) and its status codes.
 """The iSCSI login phase of one connection, target side (RFC 7143 6.3, 11.12, 11.13).
 
 This module holds:
 
 * ``LoginRequest`` / ``LoginResponse``: the fields of the Login PDUs that the
   state machine reads and writes (pdu.py does the bytes).
-* ``TargetDirectory`` and its entries: what the machine needs to know about
-  targets, access lists and CHAP secrets.
+* ``TargetDirectory`` and its entries (directory.py, re-exported here): what
+  the machine needs to know about targets, access lists and CHAP secrets.
 * ``LoginMachine``: fed each Login Request, returns the Login Response; walks
   the security and operational stages to full feature phase or refuses with
   the status class and detail of RFC 7143 11.13.5.
@@ -18,24 +20,26 @@ the connection).
 from __future__ import annotations
 
 import enum
-import fnmatch
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 from netstore.iscsi.chap import AuthenticationFailed, ChapAuthenticator
+from netstore.iscsi.directory import (
+    ChapCredentials,
+    TargetDirectory,
+    TargetEntry,
+    send_targets,
+)
+from netstore.iscsi.params import SessionParams, TargetLimits
 from netstore.iscsi.text import (
     REJECT,
     SESSION_TYPES,
     Negotiator,
     Phase,
-    SessionParams,
-    TargetLimits,
     TextError,
     encode_text,
     parse_text,
-    send_targets,
 )
 
 __all__ = [
@@ -130,47 +134,6 @@ class LoginResponse:
     version_active: int = ISCSI_VERSION
     isid: bytes = b""
     itt: int = 0
-
-
-@dataclass
-class ChapCredentials:
-    """CHAP secrets of a target (or of discovery): one-way, plus mutual if set."""
-
-    user: str
-    secret: str
-    mutual_user: str | None = None
-    mutual_secret: str | None = None
-
-
-@dataclass
-class TargetEntry:
-    """A target as the login layer sees it."""
-
-    name: str
-    alias: str | None = None
-    chap: ChapCredentials | None = None
-    allow: list[str] = field(default_factory=list)  # fnmatch patterns of initiator IQNs
-
-    def admits(self, initiator_name: str) -> bool:
-        """True if the allow list is empty or a pattern matches the initiator.
-
-        iSCSI names compare case-insensitively (RFC 3722 normalises to lower case).
-        """
-        if not self.allow:
-            return True
-        name = initiator_name.lower()
-        return any(fnmatch.fnmatchcase(name, pattern.lower()) for pattern in self.allow)
-
-
-class TargetDirectory(Protocol):
-    """The targets, portals and discovery CHAP a login is checked against."""
-
-    discovery_chap: ChapCredentials | None
-    portals: list[tuple[str, int]]
-
-    def lookup(self, name: str) -> TargetEntry | None: ...
-
-    def targets(self) -> list[TargetEntry]: ...
 
 
 @dataclass

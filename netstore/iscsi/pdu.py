@@ -166,13 +166,6 @@ def decode_lun(raw: bytes) -> int:
     return 0xFFFF_FFFF  # an addressing method we do not use: matches no LUN
 
 
-def encode_lun(lun: int) -> bytes:
-    """8-byte SAM LUN field: peripheral addressing below 256, flat above."""
-    if lun < 256:
-        return bytes((0, lun, 0, 0, 0, 0, 0, 0))
-    return bytes((0x40 | (lun >> 8), lun & 0xFF, 0, 0, 0, 0, 0, 0))
-
-
 class PduReader:
     """Cuts a byte stream into PDUs.
 
@@ -224,10 +217,8 @@ class PduReader:
         op = buf[pos] & 0x3F
         ahs_len = buf[pos + 4] * 4
         dlen = (buf[pos + 5] << 16) | (buf[pos + 6] << 8) | buf[pos + 7]
-        if op not in INITIATOR_OPCODES:
-            # Unknown opcodes still have a trustworthy length field: the caller
-            # rejects them (RFC 7143 11.17), but only if the length is sane.
-            pass
+        # Unknown opcodes are cut by the same length rules: the caller rejects
+        # them (RFC 7143 11.17) once the length field has been found sane.
         limit = LOGIN_MAX_DATA_SEGMENT if op == OP_LOGIN_REQ else self.max_data
         if dlen > limit:
             raise ProtocolError(

@@ -11,15 +11,12 @@ import itertools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from netstore.iscsi.login import TargetEntry
-from netstore.iscsi.text import TargetLimits
+from netstore.iscsi.params import TargetLimits
+from netstore.iscsi.session import Session
 from netstore.scsi.lun import LogicalUnit
 from netstore.scsi.target import ScsiTarget
-
-if TYPE_CHECKING:
-    from netstore.iscsi.session import Session
 
 # Opens an initiator's own logical unit of a LUN: (initiator name, power-on) -> unit.
 PrivateLunOpener = Callable[[str, bool], LogicalUnit]

@@ -1,31 +1,38 @@
 # The Trio shell of the iSCSI target: listening sockets, one receive loop and
 # one keeper task per connection, batching every answer of a receive into one
-# sendmsg.  All protocol decisions live in session.py; this file moves bytes.
+# sendmsg.  All protocol decisions live in the pure core (connection.py and its
+# modules); this file moves bytes.
 """The iSCSI service: portals, connections, reconfiguration and clean stop."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket as _socket
 import time
 
 import trio
 
+from netstore.iscsi.connection import Connection, Timeouts
+from netstore.iscsi.params import TargetLimits
 from netstore.iscsi.portal import PortalGroup, TargetExport
-from netstore.iscsi.session import Connection
 from netstore.iscsi.settings import ServiceSettings
-from netstore.iscsi.text import TargetLimits
 
 # One receive takes what the kernel has, up to this: big enough for a whole
 # 256 KiB Data-Out PDU plus headers, so large writes need few wake-ups.
 RECV_SIZE = 512 * 1024
 # sendmsg takes at most IOV_MAX (1024 on Linux) buffers; stay well below.
 MAX_IOV = 512
-# A connection must finish login in this time (LIO: 15 s, tgt: none).
-LOGIN_TIMEOUT_S = 15.0
+# The keeper gives each connection the time at least this often (the
+# resolution of the NOP and login timeouts, which the core decides).
+KEEPER_PERIOD_S = 1.0
 # How long a clean stop waits for initiators to answer the logout request.
 LOGOUT_GRACE_S = 2.0
 LISTEN_BACKLOG = 128
+# accept() errors that mean "out of a resource, try again later" (as trio's
+# serve_listeners): anything else ends the portal's accept loop.
+ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_RETRY_S = 0.1
 
 
 class ServiceError(Exception):
@@ -69,13 +76,12 @@ class _Wire:
     of the time a command takes.
     """
 
-    __slots__ = ("sock", "conn", "wake", "started", "sending", "_send_done")
+    __slots__ = ("sock", "conn", "wake", "sending", "_send_done")
 
     def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self.conn: Connection | None = None
         self.wake = trio.Event()
-        self.started = time.monotonic()
         self.sending = False  # a task is waiting for the socket to drain
         self._send_done = trio.lowlevel.ParkingLot()
 
@@ -182,13 +188,23 @@ class IscsiService:
         return sock
 
     async def _accept_loop(self, listener: trio.socket.SocketType) -> None:
+        """Accept connections on one portal until cancelled.
+
+        Running out of descriptors or memory is retried after a pause (the
+        connections that hold them will end); any other accept error ends
+        this portal's loop with a log line, the other portals keep serving.
+        """
         assert self._nursery is not None
         while True:
             try:
                 sock, addr = await listener.accept()
-            except OSError as e:  # EMFILE and friends: keep serving the others
-                self.log.error("accept failed: %s", e)
-                await trio.sleep(0.1)
+            except OSError as e:
+                if e.errno not in ACCEPT_CAPACITY_ERRORS:
+                    self.log.error("accept failed: %s; this portal accepts no more "
+                                   "connections", e)
+                    return
+                self.log.error("accept failed: %s; retrying in %g s", e, ACCEPT_RETRY_S)
+                await trio.sleep(ACCEPT_RETRY_S)
                 continue
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             raw = _socket.socket(sock.family, sock.type, fileno=sock.detach())
@@ -198,7 +214,10 @@ class IscsiService:
     async def _serve_connection(self, sock: _socket.socket, addr) -> None:
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         wire = _Wire(sock)
-        conn = Connection(self.group, peer, wire.wakeup)
+        cfg = self.settings
+        conn = Connection(self.group, peer, wire.wakeup,
+                          Timeouts(nop_interval_s=cfg.nop_interval_s,
+                                   nop_timeout_s=cfg.nop_timeout_s))
         wire.conn = conn
         self._wires.add(wire)
         self.log.debug("connection from %s", peer)
@@ -257,14 +276,15 @@ class IscsiService:
             waited = False
 
     async def _keeper(self, wire: _Wire, scope: trio.CancelScope) -> None:
-        """Sends output produced outside the receive loop; NOP pings; timeouts."""
+        """Gives the core the time; sends what it produced outside the receive loop.
+
+        Pings and timeouts are the core's decision (Connection.tick); this
+        task only wakes (on output, or every KEEPER_PERIOD_S) and sends.
+        """
         conn = wire.conn
         assert conn is not None
-        cfg = self.settings
         while True:
-            with trio.move_on_after(1.0):
-                await wire.wake.wait()
-            wire.wake = trio.Event()
+            conn.tick(time.monotonic())
             if conn.outbox:
                 try:
                     await wire.flush()
@@ -274,16 +294,9 @@ class IscsiService:
             if conn.closing:
                 scope.cancel()
                 return
-            now = time.monotonic()
-            if conn.login is not None:
-                if now - wire.started > LOGIN_TIMEOUT_S:
-                    conn.shut(f"login not finished within {LOGIN_TIMEOUT_S:.0f} s")
-                continue
-            if conn.nop_ttt is not None:
-                if now - conn.nop_sent_at > cfg.nop_timeout_s and conn.last_rx < conn.nop_sent_at:
-                    conn.shut(f"no answer to a NOP-In ping in {cfg.nop_timeout_s:g} s")
-            elif cfg.nop_interval_s > 0 and now - conn.last_rx > cfg.nop_interval_s:
-                conn.nop_ping()
+            with trio.move_on_after(KEEPER_PERIOD_S):
+                await wire.wake.wait()
+            wire.wake = trio.Event()
 
     async def aclose(self) -> None:
         """Ask every session to log out, wait a little, close the rest, flush LUNs."""

@@ -1,3 +1,5 @@
+# iSCSI text keys: the key=value codec, the key table (KEYS) and the
+# Negotiator answering offers in login stages and full feature phase.
 """iSCSI text keys: the key=value codec and the target side of key negotiation.
 
 This module holds:
@@ -10,7 +12,9 @@ This module holds:
 * ``Negotiator``: answers the initiator's offers from that table and keeps the
   agreed values in ``SessionParams``; used in the login stages and for Text
   requests in full feature phase.
-* ``send_targets``: the answer to ``SendTargets`` (RFC 7143 Appendix C / 13.3).
+
+``SessionParams`` and ``TargetLimits`` live in params.py (re-exported here);
+the answer to ``SendTargets`` is ``directory.send_targets``.
 
 It does no I/O; the login state machine (login.py) and the session shell feed
 it decoded data segments.
@@ -21,11 +25,9 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-if TYPE_CHECKING:  # pragma: no cover - import only for annotations (login imports us)
-    from netstore.iscsi.login import TargetDirectory
+from netstore.iscsi.params import SessionParams, TargetLimits
 
 __all__ = [
     "KEYS",
@@ -38,7 +40,6 @@ __all__ = [
     "TextError",
     "encode_text",
     "parse_text",
-    "send_targets",
 ]
 
 log = logging.getLogger(__name__)
@@ -381,61 +382,6 @@ SESSION_TYPES = ("Normal", "Discovery")
 TASK_REPORTING_SUPPORTED = ("RFC3720",)
 
 
-# --- negotiated state ---------------------------------------------------------
-
-
-@dataclass
-class SessionParams:
-    """Operational values in force for a session/connection (RFC 7143 13 defaults).
-
-    ``target_mrdsl`` is what the target declared it can receive (8192 until it
-    declares); ``initiator_mrdsl`` is what the initiator declared: the target
-    must never send a data segment longer than that.
-    """
-
-    header_digest: bool = False
-    data_digest: bool = False
-    target_mrdsl: int = 8192
-    initiator_mrdsl: int = 8192
-    first_burst_length: int = 65536
-    max_burst_length: int = 262144
-    immediate_data: bool = True
-    initial_r2t: bool = True
-    max_outstanding_r2t: int = 1
-    max_connections: int = 1
-    error_recovery_level: int = 0
-    default_time2wait: int = 2
-    default_time2retain: int = 20
-    data_pdu_in_order: bool = True
-    data_sequence_in_order: bool = True
-    session_type: str = "Normal"
-    initiator_name: str | None = None
-    initiator_alias: str | None = None
-    target_name: str | None = None
-
-
-@dataclass
-class TargetLimits:
-    """What this target offers or allows; the other half of every negotiation."""
-
-    max_recv_data_segment_length: int = 262144
-    max_burst_length: int = 1048576
-    first_burst_length: int = 262144
-    max_connections: int = 8
-    max_outstanding_r2t: int = 16
-    immediate_data: bool = True
-    # OR function: False lets the initiator choose unsolicited data (its Yes wins).
-    initial_r2t: bool = False
-    # OR function with Yes: we always require in-order data (simplest for ERL 0).
-    data_pdu_in_order: bool = True
-    data_sequence_in_order: bool = True
-    default_time2wait: int = 2
-    default_time2retain: int = 20
-    # Only ERL 0 is implemented; MIN function makes every offer end at 0.
-    error_recovery_level: int = 0
-    digests: list[str] = field(default_factory=lambda: ["CRC32C", "None"])
-
-
 def _parse_number(value: str) -> int | None:
     """A numerical-value: decimal or 0x hex, below 2**64 (RFC 7143 6.1); None if bad."""
     if value[:2] in ("0x", "0X"):
@@ -708,61 +654,3 @@ _HANDLERS: dict[KeyKind, Callable[[Negotiator, KeySpec, str], str | None]] = {
     KeyKind.SEND_TARGETS: Negotiator._send_targets,
     KeyKind.OBSOLETE: Negotiator._obsolete,
 }
-
-
-# --- SendTargets (RFC 7143 Appendix C, 13.3, 13.8) -----------------------------
-
-
-def format_target_address(host: str, port: int, portal_group_tag: int) -> str:
-    """``host:port,tpgt``; an IPv6 literal goes in brackets (RFC 7143 13.8)."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{host}:{port},{portal_group_tag}"
-
-
-def send_targets(
-    directory: TargetDirectory,
-    initiator_name: str,
-    value: str,
-    *,
-    portal_group_tag: int = 1,
-    session_target: str | None = None,
-) -> list[tuple[str, str]]:
-    """Answer ``SendTargets=<value>`` (RFC 7143 Appendix C).
-
-    Args:
-        directory: the targets and portals this server offers.
-        initiator_name: who asks; targets whose allow list excludes it are hidden.
-        value: ``All`` (every visible target; discovery sessions only), a
-            target name (that one, if visible), or empty (the session's target,
-            normal sessions only).
-        portal_group_tag: the tag appended to every TargetAddress.
-        session_target: the target of a Normal session, None in Discovery.
-
-    Returns:
-        ``TargetName`` pairs each followed by one ``TargetAddress`` per portal;
-        ``[("SendTargets", "Reject")]`` for a value the session type does not
-        allow; empty when nothing is visible.
-    """
-    if value == "All":
-        if session_target is not None:
-            # "All" is for discovery sessions only (RFC 7143 Appendix C).
-            return [("SendTargets", REJECT)]
-        entries = [t for t in directory.targets() if t.admits(initiator_name)]
-    elif value == "":
-        if session_target is None:
-            return [("SendTargets", REJECT)]
-        entry = directory.lookup(session_target)
-        entries = [entry] if entry is not None else []
-    else:
-        entry = directory.lookup(value)
-        visible = entry is not None and entry.admits(initiator_name)
-        if session_target is not None and value != session_target:
-            visible = False  # a normal session only reports its own target
-        entries = [entry] if visible and entry is not None else []
-    out: list[tuple[str, str]] = []
-    for entry in entries:
-        out.append(("TargetName", entry.name))
-        for host, port in directory.portals:
-            out.append(("TargetAddress", format_target_address(host, port, portal_group_tag)))
-    return out

@@ -10,12 +10,12 @@ import struct
 from dataclasses import dataclass
 
 from netstore.iscsi import pdu as P
+from netstore.iscsi.connection import Connection, Timeouts
 from netstore.iscsi.login import TargetEntry
 from netstore.iscsi.portal import ExportedTarget, PortalGroup
-from netstore.iscsi.session import Connection
 from netstore.iscsi.text import encode_text, parse_text
 from netstore.scsi.backend import RawFileBackend
-from netstore.scsi.lun import LogicalUnit, LunIdentity
+from netstore.scsi.lun import LogicalUnit, LunIdentity, encode_lun
 from netstore.scsi.target import ScsiTarget
 
 TARGET = "iqn.2026-11.org.netstore:test"
@@ -58,7 +58,7 @@ def bhs(opcode: int, flags: int, *, immediate: bool = False, dlen: int = 0,
     b[0] = opcode | (0x40 if immediate else 0)
     b[1] = flags
     b[5:8] = dlen.to_bytes(3, "big")
-    b[8:16] = P.encode_lun(lun)
+    b[8:16] = encode_lun(lun)
     struct.pack_into(">IIIIIIII", b, 16, itt, f20, f24, f28, f32, f36, f40, f44)
     return b
 
@@ -72,8 +72,9 @@ class Initiator:
     """Drives one Connection: login, commands, and reading back replies."""
 
     def __init__(self, group: PortalGroup, *, keys: dict[str, str] | None = None,
-                 isid: bytes = bytes.fromhex("400001370000"), name: str = INITIATOR) -> None:
-        self.conn = Connection(group, "test")
+                 isid: bytes = bytes.fromhex("400001370000"), name: str = INITIATOR,
+                 timeouts: Timeouts | None = None) -> None:
+        self.conn = Connection(group, "test", timeouts=timeouts or Timeouts())
         self.reader = P.PduReader(max_data=1 << 24)
         self.cmdsn = 1
         self.itt = 0x100

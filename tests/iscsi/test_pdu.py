@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netstore.iscsi import pdu as P
+from netstore.scsi.lun import encode_lun
 
 
 def make_pdu(opcode: int, data: bytes = b"", ahs: bytes = b"", *, hd: bool = False,
@@ -125,4 +126,4 @@ def test_frame_pads_and_digests(data, hd, dd):
 
 def test_lun_encoding():
     for lun in (0, 1, 255, 256, 16383):
-        assert P.decode_lun(P.encode_lun(lun)) == lun
+        assert P.decode_lun(encode_lun(lun)) == lun

@@ -1,6 +1,7 @@
 """The Trio shell with real loopback sockets: pings, dead peers, several
 connections in one session, isolation of a broken connection, clean stop."""
 
+import errno
 import os
 
 import pytest
@@ -228,3 +229,47 @@ async def test_reconfigure_keeps_sessions_adds_and_retires_targets(image, tmp_pa
         # the new target takes logins
         assert svc.group.lookup(new_iqn) is not None
         n.cancel_scope.cancel()
+
+
+class _FailingListener:
+    """accept() raises the given errors in turn, then would block forever."""
+
+    def __init__(self, *errnos: int) -> None:
+        self.errnos = list(errnos)
+        self.calls = 0
+
+    async def accept(self):
+        self.calls += 1
+        if self.errnos:
+            code = self.errnos.pop(0)
+            raise OSError(code, os.strerror(code))
+        await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS])
+async def test_accept_retries_capacity_errors(image, caplog, code):
+    svc = service(config(image))
+    listener = _FailingListener(code, code)
+    async with trio.open_nursery() as n:
+        svc._nursery = n
+        n.start_soon(svc._accept_loop, listener)
+        with trio.fail_after(5):
+            while listener.calls < 3:
+                await trio.sleep(0.01)
+        n.cancel_scope.cancel()
+    retried = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retried) == 2 and os.strerror(code) in retried[0].getMessage()
+
+
+@pytest.mark.parametrize("code", [errno.EBADF, errno.EINVAL, errno.ENOTSOCK])
+async def test_accept_ends_on_other_errors(image, caplog, code):
+    svc = service(config(image))
+    listener = _FailingListener(code, code)
+    async with trio.open_nursery() as n:
+        svc._nursery = n
+        with trio.fail_after(5):
+            await svc._accept_loop(listener)  # returns instead of spinning
+    assert listener.calls == 1
+    (rec,) = [r for r in caplog.records if "accept failed" in r.getMessage()]
+    assert "accepts no more connections" in rec.getMessage()
+    assert os.strerror(code) in rec.getMessage()

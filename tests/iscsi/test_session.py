@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netstore.iscsi import pdu as P
+from netstore.iscsi.connection import Timeouts
 from tests.iscsi.initiator import Initiator, bhs, make_group, read10, wire, write10
 
 BS = 512
@@ -144,11 +145,16 @@ def test_cmdsn_window(image):
 
 
 def test_nop_out_echo_and_target_ping(image):
-    ini = ready(image)
+    ini = Initiator(make_group(image), timeouts=Timeouts(nop_interval_s=10, nop_timeout_s=30))
+    ini.conn.tick(100.0)
+    ini.login()
     b = bhs(P.OP_NOP_OUT, 0x80, immediate=True, itt=0x77, f20=P.RESERVED_TAG, f24=ini.cmdsn)
     (r,) = ini.send(wire(b, b"ping-data"))
     assert r.opcode == P.OP_NOP_IN and r.itt == 0x77 and r.data == b"ping-data"
-    ini.conn.nop_ping()
+    ini.conn.tick(101.0)  # the NOP-Out was received: idle from here
+    ini.conn.tick(111.0)
+    assert ini.replies() == []
+    ini.conn.tick(111.5)
     (ping,) = ini.replies()
     assert ping.opcode == P.OP_NOP_IN and ping.itt == P.RESERVED_TAG
     ttt = ping.u32(20)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from netstore.iscsi.directory import send_targets
 from netstore.iscsi.text import (
     KEYS,
     MAX_KEY_LENGTH,
@@ -19,7 +20,6 @@ from netstore.iscsi.text import (
     TextError,
     encode_text,
     parse_text,
-    send_targets,
 )
 
 # --- codec ----------------------------------------------------------------------
