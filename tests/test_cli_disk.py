@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-HAVE_QEMU = shutil.which("qemu-img") is not None and shutil.which("qemu-io") is not None
-needs_qemu = pytest.mark.skipif(not HAVE_QEMU, reason="qemu-img/qemu-io not installed")
+from tests.peers import needs_qemu
+
 MiB = 1 << 20
 
 

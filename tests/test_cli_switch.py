@@ -17,7 +17,7 @@ from scapy.layers.inet import ICMP, IP, Ether
 from scapy.layers.l2 import ARP
 from scapy.utils import rdpcap
 
-from tests.conftest import netstore_command
+from tests.harness import netstore_command, netstore_env
 
 MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 SWITCH = """
@@ -53,8 +53,7 @@ def addresses(ready: str) -> dict[str, tuple[str, int] | str]:
 
 
 def cli(d, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(netstore_command(*args, "--config", str(d.config_path)),
-                          cwd=d.workdir, capture_output=True, text=True, timeout=timeout)
+    return d.cli(*args, timeout=timeout)
 
 
 class Peer:
@@ -101,7 +100,8 @@ def test_ready_line_show_and_live_capture_through_tshark(netstore_daemon) -> Non
         " ".join(netstore_command("capture", "sw0", "-w", "-", "--count", "4",
                                   "--config", str(d.config_path)))
         + " | tshark -r - -T fields -e eth.src -e eth.dst -e icmp.seq",
-        shell=True, cwd=d.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        shell=True, cwd=d.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=netstore_env())
     try:
         wait_capture_running(d)
         a.send(hello(MAC_A))
@@ -154,7 +154,8 @@ def test_capture_to_files_per_port_and_duration(netstore_daemon) -> None:
     out = d.workdir / "b.pcapng"
     proc = subprocess.Popen(netstore_command("capture", "sw0:b", "-w", str(out), "--duration",
                                              "1.5", "--config", str(d.config_path)),
-                            cwd=d.workdir, stderr=subprocess.PIPE, text=True)
+                            cwd=d.workdir, stderr=subprocess.PIPE, text=True,
+                            env=netstore_env())
     wait_capture_running(d)
     a.send(ping(MAC_A, MAC_B, 7))  # rx on a, tx on b: in b's capture
     assert b.recv() == ping(MAC_A, MAC_B, 7)

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from . import rawiscsi as r
-from .conftest import need, run, write_pattern
+from tests.e2e import rawiscsi as r
+from tests.peers import need, run, write_pattern
 
 pytestmark = pytest.mark.peers
 
@@ -26,11 +26,11 @@ BS = 512
 
 
 @pytest.fixture(scope="module")
-def live(e2e_daemon):
+def live(module_netstore_daemon):
     need("iscsi-inq")
-    image = e2e_daemon.tmp / "garbage.img"
+    image = module_netstore_daemon.tmp / "garbage.img"
     write_pattern(image, SIZE, seed=99)
-    d = e2e_daemon(
+    d = module_netstore_daemon(
         f"""
 [daemon]
 state_dir = "{{state_dir}}"

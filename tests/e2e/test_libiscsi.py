@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import need, run, write_pattern
+from tests.peers import need, run, write_pattern
 
 pytestmark = pytest.mark.peers
 
@@ -29,13 +29,13 @@ DISC_USER, DISC_SECRET = "disc", "disc0very-secret"
 
 
 @pytest.fixture(scope="module")
-def plain(e2e_daemon):
+def plain(module_netstore_daemon):
     """Two open targets: disk1 (64 MiB) and disk2 (32 MiB)."""
-    tmp: Path = e2e_daemon.tmp
+    tmp: Path = module_netstore_daemon.tmp
     with open(tmp / "disk1.img", "wb") as f:
         f.truncate(SIZE1)
     write_pattern(tmp / "disk2.img", SIZE2, seed=2)
-    return e2e_daemon(
+    return module_netstore_daemon(
         f"""
 [daemon]
 state_dir = "{{state_dir}}"
@@ -55,13 +55,13 @@ luns = ["{{tmp}}/disk2.img"]
 
 
 @pytest.fixture(scope="module")
-def secured(e2e_daemon):
+def secured(module_netstore_daemon):
     """CHAP, mutual CHAP and an allow list."""
-    tmp: Path = e2e_daemon.tmp
+    tmp: Path = module_netstore_daemon.tmp
     for n in ("chap", "mutual", "allow"):
         with open(tmp / f"{n}.img", "wb") as f:
             f.truncate(16 << 20)
-    return e2e_daemon(
+    return module_netstore_daemon(
         f"""
 [daemon]
 state_dir = "{{state_dir}}"
@@ -87,11 +87,11 @@ allow = ["iqn.2026-11.org.test:*"]
 
 
 @pytest.fixture(scope="module")
-def discovery_chap(e2e_daemon):
-    tmp: Path = e2e_daemon.tmp
+def discovery_chap(module_netstore_daemon):
+    tmp: Path = module_netstore_daemon.tmp
     with open(tmp / "dchap.img", "wb") as f:
         f.truncate(8 << 20)
-    return e2e_daemon(
+    return module_netstore_daemon(
         f"""
 [daemon]
 state_dir = "{{state_dir}}"

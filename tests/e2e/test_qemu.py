@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import need, run, write_pattern
+from tests.peers import need, run, write_pattern
 
 pytestmark = pytest.mark.peers
 
@@ -16,11 +16,11 @@ SIZE = 64 << 20
 
 
 @pytest.fixture(scope="module")
-def served(e2e_daemon):
-    tmp: Path = e2e_daemon.tmp
+def served(module_netstore_daemon):
+    tmp: Path = module_netstore_daemon.tmp
     image = tmp / "qemu.img"
     write_pattern(image, SIZE, seed=64)
-    d = e2e_daemon(
+    d = module_netstore_daemon(
         f"""
 [daemon]
 state_dir = "{{state_dir}}"
