@@ -3,8 +3,8 @@
 # set to the repository root), its config written from a test's text with
 # placeholders, started and waited for until its "netstore ready" line,
 # asked over its control socket, stopped (SIGTERM, then SIGKILL); plus free
-# ports and the netstore command line run the same way. The fixtures built
-# on it live in tests/conftest.py.
+# ports and the netstore command line run the same way (Cli: on a state
+# directory of its own). The fixtures built on it live in tests/conftest.py.
 """A ``netstore serve`` daemon for tests, and the netstore CLI as a subprocess."""
 
 from __future__ import annotations
@@ -269,6 +269,39 @@ class Daemon:
         cred = f"{user}%{secret}@" if user else ""
         tail = "" if iqn is None else f"/{iqn}" + ("" if lun is None else f"/{lun}")
         return f"iscsi://{cred}127.0.0.1:{self.port}{tail}" + (f"?{args}" if args else "")
+
+
+class Cli:
+    """The netstore CLI as a user runs it, on a state directory of its own.
+
+    ``Cli(tmp_path)`` writes ``<tmp>/netstore.toml`` naming ``<tmp>/state`` and
+    runs every command with ``NETSTORE_CONFIG`` set to it, from ``<tmp>``.
+    """
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path
+        self.state = tmp_path / "state"
+        self.config = tmp_path / "netstore.toml"
+        self.config.write_text(f'[daemon]\nstate_dir = "{self.state}"\n')
+        self.env = netstore_env({"NETSTORE_CONFIG": str(self.config)})
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_netstore(*args, cwd=self.dir, timeout=120, env=self.env)
+
+    def ok(self, *args: str) -> str:
+        p = self.run(*args)
+        assert p.returncode == 0, f"{args}: exit {p.returncode}\n{p.stdout}{p.stderr}"
+        return p.stdout
+
+    def json(self, *args: str):  # type: ignore[no-untyped-def]
+        return json.loads(self.ok(*args, "--json"))
+
+    def refused(self, *args: str) -> str:
+        p = self.run(*args)
+        assert p.returncode == 1, f"{args}: exit {p.returncode}\n{p.stdout}{p.stderr}"
+        assert p.stderr.startswith("netstore: ") and p.stderr.count("\n") == 1, p.stderr
+        assert p.stdout == ""
+        return p.stderr
 
 
 # Every daemon started and not yet torn down by its fixture: a failing test's
