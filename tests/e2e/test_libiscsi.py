@@ -181,9 +181,16 @@ def test_unknown_target_refused(plain):
 
 
 def test_unknown_lun_not_served(plain):
-    need("iscsi-inq")
+    """The login to the target succeeds; the command libiscsi sends after it to
+    LUN 7 (TEST UNIT READY) gets CHECK CONDITION, ILLEGAL REQUEST / LOGICAL
+    UNIT NOT SUPPORTED (SAM-5: no such LUN), so the tool gives up ("Login
+    Failed", exit 10) with that sense, and never reads a capacity."""
+    need("iscsi-readcapacity16")
     out = run(["iscsi-readcapacity16", plain.url(DISK1, 7)], timeout=30)
-    assert "Total size" not in out.stdout or out.returncode != 0, out.stdout
+    assert (out.returncode, out.stdout) == (10, ""), (out.returncode, out.stdout, out.stderr)
+    assert out.stderr == (
+        "Login Failed. SENSE KEY:ILLEGAL_REQUEST(5) ASCQ:LOGICAL_UNIT_NOT_SUPPORTED(0x2500)\n"
+    ), out.stderr
 
 
 # -- CHAP ------------------------------------------------------------------------
