@@ -18,9 +18,26 @@ import pytest
 
 from tests.harness import REPO
 
-# ../shared/tools next to the checkout (cu-score, anchor-tgt); NETSTORE_SHARED_TOOLS
-# names another place (a worktree's checkout has no ../shared).
-SHARED_TOOLS = Path(os.environ.get("NETSTORE_SHARED_TOOLS") or REPO.parent / "shared" / "tools")
+
+def _shared_tools() -> Path:
+    """../shared/tools next to the checkout (cu-score, anchor-tgt).
+
+    NETSTORE_SHARED_TOOLS names another place. In a git worktree (``.git`` is a
+    file naming ``<main>/.git/worktrees/<name>``) it is the one next to the main
+    checkout, so that the tests needing it do not skip there.
+    """
+    if os.environ.get("NETSTORE_SHARED_TOOLS"):
+        return Path(os.environ["NETSTORE_SHARED_TOOLS"])
+    tools = REPO.parent / "shared" / "tools"
+    git = REPO / ".git"
+    if not tools.exists() and git.is_file():
+        gitdir = Path(git.read_text().partition("gitdir:")[2].strip())
+        if gitdir.parent.name == "worktrees" and gitdir.parents[1].name == ".git":
+            return gitdir.parents[2].parent / "shared" / "tools"
+    return tools
+
+
+SHARED_TOOLS = _shared_tools()
 CU_SCORE = SHARED_TOOLS / "cu-score"
 
 HAVE_QEMU = shutil.which("qemu-img") is not None and shutil.which("qemu-io") is not None
