@@ -118,9 +118,17 @@ def capacity(out: str) -> int:
     return int(m.group(1))
 
 
-def assert_refused(out, what: str) -> None:
-    assert out.returncode != 0, f"{what} was not refused:\n{out.stdout}\n{out.stderr}"
-    assert "Total size" not in out.stdout and "Peripheral" not in out.stdout, out.stdout
+# libiscsi's words for the login refusals (iSCSI status class and detail in brackets).
+NOT_FOUND = "Failed to log in to target. Status: Target not found(515)"
+AUTHENTICATION = "Failed to log in to target. Status: Authentication failure(513)"
+AUTHORIZATION = "Failed to log in to target. Status: Authorization failure(514)"
+BAD_CHAP_R = "Authentication failed. Invalid CHAP_R response from the target"
+
+
+def assert_refused(out, what: str, reason: str, *, tool: str = "Login Failed") -> None:
+    """The tool gave up at the login (exit 10) for ``reason``, printing nothing else."""
+    assert (out.returncode, out.stdout, out.stderr) == (10, "", f"{tool}. {reason}\n"), (
+        f"{what}: not refused as expected: {out.returncode}\n{out.stdout}\n{out.stderr}")
 
 
 # -- discovery and listing ---------------------------------------------------
@@ -176,7 +184,7 @@ def test_unknown_target_refused(plain):
     need("iscsi-inq")
     mark = plain.log_mark()
     out = run(["iscsi-inq", plain.url(f"{BASE}:no-such-disk")], timeout=30)
-    assert_refused(out, "login to an unknown target")
+    assert_refused(out, "login to an unknown target", NOT_FOUND)
     plain.wait_log(mark, r"\b0203\b|not found")
 
 
@@ -214,7 +222,7 @@ def test_chap_wrong_secret_refused_and_logged(secured):
     out = run(
         ["iscsi-inq", secured.url(CHAP_T, user=CHAP_USER, secret="wrong-secret-00")], timeout=30
     )
-    assert_refused(out, "a wrong CHAP secret")
+    assert_refused(out, "a wrong CHAP secret", AUTHENTICATION)
     log = secured.wait_log(mark, r"\b0201\b|authentication fail")
     assert CHAP_T in log, log
 
@@ -223,7 +231,7 @@ def test_chap_wrong_user_refused(secured):
     need("iscsi-inq")
     mark = secured.log_mark()
     out = run(["iscsi-inq", secured.url(CHAP_T, user="mallory", secret=CHAP_SECRET)], timeout=30)
-    assert_refused(out, "an unknown CHAP user")
+    assert_refused(out, "an unknown CHAP user", AUTHENTICATION)
     secured.wait_log(mark, r"\b0201\b|authentication fail")
 
 
@@ -231,7 +239,7 @@ def test_chap_without_credentials_refused(secured):
     need("iscsi-inq")
     mark = secured.log_mark()
     out = run(["iscsi-inq", secured.url(CHAP_T)], timeout=30)
-    assert_refused(out, "a login without CHAP to a CHAP target")
+    assert_refused(out, "a login without CHAP to a CHAP target", AUTHENTICATION)
     secured.wait_log(mark, r"\b020[12]\b|authentication|refused")
 
 
@@ -258,7 +266,7 @@ def test_mutual_chap_initiator_rejects_a_target_with_the_wrong_secret(secured):
         args=f"target_user={M_TUSER}&target_password=not-the-secret-1",
     )
     out = run(["iscsi-readcapacity16", bad], timeout=30)
-    assert_refused(out, "a target answering mutual CHAP with another secret")
+    assert_refused(out, "a target answering mutual CHAP with another secret", BAD_CHAP_R)
 
 
 def test_mutual_chap_wrong_initiator_secret_refused(secured):
@@ -271,7 +279,7 @@ def test_mutual_chap_wrong_initiator_secret_refused(secured):
         args=f"target_user={M_TUSER}&target_password={M_TSECRET}",
     )
     out = run(["iscsi-inq", bad], timeout=30)
-    assert_refused(out, "a wrong initiator secret with mutual CHAP")
+    assert_refused(out, "a wrong initiator secret with mutual CHAP", AUTHENTICATION)
     secured.wait_log(mark, r"\b0201\b|authentication fail")
 
 
@@ -291,12 +299,12 @@ def test_allow_list_refuses_other_initiator(secured):
     out = run(
         ["iscsi-inq", "-i", "iqn.2026-11.org.evil:intruder", secured.url(ALLOW_T)], timeout=30
     )
-    assert_refused(out, "an initiator outside the allow list")
+    assert_refused(out, "an initiator outside the allow list", AUTHORIZATION)
     log = secured.wait_log(mark, r"\b0202\b|not authori[sz]ed")
     assert "iqn.2026-11.org.evil:intruder" in log, log
     # libiscsi's default name is outside the list as well.
     out = run(["iscsi-inq", secured.url(ALLOW_T)], timeout=30)
-    assert_refused(out, "libiscsi's default initiator name")
+    assert_refused(out, "libiscsi's default initiator name", AUTHORIZATION)
 
 
 # -- discovery CHAP ----------------------------------------------------------
@@ -311,10 +319,10 @@ def test_discovery_chap(discovery_chap):
     assert libiscsi_size(8 << 20) in out.stdout, out.stdout
     mark = d.log_mark()
     out = run(["iscsi-ls", d.url(user=DISC_USER, secret="wrong-secret-000")], timeout=30)
-    assert out.returncode != 0 and f"{BASE}:dchap" not in out.stdout, out.stdout
+    assert_refused(out, "discovery with a wrong secret", AUTHENTICATION, tool="Login failed")
     d.wait_log(mark, r"\b0201\b|authentication fail")
     out = run(["iscsi-ls", d.url()], timeout=30)
-    assert out.returncode != 0 and f"{BASE}:dchap" not in out.stdout, out.stdout
+    assert_refused(out, "discovery without CHAP", AUTHENTICATION, tool="Login failed")
 
 
 # -- digests -------------------------------------------------------------------
