@@ -78,6 +78,18 @@ def ping(src: str, dst: str, seq: int) -> bytes:
     return bytes(Ether(src=src, dst=dst) / IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(seq=seq))
 
 
+def wait_link_up(d, port: str) -> None:
+    """Wait until the switch learnt the peer of udp port ``port`` (its link is up):
+    a frame flooded before that is not sent to it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        st = json.loads(cli(d, "switch", "show", "sw0", "--json").stdout)
+        if {p["name"]: p["link"] for p in st["ports"]}.get(port) == "up":
+            return
+        time.sleep(0.05)
+    pytest.fail(f"port {port} did not come up within 10 s")
+
+
 def wait_capture_running(d, n: int = 1) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -149,6 +161,7 @@ def test_capture_to_files_per_port_and_duration(netstore_daemon) -> None:
     addrs = addresses(d.ready_line)
     a, b = Peer(addrs["sw0:a"]), Peer(addrs["sw0:b"])
     a.send(hello(MAC_A))
+    wait_link_up(d, "a")  # else b's hello may be flooded before a's peer is known
     b.send(hello(MAC_B))
     assert a.recv() == hello(MAC_B)
     out = d.workdir / "b.pcapng"
@@ -177,6 +190,7 @@ def test_capture_from_config_file_survives_kill(netstore_daemon) -> None:
     addrs = addresses(d.ready_line)
     a, b = Peer(addrs["sw0:a"]), Peer(addrs["sw0:b"])
     a.send(hello(MAC_A))
+    wait_link_up(d, "a")  # else b's hello may be flooded before a's peer is known
     b.send(hello(MAC_B))
     assert a.recv() == hello(MAC_B)
     for i in range(5):
