@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from netstore.cli import main
+from tests.harness import netstore_env
 
-ENV = {k: v for k, v in os.environ.items() if k != "NETSTORE_CONFIG"}
+ENV = {k: v for k, v in netstore_env().items() if k != "NETSTORE_CONFIG"}
 
 
 def run(

@@ -11,42 +11,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-HAVE_QEMU = shutil.which("qemu-img") is not None and shutil.which("qemu-io") is not None
-needs_qemu = pytest.mark.skipif(not HAVE_QEMU, reason="qemu-img/qemu-io not installed")
+from tests.harness import Cli
+from tests.peers import needs_qemu
+
 MiB = 1 << 20
-
-
-class Cli:
-    def __init__(self, tmp_path: Path) -> None:
-        self.dir = tmp_path
-        self.state = tmp_path / "state"
-        self.config = tmp_path / "netstore.toml"
-        self.config.write_text(f'[daemon]\nstate_dir = "{self.state}"\n')
-        self.env = {**os.environ, "NETSTORE_CONFIG": str(self.config)}
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "netstore", *args], cwd=self.dir,
-                              capture_output=True, text=True, timeout=120, env=self.env)
-
-    def ok(self, *args: str) -> str:
-        p = self.run(*args)
-        assert p.returncode == 0, f"{args}: exit {p.returncode}\n{p.stdout}{p.stderr}"
-        return p.stdout
-
-    def json(self, *args: str):  # type: ignore[no-untyped-def]
-        return json.loads(self.ok(*args, "--json"))
-
-    def refused(self, *args: str) -> str:
-        p = self.run(*args)
-        assert p.returncode == 1, f"{args}: exit {p.returncode}\n{p.stdout}{p.stderr}"
-        assert p.stderr.startswith("netstore: ") and p.stderr.count("\n") == 1, p.stderr
-        assert p.stdout == ""
-        return p.stderr
 
 
 @pytest.fixture

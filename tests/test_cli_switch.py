@@ -17,7 +17,7 @@ from scapy.layers.inet import ICMP, IP, Ether
 from scapy.layers.l2 import ARP
 from scapy.utils import rdpcap
 
-from tests.conftest import netstore_command
+from tests.harness import netstore_command, netstore_env
 
 MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 SWITCH = """
@@ -53,8 +53,7 @@ def addresses(ready: str) -> dict[str, tuple[str, int] | str]:
 
 
 def cli(d, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(netstore_command(*args, "--config", str(d.config_path)),
-                          cwd=d.workdir, capture_output=True, text=True, timeout=timeout)
+    return d.cli(*args, timeout=timeout)
 
 
 class Peer:
@@ -79,17 +78,16 @@ def ping(src: str, dst: str, seq: int) -> bytes:
     return bytes(Ether(src=src, dst=dst) / IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(seq=seq))
 
 
-def learnt(d, port: str) -> None:
-    """Wait until the switch has taken a frame in on `port` (a udp port learns
-    its peer's address from its first datagram; frames flooded before that are
-    not sent to it)."""
+def wait_link_up(d, port: str) -> None:
+    """Wait until the switch learnt the peer of udp port ``port`` (its link is up):
+    a frame flooded before that is not sent to it."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        st = json.loads(cli(d, "switch", "show", "sw0", "--ports", "--json").stdout)
-        if any(p["name"] == port and p.get("rx_frames", 0) for p in st["ports"]):
+        st = json.loads(cli(d, "switch", "show", "sw0", "--json").stdout)
+        if {p["name"]: p["link"] for p in st["ports"]}.get(port) == "up":
             return
         time.sleep(0.05)
-    pytest.fail(f"port {port} took no frame in within 10 s")
+    pytest.fail(f"port {port} did not come up within 10 s")
 
 
 def wait_capture_running(d, n: int = 1) -> None:
@@ -114,11 +112,12 @@ def test_ready_line_show_and_live_capture_through_tshark(netstore_daemon) -> Non
         " ".join(netstore_command("capture", "sw0", "-w", "-", "--count", "4",
                                   "--config", str(d.config_path)))
         + " | tshark -r - -T fields -e eth.src -e eth.dst -e icmp.seq",
-        shell=True, cwd=d.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        shell=True, cwd=d.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=netstore_env())
     try:
         wait_capture_running(d)
         a.send(hello(MAC_A))
-        learnt(d, "a")  # a's peer is learnt before b's hello is flooded to it
+        wait_link_up(d, "a")  # a's peer is learnt before b's hello is flooded to it
         b.send(hello(MAC_B))
         assert a.recv() == hello(MAC_B)
         a.send(ping(MAC_A, MAC_B, 1))
@@ -162,13 +161,14 @@ def test_capture_to_files_per_port_and_duration(netstore_daemon) -> None:
     addrs = addresses(d.ready_line)
     a, b = Peer(addrs["sw0:a"]), Peer(addrs["sw0:b"])
     a.send(hello(MAC_A))
-    learnt(d, "a")
+    wait_link_up(d, "a")  # else b's hello may be flooded before a's peer is known
     b.send(hello(MAC_B))
     assert a.recv() == hello(MAC_B)
     out = d.workdir / "b.pcapng"
     proc = subprocess.Popen(netstore_command("capture", "sw0:b", "-w", str(out), "--duration",
                                              "1.5", "--config", str(d.config_path)),
-                            cwd=d.workdir, stderr=subprocess.PIPE, text=True)
+                            cwd=d.workdir, stderr=subprocess.PIPE, text=True,
+                            env=netstore_env())
     wait_capture_running(d)
     a.send(ping(MAC_A, MAC_B, 7))  # rx on a, tx on b: in b's capture
     assert b.recv() == ping(MAC_A, MAC_B, 7)
@@ -190,7 +190,7 @@ def test_capture_from_config_file_survives_kill(netstore_daemon) -> None:
     addrs = addresses(d.ready_line)
     a, b = Peer(addrs["sw0:a"]), Peer(addrs["sw0:b"])
     a.send(hello(MAC_A))
-    learnt(d, "a")
+    wait_link_up(d, "a")  # else b's hello may be flooded before a's peer is known
     b.send(hello(MAC_B))
     assert a.recv() == hello(MAC_B)
     for i in range(5):
@@ -246,7 +246,7 @@ def test_show_ports_has_policy_counters_and_drops(netstore_daemon) -> None:
     addrs = addresses(d.ready_line)
     a, b = Peer(addrs["sw0:a"]), Peer(addrs["sw0:b"])
     b.send(hello(MAC_B))
-    learnt(d, "b")
+    wait_link_up(d, "b")
     a.send(hello(MAC_A))
     assert b.recv() == hello(MAC_A)
     a.send(ping("02:00:00:00:00:0c", MAC_B, 1))  # not a's bound MAC: dropped

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from tests.test_cli_disk import Cli
+from tests.harness import Cli
 
 
 @pytest.fixture

@@ -6,12 +6,10 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ from netstore.control import (
     serve_control,
 )
 from netstore.daemon import ready_line
+from tests.harness import netstore_command, netstore_env
 
 ONE = """
 [[iscsi.targets]]
@@ -45,11 +44,6 @@ luns = ["two.img"]
 alias = "second"
 """
 )
-
-
-def netstore_command(*args: str) -> list[str]:
-    """The netstore CLI of this checkout, run by this interpreter."""
-    return [sys.executable, "-m", "netstore", *args]
 
 
 IMAGES = {"one.img": 8 << 20, "two.img": 4 << 20}
@@ -105,7 +99,7 @@ def test_status_table_output(netstore_daemon) -> None:
         capture_output=True,
         text=True,
         timeout=15,
-        env={**os.environ, "COLUMNS": "200"},
+        env=netstore_env({"COLUMNS": "200"}),
     )
     assert out.returncode == 0, out.stderr
     assert "iqn.2026-11.org.netstore:one" in out.stdout
@@ -134,7 +128,7 @@ def test_sighup_adds_target_and_survives_a_broken_file(netstore_daemon) -> None:
         if target_names(d.status()).get("iqn.2026-11.org.netstore:two") is not True:
             break
         time.sleep(0.05)
-    assert target_names(d.status()).get("iqn.2026-11.org.netstore:two") in (False, None)
+    assert target_names(d.status()).get("iqn.2026-11.org.netstore:two") is False
     assert d.stop() == 0
 
 
@@ -166,7 +160,7 @@ def test_default_config_serves_with_no_file(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={k: v for k, v in os.environ.items() if k != "NETSTORE_CONFIG"},
+        env={k: v for k, v in netstore_env().items() if k != "NETSTORE_CONFIG"},
     )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
@@ -188,6 +182,7 @@ def test_second_daemon_on_same_state_dir_is_refused(netstore_daemon) -> None:
         capture_output=True,
         text=True,
         timeout=20,
+        env=netstore_env(),
     )
     assert out.returncode == 1
     assert "another netstore daemon is running" in out.stderr
@@ -207,6 +202,7 @@ def test_portal_in_use_is_refused(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=20,
+            env=netstore_env(),
         )
     assert out.returncode == 1, out.stderr
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("netstore:")]

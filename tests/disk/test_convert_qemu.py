@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from netstore.disk import images
-from tests.disk.conftest import needs_qemu, qemu_img, qemu_io
+from tests.peers import needs_qemu, qemu_img, qemu_io
 
 pytestmark = [needs_qemu, pytest.mark.peers]
 

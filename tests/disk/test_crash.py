@@ -14,8 +14,7 @@ import time
 
 from netstore.disk.qcow2 import Qcow2Image, create_qcow2
 from netstore.disk.raw import RawImage, create_raw
-
-from .conftest import needs_qemu, qemu_check
+from tests.peers import needs_qemu, qemu_check
 
 pytestmark = needs_qemu
 SIZE = 16 << 20

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from netstore.disk import images
 from netstore.disk.api import DiskError, ImageFormatError, UnsupportedImageError
 from netstore.disk.formats.vhdx import crc32c_with_zeroed
-from tests.disk.conftest import HAVE_QEMU, qemu_img, qemu_io
+from tests.peers import HAVE_QEMU, qemu_img, qemu_io
 
 MiB = 1 << 20
 

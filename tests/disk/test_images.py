@@ -15,7 +15,7 @@ import pytest
 
 from netstore.disk import images
 from netstore.disk.api import DiskError, UnsupportedImageError
-from tests.disk.conftest import needs_qemu, qemu_img, qemu_io
+from tests.peers import needs_qemu, qemu_img, qemu_io
 
 MiB = 1 << 20
 UUID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"

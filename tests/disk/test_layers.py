@@ -12,8 +12,7 @@ from netstore.disk import layers
 from netstore.disk.api import DiskError
 from netstore.disk.qcow2 import Qcow2Image, create_qcow2, probe_qcow2
 from netstore.disk.raw import RawImage, create_raw
-
-from .conftest import needs_qemu, qemu_check, qemu_img, qemu_info_chain, qemu_read_raw
+from tests.peers import needs_qemu, qemu_check, qemu_img, qemu_info_chain, qemu_read_raw
 
 pytestmark = needs_qemu
 MiB = 1 << 20

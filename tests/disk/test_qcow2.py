@@ -15,8 +15,7 @@ from netstore.disk.api import DiskError, DiskImage, ImageFormatError, Unsupporte
 from netstore.disk.qcow2 import Qcow2Image, create_qcow2, probe_qcow2
 from netstore.disk.raw import RawImage, create_raw
 from netstore.scsi.backend import BlockBackend
-
-from .conftest import (
+from tests.peers import (
     needs_qemu,
     qemu_check,
     qemu_img,

@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 
 from netstore.disk import layers
 from netstore.disk.qcow2 import Qcow2Image, create_qcow2
-
-from .conftest import needs_qemu, qemu_check, qemu_img
+from tests.peers import needs_qemu, qemu_check, qemu_img
 
 pytestmark = needs_qemu
 SIZE = 3 << 20 | 1536  # not a multiple of any cluster size above 512

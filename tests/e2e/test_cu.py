@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SHARED_TOOLS, need, run
+from tests.peers import CU_SCORE, need, run
 
 pytestmark = pytest.mark.peers
 
-CU_SCORE = SHARED_TOOLS / "cu-score"
 FAM_IQN = "iqn.2026-11.org.netstore:cu-families"
 ALL_IQN = "iqn.2026-11.org.netstore:cu-all"
 
@@ -47,15 +46,15 @@ FAMILIES = [
 
 
 @pytest.fixture(scope="module")
-def cu_target(e2e_daemon):
+def cu_target(module_netstore_daemon):
     if not CU_SCORE.exists():
         pytest.skip(f"{CU_SCORE} not found")
     need("iscsi-test-cu")
-    tmp: Path = e2e_daemon.tmp
+    tmp: Path = module_netstore_daemon.tmp
     for name, size in (("cu-families.img", 128 << 20), ("cu-all.img", 256 << 20)):
         with open(tmp / name, "wb") as f:
             f.truncate(size)
-    return e2e_daemon(
+    return module_netstore_daemon(
         f"""
 [daemon]
 state_dir = "{{state_dir}}"

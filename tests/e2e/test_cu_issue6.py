@@ -19,11 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .conftest import SHARED_TOOLS, need, run
+from tests.peers import CU_SCORE, need, run
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
-CU_SCORE = SHARED_TOOLS / "cu-score"
 PREFIX = "iqn.2026-11.org.netstore:cu-"
 
 # Measured, 256 MiB images, the four side by side (3 min 52 s): thin raw

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import need, run, write_pattern
+from tests.peers import need, run, write_pattern
 
 pytestmark = pytest.mark.peers
 
@@ -29,13 +29,13 @@ DISC_USER, DISC_SECRET = "disc", "disc0very-secret"
 
 
 @pytest.fixture(scope="module")
-def plain(e2e_daemon):
+def plain(module_netstore_daemon):
     """Two open targets: disk1 (64 MiB) and disk2 (32 MiB)."""
-    tmp: Path = e2e_daemon.tmp
+    tmp: Path = module_netstore_daemon.tmp
     with open(tmp / "disk1.img", "wb") as f:
         f.truncate(SIZE1)
     write_pattern(tmp / "disk2.img", SIZE2, seed=2)
-    return e2e_daemon(
+    return module_netstore_daemon(
         f"""
 [daemon]
 state_dir = "{{state_dir}}"
@@ -55,13 +55,13 @@ luns = ["{{tmp}}/disk2.img"]
 
 
 @pytest.fixture(scope="module")
-def secured(e2e_daemon):
+def secured(module_netstore_daemon):
     """CHAP, mutual CHAP and an allow list."""
-    tmp: Path = e2e_daemon.tmp
+    tmp: Path = module_netstore_daemon.tmp
     for n in ("chap", "mutual", "allow"):
         with open(tmp / f"{n}.img", "wb") as f:
             f.truncate(16 << 20)
-    return e2e_daemon(
+    return module_netstore_daemon(
         f"""
 [daemon]
 state_dir = "{{state_dir}}"
@@ -87,11 +87,11 @@ allow = ["iqn.2026-11.org.test:*"]
 
 
 @pytest.fixture(scope="module")
-def discovery_chap(e2e_daemon):
-    tmp: Path = e2e_daemon.tmp
+def discovery_chap(module_netstore_daemon):
+    tmp: Path = module_netstore_daemon.tmp
     with open(tmp / "dchap.img", "wb") as f:
         f.truncate(8 << 20)
-    return e2e_daemon(
+    return module_netstore_daemon(
         f"""
 [daemon]
 state_dir = "{{state_dir}}"
@@ -118,9 +118,17 @@ def capacity(out: str) -> int:
     return int(m.group(1))
 
 
-def assert_refused(out, what: str) -> None:
-    assert out.returncode != 0, f"{what} was not refused:\n{out.stdout}\n{out.stderr}"
-    assert "Total size" not in out.stdout and "Peripheral" not in out.stdout, out.stdout
+# libiscsi's words for the login refusals (iSCSI status class and detail in brackets).
+NOT_FOUND = "Failed to log in to target. Status: Target not found(515)"
+AUTHENTICATION = "Failed to log in to target. Status: Authentication failure(513)"
+AUTHORIZATION = "Failed to log in to target. Status: Authorization failure(514)"
+BAD_CHAP_R = "Authentication failed. Invalid CHAP_R response from the target"
+
+
+def assert_refused(out, what: str, reason: str, *, tool: str = "Login Failed") -> None:
+    """The tool gave up at the login (exit 10) for ``reason``, printing nothing else."""
+    assert (out.returncode, out.stdout, out.stderr) == (10, "", f"{tool}. {reason}\n"), (
+        f"{what}: not refused as expected: {out.returncode}\n{out.stdout}\n{out.stderr}")
 
 
 # -- discovery and listing ---------------------------------------------------
@@ -176,14 +184,21 @@ def test_unknown_target_refused(plain):
     need("iscsi-inq")
     mark = plain.log_mark()
     out = run(["iscsi-inq", plain.url(f"{BASE}:no-such-disk")], timeout=30)
-    assert_refused(out, "login to an unknown target")
+    assert_refused(out, "login to an unknown target", NOT_FOUND)
     plain.wait_log(mark, r"\b0203\b|not found")
 
 
 def test_unknown_lun_not_served(plain):
-    need("iscsi-inq")
+    """The login to the target succeeds; the command libiscsi sends after it to
+    LUN 7 (TEST UNIT READY) gets CHECK CONDITION, ILLEGAL REQUEST / LOGICAL
+    UNIT NOT SUPPORTED (SAM-5: no such LUN), so the tool gives up ("Login
+    Failed", exit 10) with that sense, and never reads a capacity."""
+    need("iscsi-readcapacity16")
     out = run(["iscsi-readcapacity16", plain.url(DISK1, 7)], timeout=30)
-    assert "Total size" not in out.stdout or out.returncode != 0, out.stdout
+    assert (out.returncode, out.stdout) == (10, ""), (out.returncode, out.stdout, out.stderr)
+    assert out.stderr == (
+        "Login Failed. SENSE KEY:ILLEGAL_REQUEST(5) ASCQ:LOGICAL_UNIT_NOT_SUPPORTED(0x2500)\n"
+    ), out.stderr
 
 
 # -- CHAP ------------------------------------------------------------------------
@@ -207,7 +222,7 @@ def test_chap_wrong_secret_refused_and_logged(secured):
     out = run(
         ["iscsi-inq", secured.url(CHAP_T, user=CHAP_USER, secret="wrong-secret-00")], timeout=30
     )
-    assert_refused(out, "a wrong CHAP secret")
+    assert_refused(out, "a wrong CHAP secret", AUTHENTICATION)
     log = secured.wait_log(mark, r"\b0201\b|authentication fail")
     assert CHAP_T in log, log
 
@@ -216,7 +231,7 @@ def test_chap_wrong_user_refused(secured):
     need("iscsi-inq")
     mark = secured.log_mark()
     out = run(["iscsi-inq", secured.url(CHAP_T, user="mallory", secret=CHAP_SECRET)], timeout=30)
-    assert_refused(out, "an unknown CHAP user")
+    assert_refused(out, "an unknown CHAP user", AUTHENTICATION)
     secured.wait_log(mark, r"\b0201\b|authentication fail")
 
 
@@ -224,7 +239,7 @@ def test_chap_without_credentials_refused(secured):
     need("iscsi-inq")
     mark = secured.log_mark()
     out = run(["iscsi-inq", secured.url(CHAP_T)], timeout=30)
-    assert_refused(out, "a login without CHAP to a CHAP target")
+    assert_refused(out, "a login without CHAP to a CHAP target", AUTHENTICATION)
     secured.wait_log(mark, r"\b020[12]\b|authentication|refused")
 
 
@@ -251,7 +266,7 @@ def test_mutual_chap_initiator_rejects_a_target_with_the_wrong_secret(secured):
         args=f"target_user={M_TUSER}&target_password=not-the-secret-1",
     )
     out = run(["iscsi-readcapacity16", bad], timeout=30)
-    assert_refused(out, "a target answering mutual CHAP with another secret")
+    assert_refused(out, "a target answering mutual CHAP with another secret", BAD_CHAP_R)
 
 
 def test_mutual_chap_wrong_initiator_secret_refused(secured):
@@ -264,7 +279,7 @@ def test_mutual_chap_wrong_initiator_secret_refused(secured):
         args=f"target_user={M_TUSER}&target_password={M_TSECRET}",
     )
     out = run(["iscsi-inq", bad], timeout=30)
-    assert_refused(out, "a wrong initiator secret with mutual CHAP")
+    assert_refused(out, "a wrong initiator secret with mutual CHAP", AUTHENTICATION)
     secured.wait_log(mark, r"\b0201\b|authentication fail")
 
 
@@ -284,12 +299,12 @@ def test_allow_list_refuses_other_initiator(secured):
     out = run(
         ["iscsi-inq", "-i", "iqn.2026-11.org.evil:intruder", secured.url(ALLOW_T)], timeout=30
     )
-    assert_refused(out, "an initiator outside the allow list")
+    assert_refused(out, "an initiator outside the allow list", AUTHORIZATION)
     log = secured.wait_log(mark, r"\b0202\b|not authori[sz]ed")
     assert "iqn.2026-11.org.evil:intruder" in log, log
     # libiscsi's default name is outside the list as well.
     out = run(["iscsi-inq", secured.url(ALLOW_T)], timeout=30)
-    assert_refused(out, "libiscsi's default initiator name")
+    assert_refused(out, "libiscsi's default initiator name", AUTHORIZATION)
 
 
 # -- discovery CHAP ----------------------------------------------------------
@@ -304,10 +319,10 @@ def test_discovery_chap(discovery_chap):
     assert libiscsi_size(8 << 20) in out.stdout, out.stdout
     mark = d.log_mark()
     out = run(["iscsi-ls", d.url(user=DISC_USER, secret="wrong-secret-000")], timeout=30)
-    assert out.returncode != 0 and f"{BASE}:dchap" not in out.stdout, out.stdout
+    assert_refused(out, "discovery with a wrong secret", AUTHENTICATION, tool="Login failed")
     d.wait_log(mark, r"\b0201\b|authentication fail")
     out = run(["iscsi-ls", d.url()], timeout=30)
-    assert out.returncode != 0 and f"{BASE}:dchap" not in out.stdout, out.stdout
+    assert_refused(out, "discovery without CHAP", AUTHENTICATION, tool="Login failed")
 
 
 # -- digests -------------------------------------------------------------------

@@ -156,7 +156,6 @@ def test_stop_ends_sessions_and_hot_attach_reports_new_lun(lab):
 
 def test_qemu_args_iscsi_urls_reach_the_right_luns(netstore_daemon, tmp_path):
     import json
-    import sys
 
     from netstore.disk.images import open_image
 
@@ -180,9 +179,7 @@ def test_qemu_args_iscsi_urls_reach_the_right_luns(netstore_daemon, tmp_path):
     with Registry.open(state) as reg:
         reg.machines.start("app")
     wait_for(lambda: target_listed(daemon.port, "app"), "app's target appears")
-    out = subprocess.run([sys.executable, "-m", "netstore", "vm", "qemu-args", "app", "--json",
-                          "--config", str(daemon.config_path)],
-                         capture_output=True, text=True, timeout=30)
+    out = daemon.cli("vm", "qemu-args", "app", "--json", timeout=30)
     assert out.returncode == 0, out.stderr
     argv = json.loads(out.stdout)
     drives = [a for a in argv if a.startswith("file=iscsi://")]

@@ -20,9 +20,7 @@ VNIC = Path(__file__).resolve().parents[2] / "tools" / "vnic"
 
 
 def ports(daemon) -> dict[str, dict]:
-    out = subprocess.run([sys.executable, "-m", "netstore", "switch", "show", "sw0", "--ports",
-                          "--json", "--config", str(daemon.config_path)],
-                         capture_output=True, text=True, timeout=20)
+    out = daemon.cli("switch", "show", "sw0", "--ports", "--json")
     assert out.returncode == 0, out.stderr
     return {p["name"]: p for p in json.loads(out.stdout)["ports"]}
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import struct
 
-from conftest import NAA, TARGET
-from scsi_cdb import NEXUS, check, good, inquiry
+from tests.scsi.scsi_cdb import NEXUS, check, good, inquiry
+from tests.scsi.units import NAA, TARGET
 
 
 def test_standard_inquiry_fields(lu):

@@ -6,8 +6,8 @@ import struct
 from unittest import mock
 
 import pytest
-from conftest import BLOCKS
-from scsi_cdb import (
+
+from tests.scsi.scsi_cdb import (
     NEXUS,
     check,
     good,
@@ -19,6 +19,7 @@ from scsi_cdb import (
     sync_cache10,
     sync_cache16,
 )
+from tests.scsi.units import BLOCKS
 
 BS = 512
 READS = {6: (0x08, rw6), 10: (0x28, rw10), 12: (0xA8, rw12), 16: (0x88, rw16)}
@@ -215,9 +216,8 @@ def test_backend_write_error_is_medium_error(lu):
 
 
 def test_write_through_when_cache_disabled(image):
-    from conftest import identity
-
     from netstore.scsi import LogicalUnit, RawFileBackend
+    from tests.scsi.units import identity
 
     unit = LogicalUnit(RawFileBackend(image), identity(), write_cache=False)
     unit.execute(NEXUS, bytes(6), None)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import BLOCKS
-from scsi_cdb import (
+
+from tests.scsi.scsi_cdb import (
     NEXUS,
     OTHER,
     check,
@@ -16,6 +16,7 @@ from scsi_cdb import (
     mode_sense10,
     rw10,
 )
+from tests.scsi.units import BLOCKS
 
 BS = 512
 

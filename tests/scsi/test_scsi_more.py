@@ -7,12 +7,12 @@ import os
 import struct
 
 import pytest
-from conftest import BLOCKS, identity, make_image, ready
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scsi_cdb import NEXUS, OTHER, check, good, inquiry, rsoc, rw10, rw16
 
 from netstore.scsi import LogicalUnit, RawFileBackend, ScsiTarget
+from tests.scsi.scsi_cdb import NEXUS, OTHER, check, good, inquiry, rsoc, rw10, rw16
+from tests.scsi.units import BLOCKS, identity, make_image, ready
 
 BS = 512
 

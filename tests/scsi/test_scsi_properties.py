@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import struct
 
-from conftest import identity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scsi_cdb import NEXUS, decode_sense, rw10, rw16
 
 from netstore.scsi import LogicalUnit, RawFileBackend, ScsiTarget
 from netstore.scsi.opcodes import COMMANDS
 from netstore.scsi.sense import VALID_STATUSES
+from tests.scsi.scsi_cdb import NEXUS, decode_sense, rw10, rw16
+from tests.scsi.units import identity
 
 BS = 512
 BLOCKS = 64

@@ -7,11 +7,11 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import identity, make_image, ready
-from scsi_cdb import NEXUS, OTHER, cdb6, check, good, inquiry, mode_sense10, rw10
 
 from netstore.scsi import LogicalUnit, RawFileBackend, ScsiTarget
 from netstore.scsi.mmc import OpticalUnit
+from tests.scsi.scsi_cdb import NEXUS, OTHER, cdb6, check, good, inquiry, mode_sense10, rw10
+from tests.scsi.units import identity, make_image, ready
 
 EJECT = cdb6(0x1B, 0, 0, 0, 0x02)
 LOAD = cdb6(0x1B, 0, 0, 0, 0x03)

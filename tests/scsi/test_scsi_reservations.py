@@ -6,10 +6,10 @@ import json
 import struct
 
 import pytest
-from conftest import identity, ready
-from scsi_cdb import check, decode_sense, good, rw10
 
 from netstore.scsi import LogicalUnit, RawFileBackend
+from tests.scsi.scsi_cdb import check, decode_sense, good, rw10
+from tests.scsi.units import identity, ready
 
 A = "iqn.1994-05.com.example:a,i,0x023d00000001"
 B = "iqn.1994-05.com.example:b,i,0x023d00000002"
@@ -518,7 +518,7 @@ def test_spc2_third_party_and_extents_invalid(lu, cdb):
 
 
 def test_reservation_commands_in_rsoc(lu):
-    from scsi_cdb import rsoc
+    from tests.scsi.scsi_cdb import rsoc
 
     d = good(lu.execute(A, rsoc(0), None))
     ops = set()

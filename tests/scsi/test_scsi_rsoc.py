@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from scsi_cdb import NEXUS, check, good, rsoc
+from tests.scsi.scsi_cdb import NEXUS, check, good, rsoc
 
 
 def all_descriptors(d: bytes, rctd: bool):

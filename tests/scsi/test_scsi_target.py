@@ -5,7 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-from scsi_cdb import (
+
+from tests.scsi.scsi_cdb import (
     NEXUS,
     OTHER,
     cdb6,
@@ -135,9 +136,8 @@ def test_report_luns_well_known_and_errors(target):
 
 
 def test_flat_space_lun_encoding(image, tmp_path):
-    from conftest import identity
-
     from netstore.scsi import LogicalUnit, RawFileBackend, ScsiTarget
+    from tests.scsi.units import identity
 
     t = ScsiTarget("t", {300: LogicalUnit(RawFileBackend(image), identity())})
     d = good(t.execute(NEXUS, 300, report_luns(), None))

@@ -7,10 +7,10 @@ import os
 import struct
 
 import pytest
-from conftest import identity, ready
-from scsi_cdb import NEXUS, check, good, inquiry, read_capacity16, rsoc, rw10, rw16
 
 from netstore.scsi import LogicalUnit, RawFileBackend
+from tests.scsi.scsi_cdb import NEXUS, check, good, inquiry, read_capacity16, rsoc, rw10, rw16
+from tests.scsi.units import identity, ready
 
 BS = 512
 BLOCKS = 4096  # 2 MiB

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import struct
 
-from conftest import identity, make_image, ready
-from scsi_cdb import NEXUS, OTHER, decode_sense, rw16
-
 from netstore.scsi import LogicalUnit, LunIdentity, RawFileBackend, ScsiTarget
+from tests.scsi.scsi_cdb import NEXUS, OTHER, decode_sense, rw16
+from tests.scsi.units import identity, make_image, ready
 
 NAA2 = bytes.fromhex("6001405f3c2b1a0a")
 

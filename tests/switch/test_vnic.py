@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, netstore_command
+from tests.harness import free_port, netstore_command
 
 pytest.importorskip("asyncio_dgram")
 
