@@ -176,6 +176,7 @@ def test_capture_from_config_file_survives_kill(netstore_daemon) -> None:
     addrs = addresses(d.ready_line)
     a, b = Peer(addrs["sw0:a"]), Peer(addrs["sw0:b"])
     a.send(hello(MAC_A))
+    time.sleep(0.2)  # a's peer is learnt before b's hello is flooded to it
     b.send(hello(MAC_B))
     assert a.recv() == hello(MAC_B)
     for i in range(5):
