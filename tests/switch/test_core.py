@@ -354,6 +354,22 @@ def test_mac_move_damping() -> None:
     assert names(sw.receive("c", ping(C, A))) == ["b"]
 
 
+def test_damping_never_puts_a_mac_back_on_a_removed_port() -> None:
+    """A MAC moved away from port a, then a was removed while empty: the lock
+    that damping puts on later moves keeps it where it is, never on a."""
+    sw, clock = make(*(PortSettings(n) for n in "abcd"))
+    sw.receive("a", arp_req(A))
+    clock.t += 0.1
+    sw.receive("b", arp_req(A))  # the move window opens with a as A's home
+    sw.remove_port("a")  # a holds no entry now
+    for p in "cbc":  # three more moves: the last one crosses the limit
+        clock.t += 0.1
+        sw.receive(p, arp_req(A))
+    assert {m.hex(":"): p for _, m, p, _ in sw.macs()}[A] in ("b", "c")
+    clock.t += 0.1
+    assert len(sw.receive("d", ping(B, A))) == 1  # raised KeyError: 'a' before
+
+
 def test_a_single_move_is_learnt_at_once() -> None:
     sw, clock = three()
     sw.receive("a", arp_req(A))
