@@ -15,7 +15,8 @@ from typing import Any
 import trio
 
 from netstore import __version__
-from netstore.config import Config, ConfigError, format_portal, load_config
+from netstore.addresses import format_portal
+from netstore.config import Config, ConfigError, load_config
 from netstore.control import (
     ControlError,
     DaemonAlreadyRunning,
@@ -23,6 +24,7 @@ from netstore.control import (
     bind_control_socket,
     serve_control,
 )
+from netstore.registry.lookup import registered_medium
 
 __all__ = ["DaemonError", "configure_logging", "run_daemon", "serve"]
 
@@ -199,7 +201,7 @@ class _Daemon:
             )
             return
         try:
-            new = load_config(source)
+            new = load_config(source, resolve_medium=registered_medium)
         except ConfigError as e:
             log.error("SIGHUP: configuration refused, keeping the old one: %s", e)
             return

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 import tempfile
 import tomllib
 from pathlib import Path
@@ -24,6 +26,8 @@ from netstore.config import (
     parse_config,
     parse_portal,
 )
+from netstore.registry import Registry
+from netstore.registry.lookup import registered_medium
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "configs").glob("*.toml"))
@@ -876,8 +880,6 @@ def test_lun_table_errors(entry: str, message: str, tmp_path: Path) -> None:
 
 
 def test_bare_name_is_a_registered_medium(tmp_path: Path) -> None:
-    from netstore.registry import Registry
-
     state = tmp_path / "state"
     with Registry.open(state) as reg:
         m = reg.create("base", 1 << 20, format="qcow2")
@@ -886,5 +888,38 @@ def test_bare_name_is_a_registered_medium(tmp_path: Path) -> None:
         '[daemon]\nstate_dir = "state"\n[[iscsi.targets]]\n'
         'iqn = "iqn.2026-11.org.netstore:t"\nluns = ["base"]\n'
     )
-    (lun,) = load_config(path).iscsi.targets[0].luns
+    (lun,) = load_config(path, resolve_medium=registered_medium).iscsi.targets[0].luns
     assert lun == m.location and lun.medium == "base"
+
+
+def test_the_loader_asks_only_the_resolver_it_is_given(tmp_path: Path) -> None:
+    """No resolver: a bare name is a file of the media directory and no registry
+    is opened; a resolver is asked (state_dir, name), only when paths are checked."""
+    path = tmp_path / "c.toml"
+    path.write_text('[daemon]\nstate_dir = "state"\n[[iscsi.targets]]\n'
+                    'iqn = "iqn.2026-11.org.netstore:t"\nluns = ["base"]\n')
+    (tmp_path / "state" / "media").mkdir(parents=True)
+    (tmp_path / "state" / "media" / "base").write_bytes(b"")
+    (lun,) = load_config(path).iscsi.targets[0].luns
+    assert lun == str(tmp_path / "state" / "media" / "base") and lun.medium is None
+    asked = []
+    image = tmp_path / "elsewhere.img"
+    image.write_bytes(b"")
+
+    def resolve(state_dir: Path, name: str) -> str | None:
+        asked.append((state_dir, name))
+        return str(image)
+
+    (lun,) = load_config(path, resolve_medium=resolve).iscsi.targets[0].luns
+    assert asked == [(tmp_path / "state", "base")]
+    assert lun == str(image) and lun.medium == "base"
+    load_config(path, check_paths=False, resolve_medium=resolve)
+    assert len(asked) == 1
+
+
+def test_config_imports_no_registry() -> None:
+    code = ("import sys, netstore.config; "
+            "print(sorted(m for m in sys.modules if m.startswith('netstore.registry')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -21,6 +21,7 @@ from netstore.config import Config, default_config, load_config
 from netstore.disk.api import DiskError
 from netstore.disk.media import parse_size
 from netstore.registry import Registry
+from netstore.registry.lookup import registered_medium
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 CONFIG_ENV = "NETSTORE_CONFIG"
@@ -72,7 +73,8 @@ def load(args: argparse.Namespace) -> Config:
     if not path:
         return default_config()
     # Only the daemon opens the images; other commands need not find them.
-    return load_config(path, check_paths=args.command == "serve")
+    return load_config(path, check_paths=args.command == "serve",
+                       resolve_medium=registered_medium)
 
 
 # -- argument types ----------------------------------------------------------

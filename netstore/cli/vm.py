@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Any
 
+from netstore.addresses import format_portal
 from netstore.cli.common import (
     EXIT_OK,
     Command,
@@ -25,7 +26,7 @@ from netstore.cli.common import (
     usage,
     whole_number,
 )
-from netstore.config import Config, format_portal
+from netstore.config import Config
 from netstore.qemu import format_args, qemu_args
 from netstore.registry.machines import BUSES, CHIPSETS, TRANSPORTS
 from netstore.registry.snapshots import Snapshots

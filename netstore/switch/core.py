@@ -1,6 +1,7 @@
 # netstore/switch/core.py - the forwarding core of the learning switch: one
 # frame in on a port -> the (port, frame) pairs that go out. Pure (no sockets,
-# no Trio, the clock injected); the port shells in switch/ports/ feed it.
+# no Trio, no clock: the shell gives it the time); the port shells in
+# switch/ports/ feed it.
 #
 # The rules (semantics.md section 4, Open vSwitch's NORMAL action where the
 # brief leaves a choice):
@@ -26,7 +27,6 @@
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -216,6 +216,11 @@ class Switch:
 
     Ports start with their link up. Nothing here blocks or does I/O; a tap
     (capture hook) is called synchronously and must not raise.
+
+    The core reads no clock: ``now`` is its time (monotonic seconds), given by
+    the shell. The shell sets the attribute before each batch of frames it
+    hands in (an attribute store, not a call per frame) and calls
+    ``tick(now)`` about once a second to forget aged MAC entries.
     """
 
     def __init__(
@@ -224,22 +229,20 @@ class Switch:
         *,
         aging_s: float = DEFAULT_MAC_AGING_S,
         table_size: int = DEFAULT_MAC_TABLE_SIZE,
-        clock: Callable[[], float] = time.monotonic,
+        now: float = 0.0,
     ) -> None:
         self.name = name
         self.table = MacTable(aging_s=aging_s, size=table_size)
-        self._clock = clock
+        self.now = now  # the time of what is handed in next (see the class doc)
         self._ports: dict[str, _Port] = {}
         # VLAN -> ports that get its floods, each with "needs a tag" on egress.
         self._flood: dict[int, tuple[tuple[_Port, bool], ...]] = {}
         self._taps: tuple[Tap, ...] = ()
 
     @classmethod
-    def from_spec(
-        cls, cfg: SwitchSpec, *, clock: Callable[[], float] = time.monotonic
-    ) -> Switch:
+    def from_spec(cls, cfg: SwitchSpec, *, now: float = 0.0) -> Switch:
         """A switch with the ports of one ``[[switches]]`` entry (links up)."""
-        sw = cls(cfg.name, aging_s=cfg.mac_aging_s, table_size=cfg.mac_table_size, clock=clock)
+        sw = cls(cfg.name, aging_s=cfg.mac_aging_s, table_size=cfg.mac_table_size, now=now)
         for p in cfg.ports:
             sw.add_port(PortSettings.from_spec(p))
         return sw
@@ -258,7 +261,7 @@ class Switch:
         """Add a port, link up. Raises ValueError if the name is taken."""
         if settings.name in self._ports:
             raise ValueError(f"switch {self.name} already has a port {settings.name}")
-        self._ports[settings.name] = _Port(settings, self._clock())
+        self._ports[settings.name] = _Port(settings, self.now)
         self._rebuild()
 
     def remove_port(self, name: str) -> None:
@@ -303,12 +306,15 @@ class Switch:
             d[cause] = d.get(cause, 0) + frames
 
     def macs(self) -> list[tuple[int, bytes, str, float]]:
-        """Learnt entries as (vlan, mac, port, age seconds), sorted by VLAN and MAC."""
-        return self.table.entries(self._clock())
+        """Learnt entries as (vlan, mac, port, age seconds at ``now``), sorted by
+        VLAN and MAC."""
+        return self.table.entries(self.now)
 
-    def expire(self) -> int:
-        """Forget aged MAC entries (the shell calls this about once a second)."""
-        return self.table.expire(self._clock())
+    def tick(self, now: float) -> int:
+        """The time is ``now``: forget the MAC entries aged by then and return
+        how many (the shell calls this about once a second)."""
+        self.now = now
+        return self.table.expire(now)
 
     # -- capture hooks -----------------------------------------------------
 
@@ -390,7 +396,7 @@ class Switch:
         group = dst[0] & 1
         if group and dst[5] <= RESERVED_LAST and dst[:5] == RESERVED_PREFIX:
             return self._drop(p, "reserved", out)
-        now = self._clock()
+        now = self.now
         table = self.table
         if p.bound_mac is not None and src != p.bound_mac:
             return self._drop(p, "security", out)

@@ -129,16 +129,16 @@ class MacTable:
 
     def forget_port(self, port: str) -> int:
         """Remove every entry on ``port`` (port removed or link down); returns how many."""
-        keys = self._ports.pop(port, None)
-        if not keys:
-            return 0
+        keys = self._ports.pop(port, None) or {}
         for vlan, mac in keys:
             d = self._vlans[vlan]
             del d[mac]
             if not d:
                 del self._vlans[vlan]
         self._count -= len(keys)
-        # A damped MAC whose home just vanished stays where it is now.
+        # A damped MAC whose home just vanished stays where it is now, also when
+        # the port held no entry itself (a MAC that moved away from it within
+        # its window): damping must never put a MAC back on a port now gone.
         for d in self._vlans.values():
             for e in d.values():
                 if e.home == port:

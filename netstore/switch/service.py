@@ -57,14 +57,18 @@ class SwitchService:
     Args:
         config: the ``[[switches]]`` entry.
         log: where port events and refusals go.
+        clock: monotonic seconds; the service gives the core its time from it
+            (once per batch of frames, once per tick), the core reads no clock.
     """
 
-    def __init__(self, config: SwitchSpec, log: logging.Logger | None = None) -> None:
+    def __init__(self, config: SwitchSpec, log: logging.Logger | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.name = config.name
         self.log = log or logging.getLogger(f"netstore.switch.{config.name}")
+        self.clock = clock
         self.switch = Switch(config.name, aging_s=config.mac_aging_s,
-                             table_size=config.mac_table_size)
+                             table_size=config.mac_table_size, now=clock())
         # Every port by name: configured ones and the dynamic VDE clients.
         self.ports: dict[str, Port] = {}
         self._configured: dict[str, PortSpec] = {}
@@ -78,6 +82,7 @@ class SwitchService:
     def deliver(self, port: str, frames: list[bytes]) -> None:
         """Forward frames received on ``port``."""
         sw = self.switch
+        sw.now = self.clock()  # one time for the batch: the kernel had them all
         receive = sw.receive
         rx = sw.batch_receiver(port) if len(frames) >= BATCHED else None
         ports = self.ports
@@ -98,6 +103,7 @@ class SwitchService:
         capture runs, it is segmented and checksummed in software first.
         """
         sw = self.switch
+        sw.now = self.clock()
         receive = sw.receive
         rx = sw.batch_receiver(port) if len(bufs) >= BATCHED else None
         ports = self.ports
@@ -286,7 +292,7 @@ class SwitchService:
     async def _expire_ticker(self) -> None:
         while True:
             await trio.sleep(EXPIRE_INTERVAL_S)
-            self.switch.expire()
+            self.switch.tick(self.clock())
             self._update_offloads()  # captures come and go
             for session in list(self.captures.values()):
                 session.tick()
@@ -356,6 +362,7 @@ class SwitchService:
     def status(self, *, macs: bool = True, ports: bool = True) -> dict[str, Any]:
         """JSON-able view: ports with kind, link and counters; the MAC table."""
         sw = self.switch
+        sw.now = self.clock()  # ages as of this call
         out: dict[str, Any] = {
             "name": self.name,
             "mac_aging_s": sw.aging_s,

@@ -1,6 +1,6 @@
 # tests/switch/test_core.py - the pure forwarding core with scapy-built frames:
-# learning, flooding, VLANs on access and trunk ports, aging on an injected
-# clock, the table cap under a MAC flood, move damping, frame sizes, port
+# learning, flooding, VLANs on access and trunk ports, aging as the test
+# moves the core's time, the table cap under a MAC flood, move damping, frame sizes, port
 # security, storm limits, mirroring, links, counters and taps.
 """Tests for netstore.switch.core.Switch."""
 
@@ -23,18 +23,23 @@ BCAST = "ff:ff:ff:ff:ff:ff"
 
 
 class Clock:
-    """A settable monotonic clock."""
+    """The time the test gives a switch core: ``clock.t += 1`` sets ``sw.now``."""
 
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
+    def __init__(self, sw: Switch) -> None:
+        self.sw = sw
 
-    def __call__(self) -> float:
-        return self.t
+    @property
+    def t(self) -> float:
+        return self.sw.now
+
+    @t.setter
+    def t(self, now: float) -> None:
+        self.sw.now = now
 
 
 def make(*ports: PortSettings, **kw) -> tuple[Switch, Clock]:
-    clock = Clock()
-    sw = Switch("sw0", clock=clock, **kw)
+    sw = Switch("sw0", now=1000.0, **kw)
+    clock = Clock(sw)
     for p in ports:
         sw.add_port(p)
     return sw, clock
@@ -233,7 +238,7 @@ def test_trunk_allowed_list_filters_floods() -> None:
 # -- aging -----------------------------------------------------------------
 
 
-def test_aging_with_an_injected_clock() -> None:
+def test_aging_as_the_time_given_moves() -> None:
     sw, clock = make(PortSettings("a"), PortSettings("b"), PortSettings("c"), aging_s=300)
     sw.receive("a", arp_req(A))
     clock.t += 299
@@ -244,7 +249,7 @@ def test_aging_with_an_injected_clock() -> None:
     assert [m.hex(":") for _, m, _, _ in sw.macs()] == [B]
     clock.t += 400
     assert sw.macs() == []
-    assert sw.expire() == 1
+    assert sw.tick(clock.t) == 1
     assert len(sw.table) == 0
 
 
@@ -254,7 +259,7 @@ def test_expire_sweep_removes_only_aged_entries() -> None:
         sw.receive("a", arp_req(f"02:00:00:00:01:{i:02x}"))
         clock.t += 0.5
     # entries seen at t0 .. t0+24.5; now t0+25: those older than 10 s go
-    removed = sw.expire()
+    removed = sw.tick(clock.t)
     assert 28 <= removed <= 31
     assert len(sw.table) == 50 - removed
     assert all(age < 10 for *_, age in sw.macs())
@@ -267,7 +272,7 @@ def test_refreshed_entries_survive_the_sweep() -> None:
     for _ in range(30):
         clock.t += 1
         sw.receive("a", ping(A, B))
-        sw.expire()
+        sw.tick(clock.t)
     assert [m.hex(":") for _, m, _, _ in sw.macs()] == [A]
 
 
@@ -347,6 +352,22 @@ def test_mac_move_damping() -> None:
     clock.t += FLAP_HOLD_S + 0.1  # hold over: a real move is learnt again
     assert sw.receive("b", ping(A, C)) == [("c", ping(A, C))]
     assert names(sw.receive("c", ping(C, A))) == ["b"]
+
+
+def test_damping_never_puts_a_mac_back_on_a_removed_port() -> None:
+    """A MAC moved away from port a, then a was removed while empty: the lock
+    that damping puts on later moves keeps it where it is, never on a."""
+    sw, clock = make(*(PortSettings(n) for n in "abcd"))
+    sw.receive("a", arp_req(A))
+    clock.t += 0.1
+    sw.receive("b", arp_req(A))  # the move window opens with a as A's home
+    sw.remove_port("a")  # a holds no entry now
+    for p in "cbc":  # three more moves: the last one crosses the limit
+        clock.t += 0.1
+        sw.receive(p, arp_req(A))
+    assert {m.hex(":"): p for _, m, p, _ in sw.macs()}[A] in ("b", "c")
+    clock.t += 0.1
+    assert len(sw.receive("d", ping(B, A))) == 1  # raised KeyError: 'a' before
 
 
 def test_a_single_move_is_learnt_at_once() -> None:

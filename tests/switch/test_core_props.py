@@ -58,13 +58,12 @@ def vlan_at(port: PortSettings, frame: bytes) -> int | None:
 @settings(max_examples=300, deadline=None)
 @given(port_layouts(), st.lists(st.tuples(st.integers(0, 4), frames()), max_size=40), st.data())
 def test_random_frames_never_raise_bounce_or_cross_vlans(ports, arrivals, data) -> None:
-    t = [0.0]
-    sw = Switch("sw", clock=lambda: t[0], table_size=4)
+    sw = Switch("sw", now=0.0, table_size=4)
     for p in ports:
         sw.add_port(p)
     by_name = {p.name: p for p in ports}
     for i, frame in arrivals:
-        t[0] += data.draw(st.sampled_from((0.0, 0.5, 400.0)))
+        sw.now += data.draw(st.sampled_from((0.0, 0.5, 400.0)))
         ingress = ports[i % len(ports)]
         out = sw.receive(ingress.name, frame)
         if not out:

@@ -119,8 +119,7 @@ def test_what_is_not_merged() -> None:
 
 
 def make_switch() -> Switch:
-    now = [100.0]
-    sw = Switch("sw0", clock=lambda: now[0], table_size=64)
+    sw = Switch("sw0", now=100.0, table_size=64)
     for s in (PortSettings("a", mtu=1500), PortSettings("b", mtu=1400),
               PortSettings("c", vlan=None, trunk=frozenset({1, 5}), native=1),
               PortSettings("d", vlan=5)):

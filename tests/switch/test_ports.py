@@ -14,6 +14,8 @@ import pytest
 import trio
 from scapy.layers.inet import IP, UDP, Ether
 
+from netstore.switch.limits import PORT_KINDS
+from netstore.switch.ports import PORT_CLASSES
 from netstore.switch.ports.base import QUEUE_FRAMES
 from netstore.switch.ports.stream import MAX_STREAM_FRAME, StreamPort
 from netstore.switch.ports.udp import UdpPort
@@ -394,3 +396,7 @@ async def test_vde_wrong_magic_or_version_refused(nursery, tmp_path: Path, caplo
     data.close()
     gdata.close()
     port.close()
+
+
+def test_every_port_kind_has_its_class() -> None:
+    assert tuple(PORT_CLASSES) == PORT_KINDS

@@ -60,8 +60,8 @@ class UdpPeer:
         return True
 
 
-async def start(nursery, config: SwitchConfig) -> tuple[SwitchService, dict[str, str]]:
-    svc = SwitchService(config)
+async def start(nursery, config: SwitchConfig, **kw) -> tuple[SwitchService, dict[str, str]]:
+    svc = SwitchService(config, **kw)
     listening = await nursery.start(svc.run)
     return svc, {name: addr for name, _kind, addr in listening}
 
@@ -192,14 +192,19 @@ async def test_reconfigure_adds_and_removes_ports(nursery, tmp_path: Path) -> No
 
 
 async def test_aging_forgets_macs(nursery, autojump_clock) -> None:
+    now = [1000.0]  # the service's clock, which it gives the core
     svc, addrs = await start(nursery, SwitchConfig(name="sw0", mac_aging_s=5,
-                                                   ports=[udp_port("a"), udp_port("b")]))
+                                                   ports=[udp_port("a"), udp_port("b")]),
+                             clock=lambda: now[0])
     a = await UdpPeer(addrs["a"]).open()
     await a.send(arp_who_has(MAC_A))
-    # the core's clock is real time: wait on it, not on trio's
     await until(lambda: svc.status()["mac_count"] == 1)
-    svc.switch._clock = lambda: 1e9  # far future: the next tick sweeps
+    now[0] += 4.9
     await trio.sleep(2)
+    assert svc.status()["mac_count"] == 1, "not aged yet"
+    now[0] += 0.2  # past the 5 s aging: the next tick sweeps
+    await trio.sleep(2)
+    assert svc.status()["mac_count"] == 0
     assert svc.status()["macs"] == []
 
 

@@ -14,12 +14,9 @@ from netstore.switch.ports.vde import VdePort
 
 __all__ = ["PORT_CLASSES", "Port", "PortHost", "make_port"]
 
+# One class per kind of limits.PORT_KINDS (the kinds a configuration may name).
 PORT_CLASSES: dict[str, type[Port]] = {
-    "udp": UdpPort,
-    "unixgram": UnixgramPort,
-    "stream": StreamPort,
-    "tap": TapPort,
-    "vde": VdePort,
+    cls.kind: cls for cls in (UdpPort, UnixgramPort, StreamPort, TapPort, VdePort)
 }
 
 
