@@ -1,0 +1,51 @@
+"""VM NICs become switch ports: every transport the registry lets a NIC use
+is a port kind the switch runs, at the address the registry allocated."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from netstore.exports.ports import VDE_PORT, NicPorts, nic_port_config
+from netstore.exports.watcher import RegistryView
+from netstore.registry.nics import TRANSPORTS
+from netstore.switch.limits import PORT_KINDS
+
+ADDR = {"udp": "127.0.0.1:40100", "unixgram": "/tmp/ns-test.sock", "stream": "127.0.0.1:40101",
+        "tap": "nstap0", "vde": "/tmp/ns-test.vde"}
+
+
+def nic(transport: str, slot: int = 0, **kw) -> SimpleNamespace:
+    return SimpleNamespace(slot=slot, transport=transport, vlan=7, mac="52:54:00:12:34:56",
+                           port_security=True, switch="sw0", switch_addr=ADDR[transport],
+                           vm_addr=None, **kw)
+
+
+def test_the_registry_and_the_switch_know_the_same_transports():
+    assert set(TRANSPORTS) == set(PORT_KINDS)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_each_transport_gives_a_port_of_its_kind(transport):
+    port = nic_port_config("web", nic(transport))
+    assert port.kind == transport and port.vlan == 7
+    where = {"udp": port.local, "unixgram": port.local, "stream": port.listen,
+             "tap": port.device, "vde": port.path}[transport]
+    assert where == ADDR[transport]
+    if transport == "vde":  # one port for every VM of the switch: bound to no MAC
+        assert port.name == VDE_PORT and port.bound_mac is None
+    else:
+        assert port.name == "web-nic0" and port.bound_mac == "52:54:00:12:34:56"
+
+
+def test_nics_of_a_missing_switch_wait_and_vde_shares_one_port():
+    ports = NicPorts()
+    view = RegistryView(generation=1, running=(), nics=(
+        ("a", nic("vde")), ("b", nic("vde", slot=1)), ("c", nic("udp")),
+        ("d", SimpleNamespace(**{**vars(nic("udp")), "switch": "nowhere"}))))
+    assert ports.set_registry(view, {"sw0"}) == {"sw0"}
+    assert [p.name for p in ports.ports["sw0"]] == [VDE_PORT, "c-nic0"]
+    assert "nowhere" not in ports.ports
+    # the same view again changes nothing
+    assert ports.set_registry(view, {"sw0"}) == set()
