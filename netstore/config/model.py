@@ -8,6 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from netstore.iscsi.settings import (  # the iSCSI service's own limits and defaults
+    DEFAULT_MRDSL,
+    DEFAULT_NOP_INTERVAL_S,
+    DEFAULT_NOP_TIMEOUT_S,
+    MRDSL_MAX,
+    MRDSL_MIN,
+)
 from netstore.switch.spec import PortSpec as SwitchPortConfig
 from netstore.switch.spec import SwitchSpec as SwitchConfig
 
@@ -23,10 +30,17 @@ __all__ = [
     "SwitchPortConfig",
     "TargetConfig",
     "default_config",
+    # the iSCSI service's limits and defaults, which the loader checks against
+    "DEFAULT_MRDSL",
+    "DEFAULT_NOP_INTERVAL_S",
+    "DEFAULT_NOP_TIMEOUT_S",
+    "MRDSL_MAX",
+    "MRDSL_MIN",
 ]
 
 # ---------------------------------------------------------------------------
-# Limits and defaults: one place per fact (the switch's own are switch/limits.py).
+# Limits and defaults: one place per fact (the switch's own are in switch/limits.py,
+# the iSCSI service's in iscsi/settings.py).
 
 DEFAULT_STATE_DIR = "netstore-state"
 DEFAULT_PORTAL = ("127.0.0.1", 3260)  # IANA iscsi-target port
@@ -44,11 +58,6 @@ CHAP_USER_MAX = 255
 ISCSI_NAME_MAX = 223
 # RFC 7143 13.7 (TargetAlias): a human-readable UTF-8 text value.
 ALIAS_MAX = 255
-# RFC 7143 13.12: MaxRecvDataSegmentLength is 512 to 2**24 - 1.
-MRDSL_MIN, MRDSL_MAX = 512, 2**24 - 1
-DEFAULT_MRDSL = 262144
-DEFAULT_NOP_INTERVAL_S = 10.0
-DEFAULT_NOP_TIMEOUT_S = 30.0
 
 
 class ConfigError(Exception):

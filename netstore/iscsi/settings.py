@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netstore.iscsi.login import ChapCredentials
+from netstore.iscsi.directory import ChapCredentials
 
 # RFC 7143 13.12: MaxRecvDataSegmentLength is 512 to 2**24 - 1.
 MRDSL_MIN, MRDSL_MAX = 512, 2**24 - 1
