@@ -40,6 +40,23 @@ class UnsupportedImageError(DiskError):
     """A valid image using a feature netstore does not implement (named)."""
 
 
+class ImageOpenError(DiskError):
+    """The image file or device is missing, unreadable or unusable as asked."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: cannot open: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ReadOnlyImageError(DiskError, OSError):
+    """A write or discard on an image opened read-only.
+
+    An OSError too, so the SCSI layer, which maps OSError from its backend
+    to a sense code, treats it as the write error it is.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Extent:
     """A run of the virtual disk: allocated (holds data here or in a backing
