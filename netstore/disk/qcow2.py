@@ -597,6 +597,9 @@ class Qcow2Image:
         cbits = h.cluster_bits
         cs = 1 << cbits
         self.cluster_size = cs
+        # discard() frees whole clusters only: the SCSI layer zeroes the
+        # partial clusters at the ends of an UNMAP range.
+        self.discard_granularity = cs
         self._cbits = cbits
         self._cs = cs
         self._cmask = cs - 1
