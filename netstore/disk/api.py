@@ -1,7 +1,7 @@
 # The contracts between netstore's disk code and its users: what an opened
 # image offers (read, write, extents) -- the one protocol of every format and
 # of a SCSI logical unit's backend -- what probing learns, and the errors a
-# user can meet.  Implementations live in qcow2.py, raw.py and formats/; the
+# user can meet.  Implementations live in qcow2/, raw.py and formats/; the
 # registry and the SCSI layer only see these names.
 """Interfaces of the disk package.
 

@@ -2,7 +2,7 @@
 # name), open it as a DiskImage, create new images, convert between formats
 # (copying only allocated data), grow them, and set the UUID kept inside.
 # The media registry and the CLI work through these functions only; the
-# format modules (raw.py, qcow2.py, formats/) stay behind them.
+# format modules (raw.py, qcow2/, formats/) stay behind them.
 """Probe, open, create, convert, resize and re-identify disk image files."""
 
 from __future__ import annotations
