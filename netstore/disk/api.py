@@ -46,7 +46,8 @@ class ImageOpenError(DiskError):
     """The image file or device is missing, unreadable or unusable as asked."""
 
     def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: cannot open: {reason}")
+        # The wording the iSCSI service has always given (config errors quote it).
+        super().__init__(f"cannot open disk image {path!r}: {reason}")
         self.path = path
         self.reason = reason
 
