@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from netstore.disk.api import DiskError
+from netstore.disk.api import DiskError, ImageFormatError
 from netstore.disk.qcow2 import (
     MAGIC,
     MAX_CHAIN_DEPTH,
@@ -18,7 +18,7 @@ from netstore.disk.qcow2 import (
     probe_format,
     probe_qcow2,
 )
-from netstore.disk.raw import RawImage
+from netstore.disk.raw import RawImage, resize_raw
 
 # Clusters are copied in pieces of at most this size during merges.
 MERGE_CHUNK = 4 << 20
@@ -98,8 +98,6 @@ def chain(path: str) -> list[str]:
     while True:
         real = os.path.realpath(cur)
         if real in seen:
-            from netstore.disk.api import ImageFormatError
-
             raise ImageFormatError(f"{path}: backing chain loops at {cur}")
         seen.add(real)
         out.append(cur)
@@ -160,8 +158,6 @@ def merge_into_parent(child_path: str) -> None:
                     parent = Qcow2Image(parent_path)
                     parent.resize(child_size)
                 else:
-                    from netstore.disk.raw import resize_raw
-
                     resize_raw(parent_path, child_size)
                     parent = RawImage(parent_path)
             _copy_runs(child, parent, runs)

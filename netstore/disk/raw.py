@@ -19,44 +19,13 @@ from netstore.disk.api import (
     Progress,
     ReadOnlyImageError,
 )
-from netstore.disk.fdio import ZERO_CHUNK, punch_hole, pwrite_all, write_zeroes
+from netstore.disk.fdio import fill, punch_hole, pwrite_all, write_zeroes
 
 # Logical block sizes a raw image can be opened with (those SBC-3 initiators
 # handle in practice); 2048 is a CD/DVD's.
 SUPPORTED_BLOCK_SIZES = (512, 1024, 2048, 4096)
 # A file system that cannot punch holes says so with one of these.
 _NO_PUNCH = (errno.EOPNOTSUPP, errno.ENOSYS, errno.ENODEV)
-# posix_fallocate is asked for this much per call so progress can be shown.
-FALLOCATE_CHUNK = 64 << 20
-
-
-def _fill(fd: int, start: int, length: int, progress: Progress | None, total: int) -> None:
-    """Allocate [start, start+length) of `fd`, zero-filled, reporting progress.
-
-    Uses posix_fallocate; falls back to writing zeros where the file system
-    does not support it.
-    """
-    done = 0
-    use_falloc = hasattr(os, "posix_fallocate")
-    zeros = b""
-    while done < length:
-        if use_falloc:
-            n = min(FALLOCATE_CHUNK, length - done)
-            try:
-                os.posix_fallocate(fd, start + done, n)
-            except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                    raise
-                use_falloc = False
-                continue
-        else:
-            n = min(ZERO_CHUNK, length - done)
-            if len(zeros) != n:
-                zeros = bytes(n)
-            pwrite_all(fd, zeros, start + done)
-        done += n
-        if progress is not None:
-            progress(done, total)
 
 
 def create_raw(
@@ -85,7 +54,7 @@ def create_raw(
         raise DiskError(f"{path}: cannot create: {e.strerror or e}") from e
     try:
         if fixed and size:
-            _fill(fd, 0, size, progress, size)
+            fill(fd, 0, size, progress, size)
         os.ftruncate(fd, size)
         if progress is not None and not (fixed and size):
             progress(size, size)

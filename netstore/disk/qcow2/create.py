@@ -9,7 +9,7 @@ import os
 import struct
 
 from netstore.disk.api import DiskError, ImageInfo, Progress
-from netstore.disk.fdio import pwrite_all
+from netstore.disk.fdio import fill, pwrite_all
 from netstore.disk.qcow2.format import (
     COPIED,
     HEADER_LENGTH,
@@ -143,9 +143,7 @@ def create_qcow2(
                 pwrite_all(fd, tbl + bytes(cs - len(tbl)), l2_off + t * cs)
         os.ftruncate(fd, l1_off + l1_clusters * cs + n_l2 * cs)
         if fixed and n_data:
-            from netstore.disk.raw import _fill
-
-            _fill(fd, data_off, n_data * cs, progress, n_data * cs)
+            fill(fd, data_off, n_data * cs, progress, n_data * cs)
         elif progress is not None:
             progress(size, size)
         os.fsync(fd)
