@@ -13,10 +13,10 @@ from netstore.disk.qcow2 import (
     MAGIC,
     MAX_CHAIN_DEPTH,
     Qcow2Image,
-    _resolve_backing,
     create_qcow2,
     probe_format,
     probe_qcow2,
+    resolve_backing,
 )
 from netstore.disk.raw import RawImage, resize_raw
 
@@ -110,7 +110,7 @@ def chain(path: str) -> list[str]:
         info = probe_qcow2(cur)
         if info.backing_file is None:
             return out
-        cur = _resolve_backing(cur, info.backing_file)
+        cur = resolve_backing(cur, info.backing_file)
 
 
 def _open_rw(path: str):
@@ -205,6 +205,6 @@ def merge_parent_into_child(child_path: str) -> None:
         if grand is None:
             child.set_backing(None)
         else:
-            grand_path = _resolve_backing(parent.path, grand)
+            grand_path = resolve_backing(parent.path, grand)
             child.set_backing(_backing_name(grand_path, child_path), parent.header.backing_format)
         child.flush()
