@@ -1,15 +1,17 @@
 # The contracts between netstore's disk code and its users: what an opened
-# image offers (read, write, extents), what the format modules register, and
-# the errors a user can meet.  Implementations live in qcow2.py, raw.py and
-# formats/; the registry and the iSCSI target only see these names.
+# image offers (read, write, extents) -- the one protocol of every format and
+# of a SCSI logical unit's backend -- what probing learns, and the errors a
+# user can meet.  Implementations live in qcow2/, raw.py and formats/; the
+# registry and the SCSI layer only see these names.
 """Interfaces of the disk package.
 
 An *image* is one file in one format.  Opened, it is a :class:`DiskImage`:
 it reads (and, for raw and qcow2, writes) byte ranges of the virtual disk and
 tells which ranges hold data.  A qcow2 image with a backing file reads through
-its chain.  ``DiskImage`` is a superset of ``netstore.scsi.backend.BlockBackend``
-(``pread``/``pwrite``/``flush``/``close``/``block_size``/``num_blocks``/
-``read_only``), so an opened image is directly a LUN's backend.
+its chain.  An opened image is directly a SCSI logical unit's backend: the
+unit uses ``pread``/``pwrite``/``flush``/``close``/``block_size``/
+``num_blocks``/``read_only``, and ``discard``/``discard_granularity`` where
+the format can deallocate.
 """
 
 from __future__ import annotations
@@ -40,6 +42,24 @@ class UnsupportedImageError(DiskError):
     """A valid image using a feature netstore does not implement (named)."""
 
 
+class ImageOpenError(DiskError):
+    """The image file or device is missing, unreadable or unusable as asked."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        # The wording the iSCSI service has always given (config errors quote it).
+        super().__init__(f"cannot open disk image {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ReadOnlyImageError(DiskError, OSError):
+    """A write or discard on an image opened read-only.
+
+    An OSError too, so the SCSI layer, which maps OSError from its backend
+    to a sense code, treats it as the write error it is.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Extent:
     """A run of the virtual disk: allocated (holds data here or in a backing
@@ -52,7 +72,15 @@ class Extent:
 
 @runtime_checkable
 class DiskImage(Protocol):
-    """An opened image file (and, for qcow2, its backing chain)."""
+    """An opened image file (and, for qcow2, its backing chain).
+
+    Optional members, present where the format has them (raw, qcow2):
+    ``discard(offset, length)`` deallocates a byte range, which then reads
+    back as zeros -- a logical unit is thin-provisioned (UNMAP, LBPME) only
+    on an image that has it; ``discard_granularity`` (bytes) is the unit
+    ``discard`` frees whole, the SCSI layer zeroing the partial units at the
+    ends of a range; ``fd`` (raw) is the file for read-ahead hints.
+    """
 
     path: str
     format: str  # "raw", "qcow2", "vdi", "vmdk", "vhd", "vhdx"
@@ -67,14 +95,17 @@ class DiskImage(Protocol):
         ...
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
-        """Write; raises DiskError on a read-only image or format."""
+        """Write all of `data`; raises DiskError on a read-only image or
+        format, OSError when the file system refuses."""
         ...
 
     def flush(self) -> None:
         """Everything written so far is durable when this returns."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the image (idempotent); no I/O may follow."""
+        ...
 
     def extents(self) -> Iterator[Extent]:
         """Allocated and unallocated runs covering the whole disk, in order."""

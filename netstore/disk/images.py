@@ -2,15 +2,15 @@
 # name), open it as a DiskImage, create new images, convert between formats
 # (copying only allocated data), grow them, and set the UUID kept inside.
 # The media registry and the CLI work through these functions only; the
-# format modules (raw.py, qcow2.py, formats/) stay behind them.
+# format modules (raw.py, qcow2/, formats/) stay behind them.
 """Probe, open, create, convert, resize and re-identify disk image files."""
 
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 
+from netstore.disk import qcow2
 from netstore.disk.api import (
     SECTOR,
     DiskError,
@@ -20,13 +20,18 @@ from netstore.disk.api import (
     Progress,
     UnsupportedImageError,
 )
-from netstore.disk.formats import check_uuid, new_uuid
+from netstore.disk.formats import check_uuid, new_uuid, vdi, vhd, vhdx, vmdk
+from netstore.disk.formats.vdi import VdiImage, VdiWriter
+from netstore.disk.formats.vhd import VhdImage, VhdWriter
+from netstore.disk.formats.vhdx import VhdxImage
+from netstore.disk.formats.vmdk import StreamOptimizedWriter, VmdkImage
+from netstore.disk.qcow2 import Qcow2Image, create_qcow2, probe_qcow2
+from netstore.disk.raw import RawImage, create_raw, resize_raw
 
 # convert copies in chunks this large; all-zero chunks are not written.
 COPY_CHUNK = 1 << 20
 _ZERO_CHUNK = bytes(COPY_CHUNK)
 # A text VMDK descriptor starts with this (VMware's Virtual Disk Format 1.1, 4).
-VMDK_DESCRIPTOR_MAGIC = b"# Disk DescriptorFile"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,35 +83,27 @@ def detect_format(path: str) -> str:
         raise DiskError(f"{path}: cannot read: {e.strerror}") from e
     finally:
         os.close(fd)
-    if head[:4] == b"QFI\xfb":
+    if head[:4] == qcow2.MAGIC:
         return "qcow2"
-    if head[:8] == b"vhdxfile":
+    if head[:8] == vhdx.FILE_SIGNATURE:
         return "vhdx"
-    if len(head) >= 0x44 and struct.unpack_from("<I", head, 0x40)[0] == 0xBEDA107F:
+    if vdi.probe_bytes_match(head):
         return "vdi"
-    if head[:4] == b"KDMV" or head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(VMDK_DESCRIPTOR_MAGIC):
+    if head[:4] == vmdk.MAGIC or head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(vmdk.DESCRIPTOR_MAGIC):
         return "vmdk"
-    if head[:8] == b"conectix" or tail[:8] == b"conectix":
+    if vhd.FOOTER_COOKIE in (head[:8], tail[:8]):
         return "vhd"
     return "raw"
 
 
 def _reader_class(fmt: str):  # type: ignore[no-untyped-def]
     if fmt == "vdi":
-        from netstore.disk.formats.vdi import VdiImage
-
         return VdiImage
     if fmt == "vmdk":
-        from netstore.disk.formats.vmdk import VmdkImage
-
         return VmdkImage
     if fmt == "vhd":
-        from netstore.disk.formats.vhd import VhdImage
-
         return VhdImage
     if fmt == "vhdx":
-        from netstore.disk.formats.vhdx import VhdxImage
-
         return VhdxImage
     raise DiskError(f"no reader for format {fmt!r}")
 
@@ -129,12 +126,8 @@ def open_image(path: str, *, read_only: bool = False, format: str | None = None)
     fmt = format or detect_format(path)
     _spec(fmt)
     if fmt == "raw":
-        from netstore.disk.raw import RawImage
-
         return RawImage(path, read_only=read_only)
     if fmt == "qcow2":
-        from netstore.disk.qcow2 import Qcow2Image
-
         return Qcow2Image(path, read_only=read_only)
     return _reader_class(fmt)(path)
 
@@ -150,8 +143,6 @@ def probe(path: str) -> ImageInfo:
     path = str(path)
     fmt = detect_format(path)
     if fmt == "qcow2":
-        from netstore.disk.qcow2 import probe_qcow2
-
         return probe_qcow2(path)
     if fmt == "raw":
         st = os.stat(path)
@@ -193,25 +184,15 @@ def _new_writer(path: str, fmt: str, size: int, variant: str, uuid: str | None,
     if os.path.lexists(path):
         raise DiskError(f"{path}: the file exists already")
     if fmt == "raw":
-        from netstore.disk.raw import RawImage, create_raw
-
         create_raw(path, size, fixed=variant == "fixed", progress=progress)
         return _NativeWriter(path, RawImage(path))
     if fmt == "qcow2":
-        from netstore.disk.qcow2 import Qcow2Image, create_qcow2
-
         create_qcow2(path, size, fixed=variant == "fixed", progress=progress)
         return _NativeWriter(path, Qcow2Image(path))
     if fmt == "vdi":
-        from netstore.disk.formats.vdi import VdiWriter
-
         return VdiWriter(path, size, variant=variant, uuid=uuid, progress=progress)
     if fmt == "vhd":
-        from netstore.disk.formats.vhd import VhdWriter
-
         return VhdWriter(path, size, variant=variant, uuid=uuid, progress=progress)
-    from netstore.disk.formats.vmdk import StreamOptimizedWriter
-
     return StreamOptimizedWriter(path, size, uuid=uuid)
 
 
@@ -341,22 +322,14 @@ def resize_image(path: str, new_size: int) -> None:
     path = str(path)
     fmt = detect_format(path)
     if fmt == "raw":
-        from netstore.disk.raw import resize_raw
-
         resize_raw(path, new_size)
     elif fmt == "qcow2":
-        from netstore.disk.qcow2 import Qcow2Image
-
         with Qcow2Image(path) as img:
             img.resize(new_size)
             img.flush()
     elif fmt == "vdi":
-        from netstore.disk.formats import vdi
-
         vdi.resize(path, new_size)
     elif fmt == "vhd":
-        from netstore.disk.formats import vhd
-
         vhd.resize(path, new_size)
     else:
         raise UnsupportedImageError(f"{path}: growing {fmt} images is not supported")
@@ -374,16 +347,10 @@ def set_uuid(path: str, uuid: str) -> None:
     uuid = check_uuid(uuid)
     fmt = detect_format(path)
     if fmt == "vdi":
-        from netstore.disk.formats import vdi
-
         vdi.set_uuid(path, uuid)
     elif fmt == "vhd":
-        from netstore.disk.formats import vhd
-
         vhd.set_uuid(path, uuid)
     elif fmt == "vmdk":
-        from netstore.disk.formats import vmdk
-
         vmdk.set_uuid(path, uuid)
     elif not FORMATS[fmt].stores_uuid:
         raise UnsupportedImageError(f"{path}: {fmt} images keep no UUID inside")

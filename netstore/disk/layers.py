@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import os
 
-from netstore.disk.api import DiskError
+from netstore.disk.api import DiskError, ImageFormatError
 from netstore.disk.qcow2 import (
     MAGIC,
     MAX_CHAIN_DEPTH,
     Qcow2Image,
-    _resolve_backing,
     create_qcow2,
     probe_format,
     probe_qcow2,
+    resolve_backing,
 )
-from netstore.disk.raw import RawImage
+from netstore.disk.raw import RawImage, resize_raw
 
 # Clusters are copied in pieces of at most this size during merges.
 MERGE_CHUNK = 4 << 20
@@ -98,8 +98,6 @@ def chain(path: str) -> list[str]:
     while True:
         real = os.path.realpath(cur)
         if real in seen:
-            from netstore.disk.api import ImageFormatError
-
             raise ImageFormatError(f"{path}: backing chain loops at {cur}")
         seen.add(real)
         out.append(cur)
@@ -112,7 +110,7 @@ def chain(path: str) -> list[str]:
         info = probe_qcow2(cur)
         if info.backing_file is None:
             return out
-        cur = _resolve_backing(cur, info.backing_file)
+        cur = resolve_backing(cur, info.backing_file)
 
 
 def _open_rw(path: str):
@@ -160,8 +158,6 @@ def merge_into_parent(child_path: str) -> None:
                     parent = Qcow2Image(parent_path)
                     parent.resize(child_size)
                 else:
-                    from netstore.disk.raw import resize_raw
-
                     resize_raw(parent_path, child_size)
                     parent = RawImage(parent_path)
             _copy_runs(child, parent, runs)
@@ -209,6 +205,6 @@ def merge_parent_into_child(child_path: str) -> None:
         if grand is None:
             child.set_backing(None)
         else:
-            grand_path = _resolve_backing(parent.path, grand)
+            grand_path = resolve_backing(parent.path, grand)
             child.set_backing(_backing_name(grand_path, child_path), parent.header.backing_format)
         child.flush()

@@ -1,6 +1,8 @@
 # Raw images: the virtual disk byte for byte in one file (or a block device).
 # Dynamic = a sparse file, fixed = every byte allocated up front.  Extents come
-# from the file system's holes (SEEK_DATA/SEEK_HOLE).
+# from the file system's holes (SEEK_DATA/SEEK_HOLE).  RawImage is both the
+# image the disk tools open and a logical unit's backend (any block size,
+# fdatasync flush, discard by hole punching).
 """Raw disk images: :class:`RawImage`, :func:`create_raw`, :func:`resize_raw`."""
 
 from __future__ import annotations
@@ -9,53 +11,21 @@ import errno
 import os
 from collections.abc import Iterator
 
-from netstore.disk.api import SECTOR, DiskError, Extent, Progress
+from netstore.disk.api import (
+    SECTOR,
+    DiskError,
+    Extent,
+    ImageOpenError,
+    Progress,
+    ReadOnlyImageError,
+)
+from netstore.disk.fdio import fill, punch_hole, pwrite_all, write_zeroes
 
-# Fallback zero-filling writes this much per call: big enough to be fast,
-# small enough to report progress often and keep memory flat.
-ZERO_CHUNK = 1 << 20
-# posix_fallocate is asked for this much per call so progress can be shown.
-FALLOCATE_CHUNK = 64 << 20
-
-
-def _fill(fd: int, start: int, length: int, progress: Progress | None, total: int) -> None:
-    """Allocate [start, start+length) of `fd`, zero-filled, reporting progress.
-
-    Uses posix_fallocate; falls back to writing zeros where the file system
-    does not support it.
-    """
-    done = 0
-    use_falloc = hasattr(os, "posix_fallocate")
-    zeros = b""
-    while done < length:
-        if use_falloc:
-            n = min(FALLOCATE_CHUNK, length - done)
-            try:
-                os.posix_fallocate(fd, start + done, n)
-            except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                    raise
-                use_falloc = False
-                continue
-        else:
-            n = min(ZERO_CHUNK, length - done)
-            if len(zeros) != n:
-                zeros = bytes(n)
-            _pwrite_all(fd, zeros, start + done)
-        done += n
-        if progress is not None:
-            progress(done, total)
-
-
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    """pwrite looping over short writes."""
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        if n <= 0:
-            raise OSError(errno.EIO, "short write")
-        view = view[n:]
-        offset += n
+# Logical block sizes a raw image can be opened with (those SBC-3 initiators
+# handle in practice); 2048 is a CD/DVD's.
+SUPPORTED_BLOCK_SIZES = (512, 1024, 2048, 4096)
+# A file system that cannot punch holes says so with one of these.
+_NO_PUNCH = (errno.EOPNOTSUPP, errno.ENOSYS, errno.ENODEV)
 
 
 def create_raw(
@@ -84,7 +54,7 @@ def create_raw(
         raise DiskError(f"{path}: cannot create: {e.strerror or e}") from e
     try:
         if fixed and size:
-            _fill(fd, 0, size, progress, size)
+            fill(fd, 0, size, progress, size)
         os.ftruncate(fd, size)
         if progress is not None and not (fixed and size):
             progress(size, size)
@@ -129,29 +99,44 @@ def resize_raw(path: str, new_size: int) -> None:
 class RawImage:
     """An opened raw image (a :class:`~netstore.disk.api.DiskImage`).
 
-    The virtual size is the file size (a block device's size); a trailing
-    partial 512-byte block is readable but not counted in ``num_blocks``.
+    The virtual size is the file size (lseek(SEEK_END), so a block device
+    reports its own); a trailing partial block is readable but not counted
+    in ``num_blocks``.
     """
 
     format = "raw"
     uuid = None
-    block_size = SECTOR
 
-    def __init__(self, path: str, *, read_only: bool = False) -> None:
-        """Open `path`.
+    def __init__(self, path: str, *, read_only: bool = False, block_size: int = SECTOR) -> None:
+        """Open `path` with logical blocks of `block_size` bytes.
 
         Raises:
-            DiskError: the file is missing or cannot be opened as asked.
+            ImageOpenError: the file is missing or cannot be opened as asked,
+                or the block size is not one of SUPPORTED_BLOCK_SIZES.
         """
+        if block_size not in SUPPORTED_BLOCK_SIZES:
+            raise ImageOpenError(
+                path, f"block size {block_size} not one of {SUPPORTED_BLOCK_SIZES}"
+            )
         flags = (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC
         try:
-            self.fd = os.open(path, flags)
+            fd = os.open(path, flags)
         except OSError as e:
-            raise DiskError(f"{path}: cannot open: {e.strerror or e}") from e
+            raise ImageOpenError(path, e.strerror or str(e)) from e
+        try:
+            size = os.lseek(fd, 0, os.SEEK_END)
+        except OSError as e:
+            os.close(fd)
+            raise ImageOpenError(path, e.strerror or str(e)) from e
+        self.fd = fd
         self.path = path
         self.read_only = read_only
-        self.virtual_size = os.lseek(self.fd, 0, os.SEEK_END)
-        self.num_blocks = self.virtual_size // SECTOR
+        self.block_size = block_size
+        self.virtual_size = size
+        self.num_blocks = size // block_size
+        # Holes are punched to the byte (the file system zeroes partial
+        # blocks itself): no unit the SCSI layer must zero around.
+        self.discard_granularity = block_size
         self._closed = False
 
     def __enter__(self) -> RawImage:
@@ -160,20 +145,30 @@ class RawImage:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _outside(self, what: str, offset: int, length: int) -> DiskError:
+        return DiskError(
+            f"{self.path}: {what} of {length} bytes at {offset} is outside the "
+            f"disk ({self.virtual_size} bytes)"
+        )
+
     def pread(self, offset: int, length: int) -> bytes:
         """Bytes [offset, offset+length) of the disk.
 
         Raises:
             DiskError: the range is outside the disk.
         """
-        if offset < 0 or length < 0 or offset + length > self.virtual_size:
-            raise DiskError(
-                f"{self.path}: read of {length} bytes at {offset} is outside the "
-                f"disk ({self.virtual_size} bytes)"
-            )
-        data = os.pread(self.fd, length, offset)
+        try:
+            data = os.pread(self.fd, length, offset)
+        except (OSError, ValueError):
+            if offset < 0 or length < 0:
+                raise self._outside("read", offset, length) from None
+            raise
         if len(data) == length:
             return data
+        # Checked only here, off the fast path: a read inside the file is
+        # never short but at its end (or when the kernel splits it).
+        if offset + length > self.virtual_size:
+            raise self._outside("read", offset, length)
         parts = [data]
         got = len(data)
         while got < length:
@@ -186,37 +181,57 @@ class RawImage:
         return b"".join(parts)
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
-        """Write `data` at `offset`.
+        """Write all of `data` at `offset`.
 
         Raises:
-            DiskError: the image is read-only or the range is outside the disk.
+            ReadOnlyImageError: the image is opened read-only.
+            DiskError: the range is outside the disk.
+            OSError: the file system refused.
         """
-        if self.read_only:
-            raise DiskError(f"{self.path}: image is opened read-only")
         if offset < 0 or offset + len(data) > self.virtual_size:
-            raise DiskError(
-                f"{self.path}: write of {len(data)} bytes at {offset} is outside the "
-                f"disk ({self.virtual_size} bytes)"
-            )
-        _pwrite_all(self.fd, data, offset)
+            if self.read_only:
+                raise ReadOnlyImageError(f"{self.path}: image is opened read-only")
+            raise self._outside("write", offset, len(data))
+        try:
+            n = os.pwrite(self.fd, data, offset)
+        except OSError:
+            if self.read_only:  # the fd is O_RDONLY: EBADF
+                raise ReadOnlyImageError(f"{self.path}: image is opened read-only") from None
+            raise
+        if n != len(data):
+            pwrite_all(self.fd, memoryview(data)[n:], offset + n)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        """Write `length` zero bytes at `offset` (they stay allocated)."""
+        if self.read_only:
+            raise ReadOnlyImageError(f"{self.path}: image is opened read-only")
+        write_zeroes(self.fd, offset, length)
 
     def discard(self, offset: int, length: int) -> None:
-        """Deallocate a range (it reads as zeros afterwards); best effort."""
+        """Deallocate `length` bytes at `offset`: they read back as zeros and,
+        where whole file-system blocks are covered, take no space.  Where the
+        file system cannot punch holes the range is written with zeros, so
+        reads of it return zeros either way.
+
+        Raises:
+            ReadOnlyImageError: the image is opened read-only.
+            OSError: the file system refused.
+        """
         if self.read_only:
-            raise DiskError(f"{self.path}: image is opened read-only")
+            raise ReadOnlyImageError(f"{self.path}: image is opened read-only")
         if length <= 0:
             return
-        pos = offset
-        end = offset + length
-        zeros = bytes(min(ZERO_CHUNK, length))
-        while pos < end:
-            n = min(len(zeros), end - pos)
-            _pwrite_all(self.fd, zeros[:n], pos)
-            pos += n
+        try:
+            punch_hole(self.fd, offset, length)
+            return
+        except OSError as e:
+            if e.errno not in _NO_PUNCH:
+                raise
+        write_zeroes(self.fd, offset, length)
 
     def flush(self) -> None:
-        """fsync the file: everything written is durable when this returns."""
-        os.fsync(self.fd)
+        """fdatasync the file: everything written is durable when this returns."""
+        os.fdatasync(self.fd)
 
     def close(self) -> None:
         """Close the file (idempotent)."""

@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from netstore.disk.api import DiskImage as BlockBackend
+
 from . import modepages as mp
-from .backend import BlockBackend
 from .limits import MAX_LUN, MAX_TRANSFER_BYTES, MIN_REPORT_LUNS_ALLOCATION
 from .opcodes import (
     BY_OPCODE,

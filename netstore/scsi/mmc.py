@@ -9,7 +9,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from .backend import BlockBackend
+from netstore.disk.api import DiskImage as BlockBackend
+
 from .lun import LogicalUnit, LunIdentity, ScsiResponse
 from .opcodes import BY_OPCODE, COMMANDS, EXTENDED_COPY, RECEIVE_COPY_RESULTS, UNMAP, Command
 from .sense import GOOD, MEDIUM_NOT_PRESENT, ScsiError, cdb_error

@@ -42,7 +42,8 @@ from .sense import (
 )
 
 if TYPE_CHECKING:
-    from .backend import BlockBackend
+    from netstore.disk.api import DiskImage as BlockBackend
+
     from .lun import LunIdentity, ScsiResponse
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,19 @@
-# RawFileBackend: size, I/O at byte offsets, flush, typed open errors.
+# A logical unit's backends: the raw image (size, I/O at byte offsets, flush,
+# typed open and write errors, hole punching) and a qcow2 image, which says
+# its own discard granularity.
 from __future__ import annotations
 
 import os
+import struct
 
 import pytest
+from scsi_cdb import NEXUS, good, rw10
 
-from netstore.scsi import BackendError, BackendOpenError, RawFileBackend
+from netstore.disk.api import DiskError, DiskImage, ReadOnlyImageError
+from netstore.disk.qcow2 import Qcow2Image, create_qcow2
+from netstore.disk.raw import RawImage
+from netstore.scsi import BackendError, BackendOpenError, LogicalUnit, RawFileBackend
+from tests.scsi.units import identity, ready
 
 
 def test_size_and_io(tmp_path):
@@ -63,3 +71,66 @@ def test_read_only_refuses_os_write(tmp_path):
     with pytest.raises(OSError):
         b.pwrite(0, b"x")
     b.close()
+
+
+def test_one_raw_class(tmp_path):
+    p = tmp_path / "d.img"
+    p.write_bytes(bytes(4096))
+    assert RawFileBackend is RawImage
+    with RawImage(str(p)) as b:
+        assert isinstance(b, DiskImage)
+        assert b.discard_granularity == b.block_size == 512
+
+
+def test_read_only_write_is_a_disk_error_and_an_os_error(tmp_path):
+    p = tmp_path / "d.img"
+    p.write_bytes(bytes(4096))
+    with RawImage(str(p), read_only=True) as b:
+        for call in (lambda: b.pwrite(0, b"x"), lambda: b.discard(0, 512)):
+            with pytest.raises(ReadOnlyImageError, match="read-only") as ei:
+                call()
+            assert isinstance(ei.value, DiskError) and isinstance(ei.value, OSError)
+
+
+def test_range_outside_the_disk_refused(tmp_path):
+    p = tmp_path / "d.img"
+    p.write_bytes(bytes(4096))
+    with RawImage(str(p)) as b:
+        with pytest.raises(DiskError, match="outside"):
+            b.pwrite(4090, b"x" * 10)
+        with pytest.raises(DiskError, match="outside"):
+            b.pread(4090, 10)
+        assert os.path.getsize(p) == 4096
+
+
+def test_write_zeroes_and_discard(tmp_path):
+    p = tmp_path / "d.img"
+    p.write_bytes(b"x" * 65536)
+    with RawImage(str(p)) as b:
+        b.write_zeroes(100, 1000)
+        assert b.pread(0, 1200) == b"x" * 100 + bytes(1000) + b"x" * 100
+        b.discard(8192, 16384)
+        assert b.pread(8192, 16384) == bytes(16384)
+        assert b.pread(8191, 1) == b"x" and b.pread(24576, 1) == b"x"
+
+
+def _unmap(lu, lba: int, n: int) -> None:
+    body = struct.pack(">QI4x", lba, n)
+    params = struct.pack(">HH4x", 6 + len(body), len(body)) + body
+    good(lu.execute(NEXUS, struct.pack(">BB4xBHB", 0x42, 0, 0, len(params), 0), params))
+
+
+def test_qcow2_says_its_discard_granularity(tmp_path):
+    # No one sets the granularity from outside: the image says it, and the
+    # unit zeroes the partial clusters an UNMAP leaves at its ends.
+    p = str(tmp_path / "d.qcow2")
+    create_qcow2(p, 1 << 20, cluster_size=4096)
+    img = Qcow2Image(p)
+    assert img.discard_granularity == 4096
+    lu = LogicalUnit(img, identity(), thin=True)
+    ready(lu, NEXUS)
+    good(lu.execute(NEXUS, rw10(0x2A, 0, 32), b"y" * 32 * 512))
+    _unmap(lu, 3, 20)  # blocks 3..22 of 8-block clusters: 1 whole, parts of 0 and 2
+    data = good(lu.execute(NEXUS, rw10(0x28, 0, 32), None))
+    assert data == b"y" * 3 * 512 + bytes(20 * 512) + b"y" * 9 * 512
+    lu.close()

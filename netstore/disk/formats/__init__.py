@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+import uuid
 from collections.abc import Iterator
 
 from netstore.disk.api import SECTOR, DiskError, Extent, ImageFormatError, Progress
@@ -237,29 +238,21 @@ class StreamingBlockWriter:
 
 def guid_le(raw: bytes) -> str | None:
     """A Microsoft/VirtualBox GUID (first three fields little-endian) as text; None when all zero."""
-    import uuid
-
     if raw == bytes(16):
         return None
     return str(uuid.UUID(bytes_le=raw))
 
 
 def guid_le_bytes(text: str) -> bytes:
-    import uuid
-
     return uuid.UUID(text).bytes_le
 
 
 def new_uuid() -> str:
-    import uuid
-
     return str(uuid.uuid4())
 
 
 def check_uuid(text: str) -> str:
     """Normalised UUID text; DiskError when it is not a UUID."""
-    import uuid
-
     try:
         return str(uuid.UUID(str(text)))
     except ValueError as e:
