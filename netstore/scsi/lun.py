@@ -13,19 +13,17 @@ from pathlib import Path
 
 from . import modepages as mp
 from .backend import BlockBackend
-from .limits import MAX_LUN, MAX_TRANSFER_BYTES, MIN_REPORT_LUNS_ALLOCATION
-from .opcodes import (
+from .commands import (
     BY_OPCODE,
     BY_SERVICE_ACTION,
-    COMMANDS,
-    MMC_OPCODES,
-    SA_SANITIZE_BLOCK_ERASE,
-    SANITIZE,
+    DATA_OUT,
+    DISK,
     SERVICE_ACTION_OPCODES,
     UA_EXEMPT_OPCODES,
-    UNMAP,
     Command,
+    CommandSet,
 )
+from .limits import MAX_LUN, MAX_TRANSFER_BYTES, MIN_REPORT_LUNS_ALLOCATION
 from .reservations import ReservationCommands, Reservations, file_persister, load_state
 from .sbc_more import SbcMoreCommands, short_data_out
 from .sense import (
@@ -169,6 +167,7 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands, CopyCommands):
         reservation_store: Path | None = None,
         thin: bool = False,
         removable: bool = False,
+        commands: CommandSet = DISK,
     ) -> None:
         """Wrap `backend`; `write_cache` is the default (and initial) WCE bit.
         `reservation_store`: file keeping persistent reservations made with
@@ -177,6 +176,7 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands, CopyCommands):
         VPD B2h); the backend must be writable and have `discard`.
         `removable`: RMB=1; PREVENT ALLOW MEDIUM REMOVAL and START STOP UNIT
         with LOEJ eject and load the medium.
+        `commands`: the command set of the device type (commands.py).
 
         Raises:
             ValueError: thin=True on a backend that cannot discard.
@@ -223,18 +223,19 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands, CopyCommands):
             state=load_state(reservation_store), relative_port=identity.relative_port,
         )
         self._reserved = self._pr.active
-        # Commands of the table this logical unit does not have (UNMAP when
-        # fully provisioned): INVALID OPERATION CODE, and not reported.
-        self._absent: frozenset[Command] = frozenset(self._absent_commands())
+        # The commands of the device type this unit has (UNMAP only when
+        # thin); any other is INVALID OPERATION CODE, and not reported.
+        self._commands: tuple[Command, ...] = commands.present(self._thin)
         table = [self._invalid_opcode] * 256
-        for op, cmd in BY_OPCODE.items():
-            if cmd not in self._absent:
-                table[op] = getattr(self, cmd.handler)
         for op in SERVICE_ACTION_OPCODES:
             table[op] = self._service_action
+        self._sa_table = {}
+        for cmd in self._commands:
+            if cmd.service_action is None:
+                table[cmd.opcode] = self._handler(cmd)
+            else:
+                self._sa_table[(cmd.opcode, cmd.service_action)] = self._handler(cmd)
         self._table = table
-        self._sa_table = {k: getattr(self, c.handler) for k, c in BY_SERVICE_ACTION.items()
-                          if c not in self._absent}
         self._loaded_tables = (list(table), dict(self._sa_table))
         self._closed = False
 
@@ -280,8 +281,8 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands, CopyCommands):
         if not self._read_only:
             self._flush()
         self._loaded = False
-        for cmd in COMMANDS:
-            if not cmd.medium or cmd in self._absent:
+        for cmd in self._commands:
+            if not cmd.medium:
                 continue
             if cmd.service_action is None:
                 self._table[cmd.opcode] = self._no_medium
@@ -291,14 +292,22 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands, CopyCommands):
     def _no_medium(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         raise ScsiError(MEDIUM_NOT_PRESENT)
 
-    def _absent_commands(self) -> list[Command]:
-        """Commands of the opcode table this logical unit lacks."""
-        absent = [BY_OPCODE[op] for op in MMC_OPCODES]
-        if self._thin:
-            return absent
-        # BLOCK ERASE deallocates: only thin units have it (libiscsi and
-        # SBC-4 4.11.3 tie it to logical block provisioning).
-        return [*absent, BY_OPCODE[UNMAP], BY_SERVICE_ACTION[(SANITIZE, SA_SANITIZE_BLOCK_ERASE)]]
+    def _handler(self, cmd: Command):  # noqa: ANN202 (a bound handler)
+        """The callable that runs `cmd`: a method of the unit or of one of its parts."""
+        assert cmd.handler is not None
+        part, _, method = cmd.handler.rpartition(".")
+        return getattr(getattr(self, part) if part else self, method)
+
+    def data_out_length(self, cdb: bytes | memoryview) -> int | None:
+        """Bytes of Data-Out `cdb` asks for (SPDTL); None when unknown.
+        The transport compares it with the Data-Out it expects (EDTL) to set
+        residuals; execute() writes nothing and answers CHECK CONDITION
+        INVALID FIELD IN COMMAND INFORMATION UNIT when it gets less, and
+        writes exactly SPDTL bytes when it gets more."""
+        try:
+            return DATA_OUT[cdb[0]](cdb, self._bs)
+        except (IndexError, struct.error):
+            return None
 
     @property
     def write_cache(self) -> bool:
@@ -796,8 +805,7 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands, CopyCommands):
         req_sa = _BE16.unpack_from(cdb, 4)[0]
         alloc = _BE32.unpack_from(cdb, 6)[0]
         if option == 0:
-            body = b"".join(_all_commands_descriptor(c, rctd) for c in COMMANDS
-                            if c not in self._absent)
+            body = b"".join(_all_commands_descriptor(c, rctd) for c in self._commands)
             payload = _BE32.pack(len(body)) + body
         elif option in (1, 2, 3):
             has_sa = req_op in SERVICE_ACTION_OPCODES
@@ -809,7 +817,7 @@ class LogicalUnit(ReservationCommands, SbcMoreCommands, CopyCommands):
                 cmd = BY_SERVICE_ACTION.get((req_op, req_sa))
             else:
                 cmd = BY_OPCODE.get(req_op)
-            if cmd is None or cmd in self._absent:
+            if cmd is None or cmd not in self._commands:
                 payload = struct.pack(">BBH", 0, _RSOC_NOT_SUPPORTED, 0)
             else:
                 flags = _RSOC_SUPPORTED | (_RSOC_CTDP_ONE if rctd else 0)

@@ -10,8 +10,8 @@ import struct
 from pathlib import Path
 
 from .backend import BlockBackend
+from .commands import CDDVD
 from .lun import LogicalUnit, LunIdentity, ScsiResponse
-from .opcodes import BY_OPCODE, COMMANDS, EXTENDED_COPY, RECEIVE_COPY_RESULTS, UNMAP, Command
 from .sense import GOOD, MEDIUM_NOT_PRESENT, ScsiError, cdb_error
 
 MMC_BLOCK_SIZE = 2048
@@ -94,7 +94,7 @@ class OpticalUnit(LogicalUnit):
         self._media_event = MEDIA_NO_CHANGE
         super().__init__(backend, identity, device_type=DEVICE_TYPE_CDDVD,
                          write_cache=False, reservation_store=reservation_store,
-                         removable=True)
+                         removable=True, commands=CDDVD)
 
     def _standard_inquiry(self) -> bytes:
         from .vpd import standard_inquiry
@@ -102,12 +102,6 @@ class OpticalUnit(LogicalUnit):
         ident = self.identity
         return standard_inquiry(DEVICE_TYPE_CDDVD, ident.vendor, ident.product, ident.revision,
                                 removable=True, version_descriptors=MMC_VERSION_DESCRIPTORS)
-
-    def _absent_commands(self) -> list[Command]:
-        # No UNMAP, and no third-party copy: EXTENDED COPY moves blocks
-        # between direct-access units.
-        return [BY_OPCODE[UNMAP], *(c for c in COMMANDS
-                                     if c.opcode in (EXTENDED_COPY, RECEIVE_COPY_RESULTS))]
 
     def load(self, nexus: str | None = None) -> None:
         if not self.medium_loaded:

@@ -1,9 +1,7 @@
 # More SBC-3/SBC-4 and SPC-4 commands of the logical unit, as a mixin of
 # LogicalUnit (the opcode table in opcodes.py names these methods): WRITE SAME
 # 10/16, COMPARE AND WRITE, PRE-FETCH 10/16, ORWRITE(16), WRITE ATOMIC(16),
-# GET LBA STATUS, READ DEFECT DATA 10/12 and REPORT TARGET PORT GROUPS; plus
-# data_out_length(), how many bytes of Data-Out a CDB asks for, which the
-# transport needs to compute write residuals.
+# GET LBA STATUS, READ DEFECT DATA 10/12 and REPORT TARGET PORT GROUPS.
 #
 # Every handler checks everything before touching the medium, so a command
 # that fails changes nothing. The logical unit runs one command at a time, so
@@ -25,7 +23,6 @@ from .limits import (
     MAX_WRITE_SAME_BYTES,
     PREFETCH_CACHE_BYTES,
 )
-from .opcodes import COMMANDS
 from .sense import (
     CONDITION_MET,
     GOOD,
@@ -94,116 +91,6 @@ _TPG_ACTIVE_OPTIMIZED = 0x0
 _TPG_AO_SUP = 0x01
 
 
-# --------------------------------------------------------- Data-Out length
-
-
-def _blocks6(cdb: bytes | memoryview, bs: int) -> int:
-    return (cdb[4] or 256) * bs
-
-
-def _blocks10(cdb: bytes | memoryview, bs: int) -> int:
-    return _BE16.unpack_from(cdb, 7)[0] * bs
-
-
-def _blocks12(cdb: bytes | memoryview, bs: int) -> int:
-    return _BE32.unpack_from(cdb, 6)[0] * bs
-
-
-def _blocks16(cdb: bytes | memoryview, bs: int) -> int:
-    return _BE32.unpack_from(cdb, 10)[0] * bs
-
-
-def _verify_out(n: int, bytchk: int, bs: int) -> int:
-    if bytchk == 1:
-        return n * bs
-    if bytchk == 3:
-        return bs if n else 0
-    return 0
-
-
-def _verify10(cdb: bytes | memoryview, bs: int) -> int:
-    return _verify_out(_BE16.unpack_from(cdb, 7)[0], (cdb[1] >> 1) & 3, bs)
-
-
-def _verify12(cdb: bytes | memoryview, bs: int) -> int:
-    return _verify_out(_BE32.unpack_from(cdb, 6)[0], (cdb[1] >> 1) & 3, bs)
-
-
-def _verify16(cdb: bytes | memoryview, bs: int) -> int:
-    return _verify_out(_BE32.unpack_from(cdb, 10)[0], (cdb[1] >> 1) & 3, bs)
-
-
-def _write_same16_out(cdb: bytes | memoryview, bs: int) -> int:
-    return 0 if cdb[1] & _WS_NDOB else bs
-
-
-def _be16_at(pos: int) -> Callable[[bytes | memoryview, int], int]:
-    return lambda cdb, bs: _BE16.unpack_from(cdb, pos)[0]
-
-
-def _be24_at(pos: int) -> Callable[[bytes | memoryview, int], int]:
-    return lambda cdb, bs: int.from_bytes(bytes(cdb[pos:pos + 3]), "big")
-
-
-def _be32_at(pos: int) -> Callable[[bytes | memoryview, int], int]:
-    return lambda cdb, bs: _BE32.unpack_from(cdb, pos)[0]
-
-
-# Operation code -> bytes of Data-Out its CDB asks for.
-_DATA_OUT: dict[int, Callable[[bytes | memoryview, int], int]] = {
-    0x0A: _blocks6,  # WRITE(6)
-    0x15: lambda cdb, bs: cdb[4],  # MODE SELECT(6)
-    0x1D: _be16_at(3),  # SEND DIAGNOSTIC
-    0x2A: _blocks10,  # WRITE(10)
-    0x2E: _blocks10,  # WRITE AND VERIFY(10)
-    0x2F: _verify10,  # VERIFY(10)
-    0x3B: _be24_at(6),  # WRITE BUFFER
-    0x41: lambda cdb, bs: bs,  # WRITE SAME(10)
-    0x42: _be16_at(7),  # UNMAP
-    0x48: _be16_at(7),  # SANITIZE
-    0x55: _be16_at(7),  # MODE SELECT(10)
-    0x5F: _be32_at(5),  # PERSISTENT RESERVE OUT
-    0x83: _be32_at(10),  # EXTENDED COPY
-    0x89: lambda cdb, bs: 2 * cdb[13] * bs,  # COMPARE AND WRITE
-    0x8A: _blocks16,  # WRITE(16)
-    0x8B: _blocks16,  # ORWRITE(16)
-    0x8E: _blocks16,  # WRITE AND VERIFY(16)
-    0x8F: _verify16,  # VERIFY(16)
-    0x93: _write_same16_out,  # WRITE SAME(16)
-    0x9C: lambda cdb, bs: _BE16.unpack_from(cdb, 12)[0] * bs,  # WRITE ATOMIC(16)
-    0xA4: _be32_at(6),  # MAINTENANCE OUT (SET TARGET PORT GROUPS ...)
-    0xAA: _blocks12,  # WRITE(12)
-    0xAE: _blocks12,  # WRITE AND VERIFY(12)
-    0xAF: _verify12,  # VERIFY(12)
-}
-# Every other command of the opcode table moves no Data-Out.
-_NO_DATA_OUT = frozenset(c.opcode for c in COMMANDS) - _DATA_OUT.keys()
-
-
-
-def _none(cdb: bytes | memoryview, bs: int) -> None:
-    return None
-
-
-def _zero(cdb: bytes | memoryview, bs: int) -> int:
-    return 0
-
-
-# Indexed by operation code: one lookup on the transport's per-write path.
-_BY_OPCODE: list[Callable[[bytes | memoryview, int], int | None]] = [
-    _DATA_OUT.get(op) or (_zero if op in _NO_DATA_OUT else _none) for op in range(256)
-]
-
-
-def data_out_length(cdb: bytes | memoryview, block_size: int) -> int | None:
-    """Bytes of Data-Out `cdb` asks for (its SPDTL), None for an operation
-    code this module does not know or a CDB too short to say."""
-    try:
-        return _BY_OPCODE[cdb[0]](cdb, block_size)
-    except (IndexError, struct.error):
-        return None
-
-
 def short_data_out() -> ScsiError:
     """Less Data-Out than the CDB asks for (EDTL < SPDTL): the command
     transfers nothing (FCP-4 9.4.2 b, used by iSCSI targets alike)."""
@@ -245,17 +132,6 @@ class SbcMoreCommands:
         _flush: Callable[[], None]
         _thin: bool
         _discard: Callable[[int, int], None] | None
-
-    def data_out_length(self, cdb: bytes | memoryview) -> int | None:
-        """Bytes of Data-Out `cdb` asks for (SPDTL); None when unknown.
-        The transport compares it with the Data-Out it expects (EDTL) to set
-        residuals; execute() writes nothing and answers CHECK CONDITION
-        INVALID FIELD IN COMMAND INFORMATION UNIT when it gets less, and
-        writes exactly SPDTL bytes when it gets more."""
-        try:
-            return _BY_OPCODE[cdb[0]](cdb, self._bs)
-        except (IndexError, struct.error):
-            return None
 
     def _write_short(
         self, lba: int, data: bytes | memoryview | None, sync: bool

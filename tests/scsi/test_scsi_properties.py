@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scsi_cdb import NEXUS, decode_sense, rw10, rw16
 
 from netstore.scsi import LogicalUnit, RawFileBackend, ScsiTarget
-from netstore.scsi.opcodes import COMMANDS
+from netstore.scsi.commands import COMMANDS
 from netstore.scsi.sense import VALID_STATUSES
 
 BS = 512
