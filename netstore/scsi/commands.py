@@ -109,7 +109,8 @@ class Command(NamedTuple):
     service_action: int | None  # None: the opcode has no service actions
     name: str
     usage: bytes  # CDB usage bitmap; its length is the CDB length
-    # "method" of the logical unit, "part.method" of one of its parts, or
+    # "method" of the logical unit, "part.method" of one of its parts
+    # (reservations, sbc, provisioning, copies), or
     # None: known, not implemented (INVALID OPERATION CODE, not reported).
     handler: str | None
     # Bytes of Data-Out the CDB asks for, given the block size; None: unknown.
@@ -238,7 +239,7 @@ COMMANDS: tuple[Command, ...] = (
     _C(PREVENT_ALLOW_MEDIUM_REMOVAL, None, "PREVENT ALLOW MEDIUM REMOVAL",
        _u(0x1E, 0, 0, 0, 0x03, 0), "_prevent_allow", pr=PR_PREVENT, spc2=PR_PREVENT),
     _C(READ_CAPACITY_10, None, "READ CAPACITY(10)",
-       _u(0x25, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x01, 0), "_read_capacity10",
+       _u(0x25, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x01, 0), "sbc.read_capacity10",
        pr=PR_ALLOWED, medium=True),
     _C(READ_10, None, "READ(10)", _u(0x28, 0x18, *_F4, 0x1F, 0xFF, 0xFF, 0), "_read10",
        fast=True, **_READS),
@@ -246,7 +247,7 @@ COMMANDS: tuple[Command, ...] = (
        data_out=_blocks10, fast=True, **_RW),
     _C(WRITE_AND_VERIFY_10, None, "WRITE AND VERIFY(10)",
        _u(0x2E, 0x12, *_F4, 0x1F, 0xFF, 0xFF, 0), "_write_verify10", data_out=_blocks10, **_RW),
-    _C(VERIFY_10, None, "VERIFY(10)", _u(0x2F, 0x16, *_F4, 0x1F, 0xFF, 0xFF, 0), "_verify10",
+    _C(VERIFY_10, None, "VERIFY(10)", _u(0x2F, 0x16, *_F4, 0x1F, 0xFF, 0xFF, 0), "sbc.verify10",
        data_out=_verify10, **_READS),
     _C(SYNCHRONIZE_CACHE_10, None, "SYNCHRONIZE CACHE(10)",
        _u(0x35, 0x02, *_F4, 0x1F, 0xFF, 0xFF, 0), "_sync_cache10",
@@ -261,12 +262,12 @@ COMMANDS: tuple[Command, ...] = (
        data_out=_blocks16, fast=True, **_RW),
     _C(WRITE_AND_VERIFY_16, None, "WRITE AND VERIFY(16)", _u(0x8E, 0x12, *_F8, *_F4, 0x1F, 0),
        "_write_verify16", data_out=_blocks16, **_RW),
-    _C(VERIFY_16, None, "VERIFY(16)", _u(0x8F, 0x16, *_F8, *_F4, 0x1F, 0), "_verify16",
+    _C(VERIFY_16, None, "VERIFY(16)", _u(0x8F, 0x16, *_F8, *_F4, 0x1F, 0), "sbc.verify16",
        data_out=_verify16, **_READS),
     _C(SYNCHRONIZE_CACHE_16, None, "SYNCHRONIZE CACHE(16)", _u(0x91, 0x02, *_F8, *_F4, 0x1F, 0),
        "_sync_cache16", timeout_s=FLUSH_TIMEOUT_S, **_RW),
     _C(_SAI, SA_READ_CAPACITY_16, "READ CAPACITY(16)",
-       _u(0x9E, SA_READ_CAPACITY_16, *_F8, *_F4, 0x01, 0), "_read_capacity16",
+       _u(0x9E, SA_READ_CAPACITY_16, *_F8, *_F4, 0x01, 0), "sbc.read_capacity16",
        pr=PR_ALLOWED, medium=True),
     _C(REPORT_LUNS, None, "REPORT LUNS", _u(0xA0, 0, 0xFF, 0, 0, 0, *_F4, 0, 0),
        "_report_luns", pr=PR_ALLOWED, spc2=PR_ALLOWED, ua_exempt=True),
@@ -281,50 +282,50 @@ COMMANDS: tuple[Command, ...] = (
        data_out=_blocks12, **_RW),
     _C(WRITE_AND_VERIFY_12, None, "WRITE AND VERIFY(12)", _u(0xAE, 0x12, *_F4, *_F4, 0x1F, 0),
        "_write_verify12", data_out=_blocks12, **_RW),
-    _C(VERIFY_12, None, "VERIFY(12)", _u(0xAF, 0x16, *_F4, *_F4, 0x1F, 0), "_verify12",
+    _C(VERIFY_12, None, "VERIFY(12)", _u(0xAF, 0x16, *_F4, *_F4, 0x1F, 0), "sbc.verify12",
        data_out=_verify12, **_READS),
     # more of SBC-3/SBC-4
     _C(PRE_FETCH_10, None, "PRE-FETCH(10)", _u(0x34, 0x02, *_F4, 0x1F, 0xFF, 0xFF, 0),
-       "_prefetch10", **_READS),
+       "sbc.prefetch10", **_READS),
     _C(READ_DEFECT_DATA_10, None, "READ DEFECT DATA(10)",
-       _u(0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0), "_read_defect_data10", pr=PR_READ),
+       _u(0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0), "sbc.read_defect_data10", pr=PR_READ),
     _C(WRITE_SAME_10, None, "WRITE SAME(10)", _u(0x41, 0, *_F4, 0x1F, 0xFF, 0xFF, 0),
-       "_write_same10", data_out=_one_block, timeout_s=FLUSH_TIMEOUT_S, **_RW),
-    _C(UNMAP, None, "UNMAP", _u(0x42, 0x01, 0, 0, 0, 0, 0x1F, 0xFF, 0xFF, 0), "_unmap",
+       "provisioning.write_same10", data_out=_one_block, timeout_s=FLUSH_TIMEOUT_S, **_RW),
+    _C(UNMAP, None, "UNMAP", _u(0x42, 0x01, 0, 0, 0, 0, 0x1F, 0xFF, 0xFF, 0), "provisioning.unmap",
        data_out=_be16_at(7), timeout_s=FLUSH_TIMEOUT_S, **_RW),
     # SANITIZE OVERWRITE is not offered: SBC-4 5.30 wants a sanitize to go on
     # in the background with NOT READY, SANITIZE IN PROGRESS meanwhile
     # (libiscsi's SanitizeReset checks it), and this unit runs commands
     # synchronously.
     *(_C(SANITIZE, sa, f"SANITIZE {name}", _u(0x48, 0x80 | sa, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0),
-         "_sanitize", data_out=_be16_at(7), timeout_s=3600, **_RW)
+         "provisioning.sanitize", data_out=_be16_at(7), timeout_s=3600, **_RW)
       for sa, name in ((SA_SANITIZE_BLOCK_ERASE, "BLOCK ERASE"),
                        (SA_SANITIZE_EXIT_FAILURE_MODE, "EXIT FAILURE MODE"))),
     _C(COMPARE_AND_WRITE, None, "COMPARE AND WRITE",
-       _u(0x89, 0x18, *_F8, 0, 0, 0, 0xFF, 0x1F, 0), "_compare_and_write",
+       _u(0x89, 0x18, *_F8, 0, 0, 0, 0xFF, 0x1F, 0), "sbc.compare_and_write",
        data_out=_compare_and_write, **_RW),
-    _C(ORWRITE_16, None, "ORWRITE(16)", _u(0x8B, 0x18, *_F8, *_F4, 0x1F, 0), "_orwrite16",
+    _C(ORWRITE_16, None, "ORWRITE(16)", _u(0x8B, 0x18, *_F8, *_F4, 0x1F, 0), "sbc.orwrite16",
        data_out=_blocks16, **_RW),
     _C(PRE_FETCH_16, None, "PRE-FETCH(16)", _u(0x90, 0x02, *_F8, *_F4, 0x1F, 0),
-       "_prefetch16", **_READS),
+       "sbc.prefetch16", **_READS),
     _C(WRITE_SAME_16, None, "WRITE SAME(16)", _u(0x93, 0x01, *_F8, *_F4, 0x1F, 0),
-       "_write_same16", data_out=_write_same16, timeout_s=FLUSH_TIMEOUT_S, **_RW),
+       "provisioning.write_same16", data_out=_write_same16, timeout_s=FLUSH_TIMEOUT_S, **_RW),
     _C(WRITE_ATOMIC_16, None, "WRITE ATOMIC(16)", _u(0x9C, 0x18, *_F8, 0, 0, 0xFF, 0xFF, 0x1F, 0),
-       "_write_atomic16", data_out=_write_atomic16, **_RW),
+       "sbc.write_atomic16", data_out=_write_atomic16, **_RW),
     _C(_SAI, SA_GET_LBA_STATUS, "GET LBA STATUS", _u(0x9E, SA_GET_LBA_STATUS, *_F8, *_F4, 0, 0),
-       "_get_lba_status", **_READS),
+       "provisioning.get_lba_status", **_READS),
     _C(_MI, SA_REPORT_TARGET_PORT_GROUPS, "REPORT TARGET PORT GROUPS",
        _u(0xA3, 0xE0 | SA_REPORT_TARGET_PORT_GROUPS, 0, 0, 0, 0, *_F4, 0, 0),
-       "_report_target_port_groups", pr=PR_READ),
+       "sbc.report_target_port_groups", pr=PR_READ),
     _C(READ_DEFECT_DATA_12, None, "READ DEFECT DATA(12)", _u(0xB7, 0x1F, 0, 0, 0, 0, *_F4, 0, 0),
-       "_read_defect_data12", pr=PR_READ),
+       "sbc.read_defect_data12", pr=PR_READ),
     # third-party copy (xcopy.py): EXTENDED COPY meets the reservations of its
     # copy's units as a READ of the source and a WRITE of the destination.
     _C(EXTENDED_COPY, SA_EXTENDED_COPY_LID1, "EXTENDED COPY(LID1)",
-       _u(0x83, SA_EXTENDED_COPY_LID1, 0, 0, 0, 0, 0, 0, 0, 0, *_F4, 0, 0), "_extended_copy",
+       _u(0x83, SA_EXTENDED_COPY_LID1, 0, 0, 0, 0, 0, 0, 0, 0, *_F4, 0, 0), "copies.extended_copy",
        data_out=_be32_at(10), pr=PR_ALLOWED, timeout_s=FLUSH_TIMEOUT_S, medium=True),
     *(_C(RECEIVE_COPY_RESULTS, sa, f"RECEIVE COPY RESULTS {name}",
-         _u(0x84, sa, 0xFF, 0, 0, 0, 0, 0, 0, 0, *_F4, 0, 0), "_receive_copy_results",
+         _u(0x84, sa, 0xFF, 0, 0, 0, 0, 0, 0, 0, *_F4, 0, 0), "copies.receive_copy_results",
          pr=PR_READ)
       for sa, name in _RCR_SAS),
     # MMC-6 (mmc.py): CD/DVD logical units only
@@ -344,18 +345,18 @@ COMMANDS: tuple[Command, ...] = (
     # reservations (reservations.py): RESERVE answers RESERVATION CONFLICT
     # itself, RELEASE of someone else's reservation is GOOD and does nothing,
     # PERSISTENT RESERVE OUT checks its keys itself.
-    _C(RESERVE_6, None, "RESERVE(6)", _u(0x16, 0, 0, 0, 0, 0), "_reserve6", pr=PR_ALLOWED),
-    _C(RELEASE_6, None, "RELEASE(6)", _u(0x17, 0, 0, 0, 0, 0), "_release6", pr=PR_ALLOWED,
+    _C(RESERVE_6, None, "RESERVE(6)", _u(0x16, 0, 0, 0, 0, 0), "reservations.reserve6", pr=PR_ALLOWED),
+    _C(RELEASE_6, None, "RELEASE(6)", _u(0x17, 0, 0, 0, 0, 0), "reservations.release6", pr=PR_ALLOWED,
        spc2=PR_ALLOWED),
-    _C(RESERVE_10, None, "RESERVE(10)", _u(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0), "_reserve10",
+    _C(RESERVE_10, None, "RESERVE(10)", _u(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0), "reservations.reserve10",
        pr=PR_ALLOWED),
-    _C(RELEASE_10, None, "RELEASE(10)", _u(0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0), "_release10",
+    _C(RELEASE_10, None, "RELEASE(10)", _u(0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0), "reservations.release10",
        pr=PR_ALLOWED, spc2=PR_ALLOWED),
     *(_C(PERSISTENT_RESERVE_IN, sa, f"PERSISTENT RESERVE IN {name}",
-         _u(0x5E, sa, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), "_persistent_reserve_in", pr=PR_ALLOWED)
+         _u(0x5E, sa, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), "reservations.persistent_reserve_in", pr=PR_ALLOWED)
       for sa, name in enumerate(_PRIN_SAS)),
     *(_C(PERSISTENT_RESERVE_OUT, sa, f"PERSISTENT RESERVE OUT {name}",
-         _u(0x5F, sa, 0xFF, 0, 0, *_F4, 0), "_persistent_reserve_out", data_out=_be32_at(5),
+         _u(0x5F, sa, 0xFF, 0, 0, *_F4, 0), "reservations.persistent_reserve_out", data_out=_be32_at(5),
          pr=PR_ALLOWED)
       for sa, name in enumerate(_PROUT_SAS)),
 )

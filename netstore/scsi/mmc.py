@@ -13,6 +13,7 @@ from .backend import BlockBackend
 from .commands import CDDVD
 from .lun import LogicalUnit, LunIdentity, ScsiResponse
 from .sense import GOOD, MEDIUM_NOT_PRESENT, ScsiError, cdb_error
+from .vpd import standard_inquiry
 
 MMC_BLOCK_SIZE = 2048
 DEVICE_TYPE_CDDVD = 0x05
@@ -97,8 +98,6 @@ class OpticalUnit(LogicalUnit):
                          removable=True, commands=CDDVD)
 
     def _standard_inquiry(self) -> bytes:
-        from .vpd import standard_inquiry
-
         ident = self.identity
         return standard_inquiry(DEVICE_TYPE_CDDVD, ident.vendor, ident.product, ident.revision,
                                 removable=True, version_descriptors=MMC_VERSION_DESCRIPTORS)

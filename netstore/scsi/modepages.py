@@ -108,6 +108,22 @@ def block_descriptor(num_blocks: int, block_size: int, long: bool) -> bytes:
                        block_size & 0xFFFF)
 
 
+def mode_parameters(pages: bytes, *, ten: bool, dbd: bool, long: bool, num_blocks: int,
+                    block_size: int, read_only: bool) -> bytes:
+    """MODE SENSE(6) or (10) parameter data: header, block descriptor
+    (unless DBD; the long one with LLBAA in MODE SENSE(10)), `pages`."""
+    bd = b"" if dbd else block_descriptor(num_blocks, block_size, long)
+    devspec = device_specific(read_only)
+    if ten:
+        total = MODE10_HEADER_LEN + len(bd) + len(pages)
+        header = struct.pack(">HBBBxH", total - 2, 0, devspec, LONGLBA if long and bd else 0,
+                             len(bd))
+    else:
+        total = MODE6_HEADER_LEN + len(bd) + len(pages)
+        header = struct.pack(">BBBB", total - 1, 0, devspec, len(bd))
+    return header + bd + pages
+
+
 def device_specific(read_only: bool) -> int:
     """Device-specific parameter byte of the mode parameter header."""
     return DPOFUA | (WP if read_only else 0)

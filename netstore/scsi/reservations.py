@@ -1,8 +1,9 @@
 # Reservations of a logical unit: SPC-4 persistent reservations (5.13,
 # PERSISTENT RESERVE IN 6.15, PERSISTENT RESERVE OUT 6.16) and the SPC-2
 # RESERVE/RELEASE(6/10) reservation. `Reservations` holds the state and
-# decides conflicts; `ReservationCommands` is the LogicalUnit mixin whose
-# methods the opcode table dispatches to. `ReservationState` is what survives
+# decides conflicts (with the reservation classes of commands.py);
+# `ReservationCommands` is the logical unit's part whose methods the command
+# table dispatches to. `ReservationState` is what survives
 # a restart when the last REGISTER asked for it (APTPL=1), as JSON.
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .commands import (
     PR_ALLOWED,
@@ -36,9 +36,7 @@ from .sense import (
     cdb_error,
     param_error,
 )
-
-if TYPE_CHECKING:
-    from .lun import ScsiResponse
+from .unit import ScsiResponse
 
 # PERSISTENT RESERVE IN service actions (SPC-4 table 169).
 PRIN_READ_KEYS = 0x00
@@ -553,67 +551,59 @@ class Reservations:
 
 
 class ReservationCommands:
-    """LogicalUnit mixin: the reservation commands. The LU provides `_pr`
-    (a Reservations) and the `_reserved` flag its execute() tests."""
+    """The reservation commands of one logical unit (handlers of commands.py):
+    they run on its `Reservations` and call `changed()` after anything that
+    may start or end a reservation (the unit's execute() tests a flag)."""
 
-    _pr: Reservations
-    _reserved: bool
+    def __init__(self, reservations: Reservations, changed: Callable[[], None]) -> None:
+        """Run the commands on `reservations`."""
+        self._pr = reservations
+        self._changed = changed
 
-    def _sync_reserved(self) -> None:
-        self._reserved = self._pr.active
-
-    def _persistent_reserve_in(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        from .lun import ScsiResponse
-
+    def persistent_reserve_in(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         alloc = _BE16.unpack_from(cdb, 7)[0]
         return ScsiResponse(GOOD, self._pr.pr_in(cdb[1] & 0x1F, alloc))
 
-    def _persistent_reserve_out(
+    def persistent_reserve_out(
         self, nexus: str, cdb: bytes, data: bytes | memoryview | None
     ) -> ScsiResponse:
-        from .lun import ScsiResponse
-
         try:
             self._pr.pr_out(nexus, cdb, data)
         except ReservationConflict:
             return ScsiResponse(RESERVATION_CONFLICT)
         finally:
-            self._sync_reserved()
+            self._changed()
         return ScsiResponse(GOOD)
 
-    def _reserve6(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+    def reserve6(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & 0x1F:  # 3rd-party (obsolete) and extent reservations
             raise cdb_error(1, 0 if cdb[1] & 0x01 else 4)
         return self._reserve_spc2(nexus)
 
-    def _reserve10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+    def reserve10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & 0x13:  # 3RDPTY, LONGID, extents
             raise cdb_error(1, 4 if cdb[1] & 0x10 else (1 if cdb[1] & 0x02 else 0))
         return self._reserve_spc2(nexus)
 
     def _reserve_spc2(self, nexus: str) -> ScsiResponse:
-        from .lun import ScsiResponse
-
         try:
             self._pr.reserve_spc2(nexus)
         except ReservationConflict:
             return ScsiResponse(RESERVATION_CONFLICT)
-        self._sync_reserved()
+        self._changed()
         return ScsiResponse(GOOD)
 
-    def _release6(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+    def release6(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & 0x1F:
             raise cdb_error(1, 0 if cdb[1] & 0x01 else 4)
         return self._release_spc2(nexus)
 
-    def _release10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+    def release10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & 0x13:
             raise cdb_error(1, 4 if cdb[1] & 0x10 else (1 if cdb[1] & 0x02 else 0))
         return self._release_spc2(nexus)
 
     def _release_spc2(self, nexus: str) -> ScsiResponse:
-        from .lun import ScsiResponse
-
         self._pr.release_spc2(nexus)
-        self._sync_reserved()
+        self._changed()
         return ScsiResponse(GOOD)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import struct
 
-from .lun import LogicalUnit, ScsiResponse, report_luns_data
+from .lun import LogicalUnit
+from .luns import report_luns_data
 from .opcodes import INQUIRY, REPORT_LUNS, REQUEST_SENSE
 from .sense import (
     BUS_RESET_OCCURRED,
@@ -19,6 +20,7 @@ from .sense import (
     build_sense,
     cdb_error,
 )
+from .unit import ScsiResponse
 from .vpd import standard_inquiry
 
 _LU_NOT_SUPPORTED_SENSE = build_sense(LU_NOT_SUPPORTED)
@@ -41,7 +43,7 @@ class ScsiTarget:
         # The target is the copy manager's view of its sibling units
         # (EXTENDED COPY between LUNs of this target, xcopy.py).
         for lu in self._luns.values():
-            lu.copy_manager = self
+            lu.copies.peers = self
 
     def units(self) -> list[LogicalUnit]:
         """Every logical unit of the target (for EXTENDED COPY)."""
