@@ -55,7 +55,7 @@ from .thin import Provisioning
 from .unit import LunIdentity, ScsiResponse
 from .vpd import PAGES as VPD_PAGES
 from .vpd import VpdSource, standard_inquiry
-from .xcopy import ThirdPartyCopy
+from .xcopy import CopyPeers, ThirdPartyCopy
 
 # ScsiResponse, LunIdentity and encode_lun live in unit.py and luns.py;
 # importers of netstore.scsi.lun find them here too.
@@ -303,7 +303,8 @@ class LogicalUnit:
         return frozenset(self._ua.known)
 
     def execute(
-        self, nexus: str, cdb: bytes | memoryview, data_out: bytes | memoryview | None
+        self, nexus: str, cdb: bytes | memoryview, data_out: bytes | memoryview | None,
+        view: CopyPeers | None = None,
     ) -> ScsiResponse:
         """Run one command for `nexus`.
 
@@ -311,6 +312,8 @@ class LogicalUnit:
             nexus: opaque I_T nexus identifier.
             cdb: the CDB (may carry padding after its own length).
             data_out: the Data-Out buffer, or None.
+            view: the ScsiTarget the command came through, where an EXTENDED
+                COPY finds the units it names (default: this unit alone).
 
         Returns:
             A ScsiResponse; this never raises for anything the initiator sends.
@@ -322,6 +325,8 @@ class LogicalUnit:
                 return ScsiResponse(CHECK_CONDITION, b"", build_sense(self._ua.take(nexus)))
             if self._reserved and self._pr.conflicts(nexus, cdb):
                 return ScsiResponse(RESERVATION_CONFLICT)
+            if view is not None:
+                return self._in_view(nexus, cdb, data_out, view)
             return self._table[cdb[0]](nexus, cdb, data_out)
         except ScsiError as e:
             return ScsiResponse(CHECK_CONDITION, b"", e.sense)
@@ -383,6 +388,15 @@ class LogicalUnit:
 
     def _invalid_opcode(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         raise ScsiError(INVALID_OPCODE, field=(0, 7))
+
+    def _in_view(self, nexus: str, cdb: bytes | memoryview, data: bytes | memoryview | None,
+                 view: CopyPeers) -> ScsiResponse:
+        # The unit's own EXTENDED COPY handler, unless it has none or the
+        # medium is out (then the table's answer).
+        copy = self.copies.extended_copy
+        if self._sa_table.get((cdb[0], cdb[1] & 0x1F)) == copy:
+            return copy(nexus, cdb, data, view)
+        return self._table[cdb[0]](nexus, cdb, data)
 
     def _service_action(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         handler = self._sa_table.get((cdb[0], cdb[1] & 0x1F))
@@ -459,13 +473,10 @@ class LogicalUnit:
     def _write_short(
         self, lba: int, data: bytes | memoryview | None, sync: bool
     ) -> ScsiResponse:
-        """WRITE with less Data-Out than its transfer length (EDTL < SPDTL):
-        FCP-4 9.4.2 a) "process the command normally except that data beyond
-        the expected length is not transferred": the bytes that came are
-        written, the rest of the range is left as it was, and the transport
-        reports the overflow residual. (libiscsi 1.19's iSCSIResiduals wants
-        this; later versions also accept CHECK CONDITION 0E/03, which the
-        commands that cannot apply part of their data answer.)"""
+        """WRITE with less Data-Out than its transfer length (EDTL < SPDTL),
+        FCP-4 9.4.2 a): the bytes that came are written, the rest of the range
+        is left as it was, the transport reports the overflow residual
+        (libiscsi 1.19's iSCSIResiduals; other commands answer 0E/03)."""
         if data:
             self.write_blocks(lba, data, sync)
         return ScsiResponse(GOOD)

@@ -8,7 +8,7 @@ import struct
 
 from .lun import LogicalUnit
 from .luns import report_luns_data
-from .opcodes import INQUIRY, REPORT_LUNS, REQUEST_SENSE
+from .opcodes import EXTENDED_COPY, INQUIRY, REPORT_LUNS, REQUEST_SENSE
 from .sense import (
     BUS_RESET_OCCURRED,
     CHECK_CONDITION,
@@ -24,6 +24,9 @@ from .unit import ScsiResponse
 from .vpd import standard_inquiry
 
 _LU_NOT_SUPPORTED_SENSE = build_sense(LU_NOT_SUPPORTED)
+# Commands the target takes part in: REPORT LUNS (its LUN map) and EXTENDED
+# COPY (between its units).
+_TARGET_OPS = frozenset({REPORT_LUNS, EXTENDED_COPY})
 
 
 class ScsiTarget:
@@ -33,20 +36,14 @@ class ScsiTarget:
         """`name` is the target's name (its iSCSI name); `luns` maps LUN -> LU."""
         self.name = name
         self._luns: dict[int, LogicalUnit] = dict(luns)
-        self._adopt()
         # Nexuses seen by the target itself (REPORT LUNS, missing LUNs); the
         # LUs track their own.
         self._nexuses: set[str] = set()
         self._absent_inquiry = standard_inquiry(0, "", "", "", connected=False)
 
-    def _adopt(self) -> None:
-        # The target is the copy manager's view of its sibling units
-        # (EXTENDED COPY between LUNs of this target, xcopy.py).
-        for lu in self._luns.values():
-            lu.copies.peers = self
-
     def units(self) -> list[LogicalUnit]:
-        """Every logical unit of the target (for EXTENDED COPY)."""
+        """Every logical unit of this target (view): where an EXTENDED COPY
+        received here finds its units."""
         return list(self._luns.values())
 
     @property
@@ -73,7 +70,7 @@ class ScsiTarget:
         """Run one command addressed to `lun` for `nexus`; never raises for
         anything the initiator sends."""
         lu = self._luns.get(lun)
-        if lu is not None and cdb and cdb[0] != REPORT_LUNS:
+        if lu is not None and cdb and cdb[0] not in _TARGET_OPS:
             return lu.execute(nexus, cdb, data_out)
         return self._slow_path(nexus, lu, cdb, data_out)
 
@@ -94,7 +91,9 @@ class ScsiTarget:
                     unit.clear_unit_attention(nexus, REPORTED_LUNS_CHANGED)
                 return ScsiResponse(GOOD, payload)
             if lu is not None:
-                return lu.execute(nexus, cdb, data_out)
+                # EXTENDED COPY finds its units in this view (xcopy.py).
+                view = self if op == EXTENDED_COPY else None
+                return lu.execute(nexus, cdb, data_out, view=view)
             if op == INQUIRY:
                 if cdb[1] & 0x03:  # no VPD pages for a LUN that is not there
                     return ScsiResponse(CHECK_CONDITION, b"", _LU_NOT_SUPPORTED_SENSE)
@@ -143,7 +142,6 @@ class ScsiTarget:
         for lu in self._luns.values():
             known |= lu.known_nexuses
         self._luns = dict(luns)
-        self._adopt()
         for lu in self._luns.values():
             lu.establish_unit_attention(REPORTED_LUNS_CHANGED, nexuses=known)
 

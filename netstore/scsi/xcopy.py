@@ -5,9 +5,10 @@
 # The data never leaves the target: it is read from one backend and written
 # to the other in chunks, synchronously, inside the command.
 #
-# The copy manager of a logical unit finds its siblings through `peers`, an
-# object with `units()` (ScsiTarget sets itself there); without one, a
-# logical unit can copy only within itself.
+# The copy manager finds the units a copy names among the `peers` of the
+# command, the ScsiTarget (per-initiator view) that received it, never through
+# state the newest view would overwrite; used alone, a logical unit copies
+# only within itself.
 from __future__ import annotations
 
 import logging
@@ -112,7 +113,6 @@ class ThirdPartyCopy:
         """Copy manager of `unit`."""
         self._unit = unit
         self._held: dict[tuple[str, int], tuple[int, int, int, bytes]] = {}
-        self.peers: CopyPeers | None = None
 
     def drop_results(self, nexus: str | None = None) -> None:
         """Forget held copy results of `nexus` (all when None)."""
@@ -122,7 +122,11 @@ class ThirdPartyCopy:
 
     # ------------------------------------------------- EXTENDED COPY
 
-    def extended_copy(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
+    def extended_copy(self, nexus: str, cdb: bytes, data: bytes | None,
+                      peers: CopyPeers | None = None) -> ScsiResponse:
+        """EXTENDED COPY (LID1) from `nexus`. Its CSCD descriptors name units
+        of `peers`, the ScsiTarget (view) the command came through; without
+        one, this unit alone."""
         plen = _BE32.unpack_from(cdb, 10)[0]
         if not plen:  # SPC-4 6.4.1: not an error, nothing copied
             return ScsiResponse(GOOD)
@@ -152,6 +156,7 @@ class ThirdPartyCopy:
             raise ScsiError(TOO_MANY_TARGET_DESCRIPTORS, field=(2, None), in_cdb=False)
         # Resolve CSCD descriptors: an unknown type code fails the command,
         # an unknown logical unit only the segments that use it.
+        units = list(peers.units()) if peers is not None else [self._unit]
         targets: list[Unit | None] = []
         for i in range(n_targets):
             off = _HEADER + i * _TARGET_DESCRIPTOR
@@ -162,7 +167,7 @@ class ThirdPartyCopy:
             # PERIPHERAL DEVICE TYPE (block devices only).
             if d[1] & 0x1F != 0x00:
                 raise ScsiError(UNSUPPORTED_TARGET_DESCRIPTOR, field=(off + 1, 4), in_cdb=False)
-            targets.append(self._find_copy_target(d))
+            targets.append(_find_copy_target(d, units))
         segments: list[tuple[int, int, int, int, int, int]] = []
         pos = _HEADER + tgt_len
         end = pos + seg_len
@@ -211,22 +216,6 @@ class ThirdPartyCopy:
         if len(held) >= _MAX_HELD:
             del held[next(iter(held))]
         held[(nexus, list_id)] = (status, segments, blocks * self._unit.block_size, sense)
-
-    def _find_copy_target(self, d: bytes) -> Unit | None:
-        """The logical unit an identification CSCD descriptor names."""
-        code_set = d[4] & 0x0F
-        assoc = (d[5] >> 4) & 0x3
-        dtype = d[5] & 0x0F
-        dlen = d[7]
-        value = bytes(d[8:8 + min(dlen, 20)])
-        if code_set != 0x1 or dtype != _DESIG_TYPE_NAA or assoc != _ASSOC_LU:
-            return None
-        peers = self.peers
-        units = list(peers.units()) if peers is not None else [self._unit]
-        for lu in units:
-            if lu.identity.naa == value:
-                return lu
-        return None
 
     def _copy_segment(self, nexus: str, targets: list, index: int, src: int, dst: int,
                       blocks: int, src_lba: int, dst_lba: int) -> int:
@@ -316,6 +305,21 @@ class ThirdPartyCopy:
                 payload = _BE32.pack(len(body)) + body
             del held[(nexus, list_id)]
         return ScsiResponse(GOOD, payload[:alloc])
+
+
+def _find_copy_target(d: bytes, units: list[Unit]) -> Unit | None:
+    """The unit of `units` an identification CSCD descriptor names."""
+    code_set = d[4] & 0x0F
+    assoc = (d[5] >> 4) & 0x3
+    dtype = d[5] & 0x0F
+    dlen = d[7]
+    value = bytes(d[8:8 + min(dlen, 20)])
+    if code_set != 0x1 or dtype != _DESIG_TYPE_NAA or assoc != _ASSOC_LU:
+        return None
+    for lu in units:
+        if lu.identity.naa == value:
+            return lu
+    return None
 
 
 # Fake CDBs for the reservation checks of a copy's source and destination.
