@@ -13,6 +13,7 @@ import struct
 from collections.abc import Callable, Iterable
 
 from .limits import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BYTES
+from .opcodes import SA_SANITIZE_BLOCK_ERASE
 from .sense import (
     GOOD,
     LBA_OUT_OF_RANGE,
@@ -46,10 +47,6 @@ _WS_CHUNK_BYTES = 1024 * 1024
 _UNMAP_HEADER = 8
 _UNMAP_DESCRIPTOR = 16
 _UNMAP_ANCHOR = 0x01
-# SANITIZE (SBC-4 5.30): service actions and the OVERWRITE parameter header.
-_SANITIZE_OVERWRITE = 0x01
-_SANITIZE_BLOCK_ERASE = 0x02
-_SANITIZE_HEADER = 4
 
 # GET LBA STATUS (SBC-4 5.7): provisioning status of a descriptor.
 LBA_MAPPED = 0x0
@@ -153,11 +150,10 @@ class Provisioning:
     # --------------------------------------------------------- SANITIZE
 
     def sanitize(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        # Reached through the opcode table for the service actions it lists.
-        # SBC-4 5.30: OVERWRITE writes a pattern over every block, BLOCK
-        # ERASE deallocates every block (thin units), EXIT FAILURE MODE is a
-        # no-op (a sanitize here cannot fail half way and stay failed).
-        sa = cdb[1] & 0x1F
+        # Reached for the service actions the command table lists (SBC-4
+        # 5.30): BLOCK ERASE deallocates every block (thin units), EXIT
+        # FAILURE MODE is a no-op (a sanitize here cannot fail half way and
+        # stay failed). Neither takes a parameter list.
         if cdb[1] & 0x40:
             raise cdb_error(1, 6)
         for i in range(2, 7):
@@ -166,40 +162,10 @@ class Provisioning:
         plen = _BE16.unpack_from(cdb, 7)[0]
         if self._unit.read_only:
             raise ScsiError(WRITE_PROTECTED)
-        if sa != _SANITIZE_OVERWRITE:
-            if plen:  # BLOCK ERASE, EXIT FAILURE MODE: no parameter list
-                raise cdb_error(7, 7)
-            if sa == _SANITIZE_BLOCK_ERASE:
-                self.deallocate(0, self._unit.num_blocks)
-            return ScsiResponse(GOOD)
-        bs = self._unit.block_size
-        if plen < _SANITIZE_HEADER + 1 or plen > bs + _SANITIZE_HEADER:
+        if plen:
             raise cdb_error(7, 7)
-        if data is None or len(data) < plen:
-            raise short_data_out()
-        p = bytes(data[:plen])
-        count = p[0] & 0x1F
-        ip_len = _BE16.unpack_from(p, 2)[0]
-        if p[0] & 0x60:  # TEST must be 0
-            raise param_error(0, 5)
-        if not count:
-            raise param_error(0, 4)
-        if not ip_len or ip_len > bs or ip_len + _SANITIZE_HEADER != plen:
-            raise param_error(2, 7)
-        pattern = p[_SANITIZE_HEADER:]
-        block = (pattern * -(-bs // ip_len))[:bs]
-        per_chunk = max(1, _WS_CHUNK_BYTES // bs)
-        chunk = block * per_chunk
-        done = 0
-        try:
-            while done < self._unit.num_blocks:
-                k = min(per_chunk, self._unit.num_blocks - done)
-                self._unit.backend.pwrite(done * bs, chunk if k == per_chunk else chunk[:k * bs])
-                done += k
-            self._unit.backend.flush()
-        except OSError:
-            log.exception("sanitize write error at LBA %d", done)
-            raise ScsiError(WRITE_ERROR, information=done) from None
+        if cdb[1] & 0x1F == SA_SANITIZE_BLOCK_ERASE:
+            self.deallocate(0, self._unit.num_blocks)
         return ScsiResponse(GOOD)
 
     # ------------------------------------------------------------ UNMAP

@@ -44,3 +44,14 @@ def test_reservation_classes():
     assert reservation_class(bytes((0x4D,)) + bytes(9)) == PR_ALLOWED  # LOG SENSE
     assert spc2_class(bytes((0x12,)) + bytes(5)) == PR_ALLOWED
     assert spc2_class(bytes((0x28,)) + bytes(9)) == PR_CONFLICT
+
+
+def test_names_other_packages_import():
+    from netstore.scsi import luns
+    from netstore.scsi.lun import encode_lun
+    from netstore.scsi.sense import CHECK_CONDITION, GOOD, TASK_SET_FULL
+
+    assert encode_lun is luns.encode_lun
+    assert encode_lun(5) == bytes((0, 5, 0, 0, 0, 0, 0, 0))
+    assert encode_lun(0x1234)[:2] == bytes((0x52, 0x34))
+    assert (GOOD, CHECK_CONDITION, TASK_SET_FULL) == (0x00, 0x02, 0x28)
