@@ -1,6 +1,8 @@
 # The SCSI layer: an SPC-4/SBC-3 target on a block backend, with no iSCSI
 # in it. The iSCSI shell calls ScsiTarget.execute for every command.
+"""The SCSI layer: logical units, targets and the command tables, with no iSCSI in it."""
 from .backend import BackendError, BackendOpenError, BlockBackend, RawFileBackend
+from .commands import FAST_PATH_OPCODES
 from .lun import LogicalUnit, LunIdentity, ScsiResponse
 from .target import ScsiTarget
 
@@ -8,6 +10,7 @@ __all__ = [
     "BackendError",
     "BackendOpenError",
     "BlockBackend",
+    "FAST_PATH_OPCODES",
     "LogicalUnit",
     "LunIdentity",
     "RawFileBackend",

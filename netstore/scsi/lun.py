@@ -1,8 +1,10 @@
-# The logical unit: executes SPC-4/SBC-3 commands on a BlockBackend, keeps
-# per-I_T-nexus unit attentions and the mode parameters. Pure and synchronous:
-# bytes in (CDB, Data-Out), ScsiResponse out. READ/WRITE go through a
-# 256-entry table indexed by operation code with one set-membership test for
-# unit attentions in front.
+# The logical unit: runs the commands of its device type's command set
+# (commands.py) on a BlockBackend, itself or through its parts (reservations,
+# sbc, provisioning, copies); keeps unit attentions, mode parameters and the
+# medium state. Pure and synchronous: CDB and Data-Out in, ScsiResponse out.
+# READ/WRITE go through a 256-entry table indexed by operation code with one
+# set-membership test for unit attentions in front.
+"""LogicalUnit: a SCSI logical unit on a block backend, executing one command at a time."""
 from __future__ import annotations
 
 import logging
@@ -57,8 +59,7 @@ from .vpd import PAGES as VPD_PAGES
 from .vpd import VpdSource, standard_inquiry
 from .xcopy import CopyPeers, ThirdPartyCopy
 
-# ScsiResponse, LunIdentity and encode_lun live in unit.py and luns.py;
-# importers of netstore.scsi.lun find them here too.
+# ScsiResponse, LunIdentity (unit.py) and encode_lun (luns.py) are found here too.
 __all__ = ["LogicalUnit", "LunIdentity", "ScsiResponse", "encode_lun", "report_luns_data"]
 
 log = logging.getLogger(__name__)

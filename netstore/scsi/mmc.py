@@ -4,6 +4,7 @@
 # STATUS NOTIFICATION (media class, polled), READ DISC/TRACK INFORMATION,
 # MECHANISM STATUS and the MM capabilities mode page 2Ah. Reads, eject/load,
 # PREVENT ALLOW and NOT READY while ejected come from LogicalUnit.
+"""OpticalUnit: a read-only CD/DVD (MMC-6) logical unit on an ISO image."""
 from __future__ import annotations
 
 import struct

@@ -1,6 +1,7 @@
 # Mode parameters: the caching (08h), control (0Ah) and informational
 # exceptions control (1Ch) pages, MODE SENSE data assembly (headers, block
 # descriptors) and MODE SELECT parameter list checking (SPC-4 7.5, SBC-3 6.4).
+"""Mode pages, mode parameter data and MODE SELECT parsing."""
 from __future__ import annotations
 
 import struct

@@ -5,6 +5,7 @@
 # `ReservationCommands` is the logical unit's part whose methods the command
 # table dispatches to. `ReservationState` is what survives
 # a restart when the last REGISTER asked for it (APTPL=1), as JSON.
+"""SPC-2 and SPC-4 persistent reservations of a logical unit, and their commands."""
 from __future__ import annotations
 
 import json

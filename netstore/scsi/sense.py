@@ -2,6 +2,7 @@
 # target reports (SPC-4 4.5 fixed-format sense data, annex D ASC/ASCQ list),
 # plus the ScsiError exception command handlers raise to end a command with
 # CHECK CONDITION.
+"""SAM status codes, sense keys, sense conditions and ScsiError."""
 from __future__ import annotations
 
 import struct

@@ -2,6 +2,7 @@
 # REPORT LUNS itself and answers for LUNs that do not exist (SPC-4 6.6.2
 # peripheral qualifier 011b, SAM-5 5.9 LOGICAL UNIT NOT SUPPORTED), and
 # applies target-wide events (target reset, I_T nexus loss, LUN map changes).
+"""ScsiTarget: the LUN map of one target (one per-initiator view)."""
 from __future__ import annotations
 
 import struct

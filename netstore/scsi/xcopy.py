@@ -9,6 +9,7 @@
 # command, the ScsiTarget (per-initiator view) that received it, never through
 # state the newest view would overwrite; used alone, a logical unit copies
 # only within itself.
+"""ThirdPartyCopy: EXTENDED COPY (LID1) and RECEIVE COPY RESULTS of a logical unit."""
 from __future__ import annotations
 
 import logging
