@@ -55,3 +55,11 @@ def test_names_other_packages_import():
     assert encode_lun(5) == bytes((0, 5, 0, 0, 0, 0, 0, 0))
     assert encode_lun(0x1234)[:2] == bytes((0x52, 0x34))
     assert (GOOD, CHECK_CONDITION, TASK_SET_FULL) == (0x00, 0x02, 0x28)
+
+
+def test_data_direction():
+    by_name = {c.name: c for c in COMMANDS}
+    assert by_name["READ(10)"].direction == "in"
+    assert by_name["WRITE(16)"].direction == "out"
+    assert by_name["TEST UNIT READY"].direction == "none"
+    assert by_name["PERSISTENT RESERVE IN READ KEYS"].direction == "in"
