@@ -321,9 +321,10 @@ class LogicalUnit:
             A command that fails changes nothing on the medium.
         """
         try:
-            if nexus not in self._clear and self._ua.pending(nexus) \
-                    and cdb[0] not in UA_EXEMPT_OPCODES:
-                return ScsiResponse(CHECK_CONDITION, b"", build_sense(self._ua.take(nexus)))
+            if nexus not in self._clear:
+                exempt = cdb[0] in UA_EXEMPT_OPCODES  # an empty CDB fails first
+                if self._ua.pending(nexus) and not exempt:
+                    return ScsiResponse(CHECK_CONDITION, b"", build_sense(self._ua.take(nexus)))
             if self._reserved and self._pr.conflicts(nexus, cdb):
                 return ScsiResponse(RESERVATION_CONFLICT)
             if view is not None:
@@ -471,6 +472,11 @@ class LogicalUnit:
             raise ScsiError(WRITE_ERROR, information=lba) from None
         return ScsiResponse(GOOD)
 
+    def write_range(self, lba: int, n: int, data: bytes | memoryview | None, len_byte: int,
+                    sync: bool) -> ScsiResponse:
+        """WRITE of `n` blocks at `lba` (transfer length at CDB byte `len_byte`)."""
+        return self._write(lba, n, data, len_byte, sync)
+
     def _write_short(
         self, lba: int, data: bytes | memoryview | None, sync: bool
     ) -> ScsiResponse:
@@ -503,30 +509,6 @@ class LogicalUnit:
             raise cdb_error(1, 7)
         lba, n = _U16.unpack_from(cdb, 2)
         return self._write(lba, n, data, 10, cdb[1] & _FUA)
-
-    # ---------------------------------------------- WRITE AND VERIFY / VERIFY
-
-    def _write_verify(
-        self, cdb: bytes, lba: int, n: int, data: bytes | None, len_byte: int
-    ) -> ScsiResponse:
-        if cdb[1] & _PROTECT_MASK:
-            raise cdb_error(1, 7)
-        if cdb[1] & 0x04:  # only BYTCHK 0 and 1 (SBC-3 has a one-bit BYTCHK)
-            raise cdb_error(1, 2)
-        # Verify means the medium holds the data: write, then flush.
-        return self._write(lba, n, data, len_byte, True)
-
-    def _write_verify10(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        lba, n = _U10.unpack_from(cdb, 2)
-        return self._write_verify(cdb, lba, n, data, 7)
-
-    def _write_verify12(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        lba, n = _U12.unpack_from(cdb, 2)
-        return self._write_verify(cdb, lba, n, data, 6)
-
-    def _write_verify16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        lba, n = _U16.unpack_from(cdb, 2)
-        return self._write_verify(cdb, lba, n, data, 10)
 
     # ------------------------------------------------- SYNCHRONIZE CACHE
 

@@ -1,5 +1,5 @@
 # The SBC-3/SBC-4 commands of a direct-access logical unit beyond READ and
-# WRITE: READ CAPACITY 10/16, VERIFY 10/12/16, COMPARE AND WRITE, ORWRITE(16), WRITE ATOMIC(16),
+# WRITE: READ CAPACITY 10/16, WRITE AND VERIFY 10/12/16, VERIFY 10/12/16, COMPARE AND WRITE, ORWRITE(16), WRITE ATOMIC(16),
 # PRE-FETCH 10/16, READ DEFECT DATA 10/12 and REPORT TARGET PORT GROUPS.
 # `BlockCommands` is the logical unit's part that runs them.
 #
@@ -7,7 +7,7 @@
 # that fails changes nothing. The logical unit runs one command at a time, so
 # COMPARE AND WRITE's read, compare and write are atomic with respect to every
 # other command of the logical unit.
-"""VERIFY, COMPARE AND WRITE, ORWRITE, WRITE ATOMIC, PRE-FETCH, READ DEFECT DATA, RTPG."""
+"""READ CAPACITY, (WRITE AND) VERIFY, COMPARE AND WRITE, ORWRITE, WRITE ATOMIC, PRE-FETCH, READ DEFECT DATA, RTPG."""
 from __future__ import annotations
 
 import logging
@@ -96,6 +96,30 @@ class BlockCommands:
         # Byte 14: LBPME (thin) and LBPRZ (unmapped blocks read as zeros).
         lbp = _LBPME | _LBPRZ if self._unit.thin else 0
         return ScsiResponse(GOOD, struct.pack(">QIxxB17x", last, self._unit.block_size, lbp)[:alloc])
+
+    # --------------------------------------------------- WRITE AND VERIFY
+
+    def write_verify_blocks(
+        self, cdb: bytes, lba: int, n: int, data: bytes | None, len_byte: int
+    ) -> ScsiResponse:
+        if cdb[1] & _PROTECT_MASK:
+            raise cdb_error(1, 7)
+        if cdb[1] & 0x04:  # only BYTCHK 0 and 1 (SBC-3 has a one-bit BYTCHK)
+            raise cdb_error(1, 2)
+        # Verify means the medium holds the data: write, then flush.
+        return self._unit.write_range(lba, n, data, len_byte, True)
+
+    def write_verify10(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
+        lba, n = _U10.unpack_from(cdb, 2)
+        return self.write_verify_blocks(cdb, lba, n, data, 7)
+
+    def write_verify12(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
+        lba, n = _U12.unpack_from(cdb, 2)
+        return self.write_verify_blocks(cdb, lba, n, data, 6)
+
+    def write_verify16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
+        lba, n = _U16.unpack_from(cdb, 2)
+        return self.write_verify_blocks(cdb, lba, n, data, 10)
 
     # ------------------------------------------------------------ VERIFY
 

@@ -90,6 +90,11 @@ class Unit(Protocol):
         on an I/O error."""
         ...
 
+    def write_range(self, lba: int, n: int, data: bytes | memoryview | None, len_byte: int,
+                    sync: bool) -> ScsiResponse:
+        """WRITE of `n` blocks at `lba` (transfer length at CDB byte `len_byte`)."""
+        ...
+
     def conflicts(self, nexus: str, cdb: bytes | memoryview) -> bool:
         """Whether `cdb` from `nexus` meets a RESERVATION CONFLICT here."""
         ...
