@@ -14,7 +14,7 @@ from pathlib import Path
 
 from netstore.disk.api import DiskError
 from netstore.disk.images import detect_format, open_image
-from netstore.scsi.backend import RawFileBackend
+from netstore.disk.raw import RawImage
 from netstore.scsi.lun import LogicalUnit
 from netstore.scsi.mmc import MMC_BLOCK_SIZE, OpticalUnit
 
@@ -109,7 +109,7 @@ def open_unit(spec: UnitSpec, state_dir: Path) -> LogicalUnit:
     identity = lun_identity(spec.target, named_by, spec.owner)
     store = reservation_file(state_dir, spec.target, named_by, spec.owner)
     if spec.kind == "dvd":
-        backend = RawFileBackend(spec.path, read_only=True, block_size=MMC_BLOCK_SIZE)
+        backend = RawImage(spec.path, read_only=True, block_size=MMC_BLOCK_SIZE)
         return OpticalUnit(backend, identity, reservation_store=store)
     backend = open_backend(spec.path, read_only=spec.readonly)
     # Thin (UNMAP, LBPME) when the backend can deallocate, unless the LUN says
@@ -125,20 +125,9 @@ def open_unit(spec: UnitSpec, state_dir: Path) -> LogicalUnit:
 
 
 def open_backend(path: str, *, read_only: bool):
-    """A LUN backend for the image at `path`: raw files keep hole punching,
-    other formats go through netstore.disk (qcow2 read-write, others read-only)."""
+    """A LUN backend for the image at `path` in any format netstore reads
+    (raw and qcow2 read-write, the others read-only)."""
     try:
-        fmt = detect_format(path)
+        return open_image(path, read_only=read_only, format=detect_format(path))
     except DiskError as e:
         raise ExportError(str(e)) from e
-    if fmt == "raw":
-        return RawFileBackend(path, read_only=read_only)
-    try:
-        image = open_image(path, read_only=read_only, format=fmt)
-    except DiskError as e:
-        raise ExportError(str(e)) from e
-    header = getattr(image, "header", None)
-    if fmt == "qcow2" and header is not None:
-        # discard() frees whole clusters only; the SCSI layer zeroes the rest.
-        image.discard_granularity = 1 << header.cluster_bits
-    return image

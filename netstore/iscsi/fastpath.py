@@ -14,6 +14,7 @@ import struct
 
 from netstore.iscsi import pdu as P
 from netstore.iscsi.session import QUEUE_DEPTH
+from netstore.scsi.commands import FAST_PATH_OPCODES
 
 # The fast path's layouts: SCSI Command bytes 1..27 (flags, TotalAHSLength with
 # DataSegmentLength, LUN, ITT, EDTL, CmdSN); a Data-In carrying status; a
@@ -21,7 +22,6 @@ from netstore.iscsi.session import QUEUE_DEPTH
 _FAST_CMD = struct.Struct(">xBxxI8sIII")
 _FAST_DATA_IN = struct.Struct(">BBBBI8sIIIIIIII")
 _FAST_RSP = struct.Struct(">BBBBI8xIIIIIIII")
-_FAST_OPS = frozenset({0x28, 0x88, 0x2A, 0x8A})  # READ/WRITE 10 and 16
 
 
 class FastPath:
@@ -57,7 +57,7 @@ class FastPath:
         try:
             while end - pos >= P.BHS_LEN and buf[pos] == P.OP_SCSI_CMD:
                 op = buf[pos + 32]
-                if op not in _FAST_OPS:
+                if op not in FAST_PATH_OPCODES:  # the command table's plain READ/WRITE 10/16
                     break
                 flags, lens, lun_raw, itt, edtl, cmdsn = unpack(buf, pos)
                 if cmdsn != exp or (lens >> 24) or buf[pos + 8]:

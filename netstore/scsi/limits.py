@@ -1,5 +1,6 @@
 # Limits of the SCSI layer, each in one place: reported in the Block Limits
 # VPD page and enforced by the logical unit.
+"""Limits of the SCSI layer (transfer sizes, UNMAP, LUN numbers...), each in one place."""
 from __future__ import annotations
 
 # Largest READ/WRITE/VERIFY data transfer. 8 MiB bounds the memory one

@@ -4,16 +4,18 @@
 # STATUS NOTIFICATION (media class, polled), READ DISC/TRACK INFORMATION,
 # MECHANISM STATUS and the MM capabilities mode page 2Ah. Reads, eject/load,
 # PREVENT ALLOW and NOT READY while ejected come from LogicalUnit.
+"""OpticalUnit: a read-only CD/DVD (MMC-6) logical unit on an ISO image."""
 from __future__ import annotations
 
 import struct
 from pathlib import Path
 
-from netstore.disk.api import DiskImage as BlockBackend
+from netstore.disk.api import DiskImage
 
+from .commands import CDDVD
 from .lun import LogicalUnit, LunIdentity, ScsiResponse
-from .opcodes import BY_OPCODE, COMMANDS, EXTENDED_COPY, RECEIVE_COPY_RESULTS, UNMAP, Command
 from .sense import GOOD, MEDIUM_NOT_PRESENT, ScsiError, cdb_error
+from .vpd import standard_inquiry
 
 MMC_BLOCK_SIZE = 2048
 DEVICE_TYPE_CDDVD = 0x05
@@ -81,7 +83,7 @@ class OpticalUnit(LogicalUnit):
     PREVENT ALLOW MEDIUM REMOVAL locks it in.
     """
 
-    def __init__(self, backend: BlockBackend, identity: LunIdentity, *,
+    def __init__(self, backend: DiskImage, identity: LunIdentity, *,
                  reservation_store: Path | None = None) -> None:
         """Wrap `backend`, which must be read-only with 2048-byte blocks.
 
@@ -95,20 +97,12 @@ class OpticalUnit(LogicalUnit):
         self._media_event = MEDIA_NO_CHANGE
         super().__init__(backend, identity, device_type=DEVICE_TYPE_CDDVD,
                          write_cache=False, reservation_store=reservation_store,
-                         removable=True)
+                         removable=True, commands=CDDVD)
 
     def _standard_inquiry(self) -> bytes:
-        from .vpd import standard_inquiry
-
         ident = self.identity
         return standard_inquiry(DEVICE_TYPE_CDDVD, ident.vendor, ident.product, ident.revision,
                                 removable=True, version_descriptors=MMC_VERSION_DESCRIPTORS)
-
-    def _absent_commands(self) -> list[Command]:
-        # No UNMAP, and no third-party copy: EXTENDED COPY moves blocks
-        # between direct-access units.
-        return [BY_OPCODE[UNMAP], *(c for c in COMMANDS
-                                     if c.opcode in (EXTENDED_COPY, RECEIVE_COPY_RESULTS))]
 
     def load(self, nexus: str | None = None) -> None:
         if not self.medium_loaded:

@@ -1,6 +1,7 @@
 # Mode parameters: the caching (08h), control (0Ah) and informational
 # exceptions control (1Ch) pages, MODE SENSE data assembly (headers, block
 # descriptors) and MODE SELECT parameter list checking (SPC-4 7.5, SBC-3 6.4).
+"""Mode pages, mode parameter data and MODE SELECT parsing."""
 from __future__ import annotations
 
 import struct
@@ -106,6 +107,22 @@ def block_descriptor(num_blocks: int, block_size: int, long: bool) -> bytes:
         return struct.pack(">Q4xI", num_blocks, block_size)
     return struct.pack(">IxBH", min(num_blocks, MAX_SHORT_BLOCKS), block_size >> 16,
                        block_size & 0xFFFF)
+
+
+def mode_parameters(pages: bytes, *, ten: bool, dbd: bool, long: bool, num_blocks: int,
+                    block_size: int, read_only: bool) -> bytes:
+    """MODE SENSE(6) or (10) parameter data: header, block descriptor
+    (unless DBD; the long one with LLBAA in MODE SENSE(10)), `pages`."""
+    bd = b"" if dbd else block_descriptor(num_blocks, block_size, long)
+    devspec = device_specific(read_only)
+    if ten:
+        total = MODE10_HEADER_LEN + len(bd) + len(pages)
+        header = struct.pack(">HBBBxH", total - 2, 0, devspec, LONGLBA if long and bd else 0,
+                             len(bd))
+    else:
+        total = MODE6_HEADER_LEN + len(bd) + len(pages)
+        header = struct.pack(">BBBB", total - 1, 0, devspec, len(bd))
+    return header + bd + pages
 
 
 def device_specific(read_only: bool) -> int:

@@ -1,9 +1,11 @@
 # Reservations of a logical unit: SPC-4 persistent reservations (5.13,
 # PERSISTENT RESERVE IN 6.15, PERSISTENT RESERVE OUT 6.16) and the SPC-2
 # RESERVE/RELEASE(6/10) reservation. `Reservations` holds the state and
-# decides conflicts; `ReservationCommands` is the LogicalUnit mixin whose
-# methods the opcode table dispatches to. `ReservationState` is what survives
+# decides conflicts (with the reservation classes of commands.py);
+# `ReservationCommands` is the logical unit's part whose methods the command
+# table dispatches to. `ReservationState` is what survives
 # a restart when the last REGISTER asked for it (APTPL=1), as JSON.
+"""SPC-2 and SPC-4 persistent reservations of a logical unit, and their commands."""
 from __future__ import annotations
 
 import json
@@ -13,8 +15,15 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .commands import (
+    PR_ALLOWED,
+    PR_PREVENT,
+    PR_READ,
+    PR_START,
+    reservation_class,
+    spc2_class,
+)
 from .sense import (
     GOOD,
     INVALID_RELEASE_OF_PR,
@@ -28,9 +37,7 @@ from .sense import (
     cdb_error,
     param_error,
 )
-
-if TYPE_CHECKING:
-    from .lun import ScsiResponse
+from .unit import ScsiResponse
 
 # PERSISTENT RESERVE IN service actions (SPC-4 table 169).
 PRIN_READ_KEYS = 0x00
@@ -88,45 +95,6 @@ _ISCSI_TRANSPORT_ID_FORMAT_01 = 0x40 | 0x05
 _BE16 = struct.Struct(">H")
 _BE32 = struct.Struct(">I")
 _KEYS = struct.Struct(">QQ")
-
-# How each command fares against a reservation held by someone else
-# (SPC-4 5.13.1 table 66 and SBC-3 table 13). Anything not listed conflicts.
-_ALLOWED = 0  # always
-_READS = 1  # conflicts with Exclusive Access types only
-_PR_ALLOWED_OPCODES = {
-    0x00: _ALLOWED,  # TEST UNIT READY
-    0x03: _ALLOWED,  # REQUEST SENSE
-    0x12: _ALLOWED,  # INQUIRY
-    0x25: _ALLOWED,  # READ CAPACITY(10)
-    0x4D: _ALLOWED,  # LOG SENSE
-    0xA0: _ALLOWED,  # REPORT LUNS
-    0x5E: _ALLOWED,  # PERSISTENT RESERVE IN
-    # EXTENDED COPY: checked per copy target as a READ of the source and a
-    # WRITE of the destination would be (xcopy.py); RECEIVE COPY RESULTS reads.
-    0x83: _ALLOWED,
-    0x84: _READS,
-    0x5F: _ALLOWED,  # PERSISTENT RESERVE OUT (checks its keys itself)
-    0x16: _ALLOWED,  # RESERVE(6): answers RESERVATION CONFLICT itself
-    0x56: _ALLOWED,  # RESERVE(10)
-    0x17: _ALLOWED,  # RELEASE(6): GOOD and does nothing
-    0x57: _ALLOWED,  # RELEASE(10)
-    0x08: _READS, 0x28: _READS, 0xA8: _READS, 0x88: _READS,  # READ
-    0x2F: _READS, 0xAF: _READS, 0x8F: _READS,  # VERIFY
-    0x34: _READS, 0x90: _READS,  # PRE-FETCH
-    0x37: _READS, 0xB7: _READS,  # READ DEFECT DATA
-    0x3C: _READS,  # READ BUFFER
-    0x1A: _READS, 0x5A: _READS,  # MODE SENSE
-    0xA3: _READS,  # MAINTENANCE IN: REPORT SUPPORTED OPCODES / TMFS
-}
-# SERVICE ACTION IN(16): READ CAPACITY(16) is allowed, GET LBA STATUS reads.
-_SAI16 = 0x9E
-_SA_READ_CAPACITY_16 = 0x10
-_START_STOP_UNIT = 0x1B
-_PREVENT_ALLOW = 0x1E
-
-# Commands a non-holder may send under an SPC-2 reservation (SPC-2 5.5.1).
-_SPC2_ALLOWED_OPCODES = frozenset({0x03, 0x12, 0xA0, 0x17, 0x57, 0x4D})
-
 
 @dataclass
 class ReservationState:
@@ -261,6 +229,20 @@ def parse_transport_id(tid: bytes) -> str | None:
     return f"{name},i,0x{isid.lower()}"
 
 
+def _conflicts(kind: int, cdb: bytes | memoryview, exclusive_access: bool) -> bool:
+    """Whether a command of reservation class `kind` (commands.py) from a
+    nexus that does not hold the reservation conflicts with it."""
+    if kind == PR_ALLOWED:
+        return False
+    if kind == PR_READ:
+        return exclusive_access
+    if kind == PR_START:  # SBC-3 table 13: START=1 with POWER CONDITION 0
+        return not (cdb[4] & 0x01 and not cdb[4] & 0xF0)
+    if kind == PR_PREVENT:  # PREVENT=0 is allowed
+        return bool(cdb[4] & 0x03)
+    return True
+
+
 class ReservationConflict(Exception):
     """Ends a command with RESERVATION CONFLICT status (no sense data)."""
 
@@ -296,12 +278,9 @@ class Reservations:
 
     def conflicts(self, nexus: str, cdb: bytes | memoryview) -> bool:
         """Whether `cdb` from `nexus` must end with RESERVATION CONFLICT."""
-        op = cdb[0]
         holder2 = self.spc2_holder
         if holder2 is not None:
-            if nexus == holder2 or op in _SPC2_ALLOWED_OPCODES:
-                return False
-            return not (op == _PREVENT_ALLOW and not cdb[4] & 0x03)
+            return nexus != holder2 and _conflicts(spc2_class(cdb), cdb, True)
         st = self.state
         t = st.res_type
         if not t:
@@ -311,22 +290,7 @@ class Reservations:
                 return False
         elif nexus == st.holder:
             return False
-        kind = _PR_ALLOWED_OPCODES.get(op)
-        if kind is None:
-            if op == _SAI16:
-                kind = _ALLOWED if cdb[1] & 0x1F == _SA_READ_CAPACITY_16 else _READS
-            elif op == _START_STOP_UNIT:
-                # SBC-3 table 13: START=1 with POWER CONDITION 0 is allowed.
-                if cdb[4] & 0x01 and not cdb[4] & 0xF0:
-                    return False
-            elif op == _PREVENT_ALLOW:
-                if not cdb[4] & 0x03:
-                    return False
-        if kind == _ALLOWED:
-            return False
-        if kind == _READS:
-            return t not in _WRITE_EXCLUSIVE_TYPES
-        return True
+        return _conflicts(reservation_class(cdb), cdb, t not in _WRITE_EXCLUSIVE_TYPES)
 
     # ---------------------------------------------------------- SPC-2 ones
 
@@ -588,67 +552,59 @@ class Reservations:
 
 
 class ReservationCommands:
-    """LogicalUnit mixin: the reservation commands. The LU provides `_pr`
-    (a Reservations) and the `_reserved` flag its execute() tests."""
+    """The reservation commands of one logical unit (handlers of commands.py):
+    they run on its `Reservations` and call `changed()` after anything that
+    may start or end a reservation (the unit's execute() tests a flag)."""
 
-    _pr: Reservations
-    _reserved: bool
+    def __init__(self, reservations: Reservations, changed: Callable[[], None]) -> None:
+        """Run the commands on `reservations`."""
+        self._pr = reservations
+        self._changed = changed
 
-    def _sync_reserved(self) -> None:
-        self._reserved = self._pr.active
-
-    def _persistent_reserve_in(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        from .lun import ScsiResponse
-
+    def persistent_reserve_in(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         alloc = _BE16.unpack_from(cdb, 7)[0]
         return ScsiResponse(GOOD, self._pr.pr_in(cdb[1] & 0x1F, alloc))
 
-    def _persistent_reserve_out(
+    def persistent_reserve_out(
         self, nexus: str, cdb: bytes, data: bytes | memoryview | None
     ) -> ScsiResponse:
-        from .lun import ScsiResponse
-
         try:
             self._pr.pr_out(nexus, cdb, data)
         except ReservationConflict:
             return ScsiResponse(RESERVATION_CONFLICT)
         finally:
-            self._sync_reserved()
+            self._changed()
         return ScsiResponse(GOOD)
 
-    def _reserve6(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+    def reserve6(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & 0x1F:  # 3rd-party (obsolete) and extent reservations
             raise cdb_error(1, 0 if cdb[1] & 0x01 else 4)
         return self._reserve_spc2(nexus)
 
-    def _reserve10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+    def reserve10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & 0x13:  # 3RDPTY, LONGID, extents
             raise cdb_error(1, 4 if cdb[1] & 0x10 else (1 if cdb[1] & 0x02 else 0))
         return self._reserve_spc2(nexus)
 
     def _reserve_spc2(self, nexus: str) -> ScsiResponse:
-        from .lun import ScsiResponse
-
         try:
             self._pr.reserve_spc2(nexus)
         except ReservationConflict:
             return ScsiResponse(RESERVATION_CONFLICT)
-        self._sync_reserved()
+        self._changed()
         return ScsiResponse(GOOD)
 
-    def _release6(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+    def release6(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & 0x1F:
             raise cdb_error(1, 0 if cdb[1] & 0x01 else 4)
         return self._release_spc2(nexus)
 
-    def _release10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+    def release10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & 0x13:
             raise cdb_error(1, 4 if cdb[1] & 0x10 else (1 if cdb[1] & 0x02 else 0))
         return self._release_spc2(nexus)
 
     def _release_spc2(self, nexus: str) -> ScsiResponse:
-        from .lun import ScsiResponse
-
         self._pr.release_spc2(nexus)
-        self._sync_reserved()
+        self._changed()
         return ScsiResponse(GOOD)

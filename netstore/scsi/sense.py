@@ -2,6 +2,7 @@
 # target reports (SPC-4 4.5 fixed-format sense data, annex D ASC/ASCQ list),
 # plus the ScsiError exception command handlers raise to end a command with
 # CHECK CONDITION.
+"""SAM status codes, sense keys, sense conditions and ScsiError."""
 from __future__ import annotations
 
 import struct
@@ -175,3 +176,9 @@ def cdb_error(byte: int, bit: int | None = None) -> ScsiError:
 def param_error(byte: int, bit: int | None = None) -> ScsiError:
     """INVALID FIELD IN PARAMETER LIST pointing into the Data-Out buffer."""
     return ScsiError(INVALID_FIELD_IN_PARAM_LIST, field=(byte, bit), in_cdb=False)
+
+
+def short_data_out() -> ScsiError:
+    """Less Data-Out than the CDB asks for (EDTL < SPDTL): the command
+    transfers nothing (FCP-4 9.4.2 b, used by iSCSI targets alike)."""
+    return ScsiError(INVALID_FIELD_IN_IU)

@@ -2,12 +2,14 @@
 # REPORT LUNS itself and answers for LUNs that do not exist (SPC-4 6.6.2
 # peripheral qualifier 011b, SAM-5 5.9 LOGICAL UNIT NOT SUPPORTED), and
 # applies target-wide events (target reset, I_T nexus loss, LUN map changes).
+"""ScsiTarget: the LUN map of one target (one per-initiator view)."""
 from __future__ import annotations
 
 import struct
 
-from .lun import LogicalUnit, ScsiResponse, report_luns_data
-from .opcodes import INQUIRY, REPORT_LUNS, REQUEST_SENSE
+from .lun import LogicalUnit
+from .luns import report_luns_data
+from .opcodes import EXTENDED_COPY, INQUIRY, REPORT_LUNS, REQUEST_SENSE
 from .sense import (
     BUS_RESET_OCCURRED,
     CHECK_CONDITION,
@@ -19,9 +21,13 @@ from .sense import (
     build_sense,
     cdb_error,
 )
+from .unit import ScsiResponse
 from .vpd import standard_inquiry
 
 _LU_NOT_SUPPORTED_SENSE = build_sense(LU_NOT_SUPPORTED)
+# Commands the target takes part in: REPORT LUNS (its LUN map) and EXTENDED
+# COPY (between its units).
+_TARGET_OPS = frozenset({REPORT_LUNS, EXTENDED_COPY})
 
 
 class ScsiTarget:
@@ -31,20 +37,14 @@ class ScsiTarget:
         """`name` is the target's name (its iSCSI name); `luns` maps LUN -> LU."""
         self.name = name
         self._luns: dict[int, LogicalUnit] = dict(luns)
-        self._adopt()
         # Nexuses seen by the target itself (REPORT LUNS, missing LUNs); the
         # LUs track their own.
         self._nexuses: set[str] = set()
         self._absent_inquiry = standard_inquiry(0, "", "", "", connected=False)
 
-    def _adopt(self) -> None:
-        # The target is the copy manager's view of its sibling units
-        # (EXTENDED COPY between LUNs of this target, xcopy.py).
-        for lu in self._luns.values():
-            lu.copy_manager = self
-
     def units(self) -> list[LogicalUnit]:
-        """Every logical unit of the target (for EXTENDED COPY)."""
+        """Every logical unit of this target (view): where an EXTENDED COPY
+        received here finds its units."""
         return list(self._luns.values())
 
     @property
@@ -71,7 +71,7 @@ class ScsiTarget:
         """Run one command addressed to `lun` for `nexus`; never raises for
         anything the initiator sends."""
         lu = self._luns.get(lun)
-        if lu is not None and cdb and cdb[0] != REPORT_LUNS:
+        if lu is not None and cdb and cdb[0] not in _TARGET_OPS:
             return lu.execute(nexus, cdb, data_out)
         return self._slow_path(nexus, lu, cdb, data_out)
 
@@ -92,7 +92,9 @@ class ScsiTarget:
                     unit.clear_unit_attention(nexus, REPORTED_LUNS_CHANGED)
                 return ScsiResponse(GOOD, payload)
             if lu is not None:
-                return lu.execute(nexus, cdb, data_out)
+                # EXTENDED COPY finds its units in this view (xcopy.py).
+                view = self if op == EXTENDED_COPY else None
+                return lu.execute(nexus, cdb, data_out, view=view)
             if op == INQUIRY:
                 if cdb[1] & 0x03:  # no VPD pages for a LUN that is not there
                     return ScsiResponse(CHECK_CONDITION, b"", _LU_NOT_SUPPORTED_SENSE)
@@ -141,7 +143,6 @@ class ScsiTarget:
         for lu in self._luns.values():
             known |= lu.known_nexuses
         self._luns = dict(luns)
-        self._adopt()
         for lu in self._luns.values():
             lu.establish_unit_attention(REPORTED_LUNS_CHANGED, nexuses=known)
 

@@ -1,5 +1,6 @@
 # INQUIRY data: the standard INQUIRY response and the vital product data
 # pages 00h, 80h, 83h, 86h, B0h, B1h, B2h (SPC-4 6.6, 7.8; SBC-3 6.5).
+"""Standard INQUIRY data and the VPD pages."""
 from __future__ import annotations
 
 import struct

@@ -1,20 +1,21 @@
 # EXTENDED COPY (LID1) and RECEIVE COPY RESULTS (SPC-4 6.4, 6.18; SPC-3
-# 6.3, 6.17), as a mixin of LogicalUnit: the logical unit is the copy
-# manager. Block-to-block segment descriptors (02h) move blocks between
+# 6.3, 6.17): ThirdPartyCopy, the copy manager part of a logical unit. Block-to-block segment descriptors (02h) move blocks between
 # logical units of the same SCSI target, named by identification descriptor
 # CSCD descriptors (E4h) carrying the NAA designator of their VPD page 83h.
 # The data never leaves the target: it is read from one backend and written
 # to the other in chunks, synchronously, inside the command.
 #
-# The copy manager of a logical unit finds its siblings through
-# `copy_manager`, an object with `units()` (ScsiTarget sets itself there);
-# without one, a logical unit can copy only within itself.
+# The copy manager finds the units a copy names among the `peers` of the
+# command, the ScsiTarget (per-initiator view) that received it, never through
+# state the newest view would overwrite; used alone, a logical unit copies
+# only within itself.
+"""ThirdPartyCopy: EXTENDED COPY (LID1) and RECEIVE COPY RESULTS of a logical unit."""
 from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 from .sense import (
     CHECK_CONDITION,
@@ -33,10 +34,9 @@ from .sense import (
     build_sense,
     cdb_error,
     param_error,
+    short_data_out,
 )
-
-if TYPE_CHECKING:
-    from .lun import LogicalUnit, LunIdentity, ScsiResponse
+from .unit import ScsiResponse, Unit
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ _ASSOC_LU = 0x0
 class CopyPeers(Protocol):
     """Where a copy manager finds the logical units it may copy between."""
 
-    def units(self) -> Iterable[LogicalUnit]:
+    def units(self) -> Iterable[Unit]:
         """Every logical unit of the target."""
         ...
 
@@ -105,43 +105,29 @@ class _CopyAborted(Exception):
         self.blocks = blocks
 
 
-class CopyCommands:
-    """LogicalUnit mixin: EXTENDED COPY (LID1), RECEIVE COPY RESULTS."""
+class ThirdPartyCopy:
+    """The copy manager of one logical unit: EXTENDED COPY (LID1) and
+    RECEIVE COPY RESULTS (handlers of commands.py), and the copy results
+    it holds per I_T nexus."""
 
-    if TYPE_CHECKING:
-        identity: LunIdentity
-        device_type: int
-        _bs: int
-        _num_blocks: int
-        _read_only: bool
-        _wce: bool
-        _pread: Callable[[int, int], bytes]
-        _pwrite: Callable[[int, bytes | memoryview], None]
-        _flush: Callable[[], None]
-        _pr: Any
-        _reserved: bool
-        _loaded: bool
+    def __init__(self, unit: Unit) -> None:
+        """Copy manager of `unit`."""
+        self._unit = unit
+        self._held: dict[tuple[str, int], tuple[int, int, int, bytes]] = {}
 
-    copy_manager: CopyPeers | None = None
-
-    def _copy_held(self) -> dict[tuple[str, int], tuple[int, int, int, bytes]]:
-        held = self.__dict__.get("_xcopy_held")
-        if held is None:
-            held = self.__dict__["_xcopy_held"] = {}
-        return held
-
-    def drop_copy_results(self, nexus: str | None = None) -> None:
+    def drop_results(self, nexus: str | None = None) -> None:
         """Forget held copy results of `nexus` (all when None)."""
-        held = self._copy_held()
+        held = self._held
         for key in [k for k in held if nexus is None or k[0] == nexus]:
             del held[key]
 
     # ------------------------------------------------- EXTENDED COPY
 
-    def _extended_copy(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        from .lun import ScsiResponse
-        from .sbc_more import short_data_out
-
+    def extended_copy(self, nexus: str, cdb: bytes, data: bytes | None,
+                      peers: CopyPeers | None = None) -> ScsiResponse:
+        """EXTENDED COPY (LID1) from `nexus`. Its CSCD descriptors name units
+        of `peers`, the ScsiTarget (view) the command came through; without
+        one, this unit alone."""
         plen = _BE32.unpack_from(cdb, 10)[0]
         if not plen:  # SPC-4 6.4.1: not an error, nothing copied
             return ScsiResponse(GOOD)
@@ -171,7 +157,8 @@ class CopyCommands:
             raise ScsiError(TOO_MANY_TARGET_DESCRIPTORS, field=(2, None), in_cdb=False)
         # Resolve CSCD descriptors: an unknown type code fails the command,
         # an unknown logical unit only the segments that use it.
-        targets: list[LogicalUnit | None] = []
+        units = list(peers.units()) if peers is not None else [self._unit]
+        targets: list[Unit | None] = []
         for i in range(n_targets):
             off = _HEADER + i * _TARGET_DESCRIPTOR
             d = p[off:off + _TARGET_DESCRIPTOR]
@@ -181,7 +168,7 @@ class CopyCommands:
             # PERIPHERAL DEVICE TYPE (block devices only).
             if d[1] & 0x1F != 0x00:
                 raise ScsiError(UNSUPPORTED_TARGET_DESCRIPTOR, field=(off + 1, 4), in_cdb=False)
-            targets.append(self._find_copy_target(d))
+            targets.append(_find_copy_target(d, units))
         segments: list[tuple[int, int, int, int, int, int]] = []
         pos = _HEADER + tgt_len
         end = pos + seg_len
@@ -225,27 +212,11 @@ class CopyCommands:
               blocks: int, sense: bytes) -> None:
         if usage in (_LIST_ID_NONE, _LIST_ID_NO_HOLD):
             return
-        held = self._copy_held()
+        held = self._held
         held.pop((nexus, list_id), None)
         if len(held) >= _MAX_HELD:
             del held[next(iter(held))]
-        held[(nexus, list_id)] = (status, segments, blocks * self._bs, sense)
-
-    def _find_copy_target(self, d: bytes) -> LogicalUnit | None:
-        """The logical unit an identification CSCD descriptor names."""
-        code_set = d[4] & 0x0F
-        assoc = (d[5] >> 4) & 0x3
-        dtype = d[5] & 0x0F
-        dlen = d[7]
-        value = bytes(d[8:8 + min(dlen, 20)])
-        if code_set != 0x1 or dtype != _DESIG_TYPE_NAA or assoc != _ASSOC_LU:
-            return None
-        peers = self.copy_manager
-        units = list(peers.units()) if peers is not None else [self]
-        for lu in units:
-            if lu.identity.naa == value:
-                return lu
-        return None
+        held[(nexus, list_id)] = (status, segments, blocks * self._unit.block_size, sense)
 
     def _copy_segment(self, nexus: str, targets: list, index: int, src: int, dst: int,
                       blocks: int, src_lba: int, dst_lba: int) -> int:
@@ -254,27 +225,27 @@ class CopyCommands:
                 or targets[src] is None or targets[dst] is None:
             raise _CopyAborted(build_sense(UNREACHABLE_COPY_TARGET, information=index),
                                index, 0)
-        s: LogicalUnit = targets[src]
-        t: LogicalUnit = targets[dst]
+        s: Unit = targets[src]
+        t: Unit = targets[dst]
         for lu in (s, t):
-            if not lu._loaded or lu.device_type != 0:
+            if not lu.medium_loaded or lu.device_type != 0:
                 raise _CopyAborted(build_sense(COPY_TARGET_NOT_REACHABLE, information=index),
                                    index, 0)
         # Reservations of the copy's logical units, as a READ of the source
         # and a WRITE of the destination from this nexus would meet them.
-        if s._reserved and s._pr.conflicts(nexus, _READ16):
+        if s.conflicts(nexus, _READ16):
             raise _CopyConflict
-        if t._reserved and t._pr.conflicts(nexus, _WRITE16):
+        if t.conflicts(nexus, _WRITE16):
             raise _CopyConflict
         if not blocks:
             return 0
-        if s._bs != t._bs:
+        if s.block_size != t.block_size:
             raise _CopyAborted(build_sense(COPY_ABORTED_NO_SENSE, information=index), index, 0)
-        if src_lba + blocks > s._num_blocks or dst_lba + blocks > t._num_blocks:
+        if src_lba + blocks > s.num_blocks or dst_lba + blocks > t.num_blocks:
             raise _CopyAborted(build_sense(COPY_ABORTED_NO_SENSE, information=index), index, 0)
-        if t._read_only:
+        if t.read_only:
             raise _CopyAborted(build_sense(WRITE_PROTECTED, information=index), index, 0)
-        bs = s._bs
+        bs = s.block_size
         per = max(1, COPY_CHUNK_BYTES // bs)
         done = 0
         # Overlapping ranges on one unit copy backwards when the destination
@@ -284,11 +255,11 @@ class CopyCommands:
             while done < blocks:
                 k = min(per, blocks - done)
                 off = blocks - done - k if backwards else done
-                chunk = s._pread((src_lba + off) * bs, k * bs)
-                t._pwrite((dst_lba + off) * bs, chunk)
+                chunk = s.backend.pread((src_lba + off) * bs, k * bs)
+                t.backend.pwrite((dst_lba + off) * bs, chunk)
                 done += k
-            if not t._wce:
-                t._flush()
+            if not t.write_cache:
+                t.backend.flush()
         except OSError:
             log.exception("EXTENDED COPY failed in segment %d", index)
             raise _CopyAborted(build_sense(COPY_ABORTED_NO_SENSE, information=index),
@@ -297,9 +268,7 @@ class CopyCommands:
 
     # --------------------------------------------- RECEIVE COPY RESULTS
 
-    def _receive_copy_results(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        from .lun import ScsiResponse
-
+    def receive_copy_results(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         sa = cdb[1] & 0x1F
         list_id = cdb[2]
         alloc = _BE32.unpack_from(cdb, 10)[0]
@@ -316,7 +285,7 @@ class CopyCommands:
             return ScsiResponse(GOOD, payload[:alloc])
         if sa not in (SA_COPY_STATUS, SA_RECEIVE_DATA, SA_FAILED_SEGMENT_DETAILS):
             raise cdb_error(1, 4)
-        held = self._copy_held()
+        held = self._held
         entry = held.get((nexus, list_id))
         if entry is None:
             raise cdb_error(2, 7)
@@ -337,6 +306,21 @@ class CopyCommands:
                 payload = _BE32.pack(len(body)) + body
             del held[(nexus, list_id)]
         return ScsiResponse(GOOD, payload[:alloc])
+
+
+def _find_copy_target(d: bytes, units: list[Unit]) -> Unit | None:
+    """The unit of `units` an identification CSCD descriptor names."""
+    code_set = d[4] & 0x0F
+    assoc = (d[5] >> 4) & 0x3
+    dtype = d[5] & 0x0F
+    dlen = d[7]
+    value = bytes(d[8:8 + min(dlen, 20)])
+    if code_set != 0x1 or dtype != _DESIG_TYPE_NAA or assoc != _ASSOC_LU:
+        return None
+    for lu in units:
+        if lu.identity.naa == value:
+            return lu
+    return None
 
 
 # Fake CDBs for the reservation checks of a copy's source and destination.

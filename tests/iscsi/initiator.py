@@ -9,12 +9,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from netstore.disk.raw import RawImage
 from netstore.iscsi import pdu as P
 from netstore.iscsi.connection import Connection, Timeouts
 from netstore.iscsi.login import TargetEntry
 from netstore.iscsi.portal import ExportedTarget, PortalGroup
 from netstore.iscsi.text import encode_text, parse_text
-from netstore.scsi.backend import RawFileBackend
 from netstore.scsi.lun import LogicalUnit, LunIdentity, encode_lun
 from netstore.scsi.target import ScsiTarget
 
@@ -43,7 +43,7 @@ class Reply:
 def make_group(image: str, *, luns: int = 1) -> PortalGroup:
     g = PortalGroup(portals=[("127.0.0.1", 3260)])
     units = {
-        i: LogicalUnit(RawFileBackend(image), LunIdentity(serial=f"s{i}", naa=bytes(8),
+        i: LogicalUnit(RawImage(image), LunIdentity(serial=f"s{i}", naa=bytes(8),
                                                           target_name=TARGET))
         for i in range(luns)
     }

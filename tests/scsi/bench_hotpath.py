@@ -8,14 +8,15 @@ import struct
 import tempfile
 import timeit
 
-from netstore.scsi import LogicalUnit, LunIdentity, RawFileBackend, ScsiTarget
+from netstore.disk.raw import RawImage
+from netstore.scsi import LogicalUnit, LunIdentity, ScsiTarget
 
 IMAGE_BYTES = 64 * 1024 * 1024
 ROUNDS = 200_000
 
 
 class _FreeReads:
-    """A BlockBackend whose reads cost nothing: measures the SCSI layer alone."""
+    """A DiskImage whose reads cost nothing: measures the SCSI layer alone."""
 
     block_size = 512
     read_only = False
@@ -43,7 +44,7 @@ def main() -> None:
         path = os.path.join(d, "bench.img")
         with open(path, "wb") as f:
             f.truncate(IMAGE_BYTES)
-        backend = RawFileBackend(path)
+        backend = RawImage(path)
         lu = LogicalUnit(
             backend,
             LunIdentity(serial="bench", naa=bytes(8), target_name="iqn.2026-11.org.netstore:b"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from netstore.scsi import LogicalUnit, RawFileBackend, ScsiTarget
+from netstore.disk.raw import RawImage
+from netstore.scsi import LogicalUnit, ScsiTarget
 from tests.scsi.scsi_cdb import NEXUS
 from tests.scsi.units import TARGET, identity, make_image, ready
 
@@ -17,7 +18,7 @@ def image(tmp_path) -> str:
 
 @pytest.fixture
 def lu(image):
-    unit = LogicalUnit(RawFileBackend(image), identity())
+    unit = LogicalUnit(RawImage(image), identity())
     ready(unit, NEXUS)
     yield unit
     unit.close()
@@ -26,14 +27,14 @@ def lu(image):
 @pytest.fixture
 def fresh_lu(image):
     """A logical unit no nexus has talked to yet."""
-    unit = LogicalUnit(RawFileBackend(image), identity())
+    unit = LogicalUnit(RawImage(image), identity())
     yield unit
     unit.close()
 
 
 @pytest.fixture
 def ro_lu(image):
-    unit = LogicalUnit(RawFileBackend(image, read_only=True), identity())
+    unit = LogicalUnit(RawImage(image, read_only=True), identity())
     ready(unit, NEXUS)
     yield unit
     unit.close()
@@ -41,8 +42,8 @@ def ro_lu(image):
 
 @pytest.fixture
 def target(image, tmp_path):
-    lu0 = LogicalUnit(RawFileBackend(image), identity())
-    lu3 = LogicalUnit(RawFileBackend(make_image(tmp_path / "b.img", 64)), identity())
+    lu0 = LogicalUnit(RawImage(image), identity())
+    lu3 = LogicalUnit(RawImage(make_image(tmp_path / "b.img", 64)), identity())
     t = ScsiTarget(TARGET, {0: lu0, 3: lu3})
     yield t
     t.close()

@@ -7,19 +7,19 @@ import os
 import struct
 
 import pytest
-from scsi_cdb import NEXUS, good, rw10
 
-from netstore.disk.api import DiskError, DiskImage, ReadOnlyImageError
+from netstore.disk.api import DiskError, DiskImage, ImageOpenError, ReadOnlyImageError
 from netstore.disk.qcow2 import Qcow2Image, create_qcow2
 from netstore.disk.raw import RawImage
-from netstore.scsi import BackendError, BackendOpenError, LogicalUnit, RawFileBackend
+from netstore.scsi import LogicalUnit
+from tests.scsi.scsi_cdb import NEXUS, good, rw10
 from tests.scsi.units import identity, ready
 
 
 def test_size_and_io(tmp_path):
     p = tmp_path / "d.img"
     p.write_bytes(bytes(4096 + 100))  # trailing partial block is not exposed
-    b = RawFileBackend(str(p))
+    b = RawImage(str(p))
     assert (b.block_size, b.num_blocks, b.read_only) == (512, 8, False)
     b.pwrite(512, b"x" * 1024)
     b.pwrite(100, memoryview(b"abc"))
@@ -36,22 +36,22 @@ def test_size_and_io(tmp_path):
 def test_block_size_4096(tmp_path):
     p = tmp_path / "d.img"
     p.write_bytes(bytes(3 * 4096))
-    assert RawFileBackend(str(p), block_size=4096).num_blocks == 3
+    assert RawImage(str(p), block_size=4096).num_blocks == 3
 
 
 def test_missing_file_names_path(tmp_path):
     missing = str(tmp_path / "nope.img")
-    with pytest.raises(BackendOpenError) as ei:
-        RawFileBackend(missing)
-    assert isinstance(ei.value, BackendError)
+    with pytest.raises(ImageOpenError) as ei:
+        RawImage(missing)
+    assert isinstance(ei.value, DiskError)
     assert missing in str(ei.value)
 
 
 def test_bad_block_size(tmp_path):
     p = tmp_path / "d.img"
     p.write_bytes(bytes(512))
-    with pytest.raises(BackendError):
-        RawFileBackend(str(p), block_size=500)
+    with pytest.raises(DiskError):
+        RawImage(str(p), block_size=500)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads anything")
@@ -59,14 +59,14 @@ def test_unreadable_file(tmp_path):
     p = tmp_path / "d.img"
     p.write_bytes(bytes(512))
     p.chmod(0)
-    with pytest.raises(BackendOpenError, match="d.img"):
-        RawFileBackend(str(p))
+    with pytest.raises(ImageOpenError, match="d.img"):
+        RawImage(str(p))
 
 
 def test_read_only_refuses_os_write(tmp_path):
     p = tmp_path / "d.img"
     p.write_bytes(bytes(512))
-    b = RawFileBackend(str(p), read_only=True)
+    b = RawImage(str(p), read_only=True)
     assert b.read_only
     with pytest.raises(OSError):
         b.pwrite(0, b"x")
@@ -76,7 +76,7 @@ def test_read_only_refuses_os_write(tmp_path):
 def test_one_raw_class(tmp_path):
     p = tmp_path / "d.img"
     p.write_bytes(bytes(4096))
-    assert RawFileBackend is RawImage
+    assert RawImage is RawImage
     with RawImage(str(p)) as b:
         assert isinstance(b, DiskImage)
         assert b.discard_granularity == b.block_size == 512

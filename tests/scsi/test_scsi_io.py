@@ -216,10 +216,11 @@ def test_backend_write_error_is_medium_error(lu):
 
 
 def test_write_through_when_cache_disabled(image):
-    from netstore.scsi import LogicalUnit, RawFileBackend
+    from netstore.disk.raw import RawImage
+    from netstore.scsi import LogicalUnit
     from tests.scsi.units import identity
 
-    unit = LogicalUnit(RawFileBackend(image), identity(), write_cache=False)
+    unit = LogicalUnit(RawImage(image), identity(), write_cache=False)
     unit.execute(NEXUS, bytes(6), None)
     with mock.patch.object(unit, "_flush") as fl:
         good(unit.execute(NEXUS, rw10(0x2A, 0, 1), bytes(BS)))

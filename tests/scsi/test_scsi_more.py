@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netstore.scsi import LogicalUnit, RawFileBackend, ScsiTarget
+from netstore.disk.raw import RawImage
+from netstore.scsi import LogicalUnit, ScsiTarget
 from tests.scsi.scsi_cdb import NEXUS, OTHER, check, good, inquiry, rsoc, rw10, rw16
 from tests.scsi.units import BLOCKS, identity, make_image, ready
 
@@ -168,7 +169,7 @@ def test_write_same_errors(lu, make, len_byte):
 def test_write_same_limit_and_ndob(tmp_path):
     # 40 MiB image: above MAXIMUM WRITE SAME LENGTH (32 MiB)
     nblocks = 40 * 2048
-    unit = LogicalUnit(RawFileBackend(make_image(tmp_path / "big.img", nblocks)), identity())
+    unit = LogicalUnit(RawImage(make_image(tmp_path / "big.img", nblocks)), identity())
     ready(unit, NEXUS)
     try:
         max_ws = struct.unpack_from(">Q", vpd_b0(unit), 36)[0]
@@ -277,7 +278,7 @@ def test_orwrite_errors(lu):
     max_size=12))
 def test_random_write_same_orwrite_against_model(tmp_path_factory, ops):
     path = make_image(tmp_path_factory.mktemp("m") / "m.img", 64)
-    unit = LogicalUnit(RawFileBackend(path), identity())
+    unit = LogicalUnit(RawImage(path), identity())
     ready(unit, NEXUS)
     model = bytearray(64 * BS)
     try:
@@ -343,7 +344,7 @@ def test_prefetch(lu, make):
 
 def test_prefetch_too_big_for_cache_is_good(tmp_path):
     nblocks = 9 * 2048  # 9 MiB, above the 8 MiB prefetch cache
-    unit = LogicalUnit(RawFileBackend(make_image(tmp_path / "p.img", nblocks)), identity())
+    unit = LogicalUnit(RawImage(make_image(tmp_path / "p.img", nblocks)), identity())
     ready(unit, NEXUS)
     try:
         good(unit.execute(NEXUS, prefetch16(0, 0), None))
@@ -391,7 +392,7 @@ def test_get_lba_status_sparse(tmp_path):
         f.truncate(size)
     if not hasattr(os, "SEEK_DATA") or not _holes_supported(path):
         pytest.skip("no SEEK_DATA/sparse files here")
-    unit = LogicalUnit(RawFileBackend(path), identity())
+    unit = LogicalUnit(RawImage(path), identity())
     ready(unit, NEXUS)
     try:
         nb = size // BS

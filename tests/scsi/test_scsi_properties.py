@@ -7,8 +7,9 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netstore.scsi import LogicalUnit, RawFileBackend, ScsiTarget
-from netstore.scsi.opcodes import COMMANDS
+from netstore.disk.raw import RawImage
+from netstore.scsi import LogicalUnit, ScsiTarget
+from netstore.scsi.commands import COMMANDS
 from netstore.scsi.sense import VALID_STATUSES
 from tests.scsi.scsi_cdb import NEXUS, decode_sense, rw10, rw16
 from tests.scsi.units import identity
@@ -21,7 +22,7 @@ KNOWN_OPS = sorted({c.opcode for c in COMMANDS}) + [0x00, 0x42, 0x7F, 0xFF]
 def fresh_target(tmp_path_factory, read_only=False):
     p = tmp_path_factory.mktemp("prop") / "d.img"
     p.write_bytes(bytes(BLOCKS * BS))
-    lu = LogicalUnit(RawFileBackend(str(p), read_only=read_only), identity())
+    lu = LogicalUnit(RawImage(str(p), read_only=read_only), identity())
     return ScsiTarget("t", {0: lu}), str(p)
 
 

@@ -8,7 +8,8 @@ import struct
 
 import pytest
 
-from netstore.scsi import LogicalUnit, RawFileBackend, ScsiTarget
+from netstore.disk.raw import RawImage
+from netstore.scsi import LogicalUnit, ScsiTarget
 from netstore.scsi.mmc import OpticalUnit
 from tests.scsi.scsi_cdb import NEXUS, OTHER, cdb6, check, good, inquiry, mode_sense10, rw10
 from tests.scsi.units import identity, make_image, ready
@@ -22,7 +23,7 @@ ALLOW = cdb6(0x1E, 0, 0, 0, 0)
 
 @pytest.fixture
 def rlu(image):
-    unit = LogicalUnit(RawFileBackend(image), identity(), removable=True)
+    unit = LogicalUnit(RawImage(image), identity(), removable=True)
     ready(unit, NEXUS)
     ready(unit, OTHER)
     yield unit
@@ -32,7 +33,7 @@ def rlu(image):
 @pytest.fixture
 def dvd(tmp_path):
     path = make_image(tmp_path / "disc.iso", blocks=512, block_size=2048, fill=b"CD001")
-    unit = OpticalUnit(RawFileBackend(path, read_only=True, block_size=2048), identity())
+    unit = OpticalUnit(RawImage(path, read_only=True, block_size=2048), identity())
     ready(unit, NEXUS)
     yield unit
     unit.close()
@@ -133,7 +134,7 @@ def test_disk_has_no_mmc_commands(lu):
 
 def test_dvd_in_a_target(tmp_path):
     path = make_image(tmp_path / "d.iso", blocks=16, block_size=2048)
-    unit = OpticalUnit(RawFileBackend(path, read_only=True, block_size=2048), identity())
+    unit = OpticalUnit(RawImage(path, read_only=True, block_size=2048), identity())
     t = ScsiTarget("iqn.2026-11.org.netstore:t", {0: unit})
     assert t.execute(NEXUS, 0, inquiry(), None).data[0] == 5
     t.close()
@@ -141,4 +142,4 @@ def test_dvd_in_a_target(tmp_path):
 
 def test_dvd_needs_read_only_2048(image):
     with pytest.raises(ValueError):
-        OpticalUnit(RawFileBackend(image), identity())
+        OpticalUnit(RawImage(image), identity())

@@ -7,7 +7,8 @@ import struct
 
 import pytest
 
-from netstore.scsi import LogicalUnit, RawFileBackend
+from netstore.disk.raw import RawImage
+from netstore.scsi import LogicalUnit
 from tests.scsi.scsi_cdb import check, decode_sense, good, rw10
 from tests.scsi.units import identity, ready
 
@@ -92,7 +93,7 @@ def lus(image):
     made = []
 
     def make(**kw):
-        unit = LogicalUnit(RawFileBackend(image), identity(), **kw)
+        unit = LogicalUnit(RawImage(image), identity(), **kw)
         for n in (A, B, C):
             ready(unit, n)
         made.append(unit)

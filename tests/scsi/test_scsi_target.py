@@ -136,10 +136,11 @@ def test_report_luns_well_known_and_errors(target):
 
 
 def test_flat_space_lun_encoding(image, tmp_path):
-    from netstore.scsi import LogicalUnit, RawFileBackend, ScsiTarget
+    from netstore.disk.raw import RawImage
+    from netstore.scsi import LogicalUnit, ScsiTarget
     from tests.scsi.units import identity
 
-    t = ScsiTarget("t", {300: LogicalUnit(RawFileBackend(image), identity())})
+    t = ScsiTarget("t", {300: LogicalUnit(RawImage(image), identity())})
     d = good(t.execute(NEXUS, 300, report_luns(), None))
     assert d[8:16] == bytes((0x41, 0x2C)) + bytes(6)
     t.close()

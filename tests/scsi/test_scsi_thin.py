@@ -8,7 +8,8 @@ import struct
 
 import pytest
 
-from netstore.scsi import LogicalUnit, RawFileBackend
+from netstore.disk.raw import RawImage
+from netstore.scsi import LogicalUnit
 from tests.scsi.scsi_cdb import NEXUS, check, good, inquiry, read_capacity16, rsoc, rw10, rw16
 from tests.scsi.units import identity, ready
 
@@ -47,7 +48,7 @@ def sparse(tmp_path) -> str:
 
 @pytest.fixture
 def thin(sparse):
-    unit = LogicalUnit(RawFileBackend(sparse), identity(), thin=True)
+    unit = LogicalUnit(RawImage(sparse), identity(), thin=True)
     ready(unit, NEXUS)
     yield unit
     unit.close()
@@ -66,7 +67,7 @@ def allocated(path: str) -> int:
 
 
 def test_discard_punches_a_hole(sparse):
-    be = RawFileBackend(sparse)
+    be = RawImage(sparse)
     be.pwrite(0, b"x" * 65536)
     before = allocated(sparse)
     be.discard(4096, 32768)
@@ -77,7 +78,7 @@ def test_discard_punches_a_hole(sparse):
 
 
 def test_thin_needs_discard(sparse):
-    be = RawFileBackend(sparse, read_only=True)
+    be = RawImage(sparse, read_only=True)
     with pytest.raises(ValueError):
         LogicalUnit(be, identity(), thin=True)
     be.close()

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import struct
 
-from netstore.scsi import LogicalUnit, LunIdentity, RawFileBackend, ScsiTarget
+from netstore.disk.raw import RawImage
+from netstore.scsi import LogicalUnit, LunIdentity, ScsiTarget
 from tests.scsi.scsi_cdb import NEXUS, OTHER, decode_sense, rw16
 from tests.scsi.units import identity, make_image, ready
 
@@ -58,8 +59,8 @@ def test_overlapping_copy_moves_each_block_once(lu):
 
 
 def test_copy_between_units_of_a_target(tmp_path):
-    a = LogicalUnit(RawFileBackend(make_image(tmp_path / "a.img")), identity())
-    b = LogicalUnit(RawFileBackend(make_image(tmp_path / "b.img")),
+    a = LogicalUnit(RawImage(make_image(tmp_path / "a.img")), identity())
+    b = LogicalUnit(RawImage(make_image(tmp_path / "b.img")),
                     LunIdentity(serial="SER0002", naa=NAA2, target_name="t"))
     target = ScsiTarget("t", {0: a, 1: b})
     for lun in (0, 1):
@@ -129,3 +130,34 @@ def test_copy_honours_a_reservation_of_the_destination(lu):
     p = plist([cscd(identity().naa)], [b2b(0, 0, 8, 0, 100)])
     assert run_copy(lu, p).status == 0x18
     assert run_copy(lu, p, OTHER).status == 0
+
+
+def test_copy_stays_in_the_view_that_received_it(tmp_path):
+    # Per-initiator views share LU 0 and each has its own LU 1, named by one
+    # NAA (private units of one medium): A's copy must land in A's LU 1 even
+    # after B's view was built.
+    shared = LogicalUnit(RawImage(make_image(tmp_path / "shared.img")), identity())
+    units = {
+        who: LogicalUnit(RawImage(make_image(tmp_path / f"{who}.img")),
+                         LunIdentity(serial="SER0002", naa=NAA2, target_name="t"))
+        for who in "AB"
+    }
+    view_a = ScsiTarget("t", {0: shared, 1: units["A"]})
+    view_b = ScsiTarget("t", {0: shared, 1: units["B"]})
+    for view, nexus in ((view_a, NEXUS), (view_b, OTHER)):
+        for lun in (0, 1):
+            view.execute(nexus, lun, bytes(6), None)
+    view_a.execute(NEXUS, 0, rw16(0x8A, 10, 4), b"Q" * 2048)
+    p = plist([cscd(identity().naa), cscd(NAA2)], [b2b(0, 1, 4, 10, 20)])
+    r = view_a.execute(NEXUS, 0, xcopy_cdb(len(p)), p)
+    assert r.status == 0, decode_sense(r.sense)
+    assert bytes(view_a.execute(NEXUS, 1, rw16(0x88, 20, 4), None).data) == b"Q" * 2048
+    assert bytes(view_b.execute(OTHER, 1, rw16(0x88, 20, 4), None).data) == bytes(2048)
+    # The shared unit used alone still copies within itself.
+    view_b.execute(OTHER, 0, rw16(0x8A, 30, 1), b"R" * 512)
+    p = plist([cscd(identity().naa), cscd(NAA2)], [b2b(0, 1, 1, 30, 40)])
+    assert view_b.execute(OTHER, 0, xcopy_cdb(len(p)), p).status == 0
+    assert bytes(view_b.execute(OTHER, 1, rw16(0x88, 40, 1), None).data) == b"R" * 512
+    assert bytes(view_a.execute(NEXUS, 1, rw16(0x88, 40, 1), None).data) == bytes(512)
+    for unit in (shared, *units.values()):
+        unit.close()

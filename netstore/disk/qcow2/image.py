@@ -47,7 +47,7 @@ _FAST_MASK = COPIED | COMPRESSED | ZERO
 
 
 class Qcow2Image:
-    """An opened qcow2 image and its backing chain (a DiskImage and a BlockBackend).
+    """An opened qcow2 image and its backing chain (a DiskImage).
 
     Reads go through the chain; writes go to this layer only, copy-on-write
     by whole clusters.  Not safe for concurrent writers in several threads
