@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from netstore.registry.errors import NotFoundError, RegistryError
+from netstore.registry.store import Registry
+
 __all__ = ["registered_medium"]
 
 
 def registered_medium(state_dir: Path, name: str) -> str | None:
     """The file of the registered base medium `name`, or None (no registry,
     no such medium).  Looking does not create a registry."""
-    from netstore.registry import NotFoundError, Registry, RegistryError
-
     if not (state_dir / "registry.db").exists():
         return None
     try:

@@ -44,7 +44,8 @@ def test_no_import_cycle_between_registry_modules() -> None:
         raise AssertionError(f"import cycle in netstore.registry: {e.args[1]}") from None
     assert order.index("db") < order.index("media") < order.index("layers") \
         < order.index("machines") < order.index("store")
-    assert "store" not in set().union(*(graph[m] for m in graph if m != "store"))
+    # only lookup.py (the look-ups others make) stands on the whole Registry
+    assert "store" not in set().union(*(graph[m] for m in graph if m not in ("store", "lookup")))
 
 
 def test_no_import_inside_a_function() -> None:
