@@ -8,10 +8,10 @@
 """Per-opcode facts of every SCSI command, and the command set of each device type."""
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
+from .cdb import BE16, BE32
 from .opcodes import (
     COMPARE_AND_WRITE,
     EXTENDED_COPY,
@@ -84,9 +84,6 @@ from .opcodes import (
     WRITE_SAME_16,
 )
 
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
-
 # How a command fares against a reservation another I_T nexus holds.
 PR_ALLOWED = 0  # always runs
 PR_READ = 1  # conflicts with Exclusive Access types only (reads the medium)
@@ -151,15 +148,15 @@ def _blocks6(cdb: bytes | memoryview, bs: int) -> int:
 
 
 def _blocks10(cdb: bytes | memoryview, bs: int) -> int:
-    return _BE16.unpack_from(cdb, 7)[0] * bs
+    return BE16.unpack_from(cdb, 7)[0] * bs
 
 
 def _blocks12(cdb: bytes | memoryview, bs: int) -> int:
-    return _BE32.unpack_from(cdb, 6)[0] * bs
+    return BE32.unpack_from(cdb, 6)[0] * bs
 
 
 def _blocks16(cdb: bytes | memoryview, bs: int) -> int:
-    return _BE32.unpack_from(cdb, 10)[0] * bs
+    return BE32.unpack_from(cdb, 10)[0] * bs
 
 
 def _verify_out(n: int, bytchk: int, bs: int) -> int:
@@ -171,15 +168,15 @@ def _verify_out(n: int, bytchk: int, bs: int) -> int:
 
 
 def _verify10(cdb: bytes | memoryview, bs: int) -> int:
-    return _verify_out(_BE16.unpack_from(cdb, 7)[0], (cdb[1] >> 1) & 3, bs)
+    return _verify_out(BE16.unpack_from(cdb, 7)[0], (cdb[1] >> 1) & 3, bs)
 
 
 def _verify12(cdb: bytes | memoryview, bs: int) -> int:
-    return _verify_out(_BE32.unpack_from(cdb, 6)[0], (cdb[1] >> 1) & 3, bs)
+    return _verify_out(BE32.unpack_from(cdb, 6)[0], (cdb[1] >> 1) & 3, bs)
 
 
 def _verify16(cdb: bytes | memoryview, bs: int) -> int:
-    return _verify_out(_BE32.unpack_from(cdb, 10)[0], (cdb[1] >> 1) & 3, bs)
+    return _verify_out(BE32.unpack_from(cdb, 10)[0], (cdb[1] >> 1) & 3, bs)
 
 
 def _one_block(cdb: bytes | memoryview, bs: int) -> int:
@@ -195,7 +192,7 @@ def _compare_and_write(cdb: bytes | memoryview, bs: int) -> int:
 
 
 def _write_atomic16(cdb: bytes | memoryview, bs: int) -> int:
-    return _BE16.unpack_from(cdb, 12)[0] * bs
+    return BE16.unpack_from(cdb, 12)[0] * bs
 
 
 def _byte4(cdb: bytes | memoryview, bs: int) -> int:
@@ -203,7 +200,7 @@ def _byte4(cdb: bytes | memoryview, bs: int) -> int:
 
 
 def _be16_at(pos: int) -> DataOut:
-    return lambda cdb, bs: _BE16.unpack_from(cdb, pos)[0]
+    return lambda cdb, bs: BE16.unpack_from(cdb, pos)[0]
 
 
 def _be24_at(pos: int) -> DataOut:
@@ -211,7 +208,7 @@ def _be24_at(pos: int) -> DataOut:
 
 
 def _be32_at(pos: int) -> DataOut:
-    return lambda cdb, bs: _BE32.unpack_from(cdb, pos)[0]
+    return lambda cdb, bs: BE32.unpack_from(cdb, pos)[0]
 
 
 _C = Command

@@ -16,6 +16,7 @@ from netstore.disk.api import DiskImage
 
 from . import modepages as mp
 from .attention import UnitAttentions
+from .cdb import BE16, BE32, U10, U12, U16
 from .commands import (
     DATA_OUT,
     DISK,
@@ -65,12 +66,6 @@ __all__ = ["LogicalUnit", "LunIdentity", "ScsiResponse", "encode_lun", "report_l
 
 log = logging.getLogger(__name__)
 
-_U10 = struct.Struct(">IxH")  # CDB bytes 2..8: LBA, group, transfer length
-_U12 = struct.Struct(">II")  # CDB bytes 2..9: LBA, transfer length
-_U16 = struct.Struct(">QI")  # CDB bytes 2..13: LBA, transfer length
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
-_BE64 = struct.Struct(">Q")
 
 _PROTECT_MASK = 0xE0  # RDPROTECT/WRPROTECT/VRPROTECT: byte 1 bits 7..5
 _FUA = 0x08
@@ -424,25 +419,25 @@ class LogicalUnit:
             raise ScsiError(UNRECOVERED_READ_ERROR, information=lba) from None
 
     def _read6(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        lba = _BE32.unpack_from(cdb, 0)[0] & 0x1FFFFF
+        lba = BE32.unpack_from(cdb, 0)[0] & 0x1FFFFF
         return self._read(lba, cdb[4] or 256, 4)
 
     def _read10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
-        lba, n = _U10.unpack_from(cdb, 2)
+        lba, n = U10.unpack_from(cdb, 2)
         return self._read(lba, n, 7)
 
     def _read12(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
-        lba, n = _U12.unpack_from(cdb, 2)
+        lba, n = U12.unpack_from(cdb, 2)
         return self._read(lba, n, 6)
 
     def _read16(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
-        lba, n = _U16.unpack_from(cdb, 2)
+        lba, n = U16.unpack_from(cdb, 2)
         return self._read(lba, n, 10)
 
     # ------------------------------------------------------------ WRITE
@@ -490,25 +485,25 @@ class LogicalUnit:
         return ScsiResponse(GOOD)
 
     def _write6(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        lba = _BE32.unpack_from(cdb, 0)[0] & 0x1FFFFF
+        lba = BE32.unpack_from(cdb, 0)[0] & 0x1FFFFF
         return self._write(lba, cdb[4] or 256, data, 4, False)
 
     def _write10(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
-        lba, n = _U10.unpack_from(cdb, 2)
+        lba, n = U10.unpack_from(cdb, 2)
         return self._write(lba, n, data, 7, cdb[1] & _FUA)
 
     def _write12(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
-        lba, n = _U12.unpack_from(cdb, 2)
+        lba, n = U12.unpack_from(cdb, 2)
         return self._write(lba, n, data, 6, cdb[1] & _FUA)
 
     def _write16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
-        lba, n = _U16.unpack_from(cdb, 2)
+        lba, n = U16.unpack_from(cdb, 2)
         return self._write(lba, n, data, 10, cdb[1] & _FUA)
 
     # ------------------------------------------------- SYNCHRONIZE CACHE
@@ -525,11 +520,11 @@ class LogicalUnit:
         return ScsiResponse(GOOD)
 
     def _sync_cache10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        lba, n = _U10.unpack_from(cdb, 2)
+        lba, n = U10.unpack_from(cdb, 2)
         return self._sync_cache(lba, n)
 
     def _sync_cache16(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        lba, n = _U16.unpack_from(cdb, 2)
+        lba, n = U16.unpack_from(cdb, 2)
         return self._sync_cache(lba, n)
 
     # ----------------------------------------------------- simple commands
@@ -548,7 +543,7 @@ class LogicalUnit:
     def _inquiry(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & 0x02:  # CmdDt is obsolete (SPC-4 6.6.1)
             raise cdb_error(1, 1)
-        alloc = _BE16.unpack_from(cdb, 3)[0]
+        alloc = BE16.unpack_from(cdb, 3)[0]
         if not cdb[1] & 0x01:
             if cdb[2]:
                 raise cdb_error(2, 7)
@@ -627,7 +622,7 @@ class LogicalUnit:
         return self._mode_sense(cdb, False, cdb[4])
 
     def _mode_sense10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        return self._mode_sense(cdb, True, _BE16.unpack_from(cdb, 7)[0])
+        return self._mode_sense(cdb, True, BE16.unpack_from(cdb, 7)[0])
 
     def _mode_select(
         self, nexus: str, cdb: bytes, data: bytes | memoryview | None, plen: int,
@@ -670,7 +665,7 @@ class LogicalUnit:
         return self._mode_select(nexus, cdb, data, cdb[4], 4, mp.MODE6_HEADER_LEN)
 
     def _mode_select10(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        plen = _BE16.unpack_from(cdb, 7)[0]
+        plen = BE16.unpack_from(cdb, 7)[0]
         return self._mode_select(nexus, cdb, data, plen, 7, mp.MODE10_HEADER_LEN)
 
     # ------------------------------------------------ MAINTENANCE IN

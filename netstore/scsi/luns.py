@@ -6,10 +6,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 
+from .cdb import BE32
 from .limits import MAX_LUN, MIN_REPORT_LUNS_ALLOCATION
 from .sense import cdb_error
-
-_BE32 = struct.Struct(">I")
 
 # SELECT REPORT values of REPORT LUNS (SPC-4 table 163).
 SELECT_ALL_LUNS = 0x00
@@ -34,7 +33,7 @@ def report_luns_data(luns: Iterable[int], cdb: bytes | memoryview) -> bytes:
         ScsiError: bad SELECT REPORT or allocation length below 16.
     """
     select = cdb[2]
-    alloc = _BE32.unpack_from(cdb, 6)[0]
+    alloc = BE32.unpack_from(cdb, 6)[0]
     if select not in (SELECT_ALL_LUNS, SELECT_WELL_KNOWN, SELECT_ALL_INCLUDING_WELL_KNOWN):
         raise cdb_error(2, 7)
     if alloc < MIN_REPORT_LUNS_ALLOCATION:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cdb import BE16, BE32
 from .commands import (
     PR_ALLOWED,
     PR_PREVENT,
@@ -92,8 +93,6 @@ _TYPE_MASK = struct.pack(">BB", 0x80 | 0x40 | 0x20 | 0x08 | 0x02, 0x01)
 # iSCSI TransportID, format 01b (SPC-4 7.6.4.6): protocol identifier 5.
 _ISCSI_TRANSPORT_ID_FORMAT_01 = 0x40 | 0x05
 
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
 _KEYS = struct.Struct(">QQ")
 
 @dataclass
@@ -217,7 +216,7 @@ def parse_transport_id(tid: bytes) -> str | None:
     format 01b; None for anything else (format 00b names no initiator port)."""
     if len(tid) < 4 or tid[0] != _ISCSI_TRANSPORT_ID_FORMAT_01:
         return None
-    n = _BE16.unpack_from(tid, 2)[0]
+    n = BE16.unpack_from(tid, 2)[0]
     text = tid[4:4 + n].split(b"\0", 1)[0].decode("utf-8", "replace")
     name, sep, isid = text.rpartition(",i,0x")
     if not sep or not name or not isid:
@@ -361,7 +360,7 @@ class Reservations:
         sa = cdb[1] & 0x1F
         scope = cdb[2] >> 4
         rtype = cdb[2] & 0x0F
-        plen = _BE32.unpack_from(cdb, 5)[0]
+        plen = BE32.unpack_from(cdb, 5)[0]
         if sa > PROUT_REGISTER_AND_MOVE:
             raise cdb_error(1, 4)
         if sa == PROUT_REGISTER_AND_MOVE:
@@ -411,8 +410,8 @@ class Reservations:
             raise ScsiError(PARAM_LIST_LENGTH_ERROR)
         key, sark = _KEYS.unpack_from(data, 0)
         flags = data[17]
-        rtpi = _BE16.unpack_from(data, 18)[0]
-        tid_len = _BE32.unpack_from(data, 20)[0]
+        rtpi = BE16.unpack_from(data, 18)[0]
+        tid_len = BE32.unpack_from(data, 20)[0]
         if PROUT_PARAM_LEN + tid_len > plen:
             raise ScsiError(PARAM_LIST_LENGTH_ERROR)
         st = self.state
@@ -562,7 +561,7 @@ class ReservationCommands:
         self._changed = changed
 
     def persistent_reserve_in(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        alloc = _BE16.unpack_from(cdb, 7)[0]
+        alloc = BE16.unpack_from(cdb, 7)[0]
         return ScsiResponse(GOOD, self._pr.pr_in(cdb[1] & 0x1F, alloc))
 
     def persistent_reserve_out(

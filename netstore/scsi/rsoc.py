@@ -7,11 +7,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Collection
 
+from .cdb import BE16, BE32
 from .commands import BY_OPCODE, BY_SERVICE_ACTION, SERVICE_ACTION_OPCODES, Command
 from .sense import cdb_error
-
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
 
 _RSOC_SUPPORTED = 0x03
 _RSOC_NOT_SUPPORTED = 0x01
@@ -34,11 +32,11 @@ def supported_opcodes(commands: Collection[Command], cdb: bytes | memoryview) ->
     rctd = bool(cdb[2] & 0x80)
     option = cdb[2] & 0x07
     req_op = cdb[3]
-    req_sa = _BE16.unpack_from(cdb, 4)[0]
-    alloc = _BE32.unpack_from(cdb, 6)[0]
+    req_sa = BE16.unpack_from(cdb, 4)[0]
+    alloc = BE32.unpack_from(cdb, 6)[0]
     if option == 0:
         body = b"".join(_all_commands_descriptor(c, rctd) for c in commands)
-        payload = _BE32.pack(len(body)) + body
+        payload = BE32.pack(len(body)) + body
     elif option in (1, 2, 3):
         # Whether an opcode has service actions is a fact of the command,
         # whatever the device type.
@@ -65,7 +63,7 @@ def supported_opcodes(commands: Collection[Command], cdb: bytes | memoryview) ->
 
 def supported_tmfs(cdb: bytes | memoryview) -> bytes:
     """REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS data, cut to the allocation length."""
-    alloc = _BE32.unpack_from(cdb, 6)[0]
+    alloc = BE32.unpack_from(cdb, 6)[0]
     if cdb[2] & 0x80:  # REPD: extended format
         payload = bytes((_TMF_SUPPORT, 0, 0, _TMF_EXTENDED_LEN)) + bytes(_TMF_EXTENDED_LEN)
     else:

@@ -14,6 +14,7 @@ import logging
 import os
 import struct
 
+from .cdb import BE16, BE32, BE64, U10, U12, U16
 from .limits import MAX_COMPARE_AND_WRITE_BLOCKS, PREFETCH_CACHE_BYTES
 from .sense import (
     CONDITION_MET,
@@ -29,12 +30,6 @@ from .unit import ScsiResponse, Unit
 
 log = logging.getLogger(__name__)
 
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
-_BE64 = struct.Struct(">Q")
-_U10 = struct.Struct(">IxH")  # CDB bytes 2..8: LBA, group, length
-_U12 = struct.Struct(">II")  # CDB bytes 2..9: LBA, length
-_U16 = struct.Struct(">QI")  # CDB bytes 2..13: LBA, length
 
 _PROTECT_MASK = 0xE0  # RDPROTECT/WRPROTECT/ORPROTECT/VRPROTECT: byte 1 bits 7..5
 _FUA = 0x08
@@ -81,15 +76,15 @@ class BlockCommands:
     # ----------------------------------------------------- READ CAPACITY
 
     def read_capacity10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        lba = _BE32.unpack_from(cdb, 2)[0]
+        lba = BE32.unpack_from(cdb, 2)[0]
         if not cdb[8] & 0x01 and lba:  # LBA must be 0 without PMI (SBC-3 5.15)
             raise cdb_error(2, 7)
         last = min(max(self._unit.num_blocks - 1, 0), 0xFFFFFFFF)
         return ScsiResponse(GOOD, struct.pack(">II", last, self._unit.block_size))
 
     def read_capacity16(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        alloc = _BE32.unpack_from(cdb, 10)[0]
-        lba = _BE64.unpack_from(cdb, 2)[0]
+        alloc = BE32.unpack_from(cdb, 10)[0]
+        lba = BE64.unpack_from(cdb, 2)[0]
         if not cdb[14] & 0x01 and lba:
             raise cdb_error(2, 7)
         last = max(self._unit.num_blocks - 1, 0)
@@ -110,15 +105,15 @@ class BlockCommands:
         return self._unit.write_range(lba, n, data, len_byte, True)
 
     def write_verify10(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        lba, n = _U10.unpack_from(cdb, 2)
+        lba, n = U10.unpack_from(cdb, 2)
         return self.write_verify_blocks(cdb, lba, n, data, 7)
 
     def write_verify12(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        lba, n = _U12.unpack_from(cdb, 2)
+        lba, n = U12.unpack_from(cdb, 2)
         return self.write_verify_blocks(cdb, lba, n, data, 6)
 
     def write_verify16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        lba, n = _U16.unpack_from(cdb, 2)
+        lba, n = U16.unpack_from(cdb, 2)
         return self.write_verify_blocks(cdb, lba, n, data, 10)
 
     # ------------------------------------------------------------ VERIFY
@@ -156,15 +151,15 @@ class BlockCommands:
         return ScsiResponse(GOOD)
 
     def verify10(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        lba, n = _U10.unpack_from(cdb, 2)
+        lba, n = U10.unpack_from(cdb, 2)
         return self.verify_blocks(cdb, lba, n, data, 7)
 
     def verify12(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        lba, n = _U12.unpack_from(cdb, 2)
+        lba, n = U12.unpack_from(cdb, 2)
         return self.verify_blocks(cdb, lba, n, data, 6)
 
     def verify16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        lba, n = _U16.unpack_from(cdb, 2)
+        lba, n = U16.unpack_from(cdb, 2)
         return self.verify_blocks(cdb, lba, n, data, 10)
 
     # ------------------------------------------------ COMPARE AND WRITE
@@ -172,7 +167,7 @@ class BlockCommands:
     def compare_and_write(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
-        lba = _BE64.unpack_from(cdb, 2)[0]
+        lba = BE64.unpack_from(cdb, 2)[0]
         n = cdb[13]
         if n > MAX_COMPARE_AND_WRITE_BLOCKS:
             raise cdb_error(13, 7)
@@ -200,7 +195,7 @@ class BlockCommands:
     def orwrite16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:  # ORPROTECT
             raise cdb_error(1, 7)
-        lba, n = _U16.unpack_from(cdb, 2)
+        lba, n = U16.unpack_from(cdb, 2)
         self._unit.check_writable(lba, n)
         if n > self._unit.max_blocks:
             raise cdb_error(10, 7)
@@ -223,10 +218,10 @@ class BlockCommands:
         # One pwrite of the whole range while no other command of the LU runs.
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
-        if _BE16.unpack_from(cdb, 10)[0]:  # ATOMIC BOUNDARY: no boundaries
+        if BE16.unpack_from(cdb, 10)[0]:  # ATOMIC BOUNDARY: no boundaries
             raise cdb_error(10, 7)
-        lba = _BE64.unpack_from(cdb, 2)[0]
-        n = _BE16.unpack_from(cdb, 12)[0]
+        lba = BE64.unpack_from(cdb, 2)[0]
+        n = BE16.unpack_from(cdb, 12)[0]
         self._unit.check_writable(lba, n)
         if n > self._unit.max_blocks:
             raise cdb_error(12, 7)
@@ -258,11 +253,11 @@ class BlockCommands:
         return ScsiResponse(CONDITION_MET)
 
     def prefetch10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        lba, n = _U10.unpack_from(cdb, 2)
+        lba, n = U10.unpack_from(cdb, 2)
         return self._prefetch(lba, n)
 
     def prefetch16(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        lba, n = _U16.unpack_from(cdb, 2)
+        lba, n = U16.unpack_from(cdb, 2)
         return self._prefetch(lba, n)
 
     # ------------------------------------------------ READ DEFECT DATA
@@ -274,12 +269,12 @@ class BlockCommands:
         return flags & _DEFECT_FLAGS
 
     def read_defect_data10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        alloc = _BE16.unpack_from(cdb, 7)[0]
+        alloc = BE16.unpack_from(cdb, 7)[0]
         flags = self._defect_header(cdb[2], 2)
         return ScsiResponse(GOOD, struct.pack(">xBH", flags, 0)[:alloc])
 
     def read_defect_data12(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        alloc = _BE32.unpack_from(cdb, 6)[0]
+        alloc = BE32.unpack_from(cdb, 6)[0]
         flags = self._defect_header(cdb[1], 1)
         return ScsiResponse(GOOD, struct.pack(">xBHI", flags, 0, 0)[:alloc])
 
@@ -289,7 +284,7 @@ class BlockCommands:
         fmt = cdb[1] >> 5
         if fmt not in (_RTPG_FORMAT_LENGTH_ONLY, _RTPG_FORMAT_EXTENDED):
             raise cdb_error(1, 7)
-        alloc = _BE32.unpack_from(cdb, 6)[0]
+        alloc = BE32.unpack_from(cdb, 6)[0]
         ident = self._unit.identity
         group = struct.pack(
             ">BBHxBBB", _TPG_PREF | _TPG_ACTIVE_OPTIMIZED, _TPG_AO_SUP,
@@ -302,4 +297,4 @@ class BlockCommands:
             body = group
         # RETURN DATA LENGTH counts every byte after itself (as Linux and
         # sg3_utils read it, in both formats).
-        return ScsiResponse(GOOD, (_BE32.pack(len(body)) + body)[:alloc])
+        return ScsiResponse(GOOD, (BE32.pack(len(body)) + body)[:alloc])

@@ -12,6 +12,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable
 
+from .cdb import BE16, BE32, BE64, U10, U16
 from .limits import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BYTES
 from .opcodes import SA_SANITIZE_BLOCK_ERASE
 from .sense import (
@@ -29,11 +30,6 @@ from .unit import ScsiResponse, Unit
 
 log = logging.getLogger(__name__)
 
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
-_BE64 = struct.Struct(">Q")
-_U10 = struct.Struct(">IxH")  # CDB bytes 2..8: LBA, group, length
-_U16 = struct.Struct(">QI")  # CDB bytes 2..13: LBA, length
 
 _PROTECT_MASK = 0xE0  # WRPROTECT: byte 1 bits 7..5
 # WRITE SAME byte 1 (SBC-4 5.49, 5.50).
@@ -159,7 +155,7 @@ class Provisioning:
         for i in range(2, 7):
             if cdb[i]:
                 raise cdb_error(i, 7)
-        plen = _BE16.unpack_from(cdb, 7)[0]
+        plen = BE16.unpack_from(cdb, 7)[0]
         if self._unit.read_only:
             raise ScsiError(WRITE_PROTECTED)
         if plen:
@@ -173,7 +169,7 @@ class Provisioning:
     def unmap(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
         if cdb[1] & _UNMAP_ANCHOR:  # ANC_SUP is 0
             raise cdb_error(1, 0)
-        plen = _BE16.unpack_from(cdb, 7)[0]
+        plen = BE16.unpack_from(cdb, 7)[0]
         if self._unit.read_only:
             raise ScsiError(WRITE_PROTECTED)
         if not plen:  # SBC-4 5.32.1: not an error, nothing unmapped
@@ -183,7 +179,7 @@ class Provisioning:
         if data is None or len(data) < plen:
             raise short_data_out()
         p = memoryview(data)[:plen]
-        bd_len = _BE16.unpack_from(p, 2)[0]
+        bd_len = BE16.unpack_from(p, 2)[0]
         # Descriptors past the parameter list length are ignored (SBC-4 5.32.2).
         count = min(bd_len, plen - _UNMAP_HEADER) // _UNMAP_DESCRIPTOR
         if count > MAX_UNMAP_DESCRIPTORS:
@@ -192,8 +188,8 @@ class Provisioning:
         total = 0
         for i in range(count):
             off = _UNMAP_HEADER + i * _UNMAP_DESCRIPTOR
-            lba = _BE64.unpack_from(p, off)[0]
-            n = _BE32.unpack_from(p, off + 8)[0]
+            lba = BE64.unpack_from(p, off)[0]
+            n = BE32.unpack_from(p, off + 8)[0]
             if lba + n > self._unit.num_blocks:
                 raise ScsiError(LBA_OUT_OF_RANGE)
             total += n
@@ -208,18 +204,18 @@ class Provisioning:
     def write_same10(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
         if cdb[1] & _WS_NDOB:  # reserved in WRITE SAME(10)
             raise cdb_error(1, 0)
-        lba, n = _U10.unpack_from(cdb, 2)
+        lba, n = U10.unpack_from(cdb, 2)
         return self._write_same(cdb, lba, n, data, 7)
 
     def write_same16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        lba, n = _U16.unpack_from(cdb, 2)
+        lba, n = U16.unpack_from(cdb, 2)
         return self._write_same(cdb, lba, n, data, 10)
 
     # -------------------------------------------------- GET LBA STATUS
 
     def get_lba_status(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        lba = _BE64.unpack_from(cdb, 2)[0]
-        alloc = _BE32.unpack_from(cdb, 10)[0]
+        lba = BE64.unpack_from(cdb, 2)[0]
+        alloc = BE32.unpack_from(cdb, 10)[0]
         if lba >= self._unit.num_blocks:
             raise ScsiError(LBA_OUT_OF_RANGE)
         room = (alloc - _LBA_STATUS_HEADER) // _LBA_STATUS_DESCRIPTOR

@@ -17,6 +17,7 @@ import struct
 from collections.abc import Iterable
 from typing import Protocol
 
+from .cdb import BE16, BE32, BE64
 from .sense import (
     CHECK_CONDITION,
     COPY_ABORTED_NO_SENSE,
@@ -40,9 +41,6 @@ from .unit import ScsiResponse, Unit
 
 log = logging.getLogger(__name__)
 
-_BE16 = struct.Struct(">H")
-_BE32 = struct.Struct(">I")
-_BE64 = struct.Struct(">Q")
 
 # Service actions.
 SA_EXTENDED_COPY_LID1 = 0x00
@@ -128,7 +126,7 @@ class ThirdPartyCopy:
         """EXTENDED COPY (LID1) from `nexus`. Its CSCD descriptors name units
         of `peers`, the ScsiTarget (view) the command came through; without
         one, this unit alone."""
-        plen = _BE32.unpack_from(cdb, 10)[0]
+        plen = BE32.unpack_from(cdb, 10)[0]
         if not plen:  # SPC-4 6.4.1: not an error, nothing copied
             return ScsiResponse(GOOD)
         if data is None or len(data) < plen:
@@ -139,9 +137,9 @@ class ThirdPartyCopy:
         list_id = p[0]
         # Byte 1 STR (sequential striped) and PRIORITY are hints: accepted.
         usage = (p[1] >> 3) & 0x3
-        tgt_len = _BE16.unpack_from(p, 2)[0]
-        seg_len = _BE32.unpack_from(p, 8)[0]
-        inline_len = _BE32.unpack_from(p, 12)[0]
+        tgt_len = BE16.unpack_from(p, 2)[0]
+        seg_len = BE32.unpack_from(p, 8)[0]
+        inline_len = BE32.unpack_from(p, 12)[0]
         if tgt_len + seg_len > MAX_DESCRIPTOR_LIST_LENGTH:
             raise ScsiError(PARAM_LIST_LENGTH_ERROR)
         if _HEADER + tgt_len + seg_len + inline_len > plen:
@@ -176,7 +174,7 @@ class ThirdPartyCopy:
             if pos + 4 > end:
                 raise ScsiError(PARAM_LIST_LENGTH_ERROR)
             kind = p[pos]
-            length = _BE16.unpack_from(p, pos + 2)[0] + 4
+            length = BE16.unpack_from(p, pos + 2)[0] + 4
             if kind != SEG_BLOCK_TO_BLOCK:
                 raise ScsiError(UNSUPPORTED_SEGMENT_DESCRIPTOR, field=(pos, None), in_cdb=False)
             if length != _B2B_LEN or pos + length > end:
@@ -184,11 +182,11 @@ class ThirdPartyCopy:
             if len(segments) == MAX_SEGMENT_DESCRIPTORS:
                 raise ScsiError(TOO_MANY_SEGMENT_DESCRIPTORS, field=(8, None), in_cdb=False)
             flags = p[pos + 1]
-            src = _BE16.unpack_from(p, pos + 4)[0]
-            dst = _BE16.unpack_from(p, pos + 6)[0]
-            blocks = _BE16.unpack_from(p, pos + 10)[0]
-            src_lba = _BE64.unpack_from(p, pos + 12)[0]
-            dst_lba = _BE64.unpack_from(p, pos + 20)[0]
+            src = BE16.unpack_from(p, pos + 4)[0]
+            dst = BE16.unpack_from(p, pos + 6)[0]
+            blocks = BE16.unpack_from(p, pos + 10)[0]
+            src_lba = BE64.unpack_from(p, pos + 12)[0]
+            dst_lba = BE64.unpack_from(p, pos + 20)[0]
             segments.append((flags, src, dst, blocks, src_lba, dst_lba))
             pos += length
         done_segments = 0
@@ -271,7 +269,7 @@ class ThirdPartyCopy:
     def receive_copy_results(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         sa = cdb[1] & 0x1F
         list_id = cdb[2]
-        alloc = _BE32.unpack_from(cdb, 10)[0]
+        alloc = BE32.unpack_from(cdb, 10)[0]
         if sa == SA_OPERATING_PARAMETERS:
             body = struct.pack(
                 ">BxxxHHIIIIIxxHBBBBxxxB",
@@ -281,7 +279,7 @@ class ThirdPartyCopy:
                 TOTAL_CONCURRENT_COPIES, (COPY_CHUNK_BYTES // 512).bit_length() - 1 + 9, 0, 0,
                 len(IMPLEMENTED_DESCRIPTORS),
             ) + IMPLEMENTED_DESCRIPTORS
-            payload = _BE32.pack(len(body)) + body
+            payload = BE32.pack(len(body)) + body
             return ScsiResponse(GOOD, payload[:alloc])
         if sa not in (SA_COPY_STATUS, SA_RECEIVE_DATA, SA_FAILED_SEGMENT_DETAILS):
             raise cdb_error(1, 4)
@@ -297,13 +295,13 @@ class ThirdPartyCopy:
             if status == _STATUS_GOOD:
                 del held[(nexus, list_id)]
         elif sa == SA_RECEIVE_DATA:
-            payload = _BE32.pack(0)  # block-to-block segments hold no data
+            payload = BE32.pack(0)  # block-to-block segments hold no data
         else:
             if not sense:
-                payload = _BE32.pack(0)
+                payload = BE32.pack(0)
             else:
                 body = bytes(52) + struct.pack(">BxH", 0x02, len(sense)) + sense
-                payload = _BE32.pack(len(body)) + body
+                payload = BE32.pack(len(body)) + body
             del held[(nexus, list_id)]
         return ScsiResponse(GOOD, payload[:alloc])
 
