@@ -1,8 +1,8 @@
 # File-descriptor I/O the image formats share: pwrite looping over short
 # writes, zero-filling a range, allocating one (posix_fallocate, with
 # progress), and hole punching with fallocate(2).
-"""fd helpers of the disk package: :func:`pwrite_all`, :func:`write_zeroes`,
-:func:`fill`, :func:`punch_hole`."""
+"""fd helpers of the disk package: :func:`create_new`, :func:`pwrite_all`,
+:func:`write_zeroes`, :func:`fill`, :func:`punch_hole`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import ctypes.util
 import errno
 import os
 
-from netstore.disk.api import Progress
+from netstore.disk.api import DiskError, Progress
 
 # Zero-filling writes this much per call: big enough to be fast, small
 # enough to keep memory flat.
@@ -23,6 +23,20 @@ FALLOCATE_CHUNK = 64 << 20
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 
+
+
+def create_new(path: str | os.PathLike[str]) -> int:
+    """A new image file opened for writing; an existing file is never overwritten.
+
+    Raises:
+        DiskError: the file exists, or cannot be created (the message names it).
+    """
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        raise DiskError(f"{path}: file already exists; refusing to overwrite it") from None
+    except OSError as e:
+        raise DiskError(f"{path}: cannot create: {e.strerror or e}") from e
 
 def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     """Write all of `data` at `offset` of `fd`, looping over short writes.

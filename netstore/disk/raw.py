@@ -19,7 +19,7 @@ from netstore.disk.api import (
     Progress,
     ReadOnlyImageError,
 )
-from netstore.disk.fdio import fill, punch_hole, pwrite_all, write_zeroes
+from netstore.disk.fdio import create_new, fill, punch_hole, pwrite_all, write_zeroes
 
 # Logical block sizes a raw image can be opened with (those SBC-3 initiators
 # handle in practice); 2048 is a CD/DVD's.
@@ -46,12 +46,7 @@ def create_raw(
     """
     if size < 0:
         raise DiskError(f"{path}: size must not be negative ({size})")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    except FileExistsError:
-        raise DiskError(f"{path}: file already exists; refusing to overwrite it") from None
-    except OSError as e:
-        raise DiskError(f"{path}: cannot create: {e.strerror or e}") from e
+    fd = create_new(path)
     try:
         if fixed and size:
             fill(fd, 0, size, progress, size)

@@ -9,7 +9,7 @@ import os
 import struct
 
 from netstore.disk.api import DiskError, ImageInfo, Progress
-from netstore.disk.fdio import fill, pwrite_all
+from netstore.disk.fdio import create_new, fill, pwrite_all
 from netstore.disk.qcow2.format import (
     COPIED,
     HEADER_LENGTH,
@@ -113,12 +113,7 @@ def create_qcow2(
         h.other_extensions = []
         header = build_header_cluster(h, cs, feature_table=False)
 
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    except FileExistsError:
-        raise DiskError(f"{path}: file already exists; refusing to overwrite it") from None
-    except OSError as e:
-        raise DiskError(f"{path}: cannot create: {e.strerror or e}") from e
+    fd = create_new(path)
     try:
         pwrite_all(fd, header, 0)
         # Refcount table and blocks: every cluster of the layout has refcount 1.
