@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -116,8 +117,9 @@ async def test_udp_bind_conflict_raises(nursery) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = UdpPort("p1", None, Host(), local=f"127.0.0.1:{s.getsockname()[1]}")
-        with pytest.raises(OSError):
+        with pytest.raises(OSError) as caught:
             await nursery.start(port.run)
+        assert caught.value.errno == errno.EADDRINUSE
 
 
 # -- unixgram -------------------------------------------------------------------------

@@ -175,7 +175,7 @@ async def test_capture_refusals(nursery, tmp_path: Path) -> None:
         svc.capture_stream(duration=-1)
     with pytest.raises(ValueError, match="format"):
         svc.capture_stream(fmt="erf")
-    with pytest.raises(OSError):
+    with pytest.raises(FileNotFoundError):
         svc.start_capture(path=str(tmp_path / "no" / "such" / "dir.pcap"))
     assert svc.captures == {}
 
