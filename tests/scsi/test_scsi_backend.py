@@ -68,8 +68,11 @@ def test_read_only_refuses_os_write(tmp_path):
     p.write_bytes(bytes(512))
     b = RawImage(str(p), read_only=True)
     assert b.read_only
-    with pytest.raises(OSError):
+    # an OSError too, so the SCSI layer's OSError -> WRITE ERROR mapping holds
+    with pytest.raises(ReadOnlyImageError) as caught:
         b.pwrite(0, b"x")
+    assert isinstance(caught.value, OSError)
+    assert p.read_bytes() == bytes(512)
     b.close()
 
 
