@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -14,44 +13,18 @@ from netstore.iscsi.login import (
     LoginMachine,
     LoginRequest,
     LoginResponse,
-    TargetEntry,
 )
 from netstore.iscsi.text import Phase, TargetLimits, encode_text, parse_text
-
-INITIATOR = "iqn.1994-05.com.redhat:client1"
-OPEN_TARGET = "iqn.2026-11.org.netstore:vm.open"
-CHAP_TARGET = "iqn.2026-11.org.netstore:vm.chap"
-MUTUAL_TARGET = "iqn.2026-11.org.netstore:vm.mutual"
-LOCKED_TARGET = "iqn.2026-11.org.netstore:scratch"
-ISID = bytes.fromhex("00023d000001")
-
-
-@dataclass
-class Directory:
-    entries: list[TargetEntry]
-    portals: list[tuple[str, int]] = field(default_factory=lambda: [("127.0.0.1", 3260)])
-    discovery_chap: ChapCredentials | None = None
-
-    def lookup(self, name: str) -> TargetEntry | None:
-        return next((e for e in self.entries if e.name == name), None)
-
-    def targets(self) -> list[TargetEntry]:
-        return list(self.entries)
-
-
-def make_directory(discovery_chap: ChapCredentials | None = None) -> Directory:
-    return Directory(
-        [
-            TargetEntry(OPEN_TARGET, alias="open disk"),
-            TargetEntry(CHAP_TARGET, chap=ChapCredentials("alice", "alice-secret-1")),
-            TargetEntry(
-                MUTUAL_TARGET,
-                chap=ChapCredentials("alice", "alice-secret-1", "target", "target-secret-2"),
-            ),
-            TargetEntry(LOCKED_TARGET, allow=["iqn.1994-05.com.example:*"]),
-        ],
-        discovery_chap=discovery_chap,
-    )
+from tests.iscsi.targets import (
+    CHAP_TARGET,
+    INITIATOR,
+    ISID,
+    LOCKED_TARGET,
+    MUTUAL_TARGET,
+    OPEN_TARGET,
+    Directory,
+    make_directory,
+)
 
 
 class Harness:

@@ -27,7 +27,7 @@ from netstore.iscsi.login import (
     LoginStatus,
 )
 from netstore.iscsi.text import TargetLimits, encode_text, parse_text
-from tests.iscsi.test_login_machine import CHAP_TARGET, INITIATOR, OPEN_TARGET, make_directory
+from tests.iscsi.targets import CHAP_TARGET, INITIATOR, OPEN_TARGET, make_directory
 
 ISID = bytes.fromhex("00023d000001")
 SECRET = b"alice-secret-1"  # CHAP_TARGET's initiator secret (user "alice")

@@ -1,6 +1,6 @@
 # tests/switch/test_netns.py - the host side of the switch: two network
 # namespaces created by the test, each holding one TAP device of a switch
-# service, ping each other through it. Addresses (10.231.0.0/24) exist only in
+# service, ping each other through it. Addresses (198.51.100.0/24) exist only in
 # those namespaces; namespaces and devices are removed in finally.
 """Two network namespaces ping each other through a switch with TAP ports."""
 
@@ -28,7 +28,7 @@ async def test_two_namespaces_ping_through_tap_ports(nursery) -> None:
     tag = f"{os.getpid() % 100000}"
     ns = [f"nsA{tag}", f"nsB{tag}"]
     dev = [f"nstA{tag}", f"nstB{tag}"]
-    addr = ["10.231.0.1", "10.231.0.2"]
+    addr = ["198.51.100.1", "198.51.100.2"]
     svc = SwitchService(SwitchConfig(name="sw0", ports=[
         SwitchPortConfig(name="a", kind="tap", device=dev[0]),
         SwitchPortConfig(name="b", kind="tap", device=dev[1])]))

@@ -21,7 +21,7 @@ from netstore.config import SwitchConfig
 from netstore.switch.core import PortSettings, Switch
 from netstore.switch.offload import VNET_HDR, VNET_HDR_LEN, TcpMerge, complete_checksum, segment
 from netstore.switch.service import SwitchService
-from tests.switch.test_tap_offload import MAC_A, MAC_B, Namespaces, needs_netns, tap_ports
+from tests.switch.netns_util import MAC_A, MAC_B, Namespaces, needs_netns, tap_ports
 
 MSS = 1448
 

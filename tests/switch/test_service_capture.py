@@ -19,7 +19,7 @@ from scapy.utils import PcapNgReader, rdpcap
 
 import netstore.switch.service as service_module
 from netstore.config import SwitchConfig
-from tests.switch.test_service import (
+from tests.switch.peers import (
     MAC_A,
     MAC_B,
     MAC_C,

@@ -11,13 +11,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import socket
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,11 +29,9 @@ from netstore.switch.offload import (
     complete_checksum,
     segment,
 )
-from netstore.switch.ports.tap import tap_available
 from netstore.switch.service import SwitchService
-from tests.switch.netns_util import PING, ip
+from tests.switch.netns_util import MAC_A, MAC_B, Namespaces, needs_netns, tap_ports
 
-MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 PAYLOAD = bytes(range(256)) * 200  # 51200 bytes
 
 
@@ -187,98 +180,6 @@ async def test_offloaded_frames_reach_a_udp_port_segmented() -> None:
 
 
 # -- two namespaces over TAP ports ---------------------------------------------------
-
-needs_netns = pytest.mark.skipif(
-    tap_available() is not None or shutil.which("iperf3") is None,
-    reason=tap_available() or "iperf3 is not installed",
-)
-
-
-
-class Namespaces:
-    """Two namespaces, each with one TAP device of the switch (10.232.0.1, .2)."""
-
-    def __init__(self) -> None:
-        tag = f"{os.getpid() % 100000}"
-        self.ns = [f"nsoA{tag}", f"nsoB{tag}"]
-        self.dev = [f"ntoA{tag}", f"ntoB{tag}"]
-        self.addr = ["10.232.0.1", "10.232.0.2"]
-
-    def setup(self) -> None:
-        for n, d, a in zip(self.ns, self.dev, self.addr, strict=True):
-            ip("netns", "add", n)
-            ip("link", "set", d, "netns", n)
-            ip("-n", n, "addr", "add", f"{a}/24", "dev", d)
-            ip("-n", n, "link", "set", d, "up")
-            ip("-n", n, "link", "set", "lo", "up")
-
-    def cleanup(self) -> None:
-        for n in self.ns:
-            subprocess.run(["ip", "netns", "del", n], capture_output=True, timeout=10)
-        for d in self.dev:
-            subprocess.run(["ip", "link", "del", d], capture_output=True, timeout=10)
-
-    async def ping(self, count: int = 3) -> None:
-        r = await trio.run_process(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.ns[0],
-                sys.executable,
-                "-c",
-                PING,
-                self.addr[1],
-                str(count),
-            ],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-        assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
-
-    async def iperf(self, seconds: int = 2) -> float:
-        """iperf3 TCP A -> B for ``seconds``: Gbit/s received."""
-        server = await trio.lowlevel.open_process(
-            ["ip", "netns", "exec", self.ns[1], "iperf3", "-s", "-1"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            await trio.sleep(0.5)
-            with trio.fail_after(seconds + 30):
-                r = await trio.run_process(
-                    [
-                        "ip",
-                        "netns",
-                        "exec",
-                        self.ns[0],
-                        "iperf3",
-                        "-c",
-                        self.addr[1],
-                        "-t",
-                        str(seconds),
-                        "-J",
-                    ],
-                    capture_stdout=True,
-                    capture_stderr=True,
-                    check=False,
-                )
-            assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()
-            return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
-        finally:
-            if server.returncode is None:
-                server.kill()
-            with trio.move_on_after(5):
-                await server.wait()
-
-
-def tap_ports(ns: Namespaces) -> list[SwitchPortConfig]:
-    return [
-        SwitchPortConfig(name="a", kind="tap", device=ns.dev[0]),
-        SwitchPortConfig(name="b", kind="tap", device=ns.dev[1]),
-    ]
-
 
 @needs_netns
 async def test_tcp_through_two_tap_ports_with_offloads(nursery, tmp_path: Path) -> None:
