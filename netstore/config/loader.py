@@ -167,15 +167,7 @@ def _build_config(r: _Reader, doc: dict[str, Any], source: Path | None) -> Confi
         switches = r.array(doc["switches"], "switches", lambda v, k: _switch(r, v, k))
     else:
         switches = [SwitchConfig(name=DEFAULT_SWITCH)]
-    seen: dict[str, int] = {}
-    for i, sw in enumerate(switches):
-        if sw.name in seen:
-            raise r.fail(
-                f"switches[{i}].name",
-                f"a name not used by switches[{seen[sw.name]}]",
-                _describe(sw.name),
-            )
-        seen[sw.name] = i
+    r.unique_names(switches, "switches")
     return Config(daemon=daemon, iscsi=iscsi, switches=switches, source=source)
 
 

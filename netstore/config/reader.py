@@ -104,6 +104,15 @@ class _Reader:
             raise self.fail(key, "an array", _describe(value))
         return [item(v, f"{key}[{i}]") for i, v in enumerate(value)]
 
+    def unique_names(self, items: Iterable[Any], key: str) -> None:
+        """Refuse a second entry of the array `key` with the name of an earlier one."""
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if item.name in seen:
+                raise self.fail(f"{key}[{i}].name", f"a name not used by {key}[{seen[item.name]}]",
+                                _describe(item.name))
+            seen[item.name] = i
+
     def path(self, value: Any, key: str) -> Path:
         text = self.string(value, key, what="a path")
         return (self.base_dir / Path(text).expanduser()).absolute()

@@ -39,15 +39,7 @@ def _switch(r: _Reader, value: Any, key: str) -> SwitchConfig:
                      1, MAC_TABLE_SIZE_MAX)
     capture = str(r.path(t["capture"], f"{key}.capture")) if "capture" in t else None
     ports = r.array(t.get("ports", []), f"{key}.ports", lambda v, k: _port(r, v, k))
-    seen: dict[str, int] = {}
-    for i, port in enumerate(ports):
-        if port.name in seen:
-            raise r.fail(
-                f"{key}.ports[{i}].name",
-                f"a name not used by {key}.ports[{seen[port.name]}]",
-                _describe(port.name),
-            )
-        seen[port.name] = i
+    r.unique_names(ports, f"{key}.ports")
     _check_mirrors(r, key, ports)
     return SwitchConfig(
         name=name, mac_aging_s=aging, mac_table_size=size, capture=capture, ports=ports
