@@ -306,7 +306,7 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
             "capture": daemon.capture,
         }
         try:
-            watcher.poll()
+            await watcher.poll()
         except Exception:
             log.exception("reading the registry failed; retrying")
         nursery.start_soon(watcher.run)

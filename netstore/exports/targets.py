@@ -165,7 +165,8 @@ class TargetWiring:
                           iqn, len(vms[iqn].luns))
         for iqn in self._vms.keys() - vms.keys():
             self.log.info("VM target %s stopped", iqn)
-        self.units.close_unused(self._vm_specs - specs, ())
+        for spec in self._vm_specs - specs:  # units no running VM uses any more
+            self.units.close(spec)
         self._vms, self._vm_specs = vms, specs
 
     @staticmethod

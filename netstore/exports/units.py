@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,24 +71,11 @@ class UnitCache:
             self._units[spec] = lu
         return lu
 
-    def reopen(self, spec: UnitSpec) -> LogicalUnit:
-        """A fresh unit for `spec` (a power-on): the old one is closed first."""
-        self.close(spec)
-        return self.get(spec)
-
     def close(self, spec: UnitSpec) -> None:
         """Flush and close the unit of `spec`, if open."""
         lu = self._units.pop(spec, None)
         if lu is not None:
             lu.close()
-
-    def close_unused(self, specs: Iterable[UnitSpec], keep: Iterable[LogicalUnit]) -> None:
-        """Close the units of `specs` that are not in `keep`."""
-        used = {id(lu) for lu in keep}
-        for spec in list(specs):
-            lu = self._units.get(spec)
-            if lu is not None and id(lu) not in used:
-                self.close(spec)
 
     def flush_all(self) -> None:
         """Flush every open unit (a clean stop)."""

@@ -91,12 +91,8 @@ class RegistryWatcher:
         self.generation: int | None = None
         self.subscribers: list[Callable[[RegistryView], None]] = []
 
-    def poll(self) -> bool:
-        """Read the registry now (blocking) and tell the subscribers if it changed."""
-        return self._deliver(read_view(self.state_dir, self.generation))
-
-    async def apoll(self) -> bool:
-        """:meth:`poll` with the registry read in a worker thread."""
+    async def poll(self) -> bool:
+        """Read the registry (in a worker thread) and tell the subscribers if it changed."""
         view = await trio.to_thread.run_sync(read_view, self.state_dir, self.generation)
         return self._deliver(view)
 
@@ -116,7 +112,7 @@ class RegistryWatcher:
         """Poll until cancelled: a change reaches the subscribers within `interval`."""
         while True:
             try:
-                await self.apoll()
+                await self.poll()
             except Exception:
                 self.log.exception("reading the registry failed; retrying")
             await trio.sleep(interval)
