@@ -35,6 +35,8 @@ from netstore.config.model import (
     LUN_KINDS,
     MRDSL_MAX,
     MRDSL_MIN,
+    WORKERS_MAX,
+    WORKERS_MIN,
     ChapConfig,
     Config,
     ConfigError,
@@ -43,6 +45,7 @@ from netstore.config.model import (
     LunSpec,
     SwitchConfig,
     TargetConfig,
+    default_workers,
 )
 from netstore.config.reader import _NAME_RE, MediumResolver, _describe, _Reader
 from netstore.config.switches import _switch
@@ -197,6 +200,7 @@ def _iscsi(r: _Reader, t: dict[str, Any], daemon: DaemonConfig) -> IscsiConfig:
             "nop_interval_s",
             "nop_timeout_s",
             "max_recv_data_segment_length",
+            "workers",
         ),
     )
     portals = r.array(
@@ -238,6 +242,8 @@ def _iscsi(r: _Reader, t: dict[str, Any], daemon: DaemonConfig) -> IscsiConfig:
         MRDSL_MIN,
         MRDSL_MAX,
     )
+    workers = r.integer(t.get("workers", default_workers()), "iscsi.workers",
+                        WORKERS_MIN, WORKERS_MAX)
     return IscsiConfig(
         portals=portals,
         base_iqn=base_iqn,
@@ -246,6 +252,7 @@ def _iscsi(r: _Reader, t: dict[str, Any], daemon: DaemonConfig) -> IscsiConfig:
         nop_interval_s=nop_interval,
         nop_timeout_s=nop_timeout,
         max_recv_data_segment_length=mrdsl,
+        workers=workers,
     )
 
 

@@ -14,6 +14,9 @@ from netstore.iscsi.settings import (  # the iSCSI service's own limits and defa
     DEFAULT_NOP_TIMEOUT_S,
     MRDSL_MAX,
     MRDSL_MIN,
+    WORKERS_MAX,
+    WORKERS_MIN,
+    default_workers,
 )
 from netstore.switch.spec import PortSpec as SwitchPortConfig
 from netstore.switch.spec import SwitchSpec as SwitchConfig
@@ -36,6 +39,9 @@ __all__ = [
     "DEFAULT_NOP_TIMEOUT_S",
     "MRDSL_MAX",
     "MRDSL_MIN",
+    "WORKERS_MAX",
+    "WORKERS_MIN",
+    "default_workers",
 ]
 
 # ---------------------------------------------------------------------------
@@ -176,6 +182,7 @@ class IscsiConfig:
     nop_interval_s: float = DEFAULT_NOP_INTERVAL_S
     nop_timeout_s: float = DEFAULT_NOP_TIMEOUT_S
     max_recv_data_segment_length: int = DEFAULT_MRDSL
+    workers: int = field(default_factory=default_workers)
 
 
 @dataclass(frozen=True, slots=True)

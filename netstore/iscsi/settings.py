@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from netstore.iscsi.directory import ChapCredentials
@@ -16,6 +17,23 @@ DEFAULT_MRDSL = 262144
 # stays unanswered this long.
 DEFAULT_NOP_INTERVAL_S = 10.0
 DEFAULT_NOP_TIMEOUT_S = 30.0
+# The target runs in this many worker processes at most ([iscsi] workers);
+# the default is one per core of the host, up to the limit.  NETSTORE_WORKERS
+# in the environment sets the default (the test suite runs with 1 and 2).
+WORKERS_MIN, WORKERS_MAX = 1, 8
+WORKERS_ENV = "NETSTORE_WORKERS"
+
+
+def default_workers() -> int:
+    """Worker processes when ``[iscsi] workers`` is not set."""
+    env = os.environ.get(WORKERS_ENV, "").strip()
+    if env.isdigit() and WORKERS_MIN <= int(env) <= WORKERS_MAX:
+        return int(env)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(WORKERS_MIN, min(WORKERS_MAX, cores))
 
 
 @dataclass(frozen=True, slots=True)
