@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
 import json
 import logging
 import os
@@ -152,8 +153,9 @@ async def serve_control(
 
     Args:
         listener: from bind_control_socket; closed when this returns.
-        handlers: op name -> function called with the request's other keys as
-            keyword arguments; its (JSON-able) return value is the result.
+        handlers: op name -> function (or async function) called with the
+            request's other keys as keyword arguments; its (JSON-able) return
+            value is the result.
             A handler may raise ControlError or ValueError to refuse.
         log: where bad requests and handler failures are logged.
     """
@@ -193,7 +195,7 @@ async def _serve_client(
                 line = bytes(buf[:nl])
                 del buf[: nl + 1]
                 if line.strip():
-                    answer = _answer(line, handlers, log)
+                    answer = await _answer(line, handlers, log)
                     streaming = answer.get("result")
                     if isinstance(streaming, Streaming):
                         await _stream_answer(stream, streaming, log)
@@ -218,7 +220,8 @@ async def _stream_answer(stream: trio.SocketStream, streaming: Streaming,
                 log.exception("control: cleaning up a stream failed")
 
 
-def _answer(line: bytes, handlers: Mapping[str, Handler], log: logging.Logger) -> dict[str, Any]:
+async def _answer(line: bytes, handlers: Mapping[str, Handler],
+                  log: logging.Logger) -> dict[str, Any]:
     try:
         req = json.loads(line)
     except (ValueError, RecursionError) as e:
@@ -233,7 +236,18 @@ def _answer(line: bytes, handlers: Mapping[str, Handler], log: logging.Logger) -
         known = ", ".join(sorted(handlers))
         return {"ok": False, "error": f"unknown op {op!r}; known: {known}"}
     try:
-        return {"ok": True, "result": handler(**req)}
+        result = handler(**req)
+    except TypeError as e:
+        return {"ok": False, "error": f"bad arguments for {op}: {e}"}
+    except (ControlError, ValueError) as e:
+        return {"ok": False, "error": str(e)}
+    except Exception as e:  # a handler bug must not take the daemon down
+        log.exception("control op %s failed", op)
+        return {"ok": False, "error": f"internal error in {op}: {e}"}
+    if not inspect.isawaitable(result):
+        return {"ok": True, "result": result}
+    try:  # an async handler (the answer comes from a child process)
+        return {"ok": True, "result": await result}
     except TypeError as e:
         return {"ok": False, "error": f"bad arguments for {op}: {e}"}
     except (ControlError, ValueError) as e:

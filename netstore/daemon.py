@@ -1,7 +1,10 @@
-# netstore/daemon.py - the Trio nursery that is `netstore serve`: it owns the
-# iSCSI service, the switches and the control socket, prints the ready line, and turns
-# signals into a clean stop (SIGINT/SIGTERM) or a configuration reload (SIGHUP).
-"""The netstore daemon: start the services, serve, reload, stop cleanly."""
+# netstore/daemon.py - `netstore serve`, the supervisor: it loads the
+# configuration, runs the one registry watcher, owns the control socket and the
+# iSCSI portals, and runs the services as child processes it starts, watches
+# and restarts (N iSCSI workers, one switch process); it hands them desired
+# state as plain values, prints the ready line, and turns signals into a clean
+# stop (SIGINT/SIGTERM) or a configuration reload (SIGHUP).
+"""The netstore daemon: start the service processes, serve, reload, stop cleanly."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from netstore.control import (
     bind_control_socket,
     serve_control,
 )
+from netstore.processes.logs import configure_logging
 from netstore.registry.lookup import registered_medium
 
 __all__ = ["DaemonError", "configure_logging", "run_daemon", "serve"]
@@ -34,26 +38,12 @@ log = logging.getLogger("netstore")
 # the daemon cancels whatever is left, so a stop never hangs (tests want < 5 s).
 SHUTDOWN_GRACE_S = 4.0
 READY_PREFIX = "netstore ready"
-LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
-LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
+# How long the supervisor waits for a child's answer to a control request.
+CHILD_ANSWER_S = 5.0
 
 
 class DaemonError(Exception):
     """The daemon cannot start (port in use, another daemon, unusable state dir)."""
-
-
-def configure_logging(level: str) -> None:
-    """Send netstore's log lines, with timestamps, to stderr at ``level``."""
-    root = logging.getLogger("netstore")
-    for handler in list(root.handlers):
-        if getattr(handler, "_netstore", False):
-            root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
-    handler._netstore = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    root.propagate = False
 
 
 def _prepare_state_dir(config: Config) -> None:
@@ -65,16 +55,8 @@ def _prepare_state_dir(config: Config) -> None:
         ) from None
 
 
-# The services and the wiring layer are imported when the daemon starts, so that
-# `netstore --help` and config errors do not pay for (or depend on) the whole
-# protocol stack.
-def _switch_service() -> Any:
-    from netstore.switch.service import SwitchService
-
-    return SwitchService
-
-
-def ready_line(iscsi: list[tuple[str, int]], switches: dict[str, Any]) -> str:
+def ready_line(iscsi: list[tuple[str, int]],
+               switches: dict[str, list[tuple[str, str, str]]]) -> str:
     """``netstore ready iscsi=H:P ... switch=SW:PORT=ADDRESS ...``.
 
     A switch appears with each port a peer can reach (udp/stream listen
@@ -84,104 +66,189 @@ def ready_line(iscsi: list[tuple[str, int]], switches: dict[str, Any]) -> str:
     """
     words = [READY_PREFIX]
     words += [f"iscsi={format_portal(h, p)}" for h, p in iscsi]
-    for name, svc in switches.items():
-        ports = [f"switch={name}:{port}={addr}" for port, _kind, addr in svc.listening()]
+    for name, listening in switches.items():
+        ports = [f"switch={name}:{port}={addr}" for port, _kind, addr in listening]
         words += ports or [f"switch={name}"]
     return " ".join(words)
 
 
-class _Daemon:
-    """What the nursery's tasks share: the config in force and the services."""
+class _Supervisor:
+    """What the supervisor's tasks share: the config in force, the wiring of
+    desired state, and the children that serve it."""
 
-    def __init__(self, config: Config, service: Any, wiring: Any, nics: Any) -> None:
+    def __init__(self, config: Config, wiring: Any, nics: Any) -> None:
         self.config = config
-        self.service = service  # the iSCSI service
-        self.wiring = wiring  # config + registry -> the targets it serves
+        self.wiring = wiring  # config + registry -> the target plans
         self.nics = nics  # registry -> the switch ports of VM NICs
-        self.switches: dict[str, Any] = {}
+        self.workers: list[Any] = []  # Child per iSCSI worker, by index
+        self.switch_child: Any = None
+        self.bound: list[tuple[str, int]] = []  # the iSCSI portals as bound
+        self.owner: dict[str, int] = {}  # target -> worker index
         self.nursery: trio.Nursery | None = None
         self.started = time.time()
+        self._targets_changed = trio.Event()
+        self._switches_changed = trio.Event()
 
-    # -- switches ----------------------------------------------------------------
-    def _switch(self, name: Any) -> Any:
-        if not isinstance(name, str) or name not in self.switches:
-            known = ", ".join(sorted(self.switches)) or "none"
-            raise ControlError(f"no switch named {name!r} (switches: {known})")
-        return self.switches[name]
+    # -- desired state -> children -------------------------------------------------
+    def _worker_share(self, index: int, owner: dict[str, int]) -> tuple[list[Any], list[Any]]:
+        """The plans worker `index` serves, and every target's login entry."""
+        plans = self.wiring.plans()
+        return ([p for p in plans if owner.get(p.entry.name) == index],
+                [p.entry for p in plans])
 
-    def switch_list(self) -> list[dict[str, Any]]:
-        """The answer to "switch_list": one summary per switch."""
-        out = []
-        for svc in self.switches.values():
-            st = svc.status(macs=False, ports=True)
-            ports = [p for p in st.pop("ports") if "rx_frames" in p]
-            st["ports_up"] = sum(1 for p in ports if p["link"] == "up")
-            st["rx_frames"] = sum(p["rx_frames"] for p in ports)
-            st["tx_frames"] = sum(p["tx_frames"] for p in ports)
-            st["drops"] = sum(sum(p["drops"].values()) for p in ports)
-            out.append(st)
-        return out
+    async def setup_worker(self, child: Any, restarted: bool) -> None:
+        """A new worker process: its settings, then the targets it owns."""
+        from netstore.exports.settings import iscsi_settings
 
-    def switch_show(self, switch: str, macs: bool = True, ports: bool = True) -> dict[str, Any]:
-        """The answer to "switch_show": ports (kind, link, counters) and MACs."""
-        return self._switch(switch).status(macs=bool(macs), ports=bool(ports))
+        await child.call("start", iscsi_settings(self.config.iscsi), self.bound,
+                         str(self.config.daemon.state_dir), restarted)
+        owner = self._owners()
+        await child.call("set_targets", *self._worker_share(self.workers.index(child), owner))
 
-    def capture(self, switch: str, port: str | None = None, format: str = "pcap",
-                count: int | None = None, duration: float | None = None) -> Streaming:
-        """The answer to "capture": pcap/pcapng bytes until count, duration or EOF.
+    async def setup_switches(self, child: Any, restarted: bool) -> None:
+        """A new switch process: every configured switch with its VM NIC ports."""
+        errors = await child.call("set_switches", self._switch_specs())
+        for name, why in errors.items():
+            if not restarted:
+                raise DaemonError(f"cannot start: {why}")
+            log.error("switch %s did not start again: %s", name, why)
 
-        The switch service knows nothing of the control socket: it hands back a
-        LiveCapture (header, produce, close) that is sent as a Streaming answer.
-        """
-        live = self._switch(switch).capture_stream(port=port, fmt=format, count=count,
-                                                   duration=duration)
-        return Streaming(live.header, live.produce, cleanup=live.close)
+    def _switch_specs(self) -> list[Any]:
+        return [self.nics.with_nics(sw) for sw in self.config.switches]
 
-    async def _add_switch(self, cfg: Any) -> None:
-        svc = _switch_service()(cfg, log=log.getChild(f"switch.{cfg.name}"))
-        self.switches[cfg.name] = svc
+    def route(self, target: str) -> int | None:
+        return self.owner.get(target)
+
+    def _owners(self) -> dict[str, int]:
+        from netstore.processes.acceptor import owners
+
+        return owners(self.wiring.plans(), len(self.workers))
+
+    async def push_targets(self) -> None:
+        """Send every worker its share; connections are routed by the new
+        shares once the workers have them."""
+        owner = self._owners()
+        for index, child in enumerate(self.workers):
+            if not child.ready.is_set():
+                continue  # a replacement takes the current share as it starts
+            try:
+                await child.call("set_targets", *self._worker_share(index, owner), timeout=30)
+            except Exception as e:
+                log.error("%s: new targets not taken: %s", child.label, e)
+        self.owner = owner
+
+    async def push_switches(self) -> None:
+        child = self.switch_child
+        if child is None or not child.ready.is_set():
+            return
         try:
-            await svc.run()
+            errors = await child.call("set_switches", self._switch_specs(), timeout=30)
         except Exception as e:
-            log.error("SIGHUP: switch %s did not start: %s", cfg.name, e)
-        finally:
-            if self.switches.get(cfg.name) is svc:
-                del self.switches[cfg.name]
+            log.error("the switch process did not take the new switches: %s", e)
+            return
+        for name, why in errors.items():
+            log.error("SIGHUP: switch %s did not start: %s", name, why)
+
+    async def pusher(self) -> None:
+        """Hands changed desired state to the children, one change at a time."""
+        while True:
+            if not (self._targets_changed.is_set() or self._switches_changed.is_set()):
+                async with trio.open_nursery() as waiting:
+                    async def wait(event: trio.Event) -> None:
+                        await event.wait()
+                        waiting.cancel_scope.cancel()
+                    waiting.start_soon(wait, self._targets_changed)
+                    waiting.start_soon(wait, self._switches_changed)
+            if self._targets_changed.is_set():
+                self._targets_changed = trio.Event()
+                await self.push_targets()
+            if self._switches_changed.is_set():
+                self._switches_changed = trio.Event()
+                await self.push_switches()
 
     # -- the registry: VM targets and VM NIC ports follow it -----------------------
     def apply_targets(self, view: Any) -> None:
         """A new registry view: serve its running VMs as targets."""
         self.wiring.set_registry(view)
-        self.service.set_targets(self.wiring.exports())
+        self._targets_changed.set()
 
     def apply_nics(self, view: Any) -> None:
         """A new registry view: add, change and remove the ports of its VM NICs."""
-        changed = self.nics.set_registry(view, set(self.switches))
+        changed = self.nics.set_registry(view, {sw.name for sw in self.config.switches})
         for name in changed:
-            svc = self.switches.get(name)
-            cfg = next((c for c in self.config.switches if c.name == name), None)
-            if svc is not None and cfg is not None:
-                svc.reconfigure(self.nics.with_nics(cfg))
-                log.info("switch %s: VM NIC ports now %s", name,
-                         ", ".join(p.name for p in self.nics.ports.get(name, [])) or "none")
+            log.info("switch %s: VM NIC ports now %s", name,
+                     ", ".join(p.name for p in self.nics.ports.get(name, [])) or "none")
+        if changed:
+            self._switches_changed.set()
 
-    def _reload_switches(self, new: Config) -> None:
-        wanted = {sw.name: self.nics.with_nics(sw) for sw in new.switches}
-        for name, svc in list(self.switches.items()):
-            if name not in wanted:
-                log.info("SIGHUP: switch %s removed", name)
-                del self.switches[name]
-                self.nursery.start_soon(svc.aclose)  # type: ignore[union-attr]
-        for name, cfg in wanted.items():
-            if name in self.switches:
-                self.switches[name].reconfigure(cfg)
-            elif self.nursery is not None:
-                log.info("SIGHUP: switch %s added", name)
-                self.nursery.start_soon(self._add_switch, cfg)
+    # -- control requests ------------------------------------------------------------
+    async def _ask_switches(self, name: str, *args: Any, fds: tuple[int, ...] = ()) -> Any:
+        from netstore.processes.channel import ChannelClosed, RemoteError
 
-    def status(self) -> dict[str, Any]:
+        try:
+            return await self.switch_child.call(name, *args, fds=fds, timeout=CHILD_ANSWER_S)
+        except RemoteError as e:
+            raise ControlError(str(e)) from None
+        except (ChannelClosed, trio.TooSlowError):
+            raise ControlError("the switch process is restarting; try again") from None
+
+    async def switch_list(self) -> list[dict[str, Any]]:
+        """The answer to "switch_list": one summary per switch."""
+        return await self._ask_switches("switch_list")
+
+    async def switch_show(self, switch: str, macs: bool = True,
+                          ports: bool = True) -> dict[str, Any]:
+        """The answer to "switch_show": ports (kind, link, counters) and MACs."""
+        return await self._ask_switches("switch_show", switch, macs, ports)
+
+    async def capture(self, switch: str, port: str | None = None, format: str = "pcap",
+                      count: int | None = None, duration: float | None = None) -> Streaming:
+        """The answer to "capture": pcap/pcapng bytes until count, duration or EOF.
+
+        The switch process writes the records into one end of a socket pair;
+        the other end is relayed to the control client.
+        """
+        import socket as _socket
+
+        mine, theirs = _socket.socketpair()
+        try:
+            header = await self._ask_switches("capture", switch, port, format, count,
+                                              duration, fds=(theirs.fileno(),))
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(mine))
+
+        async def relay(send: Any) -> None:
+            while True:
+                data = await stream.receive_some(1 << 16)
+                if not data:
+                    return
+                await send(data)
+
+        return Streaming(header, relay, cleanup=mine.close)
+
+    async def status(self) -> dict[str, Any]:
         """The answer to the control op "status"."""
-        iscsi = self.service.status()
+        iscsi: dict[str, Any] = {"portals": [format_portal(h, p) for h, p in self.bound],
+                                 "targets": [], "sessions": [], "workers": []}
+        for child in self.workers:
+            try:
+                st = await child.call("status", timeout=CHILD_ANSWER_S)
+            except Exception:
+                st = {}
+            iscsi["targets"] += st.get("targets", [])
+            iscsi["sessions"] += st.get("sessions", [])
+            iscsi["workers"].append({"name": child.label, "pid": child.pid,
+                                     "running": child.ready.is_set(),
+                                     "starts": child.starts,
+                                     "targets": [t["iqn"] for t in st.get("targets", [])]})
+        try:
+            switches = await self.switch_list()
+        except ControlError:
+            switches = []
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -189,10 +256,10 @@ class _Daemon:
             "config": str(self.config.source) if self.config.source else None,
             "state_dir": str(self.config.daemon.state_dir),
             "iscsi": iscsi,
-            "switches": self.switch_list(),
+            "switches": switches,
         }
 
-    def reload(self) -> None:
+    async def reload(self) -> None:
         """SIGHUP: re-read the file; keep the old settings if the new ones are wrong."""
         source = self.config.source
         if source is None:
@@ -208,24 +275,45 @@ class _Daemon:
         for what, old_value, new_value in (
             ("daemon.state_dir", self.config.daemon.state_dir, new.daemon.state_dir),
             ("iscsi.portals", self.config.iscsi.portals, new.iscsi.portals),
+            ("iscsi.workers", self.config.iscsi.workers, new.iscsi.workers),
         ):
             if old_value != new_value:
                 log.warning("SIGHUP: %s changed; that takes effect at the next start", what)
         try:
-            self.wiring.set_config(new.iscsi.targets, new.iscsi.base_iqn)
+            await trio.to_thread.run_sync(self.wiring.set_config, new.iscsi.targets,
+                                          new.iscsi.base_iqn)
         except Exception as e:  # a LUN it cannot open
             log.error("SIGHUP: the iSCSI service refused the new configuration: %s", e)
             return
         from netstore.exports.settings import iscsi_settings
 
-        self.service.reconfigure(iscsi_settings(new.iscsi))
-        self.service.set_targets(self.wiring.exports())
+        settings = iscsi_settings(new.iscsi)
+        for child in self.workers:
+            if child.ready.is_set():
+                try:
+                    await child.call("settings", settings, timeout=CHILD_ANSWER_S)
+                except Exception as e:
+                    log.error("%s: new settings not taken: %s", child.label, e)
         if new.daemon.log_level != self.config.daemon.log_level:
             configure_logging(new.daemon.log_level)
-        self._reload_switches(new)
+        for sw in self.config.switches:
+            if sw.name not in {n.name for n in new.switches}:
+                log.info("SIGHUP: switch %s removed", sw.name)
+        for sw in new.switches:
+            if sw.name not in {o.name for o in self.config.switches}:
+                log.info("SIGHUP: switch %s added", sw.name)
         self.config = new
+        await self.push_targets()
+        await self.push_switches()
         names = ", ".join(t.iqn for t in new.iscsi.targets) or "none"
         log.info("SIGHUP: configuration reloaded from %s; targets: %s", source, names)
+
+    async def stop(self) -> None:
+        """Every child asked to stop cleanly at once; killed past the grace."""
+        async with trio.open_nursery() as n:
+            for child in [*self.workers, self.switch_child]:
+                if child is not None:
+                    n.start_soon(child.stop, SHUTDOWN_GRACE_S)
 
 
 async def run_daemon(config: Config) -> None:
@@ -263,84 +351,102 @@ async def run_daemon(config: Config) -> None:
                 pass
 
 
+async def _start_all(nursery: trio.Nursery, children: list[Any]) -> None:
+    """Start the children at once (each takes a Python start-up); the first
+    failure is raised after all have tried."""
+    errors: list[Exception] = []
+
+    async def one(child: Any) -> None:
+        try:
+            await nursery.start(child.run)
+        except Exception as e:
+            errors.append(e)
+
+    async with trio.open_nursery() as starting:
+        for child in children:
+            starting.start_soon(one, child)
+    if errors:
+        raise errors[0]
+
+
 async def _serve(config: Config, listener: Any, signals: Any) -> None:
     from netstore.exports.ports import NicPorts
-    from netstore.exports.settings import iscsi_settings
     from netstore.exports.targets import TargetWiring
     from netstore.exports.watcher import RegistryWatcher
-    from netstore.iscsi.server import IscsiService
+    from netstore.processes.acceptor import Acceptor
+    from netstore.processes.child import Child
 
     state_dir = config.daemon.state_dir
     wiring = TargetWiring(state_dir, config.iscsi.base_iqn, log=log.getChild("iscsi"))
     try:
-        wiring.set_config(config.iscsi.targets)
-        service = IscsiService(iscsi_settings(config.iscsi), log=log.getChild("iscsi"))
-        service.set_targets(wiring.exports())
+        await trio.to_thread.run_sync(wiring.set_config, config.iscsi.targets)
     except Exception as e:
         raise DaemonError(f"cannot start the iSCSI target: {e}") from e
-    daemon = _Daemon(config, service, wiring, NicPorts(log))
+    sup = _Supervisor(config, wiring, NicPorts(log))
     watcher = RegistryWatcher(state_dir, log)
-    watcher.subscribers += [daemon.apply_targets, daemon.apply_nics]
+    watcher.subscribers += [sup.apply_targets, sup.apply_nics]
+    try:
+        await watcher.poll()
+    except Exception:
+        log.exception("reading the registry failed; retrying")
+    level = config.daemon.log_level
+    sup.workers = [Child("iscsi", f"worker{i + 1}", sup.setup_worker, log, level)
+                   for i in range(config.iscsi.workers)]
+    sup.switch_child = Child("switches", "switches", sup.setup_switches, log, level)
+    sup.owner = sup._owners()
+    acceptor = Acceptor(config.iscsi.portals, sup.workers, sup.route, log.getChild("iscsi"))
     async with trio.open_nursery() as nursery:
+        sup.nursery = nursery
         try:
-            bound = await nursery.start(service.run)
+            sup.bound = await nursery.start(acceptor.run)
         except OSError as e:
             raise DaemonError(f"cannot listen for iSCSI: {e.strerror or e}") from None
-        except Exception as e:
-            # The service reports a portal in use as its own error type.
-            raise DaemonError(str(e)) from None
-        daemon.nursery = nursery
-        switch_service = _switch_service()
-        for cfg in config.switches:
-            svc = switch_service(cfg, log=log.getChild(f"switch.{cfg.name}"))
-            try:
-                await nursery.start(svc.run)
-            except Exception as e:  # SwitchServiceError: an address in use, no TAP
-                raise DaemonError(f"cannot start: {e}") from None
-            daemon.switches[cfg.name] = svc
-        handlers = {
-            "status": daemon.status,
-            "ping": lambda: {"pid": os.getpid(), "version": __version__},
-            "switch_list": daemon.switch_list,
-            "switch_show": daemon.switch_show,
-            "capture": daemon.capture,
-        }
         try:
-            await watcher.poll()
-        except Exception:
-            log.exception("reading the registry failed; retrying")
+            await _start_all(nursery, [sup.switch_child, *sup.workers])
+        except DaemonError:
+            raise
+        except Exception as e:
+            raise DaemonError(f"cannot start: {e}") from None
+        nursery.start_soon(sup.pusher)
         nursery.start_soon(watcher.run)
+        handlers = {
+            "status": sup.status,
+            "ping": lambda: {"pid": os.getpid(), "version": __version__},
+            "switch_list": sup.switch_list,
+            "switch_show": sup.switch_show,
+            "capture": sup.capture,
+        }
         await nursery.start(serve_control, listener, handlers)
-        ready = ready_line(bound, daemon.switches)
+        listening = await sup.switch_child.call("listening", timeout=CHILD_ANSWER_S)
+        ready = ready_line(sup.bound, listening)
         print(ready, flush=True)
-        log.info("%s (pid %d, state %s)", ready, os.getpid(), config.daemon.state_dir)
+        log.info("%s (pid %d, state %s, %d iSCSI worker(s))", ready, os.getpid(),
+                 config.daemon.state_dir, len(sup.workers))
 
         async for signum in signals:
             if signum == signal.SIGHUP:
-                daemon.reload()
+                await sup.reload()
                 continue
             log.info("%s: stopping", signal.Signals(signum).name)
             break
 
-        with trio.move_on_after(SHUTDOWN_GRACE_S) as scope:
-            nursery.start_soon(_cancel_on_second_signal, signals, scope)
-            for svc in list(daemon.switches.values()):
-                await svc.aclose()
-            await service.aclose()
-        wiring.flush()
-        if scope.cancelled_caught:
-            log.warning(
-                "stop: sessions did not close within %g s; cancelling them", SHUTDOWN_GRACE_S
-            )
+        nursery.start_soon(_kill_on_second_signal, signals, sup)
+        await sup.stop()
         nursery.cancel_scope.cancel()
     log.info("stopped")
 
 
-async def _cancel_on_second_signal(signals: Any, scope: trio.CancelScope) -> None:
+async def _kill_on_second_signal(signals: Any, sup: _Supervisor) -> None:
     async for signum in signals:
         if signum != signal.SIGHUP:
             log.warning("%s again: stopping now", signal.Signals(signum).name)
-            scope.cancel()
+            for child in [*sup.workers, sup.switch_child]:
+                if child is not None and child.process is not None:
+                    child.stopping = True
+                    try:
+                        child.process.kill()
+                    except ProcessLookupError:
+                        pass
             return
 
 

@@ -75,17 +75,9 @@ def test_ready_line_socket_and_status(netstore_daemon) -> None:
     assert not sock.exists(), "a clean stop removes the control socket"
 
 
-class _Listening:
-    def __init__(self, *ports: tuple[str, str, str]) -> None:
-        self.ports = list(ports)
-
-    def listening(self) -> list[tuple[str, str, str]]:
-        return self.ports
-
-
 def test_ready_line_names_every_switch() -> None:
-    switches = {"sw0": _Listening(), "lab": _Listening(("vm1", "udp", "127.0.0.1:40001"),
-                                                      ("vde", "vde", "/run/lab.vde"))}
+    switches = {"sw0": [], "lab": [("vm1", "udp", "127.0.0.1:40001"),
+                                   ("vde", "vde", "/run/lab.vde")]}
     assert ready_line([("127.0.0.1", 3260), ("::1", 3261)], switches) == (
         "netstore ready iscsi=127.0.0.1:3260 iscsi=[::1]:3261 switch=sw0 "
         "switch=lab:vm1=127.0.0.1:40001 switch=lab:vde=/run/lab.vde")

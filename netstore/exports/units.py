@@ -77,6 +77,11 @@ class UnitCache:
         if lu is not None:
             lu.close()
 
+    def retain(self, keep: set[UnitSpec]) -> None:
+        """Close every open unit whose spec is not in `keep`."""
+        for spec in [s for s in self._units if s not in keep]:
+            self.close(spec)
+
     def flush_all(self) -> None:
         """Flush every open unit (a clean stop)."""
         for lu in self._units.values():
@@ -86,17 +91,25 @@ class UnitCache:
                 self.log.exception("flushing a LUN failed")
 
 
-def open_unit(spec: UnitSpec, state_dir: Path) -> LogicalUnit:
-    """A logical unit on the image at ``spec.path`` (any format netstore reads)."""
+def check_image(spec: UnitSpec) -> None:
+    """Refuse a spec whose image the unit could not be opened on (missing,
+    unreadable, an unknown format, thin where it cannot be); opens and closes
+    the image, so call it from a worker thread."""
+    if spec.kind == "dvd":
+        _exists(spec)
+        return
+    _thin_backend(spec).close()
+
+
+def _exists(spec: UnitSpec) -> None:
     if not os.path.exists(spec.path):
         raise ExportError(f"target {spec.target}: LUN {spec.index} {spec.path!r} "
                           "is not an existing image file")
-    named_by = spec.identity_path or spec.path
-    identity = lun_identity(spec.target, named_by, spec.owner)
-    store = reservation_file(state_dir, spec.target, named_by, spec.owner)
-    if spec.kind == "dvd":
-        backend = RawImage(spec.path, read_only=True, block_size=MMC_BLOCK_SIZE)
-        return OpticalUnit(backend, identity, reservation_store=store)
+
+
+def _thin_backend(spec: UnitSpec):
+    """The spec's backend, checked for the thin setting; and whether it is thin."""
+    _exists(spec)
     backend = open_backend(spec.path, read_only=spec.readonly)
     # Thin (UNMAP, LBPME) when the backend can deallocate, unless the LUN says
     # thin = false.
@@ -105,6 +118,20 @@ def open_unit(spec: UnitSpec, state_dir: Path) -> LogicalUnit:
         backend.close()
         raise ExportError(f"target {spec.target}: LUN {spec.index} {spec.path!r} cannot be "
                           "thin (read-only, or its format cannot deallocate)")
+    return backend
+
+
+def open_unit(spec: UnitSpec, state_dir: Path) -> LogicalUnit:
+    """A logical unit on the image at ``spec.path`` (any format netstore reads)."""
+    _exists(spec)
+    named_by = spec.identity_path or spec.path
+    identity = lun_identity(spec.target, named_by, spec.owner)
+    store = reservation_file(state_dir, spec.target, named_by, spec.owner)
+    if spec.kind == "dvd":
+        backend = RawImage(spec.path, read_only=True, block_size=MMC_BLOCK_SIZE)
+        return OpticalUnit(backend, identity, reservation_store=store)
+    backend = _thin_backend(spec)
+    can_discard = callable(getattr(backend, "discard", None)) and not backend.read_only
     return LogicalUnit(backend, identity, reservation_store=store,
                        thin=can_discard if spec.thin is None else spec.thin,
                        removable=spec.removable)

@@ -110,6 +110,9 @@ class PortalGroup:
         self.log = log or logging.getLogger("netstore.iscsi")
         self.exported: dict[str, ExportedTarget] = {}
         self.sessions: dict[tuple[str, bytes], Session] = {}
+        # Every target of the portal group in order, when other processes
+        # serve some of them: discovery names them all, login only ours.
+        self.directory: list[TargetEntry] | None = None
         self._tsih = itertools.count(1)
 
     # -- TargetDirectory -------------------------------------------------
@@ -118,6 +121,8 @@ class PortalGroup:
         return t.entry if t is not None and t.accepting else None
 
     def targets(self) -> list[TargetEntry]:
+        if self.directory is not None:
+            return list(self.directory)
         return [t.entry for t in self.exported.values() if t.accepting]
 
     # -- what is exported ------------------------------------------------

@@ -110,6 +110,46 @@ class _Wire:
             self._send_done.unpark_all()
 
 
+async def listen(host: str, port: int) -> trio.socket.SocketType:
+    """A listening TCP socket on host:port (IPv6 only for an IPv6 host)."""
+    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
+    sock = trio.socket.socket(family, _socket.SOCK_STREAM)
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+    if family == _socket.AF_INET6:
+        sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)
+    try:
+        await sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def accept_loop(listener: trio.socket.SocketType, handle, log: logging.Logger) -> None:
+    """Accept connections on one portal until cancelled; ``handle(sock, addr)``
+    gets each as a plain non-blocking socket with TCP_NODELAY.
+
+    Running out of descriptors or memory is retried after a pause (the
+    connections that hold them will end); any other accept error ends
+    this portal's loop with a log line, the other portals keep serving.
+    """
+    while True:
+        try:
+            sock, addr = await listener.accept()
+        except OSError as e:
+            if e.errno not in ACCEPT_CAPACITY_ERRORS:
+                log.error("accept failed: %s; this portal accepts no more connections", e)
+                return
+            log.error("accept failed: %s; retrying in %g s", e, ACCEPT_RETRY_S)
+            await trio.sleep(ACCEPT_RETRY_S)
+            continue
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        raw = _socket.socket(sock.family, sock.type, fileno=sock.detach())
+        raw.setblocking(False)
+        handle(raw, addr)
+
+
 class IscsiService:
     """The iSCSI target service of the daemon.
 
@@ -153,7 +193,7 @@ class IscsiService:
         socks = []
         try:
             for host, port in self.settings.portals:
-                socks.append(await self._listen(host, port))
+                socks.append(await listen(host, port))
         except OSError as e:
             for s in socks:
                 s.close()
@@ -168,50 +208,34 @@ class IscsiService:
                 for s in socks:
                     nursery.start_soon(self._accept_loop, s)
                 task_status.started(list(self.bound))
+                await trio.sleep_forever()  # connections may also come by adopt()
         finally:
             for s in socks:
                 s.close()
             self._flush_luns()
 
-    async def _listen(self, host: str, port: int) -> trio.socket.SocketType:
-        family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
-        sock = trio.socket.socket(family, _socket.SOCK_STREAM)
-        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
-        if family == _socket.AF_INET6:
-            sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)
-        try:
-            await sock.bind((host, port))
-            sock.listen(LISTEN_BACKLOG)
-        except OSError:
-            sock.close()
-            raise
-        return sock
-
     async def _accept_loop(self, listener: trio.socket.SocketType) -> None:
-        """Accept connections on one portal until cancelled.
-
-        Running out of descriptors or memory is retried after a pause (the
-        connections that hold them will end); any other accept error ends
-        this portal's loop with a log line, the other portals keep serving.
-        """
         assert self._nursery is not None
-        while True:
-            try:
-                sock, addr = await listener.accept()
-            except OSError as e:
-                if e.errno not in ACCEPT_CAPACITY_ERRORS:
-                    self.log.error("accept failed: %s; this portal accepts no more "
-                                   "connections", e)
-                    return
-                self.log.error("accept failed: %s; retrying in %g s", e, ACCEPT_RETRY_S)
-                await trio.sleep(ACCEPT_RETRY_S)
-                continue
-            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-            raw = _socket.socket(sock.family, sock.type, fileno=sock.detach())
-            raw.setblocking(False)
-            self._nursery.start_soon(self._serve_connection, raw, addr)
+        await accept_loop(listener, self._accept, self.log)
 
-    async def _serve_connection(self, sock: _socket.socket, addr) -> None:
+    def _accept(self, sock: _socket.socket, addr) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._serve_connection, sock, addr)
+
+    def adopt(self, sock: _socket.socket, addr, prefix: bytes = b"") -> None:
+        """Serve a connection accepted elsewhere (another process), whose first
+        `prefix` bytes were already read from it."""
+        if self._nursery is None:
+            sock.close()
+            return
+        sock.setblocking(False)
+        self._nursery.start_soon(self._serve_connection, sock, addr, prefix)
+
+    def advertise(self, portals: list[tuple[str, int]]) -> None:
+        """The portals discovery names (when another process listens for us)."""
+        self.group.portals = list(portals)
+
+    async def _serve_connection(self, sock: _socket.socket, addr, prefix: bytes = b"") -> None:
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         wire = _Wire(sock)
         cfg = self.settings
@@ -224,7 +248,11 @@ class IscsiService:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keeper, wire, nursery.cancel_scope)
-                await self._receive_loop(wire)
+                if prefix:
+                    conn.receive_data(prefix)
+                    await wire.flush()
+                if not conn.closing:
+                    await self._receive_loop(wire)
                 nursery.cancel_scope.cancel()
         except Exception:
             self.log.exception("connection %s failed; closing it", peer)

@@ -10,6 +10,7 @@ import struct
 import pytest
 
 from netstore.config import LunSpec, TargetConfig
+from netstore.exports.served import TargetUnits
 from netstore.exports.targets import TargetWiring
 from netstore.registry import Registry
 
@@ -27,8 +28,9 @@ def wiring(tmp_path):
         m = reg.create("multi", 4 * MiB, format="raw", type="multiattach")
     w = TargetWiring(state, "iqn.2026-11.org.netstore")
     w.set_config([TargetConfig(iqn=IQN, luns=[LunSpec(m.location, medium="multi")])])
-    yield w
-    w.flush()
+    served = TargetUnits(state)
+    yield lambda: served.exports(w.plans())
+    served.flush()
 
 
 def naa(lu) -> bytes:
@@ -60,7 +62,7 @@ def keys(lu, nexus: str) -> list[int]:
 
 
 def test_each_initiator_has_a_unit_of_its_own_with_its_own_naa(wiring):
-    (export,) = wiring.exports()
+    (export,) = wiring()
     assert not export.luns and set(export.private) == {0}
     unit_a = export.private[0](A, True)
     unit_b = export.private[0](B, True)
@@ -71,7 +73,7 @@ def test_each_initiator_has_a_unit_of_its_own_with_its_own_naa(wiring):
 
 
 def test_aptpl_registrations_stay_with_the_unit_of_their_machine(wiring):
-    (export,) = wiring.exports()
+    (export,) = wiring()
     unit_a = export.private[0](A, True)
     register_aptpl(unit_a, A + ",i,0x1", KA)
     assert keys(unit_a, A + ",i,0x1") == [KA]

@@ -9,6 +9,7 @@ import trio
 
 from netstore.config import IscsiConfig, TargetConfig
 from netstore.exports.settings import iscsi_settings
+from netstore.exports.served import TargetUnits
 from netstore.exports.targets import TargetWiring
 from netstore.iscsi import pdu as P
 from netstore.iscsi.server import IscsiService
@@ -97,7 +98,7 @@ def service(cfg: IscsiConfig) -> IscsiService:
 def exports(cfg: IscsiConfig):
     wiring = TargetWiring(".", cfg.base_iqn)
     wiring.set_config(cfg.targets)
-    return wiring.exports()
+    return TargetUnits(".").exports(wiring.plans())
 
 
 async def start(nursery, cfg) -> tuple[IscsiService, int]:
