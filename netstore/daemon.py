@@ -373,7 +373,7 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
     from netstore.exports.ports import NicPorts
     from netstore.exports.targets import TargetWiring
     from netstore.exports.watcher import RegistryWatcher
-    from netstore.processes.acceptor import Acceptor
+    from netstore.processes.acceptor import Acceptor, ListenError
     from netstore.processes.child import Child
 
     state_dir = config.daemon.state_dir
@@ -399,8 +399,8 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
         sup.nursery = nursery
         try:
             sup.bound = await nursery.start(acceptor.run)
-        except OSError as e:
-            raise DaemonError(f"cannot listen for iSCSI: {e.strerror or e}") from None
+        except ListenError as e:
+            raise DaemonError(str(e)) from None
         try:
             await _start_all(nursery, [sup.switch_child, *sup.workers])
         except DaemonError:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
+from netstore.addresses import format_portal
 from netstore.exports.targets import TargetPlan
 from netstore.iscsi import pdu as P
 from netstore.iscsi.connection import LOGIN_TIMEOUT_S
@@ -49,6 +50,10 @@ def owners(plans: Sequence[TargetPlan], workers: int) -> dict[str, int]:
     return {name: zlib.crc32(lead.encode()) % workers for name, lead in group.items()}
 
 
+class ListenError(Exception):
+    """A portal cannot be listened on (the message names it and why)."""
+
+
 class Acceptor:
     """Listens on the portals; ``route`` names a target's worker.
 
@@ -72,16 +77,17 @@ class Acceptor:
         """Bind every portal, report the bound addresses, serve until cancelled.
 
         Raises:
-            OSError: a portal cannot be bound (nothing is left listening).
+            ListenError: a portal cannot be bound (nothing is left listening).
         """
         socks = []
         try:
             for host, port in self.portals:
                 socks.append(await listen(host, port))
-        except OSError:
+        except OSError as e:
             for s in socks:
                 s.close()
-            raise
+            raise ListenError(f"cannot listen on {format_portal(host, port)}: "
+                              f"{e.strerror or e}") from None
         self.bound = [(h, s.getsockname()[1]) for (h, _), s in zip(self.portals, socks,
                                                                     strict=True)]
         try:

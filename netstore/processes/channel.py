@@ -74,7 +74,10 @@ class Channel:
                     self.sock.send(record)
                 return
             except (BlockingIOError, InterruptedError):
-                await trio.lowlevel.wait_writable(self.sock)
+                try:
+                    await trio.lowlevel.wait_writable(self.sock)
+                except trio.ClosedResourceError:
+                    raise ChannelClosed("the channel was closed") from None
             except OSError as e:  # EPIPE, ECONNRESET: the other end is gone
                 raise ChannelClosed(str(e)) from None
 
@@ -90,7 +93,10 @@ class Channel:
             try:
                 data, got, _flags, _addr = socket.recv_fds(self.sock, RECORD_MAX + 1, MAX_FDS)
             except (BlockingIOError, InterruptedError):
-                await trio.lowlevel.wait_readable(self.sock)
+                try:
+                    await trio.lowlevel.wait_readable(self.sock)
+                except trio.ClosedResourceError:
+                    raise ChannelClosed("the channel was closed") from None
                 continue
             except OSError as e:
                 raise ChannelClosed(str(e)) from None
@@ -104,8 +110,13 @@ class Channel:
                 return pickle.loads(b"".join(parts)), fds
 
     def close(self) -> None:
+        """Close this end; a task waiting on it gets ChannelClosed."""
         if not self.closed:
             self.closed = True
+            try:
+                trio.lowlevel.notify_closing(self.sock)
+            except RuntimeError:
+                pass  # not inside Trio: nobody can be waiting
             self.sock.close()
 
 

@@ -27,6 +27,22 @@ START_TIMEOUT_S = 20.0
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
+async def wait_process(process: subprocess.Popen) -> int:
+    """Wait for `process` to end without blocking the loop; its exit status
+    (negative: the signal that killed it)."""
+    if process.returncode is not None:
+        return process.returncode
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):
+        return await trio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    return process.wait()
+
+
 class ChildError(Exception):
     """A child process could not be started, or would not take its state."""
 
@@ -51,7 +67,7 @@ class Child:
         self.log = log
         self.log_level = log_level
         self.peer: Peer | None = None
-        self.process: trio.Process | None = None
+        self.process: subprocess.Popen | None = None
         self.ready = trio.Event()  # set while a started process serves
         self.stopping = False
         self.starts = 0
@@ -105,10 +121,11 @@ class Child:
         argv = [sys.executable, "-m", "netstore.processes", self.kind, str(theirs.fileno()),
                 str(os.getpid()), self.label, self.log_level]
         try:
-            # Started from the loop's own thread: PR_SET_PDEATHSIG follows the
-            # thread that forked, and this one lives as long as the supervisor.
-            self.process = await trio.lowlevel.open_process(
-                argv, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+            # Forked from the loop's own thread, not a worker thread (as
+            # trio.open_process would): PR_SET_PDEATHSIG follows the thread
+            # that forked, and this one lives as long as the supervisor.
+            self.process = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env,
+                                            stdin=subprocess.DEVNULL)
         finally:
             theirs.close()
         self.starts += 1
@@ -129,7 +146,7 @@ class Child:
 
     async def _wait_exit(self) -> None:
         assert self.process is not None
-        code = await self.process.wait()
+        code = await wait_process(self.process)
         self.ready = trio.Event()
         peer, self.peer = self.peer, None
         if peer is not None:
@@ -152,7 +169,7 @@ class Child:
                 pass
             if self.peer is not None:
                 self.peer.channel.close()
-            await self.process.wait()
+            await wait_process(self.process)
         await self._kill()
 
     async def _kill(self) -> None:
@@ -161,4 +178,4 @@ class Child:
             return
         process.kill()
         with trio.CancelScope(shield=True):
-            await process.wait()
+            await wait_process(process)
