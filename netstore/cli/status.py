@@ -79,3 +79,16 @@ def _print_status(result: dict[str, Any]) -> None:
             )
     console.print(sessions)
     console.print(connections)
+
+    workers = Table(title="iSCSI workers", title_justify="left")
+    for col in ("worker", "pid", "running", "starts", "targets"):
+        workers.add_column(col)
+    for w in iscsi.get("workers", []):
+        workers.add_row(
+            str(w.get("name", "?")),
+            str(w.get("pid") or "-"),
+            "yes" if w.get("running") else "no (starting again)",
+            str(w.get("starts", "?")),
+            ", ".join(w.get("targets", [])) or "-",
+        )
+    console.print(workers)
