@@ -267,8 +267,9 @@ class _Supervisor:
                 "SIGHUP: running on the defaults, there is no configuration file to re-read"
             )
             return
-        try:
-            new = load_config(source, resolve_medium=registered_medium)
+        try:  # in a thread: it reads the file and looks media up in the registry
+            new = await trio.to_thread.run_sync(
+                lambda: load_config(source, resolve_medium=registered_medium))
         except ConfigError as e:
             log.error("SIGHUP: configuration refused, keeping the old one: %s", e)
             return
