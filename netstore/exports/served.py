@@ -34,6 +34,9 @@ class TargetUnits:
         # (target, lun, machine) -> the spec of that machine's own unit now
         self._private: dict[tuple[str, int, str], UnitSpec] = {}
         self._seen: set[tuple[str, int, str]] = set()
+        # (target, lun, machine) -> (power-on?, spec) opened ahead of a login
+        self._prepared: dict[tuple[str, int, str], tuple[bool, UnitSpec]] = {}
+        self._plans: dict[str, TargetPlan] = {}
 
     def exports(self, plans: list[TargetPlan]) -> list[TargetExport]:
         """The exports of `plans`, their units open; units of no plan are closed.
@@ -42,7 +45,9 @@ class TargetUnits:
         one bad image does not take the others down.
         """
         out: list[TargetExport] = []
+        self._plans = {p.entry.name: p for p in plans}
         keep: set[UnitSpec] = set(self._private.values())
+        keep.update(spec for _, spec in list(self._prepared.values()))
         for plan in plans:
             try:
                 luns = {i: self.units.get(spec) for i, spec in plan.luns.items()}
@@ -62,26 +67,60 @@ class TargetUnits:
 
         def open_for(machine: str, power_on: bool) -> LogicalUnit:
             key = (p.target, p.index, machine)
-            if self.restarted and key not in self._seen:
-                power_on = False  # the machine did not power on: its worker died
-            self._seen.add(key)
-            old = self._private.pop(key, None)
-            if old is not None:
-                self.units.close(old)
-            with Registry.open(self.state_dir) as reg:
-                if power_on:
-                    path = reg.layer_at_power_on(p.medium, machine)
-                else:
-                    path = reg.layer_for(p.medium, machine)
-            if power_on:
-                self.log.info("target %s LUN %d: %s powered on, layer %s", p.target, p.index,
-                              machine, path)
-            spec = UnitSpec(target=p.target, index=p.index, path=str(path),
-                            identity_path=p.base, owner=machine)
-            self._private[key] = spec
-            return self.units.get(spec)
+            ready = self._prepared.pop(key, None)
+            if ready is not None and ready[0] == power_on:
+                return self.units.get(ready[1])  # opened ahead by prepare()
+            # Not prepared (the login did not come through the acceptor): the
+            # registry is read here, on the caller's thread.
+            return self.units.get(self._open_private(p, machine, power_on))
 
         return open_for
+
+    def preparable(self, target: str, initiator: str) -> bool:
+        """Whether `initiator`'s own units of `target` may be opened before its
+        login ends: the target has such units, admits the initiator and asks
+        no CHAP (so the name is all a login proves; with CHAP, a failed login
+        must not reset the machine's layer, and the units open at login)."""
+        plan = self._plans.get(target)
+        return (plan is not None and bool(plan.private) and plan.entry.chap is None
+                and plan.entry.admits(initiator))
+
+    def prepare(self, target: str, machine: str, power_on: bool) -> list[LogicalUnit]:
+        """Open `machine`'s own units of `target` ahead of its login, so the
+        login finds them open (the registry and the layer files are touched
+        here: call it from a worker thread).  Returns the units opened."""
+        plan = self._plans.get(target)
+        opened = []
+        for p in plan.private.values() if plan is not None else ():
+            spec = self._open_private(p, machine, power_on)
+            opened.append(self.units.get(spec))
+            self._prepared[(p.target, p.index, machine)] = (power_on, spec)
+        return opened
+
+    def _open_private(self, p: PrivateSpec, machine: str, power_on: bool) -> UnitSpec:
+        """The spec of `machine`'s own layer of `p` now (a new one at power-on;
+        not after this worker replaced one that died, see `restarted`)."""
+        key = (p.target, p.index, machine)
+        if self.restarted and key not in self._seen:
+            power_on = False  # the machine did not power on: its worker died
+        self._seen.add(key)
+        old = self._private.pop(key, None)
+        if old is not None and power_on:
+            self.units.close(old)  # a power-on may make its layer afresh in place
+        with Registry.open(self.state_dir) as reg:
+            if power_on:
+                path = reg.layer_at_power_on(p.medium, machine)
+            else:
+                path = reg.layer_for(p.medium, machine)
+        if power_on:
+            self.log.info("target %s LUN %d: %s powered on, layer %s", p.target, p.index,
+                          machine, path)
+        spec = UnitSpec(target=p.target, index=p.index, path=str(path), identity_path=p.base,
+                        owner=machine)
+        if old is not None and old != spec:
+            self.units.close(old)
+        self._private[key] = spec
+        return spec
 
     def flush(self) -> None:
         """Flush every open unit (a clean stop)."""

@@ -20,14 +20,15 @@ DISCOVERY = "Discovery"
 class FirstLogin:
     """What the first PDU says about where the connection goes.
 
-    ``target`` is the TargetName key (None if absent); ``discovery`` is
-    SessionType=Discovery; ``readable`` is False for anything but a whole,
+    ``target`` is the TargetName key (None if absent), ``initiator`` the
+    InitiatorName; ``discovery`` is SessionType=Discovery; ``readable`` is False for anything but a whole,
     plain Login Request whose keys are all in this PDU.
     """
 
     target: str | None = None
     discovery: bool = False
     readable: bool = False
+    initiator: str | None = None
 
 
 def first_pdu_length(bhs: bytes | bytearray | memoryview) -> int | None:
@@ -49,7 +50,7 @@ def first_login(pdu: bytes | bytearray | memoryview) -> FirstLogin:
         return FirstLogin()
     start = P.BHS_LEN + pdu[4] * 4
     dlen = int.from_bytes(pdu[5:8], "big")
-    target = None
+    target = initiator = None
     discovery = False
     for pair in bytes(pdu[start:start + dlen]).split(b"\0"):
         key, sep, value = pair.partition(b"=")
@@ -57,6 +58,8 @@ def first_login(pdu: bytes | bytearray | memoryview) -> FirstLogin:
             continue
         if key == b"TargetName":
             target = value.decode("utf-8", "replace")
+        elif key == b"InitiatorName":
+            initiator = value.decode("utf-8", "replace")
         elif key == b"SessionType":
             discovery = value == DISCOVERY.encode()
-    return FirstLogin(target=target, discovery=discovery, readable=True)
+    return FirstLogin(target=target, discovery=discovery, readable=True, initiator=initiator)

@@ -17,6 +17,7 @@ import trio
 from netstore.exports.served import TargetUnits
 from netstore.exports.targets import TargetPlan
 from netstore.iscsi.login import TargetEntry
+from netstore.iscsi.routing import first_login
 from netstore.iscsi.server import IscsiService
 from netstore.iscsi.settings import ServiceSettings
 
@@ -66,11 +67,34 @@ class IscsiWorker:
         assert self.service is not None
         self.service.reconfigure(dataclasses.replace(settings, portals=()))
 
-    def connection(self, peer: tuple, prefix: bytes, *, fds: list[int]) -> None:
-        """A connection the acceptor accepted, its first `prefix` bytes read."""
+    async def connection(self, peer: tuple, prefix: bytes, *, fds: list[int]) -> None:
+        """A connection the acceptor accepted, its first `prefix` bytes read.
+
+        A login to a target with units of each machine's own gets them opened
+        first, in a thread (the registry, a new layer at power-on), so the
+        login itself does not wait on the disk.
+        """
         sock = socket.socket(fileno=fds[0])
         for extra in fds[1:]:
             socket.socket(fileno=extra).close()
+        if self.service is None or self.units is None:
+            sock.close()
+            return
+        login = first_login(prefix)
+        if (login.readable and not login.discovery and login.target and login.initiator
+                and self.units.preparable(login.target, login.initiator)):
+            group = self.service.group
+            exported = group.exported.get(login.target)
+            # The core's rule: a login while the machine has no other session
+            # to the target is its power-on.
+            power_on = not any(s.initiator == login.initiator and s.target is exported
+                               for s in group.sessions.values())
+            try:
+                await trio.to_thread.run_sync(self.units.prepare, login.target,
+                                              login.initiator, power_on)
+            except Exception as e:
+                self.log.error("opening %s's units of %s failed: %s", login.initiator,
+                               login.target, e)
         if self.service is None:
             sock.close()
             return

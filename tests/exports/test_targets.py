@@ -29,7 +29,9 @@ def wiring(tmp_path):
     w = TargetWiring(state, "iqn.2026-11.org.netstore")
     w.set_config([TargetConfig(iqn=IQN, luns=[LunSpec(m.location, medium="multi")])])
     served = TargetUnits(state)
-    yield lambda: served.exports(w.plans())
+    exports = lambda: served.exports(w.plans())  # noqa: E731
+    exports.units = served
+    yield exports
     served.flush()
 
 
@@ -82,3 +84,13 @@ def test_aptpl_registrations_stay_with_the_unit_of_their_machine(wiring):
     assert keys(unit_b, B + ",i,0x1") == []
     # ... and A's persisted registration survives B's unit and A's next login
     assert keys(export.private[0](A, False), A + ",i,0x1") == [KA]
+
+
+def test_a_login_gets_the_units_opened_ahead_of_it_in_a_thread(wiring):
+    (export,) = wiring()
+    units = wiring.units
+    assert units.preparable(IQN, A)
+    (ahead,) = units.prepare(IQN, A, True)  # what the worker does before the login
+    assert export.private[0](A, True) is ahead, "the login opened another layer"
+    # unprepared, a power-on gives the machine a fresh unit of its own
+    assert export.private[0](A, True) is not ahead
