@@ -122,7 +122,7 @@ class _Supervisor:
     def _owners(self) -> dict[str, int]:
         from netstore.processes.acceptor import owners
 
-        return owners(self.wiring.plans(), len(self.workers))
+        return owners(self.wiring.plans(), len(self.workers), self.owner)
 
     async def push_targets(self) -> None:
         """Send every worker its share; connections are routed by the new

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
-import zlib
 from collections.abc import Callable, Sequence
 
 import trio
@@ -30,24 +29,41 @@ from .child import Child
 HANDOFF_WAIT_S = 3.0
 
 
-def owners(plans: Sequence[TargetPlan], workers: int) -> dict[str, int]:
+def owners(plans: Sequence[TargetPlan], workers: int,
+           previous: dict[str, int] | None = None) -> dict[str, int]:
     """Target name -> the index of the worker that serves it.
 
-    Stable while the target list changes (a target keeps its worker); targets
-    sharing a claim (one disk one machine at a time) share a worker, because
-    that rule is checked where the sessions are.
+    A target keeps the worker it had (`previous`: its sessions are there); a
+    new one goes to the worker with the fewest targets (the lowest index on a
+    tie), so N targets spread over N workers.  Targets sharing a claim (a disk
+    one machine at a time) share a worker, because that rule is checked where
+    the sessions are.
     """
-    group: dict[str, str] = {}  # target -> the first target of its claim group
-    by_claim: dict[str, str] = {}
+    previous = previous or {}
+    owner: dict[str, int] = {}
+    load = [0] * workers
+    for plan in plans:
+        index = previous.get(plan.entry.name)
+        if index is not None and index < workers:
+            owner[plan.entry.name] = index
+            load[index] += 1
+    holder: dict[str, int] = {}  # claim key -> the worker of a target holding it
+    for plan in plans:
+        if plan.entry.name in owner:
+            for claim in plan.claims:
+                holder.setdefault(claim.key, owner[plan.entry.name])
     for plan in plans:
         name = plan.entry.name
-        lead = name
+        if name in owner:
+            continue
+        index = next((holder[c.key] for c in plan.claims if c.key in holder), None)
+        if index is None:
+            index = min(range(workers), key=lambda i: (load[i], i))
+        owner[name] = index
+        load[index] += 1
         for claim in plan.claims:
-            lead = by_claim.setdefault(claim.key, lead)
-        group[name] = lead
-        for claim in plan.claims:
-            by_claim.setdefault(claim.key, lead)
-    return {name: zlib.crc32(lead.encode()) % workers for name, lead in group.items()}
+            holder.setdefault(claim.key, index)
+    return owner
 
 
 class ListenError(Exception):

@@ -19,6 +19,9 @@ from .logs import configure_logging
 
 PR_SET_PDEATHSIG = 1
 KINDS = ("iscsi", "switches")
+# The switch process runs at this nice value when it may (root): a frame
+# should not wait for a core behind iSCSI workers and initiators.
+SWITCH_NICE = -10
 
 
 def die_with_parent(parent: int) -> None:
@@ -64,6 +67,11 @@ def main(argv: list[str]) -> int:
         return 2
     kind, fd, parent, label, level = argv[0], int(argv[1]), int(argv[2]), argv[3], argv[4]
     die_with_parent(parent)
+    if kind == "switches":
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, SWITCH_NICE)
+        except OSError:
+            pass  # not root: the default priority
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging(level, label)
