@@ -291,8 +291,10 @@ def label(pid: int, width: int = 70) -> str:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return f"pid {pid}"
-    text = " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)
-    text = text.replace(str(REPO) + "/", "").replace(sys.executable, "python3")
+    args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    if args and args[0] == sys.executable:
+        args[0] = "python3"
+    text = " ".join(Path(a).name if a.startswith("/") else a for a in args)  # paths: names
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
