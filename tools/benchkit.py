@@ -214,6 +214,8 @@ class Netstore:
 
     def start(self, timeout: float = START_TIMEOUT_S) -> Ready:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(self.tree)}
+        if self.tree != REPO:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave another checkout as it is
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = spawn([sys.executable, "-m", "netstore", "serve", "--config",
                                str(self.config_path)], cwd=self.workdir, env=env,
