@@ -42,6 +42,7 @@ ETHERTYPE = b"\x88\xb5"
 MAGIC = b"nsprobe1"
 PAYLOAD = struct.Struct("!8sQQQ")
 FRAME_BYTES = 60
+FLOW_TIMEOUT_S = 10.0  # the first probe frame crosses the switch within this
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; SCM_TIMESTAMPNS is the same
 
 # iscsi-perf's last line: "iops average 21554 (84 MB/s)" (periodic ones alike, \r-separated).
@@ -322,8 +323,9 @@ class Probe:
     """Frames at `rate` per second from switch port A's peer to port B's peer.
 
     start() launches the receiver (it announces RECEIVER_MAC on port B, so the
-    switch learns it and answers that socket) and then the sender (port A);
-    stop() ends the sender, lets the receiver drain for `drain` seconds and
+    switch learns it and answers that socket) and then the sender (port A),
+    and returns once the first frame crossed (frames sent before it are the
+    warm-up, not counted as lost); stop() ends the sender, lets the receiver drain for `drain` seconds and
     returns the figures: sent, received, lost, duplicates, latency p50/p99/
     p999/max in ms from user-space stamps (time.monotonic_ns() at send and on
     return from recv) and `kernel_*` from the kernel's receive stamp
@@ -355,6 +357,9 @@ class Probe:
         assert self.sender.stdout is not None
         if self.sender.stdout.readline().strip() != "ready":
             raise RuntimeError("probe sender did not start")
+        r, _, _ = select.select([self.receiver.stdout], [], [], FLOW_TIMEOUT_S)
+        if not r or not self.receiver.stdout.readline().startswith("flowing"):
+            raise RuntimeError(f"no probe frame crossed the switch within {FLOW_TIMEOUT_S} s")
         self.started = time.monotonic()
 
     def _finish(self, p: subprocess.Popen[str], wait: float) -> dict[str, Any]:
@@ -372,10 +377,11 @@ class Probe:
         sent = self._finish(self.sender, 10.0)
         time.sleep(self.drain)
         got = self._finish(self.receiver, 10.0)
-        got.pop("ready", None)
-        return {"seconds": seconds, "rate": self.rate, "sent": sent["sent"],
+        counted = sent["sent"] - got["first_seq"]  # from the first frame that crossed
+        return {"seconds": seconds, "rate": self.rate, "sent": counted,
                 "sender_max_gap_ms": sent["max_gap_ms"], "sender_skipped": sent["skipped"],
-                "received": got["received"], "lost": sent["sent"] - got["received"],
+                "warmup": got["first_seq"], "received": got["received"],
+                "lost": counted - got["received"],
                 "duplicates": got["duplicates"], "reordered": got["reordered"],
                 **latency_summary(got["lat_ms"]),
                 **{f"kernel_{k}": v for k, v in latency_summary(got["klat_ms"]).items()},
@@ -431,20 +437,22 @@ def probe_recv(host: str, port: int, max_seconds: float) -> None:
     s.bind(("127.0.0.1", 0))
     switch = (host, port)
     announce = (SENDER_MAC + RECEIVER_MAC + ETHERTYPE).ljust(FRAME_BYTES, b"\0")
-    s.sendto(b"\xff" * 6 + announce[6:], switch)  # broadcast once: learnt on port b
+    broadcast = b"\xff" * 6 + announce[6:]
+    s.sendto(broadcast, switch)  # learnt on port b (again every 0.1 s until a frame comes)
     print("ready", flush=True)
     seen = bytearray()
     lat: list[float] = []
     klat: list[float] = []
     worst: list[tuple[float, int]] = []
     dup = reordered = top = 0
+    first_seq: int | None = None
     deadline = time.monotonic() + max_seconds
-    next_announce = time.monotonic() + 5.0
+    next_announce = time.monotonic() + 0.1
     stopping_at: float | None = None
     while time.monotonic() < deadline:
-        if time.monotonic() > next_announce:  # stay learnt past the MAC aging
-            s.sendto(announce, switch)
-            next_announce += 5.0
+        if time.monotonic() > next_announce:  # until flowing; then past the MAC aging
+            s.sendto(broadcast if first_seq is None else announce, switch)
+            next_announce = time.monotonic() + (0.1 if first_seq is None else 5.0)
         r, _, _ = select.select([s] if stopping_at else [s, sys.stdin], [], [], 0.2)
         if sys.stdin in r:
             sys.stdin.readline()
@@ -459,6 +467,9 @@ def probe_recv(host: str, port: int, max_seconds: float) -> None:
         if len(data) < 14 + PAYLOAD.size or data[14:22] != MAGIC:
             continue
         _, seq, mono, real = PAYLOAD.unpack_from(data, 14)
+        if first_seq is None:
+            first_seq = seq
+            print(f"flowing {seq}", flush=True)
         if seq >= len(seen):
             seen.extend(bytes(seq + 1 - len(seen) + 4096))
         if seen[seq]:
@@ -479,7 +490,7 @@ def probe_recv(host: str, port: int, max_seconds: float) -> None:
             if len(worst) > 200:
                 worst = sorted(worst, reverse=True)[:20]
     worst = sorted(worst, reverse=True)[:10]
-    print(json.dumps({"received": len(lat), "duplicates": dup, "reordered": reordered,
+    print(json.dumps({"received": len(lat), "first_seq": first_seq or 0, "duplicates": dup, "reordered": reordered,
                       "lat_ms": lat, "klat_ms": klat,
                       "worst": [{"ms": round(ms, 3), "seq": q} for ms, q in worst]}), flush=True)
 
