@@ -104,6 +104,18 @@ def sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
+def write_json(dest: str | None, obj: Any) -> bool:
+    """--json FILE of the tools: write obj there; True when it went to stdout ("-")."""
+    if dest is None:
+        return False
+    text = json.dumps(obj, indent=1)
+    if dest == "-":
+        print(text)
+        return True
+    Path(dest).write_text(text + "\n")
+    return False
+
+
 # -- images and config -----------------------------------------------------------
 
 
