@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import select
@@ -320,7 +321,7 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     """The q-quantile (0..1) of sorted values, nearest rank; None for none."""
     if not sorted_values:
         return None
-    k = max(0, min(len(sorted_values) - 1, int(round(q * len(sorted_values) + 0.5)) - 1))
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1))
     return sorted_values[k]
 
 
