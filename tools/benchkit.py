@@ -52,8 +52,9 @@ PERF_AVG = re.compile(r"iops average (\d+) \((\d+) MB/s\)")
 _children: list[subprocess.Popen[Any]] = []
 
 
-def target_iqn(i: int) -> str:
-    return f"{BASE_IQN}:bench{i}"
+def target_iqn(i: int, names: list[str] | None = None) -> str:
+    """Target i: <base>:bench<i>, or <base>:<names[i]> when names are given."""
+    return f"{BASE_IQN}:{names[i] if names else f'bench{i}'}"
 
 
 def initiator_iqn(i: int) -> str:
@@ -160,8 +161,9 @@ def cached_bytes(path: Path) -> int | None:
 
 
 def config_text(state_dir: Path, images: list[Path], *, probe_switch: bool = True,
-                workers: int | None = None, portal: str = "127.0.0.1:0") -> str:
-    """A daemon config: a target bench<i> per image (LUN 0), and (probe_switch) a switch
+                workers: int | None = None, portal: str = "127.0.0.1:0",
+                names: list[str] | None = None) -> str:
+    """A daemon config: a target per image (LUN 0; target_iqn names them), and (probe_switch) a switch
     `probe` with udp ports `a` and `b` on free loopback ports, without a remote (each
     answers whoever sent it the first datagram). `workers` sets `[iscsi] workers`
     only when given (the key is new with issue 10)."""
@@ -170,7 +172,7 @@ def config_text(state_dir: Path, images: list[Path], *, probe_switch: bool = Tru
     if workers is not None:
         lines.append(f"workers = {workers}")
     for i, image in enumerate(images):
-        lines += ["", "[[iscsi.targets]]", f'iqn = "{target_iqn(i)}"',
+        lines += ["", "[[iscsi.targets]]", f'iqn = "{target_iqn(i, names)}"',
                   f"luns = [{json.dumps(str(image))}]"]
     if probe_switch:
         lines += ["", "[[switches]]", 'name = "probe"']
@@ -199,8 +201,8 @@ class Ready:
             ports[f"{m[1]}:{m[2]}"] = (m[3], int(m[4]))
         return cls(line, portals, ports)
 
-    def url(self, i: int = 0) -> str:
-        return f"iscsi://{self.portals[0]}/{target_iqn(i)}/0"
+    def url(self, i: int = 0, names: list[str] | None = None) -> str:
+        return f"iscsi://{self.portals[0]}/{target_iqn(i, names)}/0"
 
 
 class DaemonRefused(RuntimeError):
@@ -251,6 +253,17 @@ class Netstore:
             return self.stderr_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def status(self) -> dict[str, Any] | None:
+        """`netstore status --json` of the running daemon (None when it fails)."""
+        env = {**os.environ, "PYTHONPATH": str(self.tree), "PYTHONDONTWRITEBYTECODE": "1"}
+        try:
+            out = subprocess.run([sys.executable, "-m", "netstore", "status", "--json",
+                                  "--config", str(self.config_path)], cwd=self.workdir, env=env,
+                                 capture_output=True, text=True, timeout=20)
+            return json.loads(out.stdout) if out.returncode == 0 else None
+        except (subprocess.TimeoutExpired, ValueError):
+            return None
 
     @property
     def running(self) -> bool:
