@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -95,6 +96,9 @@ def kill_children() -> None:
     """End every child still running (tools call it in `finally`; also at exit)."""
     for p in list(_children):
         end(p)
+
+
+atexit.register(kill_children)
 
 
 def sigterm_as_interrupt() -> None:
