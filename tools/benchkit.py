@@ -102,12 +102,13 @@ atexit.register(kill_children)
 
 
 def sigterm_as_interrupt() -> None:
-    """SIGTERM behaves like Ctrl-C, so a tool's `finally` kills its children."""
+    """SIGTERM and SIGINT raise KeyboardInterrupt, so a tool's `finally` kills its children."""
 
     def on_term(*_: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
 
 
 def write_json(dest: str | None, obj: Any) -> bool:
