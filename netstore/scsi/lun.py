@@ -3,7 +3,9 @@
 # sbc, provisioning, copies); keeps unit attentions, mode parameters and the
 # medium state. Pure and synchronous: CDB and Data-Out in, ScsiResponse out.
 # READ/WRITE go through a 256-entry table indexed by operation code with one
-# set-membership test for unit attentions in front.
+# set-membership test for unit attentions in front.  Its task set
+# (taskset.py) orders the commands a transport runs off its loop; a READ
+# may be tried page-cache-only first (execute with data NOWAIT).
 """LogicalUnit: a SCSI logical unit on a block backend, executing one command at a time."""
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from .reservations import ReservationCommands, Reservations, file_persister, loa
 from .rsoc import supported_opcodes, supported_tmfs
 from .sbc import BlockCommands
 from .sense import (
+    BUS_RESET_OCCURRED,
     CHECK_CONDITION,
     DEVICE_RESET_OCCURRED,
     GOOD,
@@ -45,6 +48,7 @@ from .sense import (
     NO_ADDITIONAL_SENSE,
     NOT_READY_TO_READY,
     PARAM_LIST_LENGTH_ERROR,
+    POWER_ON_OCCURRED,
     REPORTED_LUNS_CHANGED,
     RESERVATION_CONFLICT,
     UNRECOVERED_READ_ERROR,
@@ -55,14 +59,16 @@ from .sense import (
     build_sense,
     cdb_error,
 )
+from .taskset import TaskSet
 from .thin import Provisioning
-from .unit import LunIdentity, ScsiResponse
+from .unit import NOWAIT, LunIdentity, ScsiResponse, WouldBlock
 from .vpd import PAGES as VPD_PAGES
 from .vpd import VpdSource, standard_inquiry
 from .xcopy import CopyPeers, ThirdPartyCopy
 
 # ScsiResponse, LunIdentity (unit.py) and encode_lun (luns.py) are found here too.
-__all__ = ["LogicalUnit", "LunIdentity", "ScsiResponse", "encode_lun", "report_luns_data"]
+__all__ = ["NOWAIT", "LogicalUnit", "LunIdentity", "ScsiResponse", "WouldBlock", "encode_lun",
+           "report_luns_data"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +125,12 @@ class LogicalUnit:
         self._swp = False  # software write protect, set by MODE SELECT (control page)
         self._max_blocks = MAX_TRANSFER_BYTES // bs
         self._pread = backend.pread
+        # Page-cache-only reads (raw images): BlockingIOError when the data
+        # is not all cached.
+        self._pread_nowait = getattr(backend, "pread_nowait", None)
+        self.reads_nowait = self._pread_nowait is not None
+        # The commands waiting for the medium, in order (taskset.py).
+        self.tasks = TaskSet()
         self._pwrite = backend.pwrite
         self._flush = backend.flush
         self._default_wce = write_cache
@@ -315,6 +327,11 @@ class LogicalUnit:
         Returns:
             A ScsiResponse; this never raises for anything the initiator sends.
             A command that fails changes nothing on the medium.
+
+        Raises:
+            WouldBlock: `data_out` is NOWAIT (a READ only) and the blocks are
+                not all in the page cache; nothing changed, run it again
+                without NOWAIT where waiting is allowed.
         """
         try:
             if nexus not in self._clear:
@@ -331,6 +348,8 @@ class LogicalUnit:
         except (IndexError, struct.error):
             # CDB shorter than its operation code says.
             return ScsiResponse(CHECK_CONDITION, b"", _SHORT_CDB_SENSE)
+        except WouldBlock:
+            raise
         except Exception:
             log.exception("internal error executing CDB %s", bytes(cdb[:16]).hex())
             return ScsiResponse(CHECK_CONDITION, b"", _INTERNAL_FAILURE_SENSE)
@@ -359,6 +378,15 @@ class LogicalUnit:
         self._pr.drop_spc2()  # persistent reservations survive resets
         self._reserved = self._pr.active
         self.establish_unit_attention(ua, except_nexus=by_nexus)
+
+    def target_reset(self, nexus: str, *, cold: bool) -> None:
+        """This unit's part of a TARGET WARM RESET (UA 29/02 for the other
+        nexuses) or TARGET COLD RESET (UA 29/01 for every nexus, the
+        requester included: it is a power on)."""
+        if cold:
+            self.reset(None, ua=POWER_ON_OCCURRED)
+        else:
+            self.reset(nexus, ua=BUS_RESET_OCCURRED)
 
     def nexus_gone(self, nexus: str) -> None:
         """The I_T nexus ended: its pending conditions are replaced by
@@ -404,7 +432,7 @@ class LogicalUnit:
 
     # ------------------------------------------------------------ READ
 
-    def _read(self, lba: int, n: int, len_byte: int) -> ScsiResponse:
+    def _read(self, lba: int, n: int, len_byte: int, data: object = None) -> ScsiResponse:
         if lba + n > self._num_blocks:
             raise ScsiError(LBA_OUT_OF_RANGE)
         if n > self._max_blocks:
@@ -412,6 +440,14 @@ class LogicalUnit:
         if not n:
             return ScsiResponse(GOOD)
         bs = self._bs
+        if data is NOWAIT:
+            nowait = self._pread_nowait
+            if nowait is None:
+                raise WouldBlock
+            try:
+                return ScsiResponse(GOOD, nowait(lba * bs, n * bs))
+            except OSError:  # not cached (or failing: the real read reports it)
+                raise WouldBlock from None
         try:
             return ScsiResponse(GOOD, self._pread(lba * bs, n * bs))
         except OSError:
@@ -420,25 +456,25 @@ class LogicalUnit:
 
     def _read6(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         lba = BE32.unpack_from(cdb, 0)[0] & 0x1FFFFF
-        return self._read(lba, cdb[4] or 256, 4)
+        return self._read(lba, cdb[4] or 256, 4, data)
 
     def _read10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
         lba, n = U10.unpack_from(cdb, 2)
-        return self._read(lba, n, 7)
+        return self._read(lba, n, 7, data)
 
     def _read12(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
         lba, n = U12.unpack_from(cdb, 2)
-        return self._read(lba, n, 6)
+        return self._read(lba, n, 6, data)
 
     def _read16(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
         lba, n = U16.unpack_from(cdb, 2)
-        return self._read(lba, n, 10)
+        return self._read(lba, n, 10, data)
 
     # ------------------------------------------------------------ WRITE
 

@@ -11,11 +11,9 @@ from .lun import LogicalUnit
 from .luns import report_luns_data
 from .opcodes import EXTENDED_COPY, INQUIRY, REPORT_LUNS, REQUEST_SENSE
 from .sense import (
-    BUS_RESET_OCCURRED,
     CHECK_CONDITION,
     GOOD,
     LU_NOT_SUPPORTED,
-    POWER_ON_OCCURRED,
     REPORTED_LUNS_CHANGED,
     ScsiError,
     build_sense,
@@ -126,10 +124,7 @@ class ScsiTarget:
         RESET (UA 29/01 for every nexus, the requester included: it is a
         power on) on every logical unit."""
         for lu in self._luns.values():
-            if cold:
-                lu.reset(None, ua=POWER_ON_OCCURRED)
-            else:
-                lu.reset(nexus, ua=BUS_RESET_OCCURRED)
+            lu.target_reset(nexus, cold=cold)
 
     def nexus_gone(self, nexus: str) -> None:
         """The I_T nexus ended (session closed) on every logical unit."""
