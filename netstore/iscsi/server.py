@@ -1,7 +1,9 @@
 # The Trio shell of the iSCSI target: listening sockets, one receive loop and
 # one keeper task per connection, batching every answer of a receive into one
-# sendmsg.  All protocol decisions live in the pure core (connection.py and its
-# modules); this file moves bytes.
+# sendmsg, and the drainers that run each logical unit's queued commands in a
+# worker thread, a batch per trip, so no disk wait stalls the loop.  All
+# protocol decisions live in the pure core (connection.py and its modules);
+# this file moves bytes and owns the threads.
 """The iSCSI service: portals, connections, reconfiguration and clean stop."""
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from netstore.iscsi.connection import Connection, Timeouts
 from netstore.iscsi.params import TargetLimits
 from netstore.iscsi.portal import PortalGroup, TargetExport
 from netstore.iscsi.settings import ServiceSettings
+from netstore.scsi.taskset import TaskSet, run_batch
 
 # One receive takes what the kernel has, up to this: big enough for a whole
 # 256 KiB Data-Out PDU plus headers, so large writes need few wake-ups.
@@ -76,17 +79,20 @@ class _Wire:
     of the time a command takes.
     """
 
-    __slots__ = ("sock", "conn", "wake", "sending", "_send_done")
+    __slots__ = ("sock", "conn", "wake", "room", "sending", "_send_done")
 
     def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self.conn: Connection | None = None
         self.wake = trio.Event()
+        self.room: trio.Event | None = None  # the receive loop waits for completions
         self.sending = False  # a task is waiting for the socket to drain
         self._send_done = trio.lowlevel.ParkingLot()
 
     def wakeup(self) -> None:
         self.wake.set()
+        if self.room is not None:
+            self.room.set()
 
     async def flush(self) -> None:
         """Send everything in the connection's outbox, in order."""
@@ -131,6 +137,9 @@ class IscsiService:
         self._wires: set[_Wire] = set()
         self._nursery: trio.Nursery | None = None
         self.bound: list[tuple[str, int]] = []
+        # Task sets with a drainer running (the clean stop waits for them).
+        self._draining: set[TaskSet] = set()
+        self.group.schedule = self._schedule
 
     def set_targets(self, targets: list[TargetExport]) -> None:
         """Serve exactly these targets from now on (see PortalGroup.set_targets)."""
@@ -171,7 +180,8 @@ class IscsiService:
         finally:
             for s in socks:
                 s.close()
-            self._flush_luns()
+            with trio.CancelScope(shield=True):
+                await self._flush_luns()
 
     async def _listen(self, host: str, port: int) -> trio.socket.SocketType:
         family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
@@ -269,6 +279,13 @@ class IscsiService:
                     return
             if conn.closing:
                 return
+            while conn.saturated and not conn.closing:
+                # The window's worth of commands is queued on the units:
+                # read no more until some complete (TCP pushes back).
+                wire.room = trio.Event()
+                await wire.room.wait()
+                waited = True
+            wire.room = None
             if not waited:
                 # Nothing else ran since this connection's last batch: let the
                 # other connections have their turn.
@@ -315,11 +332,45 @@ class IscsiService:
                 await trio.sleep(0.02)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
-        self._flush_luns()
+        await self._flush_luns()
 
-    def _flush_luns(self) -> None:
-        for lu in self.group.units():
-            try:
-                lu.backend.flush()
-            except Exception:
-                self.log.exception("flushing a LUN failed")
+    # -- the units' queued commands ----------------------------------------------------
+    def _schedule(self, ts: TaskSet) -> None:
+        """A unit's task set has work: start its drainer (the core's group.schedule)."""
+        if ts in self._draining:
+            return
+        self._draining.add(ts)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._drain, ts)
+        else:  # a connection served outside run()
+            trio.lowlevel.spawn_system_task(self._drain, ts)
+
+    async def _drain(self, ts: TaskSet) -> None:
+        """Run `ts`'s queued commands in a worker thread, a batch per trip, in
+        order; completions go back to the core on the loop.  Shielded: what
+        was accepted is run, whole, even while the service stops."""
+        try:
+            with trio.CancelScope(shield=True):
+                while True:
+                    batch = ts.take()
+                    if not batch:
+                        return
+                    await trio.to_thread.run_sync(run_batch, batch)
+                    ts.finish(batch)
+        finally:
+            self._draining.discard(ts)
+
+    async def _flush_luns(self) -> None:
+        """Wait for every unit's queued commands, then flush them all (in a thread)."""
+        while self._draining:
+            await trio.sleep(0.01)
+        units = self.group.units()
+
+        def flush_all() -> None:
+            for lu in units:
+                try:
+                    lu.backend.flush()
+                except Exception:
+                    self.log.exception("flushing a LUN failed")
+
+        await trio.to_thread.run_sync(flush_all)

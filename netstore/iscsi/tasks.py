@@ -14,7 +14,7 @@ drains it at once, so the core runs synchronously in tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 
 from netstore.scsi.commands import runs_inline
@@ -92,16 +92,15 @@ class Commands:
                 units.add(lu)
         return units
 
-    def _after_units(self, units: Iterable[LogicalUnit], then: Callable[[], None],
-                     run: Callable[[LogicalUnit], None] | None = None) -> None:
-        """Call `then` once every unit in `units` has finished what it has
-        queued or started; `run(lu)`, if given, runs on each unit in its turn
-        (in the worker thread, ordered after everything queued before it)."""
-        todo = list(dict.fromkeys(units))
-        if not todo:
+    def _after_units(self, steps: dict[LogicalUnit, Callable[[], object] | None],
+                     then: Callable[[], None]) -> None:
+        """Call `then` once every unit of `steps` has finished what it has
+        queued or started; the unit's step, if not None, runs in its turn (in
+        the worker thread, after everything queued before it)."""
+        if not steps:
             then()
             return
-        left = [len(todo)]
+        left = [len(steps)]
 
         def one_done(_: object) -> None:
             left[0] -= 1
@@ -109,8 +108,7 @@ class Commands:
                 then()
                 self.wakeup()
 
-        for lu in todo:
-            step = None if run is None else partial(run, lu)
+        for lu, step in steps.items():
             if lu.tasks.idle:
                 if step is not None:
                     step()
