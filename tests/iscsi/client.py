@@ -36,13 +36,13 @@ class Client:
                 self.reader.feed(data)
         return p
 
-    async def login(self, *, tsih: int = 0, cid: int = 0) -> P.Pdu:
+    async def login(self, *, tsih: int = 0, cid: int = 0, isid: bytes = ISID) -> P.Pdu:
         keys = [("InitiatorName", INITIATOR), ("TargetName", self.target), ("SessionType", "Normal"),
                 ("MaxRecvDataSegmentLength", "65536")]
         if tsih == 0:
             keys += [("MaxConnections", "4")]
         b = bhs(P.OP_LOGIN_REQ, 0x80 | (1 << 2) | 3, immediate=True, itt=1, f24=self.cmdsn)
-        b[8:14] = ISID
+        b[8:14] = isid
         b[14:16] = tsih.to_bytes(2, "big")
         b[20:22] = cid.to_bytes(2, "big")
         await self.stream.send_all(wire(b, encode_text(keys)))
