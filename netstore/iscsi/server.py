@@ -19,7 +19,7 @@ from netstore.iscsi.connection import Connection, Timeouts
 from netstore.iscsi.params import TargetLimits
 from netstore.iscsi.portal import PortalGroup, TargetExport
 from netstore.iscsi.settings import ServiceSettings
-from netstore.scsi.taskset import TaskSet, run_batch
+from netstore.iscsi.workers import UnitWorkers
 
 # One receive takes what the kernel has, up to this: big enough for a whole
 # 256 KiB Data-Out PDU plus headers, so large writes need few wake-ups.
@@ -79,20 +79,47 @@ class _Wire:
     of the time a command takes.
     """
 
-    __slots__ = ("sock", "conn", "wake", "room", "sending", "_send_done")
+    __slots__ = ("sock", "conn", "wake", "room", "sending", "_send_done", "_answered")
 
-    def __init__(self, sock: _socket.socket) -> None:
+    def __init__(self, sock: _socket.socket, answered: _Answered) -> None:
         self.sock = sock
         self.conn: Connection | None = None
         self.wake = trio.Event()
         self.room: trio.Event | None = None  # the receive loop waits for completions
         self.sending = False  # a task is waiting for the socket to drain
         self._send_done = trio.lowlevel.ParkingLot()
+        self._answered = answered
 
     def wakeup(self) -> None:
+        if self._answered.active:  # a completion: sent right after, no task switch
+            self._answered.wires.add(self)
+            return
         self.wake.set()
         if self.room is not None:
             self.room.set()
+
+    def send_soon(self) -> None:
+        """Send what completions put in the outbox now, if the socket takes it;
+        anything else (a send under way, a full socket, a close) is the keeper's."""
+        conn = self.conn
+        assert conn is not None
+        if self.room is not None:
+            self.room.set()
+        if self.sending or conn.closing or not conn.outbox:
+            if conn.outbox or conn.closing:
+                self.wake.set()
+            return
+        bufs = conn.outbox
+        conn.outbox = []
+        try:
+            rest = send_now(self.sock, bufs)
+        except OSError:
+            conn.outbox = bufs
+            self.wake.set()
+            return
+        if rest:
+            conn.outbox = rest
+            self.wake.set()
 
     async def flush(self) -> None:
         """Send everything in the connection's outbox, in order."""
@@ -116,6 +143,16 @@ class _Wire:
             self._send_done.unpark_all()
 
 
+class _Answered:
+    """The wires answered by the completions being delivered now."""
+
+    __slots__ = ("active", "wires")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.wires: set[_Wire] = set()
+
+
 class IscsiService:
     """The iSCSI target service of the daemon.
 
@@ -137,9 +174,10 @@ class IscsiService:
         self._wires: set[_Wire] = set()
         self._nursery: trio.Nursery | None = None
         self.bound: list[tuple[str, int]] = []
-        # Task sets with a drainer running (the clean stop waits for them).
-        self._draining: set[TaskSet] = set()
-        self.group.schedule = self._schedule
+        # The units' queued commands run in worker threads (workers.py).
+        self._answered = _Answered()
+        self._units = UnitWorkers(self._deliver)
+        self.group.schedule = self._units.schedule
 
     def set_targets(self, targets: list[TargetExport]) -> None:
         """Serve exactly these targets from now on (see PortalGroup.set_targets)."""
@@ -223,7 +261,7 @@ class IscsiService:
 
     async def _serve_connection(self, sock: _socket.socket, addr) -> None:
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
-        wire = _Wire(sock)
+        wire = _Wire(sock, self._answered)
         cfg = self.settings
         conn = Connection(self.group, peer, wire.wakeup,
                           Timeouts(nop_interval_s=cfg.nop_interval_s,
@@ -335,35 +373,22 @@ class IscsiService:
         await self._flush_luns()
 
     # -- the units' queued commands ----------------------------------------------------
-    def _schedule(self, ts: TaskSet) -> None:
-        """A unit's task set has work: start its drainer (the core's group.schedule)."""
-        if ts in self._draining:
-            return
-        self._draining.add(ts)
-        if self._nursery is not None:
-            self._nursery.start_soon(self._drain, ts)
-        else:  # a connection served outside run()
-            trio.lowlevel.spawn_system_task(self._drain, ts)
-
-    async def _drain(self, ts: TaskSet) -> None:
-        """Run `ts`'s queued commands in a worker thread, a batch per trip, in
-        order; completions go back to the core on the loop.  Shielded: what
-        was accepted is run, whole, even while the service stops."""
+    def _deliver(self, finish) -> None:
+        """Run a batch's completions (on the loop), then send their answers at once."""
+        a = self._answered
+        a.active = True
         try:
-            with trio.CancelScope(shield=True):
-                while True:
-                    batch = ts.take()
-                    if not batch:
-                        return
-                    await trio.to_thread.run_sync(run_batch, batch)
-                    ts.finish(batch)
+            finish()
         finally:
-            self._draining.discard(ts)
+            a.active = False
+        wires = list(a.wires)
+        a.wires.clear()
+        for w in wires:
+            w.send_soon()
 
     async def _flush_luns(self) -> None:
         """Wait for every unit's queued commands, then flush them all (in a thread)."""
-        while self._draining:
-            await trio.sleep(0.01)
+        await self._units.wait_idle()
         units = self.group.units()
 
         def flush_all() -> None:
@@ -374,3 +399,4 @@ class IscsiService:
                     self.log.exception("flushing a LUN failed")
 
         await trio.to_thread.run_sync(flush_all)
+        self._units.stop()
