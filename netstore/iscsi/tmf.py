@@ -17,6 +17,7 @@ from functools import partial
 from netstore.iscsi import pdu as P
 from netstore.iscsi.session import Session, sn_le, sn_lt
 from netstore.scsi.lun import LogicalUnit
+from netstore.scsi.target import unit_target_reset
 
 # Task management functions (RFC 7143 11.5.1) and responses (11.6.1)
 TMF_ABORT_TASK = 1
@@ -92,7 +93,7 @@ class TaskManagement:
             cold = function == TMF_TARGET_COLD_RESET
             for view in s.target.all_views():
                 for lu in view.units():
-                    steps[lu] = partial(lu.target_reset, s.nexus, cold=cold)
+                    steps[lu] = partial(unit_target_reset, lu, s.nexus, cold=cold)
             self.log.warning("%s: TARGET %s RESET", s.nexus, "COLD" if cold else "WARM")
         elif function == TMF_TASK_REASSIGN:
             response = TMF_RSP_REASSIGN_UNSUPPORTED

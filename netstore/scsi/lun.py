@@ -33,7 +33,6 @@ from .reservations import ReservationCommands, Reservations, file_persister, loa
 from .rsoc import supported_opcodes, supported_tmfs
 from .sbc import BlockCommands
 from .sense import (
-    BUS_RESET_OCCURRED,
     CHECK_CONDITION,
     DEVICE_RESET_OCCURRED,
     GOOD,
@@ -48,7 +47,6 @@ from .sense import (
     NO_ADDITIONAL_SENSE,
     NOT_READY_TO_READY,
     PARAM_LIST_LENGTH_ERROR,
-    POWER_ON_OCCURRED,
     REPORTED_LUNS_CHANGED,
     RESERVATION_CONFLICT,
     UNRECOVERED_READ_ERROR,
@@ -67,8 +65,7 @@ from .vpd import VpdSource, standard_inquiry
 from .xcopy import CopyPeers, ThirdPartyCopy
 
 # ScsiResponse, LunIdentity (unit.py) and encode_lun (luns.py) are found here too.
-__all__ = ["NOWAIT", "LogicalUnit", "LunIdentity", "ScsiResponse", "WouldBlock", "encode_lun",
-           "report_luns_data"]
+__all__ = ["NOWAIT", "LogicalUnit", "LunIdentity", "ScsiResponse", "WouldBlock", "encode_lun", "report_luns_data"]
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +122,7 @@ class LogicalUnit:
         self._swp = False  # software write protect, set by MODE SELECT (control page)
         self._max_blocks = MAX_TRANSFER_BYTES // bs
         self._pread = backend.pread
-        # Page-cache-only reads (raw images): BlockingIOError when the data
-        # is not all cached.
+        # Page-cache-only reads (raw images), BlockingIOError when not cached.
         self._pread_nowait = getattr(backend, "pread_nowait", None)
         self.reads_nowait = self._pread_nowait is not None
         # The commands waiting for the medium, in order (taskset.py).
@@ -330,8 +326,7 @@ class LogicalUnit:
 
         Raises:
             WouldBlock: `data_out` is NOWAIT (a READ only) and the blocks are
-                not all in the page cache; nothing changed, run it again
-                without NOWAIT where waiting is allowed.
+                not all cached; nothing changed, run it where it may wait.
         """
         try:
             if nexus not in self._clear:
@@ -378,15 +373,6 @@ class LogicalUnit:
         self._pr.drop_spc2()  # persistent reservations survive resets
         self._reserved = self._pr.active
         self.establish_unit_attention(ua, except_nexus=by_nexus)
-
-    def target_reset(self, nexus: str, *, cold: bool) -> None:
-        """This unit's part of a TARGET WARM RESET (UA 29/02 for the other
-        nexuses) or TARGET COLD RESET (UA 29/01 for every nexus, the
-        requester included: it is a power on)."""
-        if cold:
-            self.reset(None, ua=POWER_ON_OCCURRED)
-        else:
-            self.reset(nexus, ua=BUS_RESET_OCCURRED)
 
     def nexus_gone(self, nexus: str) -> None:
         """The I_T nexus ended: its pending conditions are replaced by

@@ -11,9 +11,11 @@ from .lun import LogicalUnit
 from .luns import report_luns_data
 from .opcodes import EXTENDED_COPY, INQUIRY, REPORT_LUNS, REQUEST_SENSE
 from .sense import (
+    BUS_RESET_OCCURRED,
     CHECK_CONDITION,
     GOOD,
     LU_NOT_SUPPORTED,
+    POWER_ON_OCCURRED,
     REPORTED_LUNS_CHANGED,
     ScsiError,
     build_sense,
@@ -26,6 +28,16 @@ _LU_NOT_SUPPORTED_SENSE = build_sense(LU_NOT_SUPPORTED)
 # Commands the target takes part in: REPORT LUNS (its LUN map) and EXTENDED
 # COPY (between its units).
 _TARGET_OPS = frozenset({REPORT_LUNS, EXTENDED_COPY})
+
+
+def unit_target_reset(lu: LogicalUnit, nexus: str, *, cold: bool) -> None:
+    """One unit's part of a TARGET WARM RESET (UA 29/02 for the other
+    nexuses) or TARGET COLD RESET (UA 29/01 for every nexus, the requester
+    included: it is a power on)."""
+    if cold:
+        lu.reset(None, ua=POWER_ON_OCCURRED)
+    else:
+        lu.reset(nexus, ua=BUS_RESET_OCCURRED)
 
 
 class ScsiTarget:
@@ -124,7 +136,7 @@ class ScsiTarget:
         RESET (UA 29/01 for every nexus, the requester included: it is a
         power on) on every logical unit."""
         for lu in self._luns.values():
-            lu.target_reset(nexus, cold=cold)
+            unit_target_reset(lu, nexus, cold=cold)
 
     def nexus_gone(self, nexus: str) -> None:
         """The I_T nexus ended (session closed) on every logical unit."""
