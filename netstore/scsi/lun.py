@@ -3,9 +3,8 @@
 # sbc, provisioning, copies); keeps unit attentions, mode parameters and the
 # medium state. Pure and synchronous: CDB and Data-Out in, ScsiResponse out.
 # READ/WRITE go through a 256-entry table indexed by operation code with one
-# set-membership test for unit attentions in front.  Its task set
-# (taskset.py) orders the commands a transport runs off its loop; a READ
-# may be tried page-cache-only first (execute with data NOWAIT).
+# set-membership test for unit attentions in front.  Its task set (taskset.py)
+# orders the commands run off a transport's loop; a READ may try NOWAIT first.
 """LogicalUnit: a SCSI logical unit on a block backend, executing one command at a time."""
 from __future__ import annotations
 
@@ -125,8 +124,7 @@ class LogicalUnit:
         # Page-cache-only reads (raw images), BlockingIOError when not cached.
         self._pread_nowait = getattr(backend, "pread_nowait", None)
         self.reads_nowait = self._pread_nowait is not None
-        # The commands waiting for the medium, in order (taskset.py).
-        self.tasks = TaskSet()
+        self.tasks = TaskSet()  # the commands waiting for the medium, in order
         self._pwrite = backend.pwrite
         self._flush = backend.flush
         self._default_wce = write_cache
@@ -386,7 +384,10 @@ class LogicalUnit:
             self._ua.queue(nexus, IT_NEXUS_LOSS)
 
     def close(self) -> None:
-        """Flush and close the backend (idempotent)."""
+        """Flush and close the backend (idempotent); after its queued commands."""
+        if not self.tasks.idle:
+            self.tasks.when_idle(self.close)
+            return
         if self._closed:
             return
         self._closed = True

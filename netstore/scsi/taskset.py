@@ -63,11 +63,12 @@ def run_batch(batch: list[Task]) -> None:
 class TaskSet:
     """The ordered work of one logical unit (see the module docstring)."""
 
-    __slots__ = ("pending", "running")
+    __slots__ = ("pending", "running", "_when_idle")
 
     def __init__(self) -> None:
         self.pending: deque[Task] = deque()
         self.running: list[Task] | None = None  # the batch out for running
+        self._when_idle: list[Callable[[], None]] = []
 
     @property
     def idle(self) -> bool:
@@ -95,6 +96,17 @@ class TaskSet:
                 t.done(t.result if t.started else None)
             except Exception:
                 log.exception("task completion failed")
+        if self._when_idle and not self.pending:
+            waiting, self._when_idle = self._when_idle, []
+            for fn in waiting:
+                fn()
+
+    def when_idle(self, fn: Callable[[], None]) -> None:
+        """Call `fn` now if the set is idle, else once it has run all it holds."""
+        if self.idle:
+            fn()
+        else:
+            self._when_idle.append(fn)
 
     def drain_now(self) -> None:
         """Run everything queued here and now, completions included (no shell)."""

@@ -170,3 +170,16 @@ def test_r2t_write_completes_into_the_queue(image):
     w, d = ini.replies()
     assert w.itt == itt and w.bhs[3] == 0
     assert d.itt == ritt and d.data == new
+
+
+def test_a_unit_closed_with_commands_queued_closes_after_them(image):
+    ini, drainer, lu = ready(image)
+    new = os.urandom(BS)
+    ini.scsi(write10(5, 1), write=new)
+    lu.close()  # the wiring layer let go of it (a VM stopped)
+    assert not lu._closed
+    drainer.run()
+    assert lu._closed
+    assert file_bytes(image, 5 * BS, BS) == new
+    (r,) = ini.replies()
+    assert r.bhs[3] == 0
