@@ -102,7 +102,10 @@ class UnitWorkers:
     def _batch_done(self, ts: TaskSet, batch: list[Task]) -> None:
         """On the loop: the batch ran; answer it and send out what came meanwhile."""
         self.busy.discard(ts)
-        self._completing(lambda: ts.finish(batch))
+        try:
+            self._completing(lambda: ts.finish(batch))
+        except Exception:  # a callback of the loop itself: it must not end the service
+            log.exception("completing a unit's batch failed")
         if ts.pending and ts.running is None:
             self.schedule(ts)
 
