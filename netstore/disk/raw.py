@@ -2,7 +2,7 @@
 # Dynamic = a sparse file, fixed = every byte allocated up front.  Extents come
 # from the file system's holes (SEEK_DATA/SEEK_HOLE).  RawImage is both the
 # image the disk tools open and a logical unit's backend (any block size,
-# fdatasync flush, discard by hole punching).
+# fdatasync flush, discard by hole punching, page-cache-only reads).
 """Raw disk images: :class:`RawImage`, :func:`create_raw`, :func:`resize_raw`."""
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from netstore.disk.fdio import create_new, fill, punch_hole, pwrite_all, write_z
 SUPPORTED_BLOCK_SIZES = (512, 1024, 2048, 4096)
 # A file system that cannot punch holes says so with one of these.
 _NO_PUNCH = (errno.EOPNOTSUPP, errno.ENOSYS, errno.ENODEV)
+# preadv2's flag for "only what is in the page cache" (Linux 4.14); a file
+# (system) without it answers EOPNOTSUPP.
+_RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+_NO_NOWAIT = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
 def create_raw(
@@ -132,6 +136,7 @@ class RawImage:
         # Holes are punched to the byte (the file system zeroes partial
         # blocks itself): no unit the SCSI layer must zero around.
         self.discard_granularity = block_size
+        self._nowait = _RWF_NOWAIT != 0  # cleared when the file system refuses it
         self._closed = False
 
     def __enter__(self) -> RawImage:
@@ -174,6 +179,34 @@ class RawImage:
             parts.append(more)
             got += len(more)
         return b"".join(parts)
+
+    def pread_nowait(self, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) if they are all in the page cache.
+
+        One preadv2 with RWF_NOWAIT: it never waits on the disk, so a
+        caller on an event loop may try it before sending the read to a
+        worker thread.
+
+        Raises:
+            BlockingIOError: not all cached (EAGAIN, or a short read), or
+                the file system cannot say (then always: use :meth:`pread`).
+            DiskError: the range is outside the disk.
+        """
+        if not self._nowait:
+            raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here")
+        if offset < 0 or length < 0 or offset + length > self.virtual_size:
+            raise self._outside("read", offset, length)
+        buf = bytearray(length)
+        try:
+            n = os.preadv(self.fd, [buf], offset, _RWF_NOWAIT)
+        except OSError as e:
+            if e.errno in _NO_NOWAIT:
+                self._nowait = False
+                raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here") from None
+            raise
+        if n != length:
+            raise BlockingIOError(errno.EAGAIN, "partly cached")
+        return bytes(buf)
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
         """Write all of `data` at `offset`.

@@ -1,7 +1,8 @@
 # One iSCSI connection (RFC 7143 4, 6, 11): login phase, then the full
 # feature phase's per-PDU dispatch, SCSI commands and their Data-In /
-# SCSI Response.  The fast path, Data-Out / R2T, task management and the
-# NOP / Text / Logout exchanges are mixed in from their own modules.
+# SCSI Response.  The fast path, Data-Out / R2T, the commands queued on
+# their units (tasks.py), task management and the NOP / Text / Logout
+# exchanges are mixed in from their own modules.
 """Connections of the iSCSI target (sans-IO).
 
 A :class:`Connection` is fed the bytes a socket received
@@ -26,6 +27,7 @@ from netstore.iscsi.exchanges import Exchanges
 from netstore.iscsi.fastpath import FastPath
 from netstore.iscsi.login import LoginMachine, LoginRequest
 from netstore.iscsi.session import QUEUE_DEPTH, Session
+from netstore.iscsi.tasks import Commands
 from netstore.iscsi.tmf import TaskManagement
 from netstore.scsi.lun import ScsiResponse
 from netstore.scsi.sense import GOOD
@@ -53,7 +55,7 @@ class Timeouts:
     login_s: float = LOGIN_TIMEOUT_S
 
 
-class Connection(FastPath, DataOut, TaskManagement, Exchanges):
+class Connection(FastPath, DataOut, Commands, TaskManagement, Exchanges):
     """One TCP connection to the target, from login to logout (sans-IO).
 
     Args:
@@ -87,6 +89,9 @@ class Connection(FastPath, DataOut, TaskManagement, Exchanges):
         self.fast = False  # plain READ/WRITE may take _fast_path
         self.max_send = 8192  # the initiator's MaxRecvDataSegmentLength
         self.tasks: dict[int, WriteTask] = {}
+        # Commands queued on their units' task sets, by ITT: (task, unit, LUN).
+        self.inflight: dict = {}
+        self.max_inflight = QUEUE_DEPTH
         # Writes that failed on a bad Data-Out: their remaining Data-Out PDUs
         # are dropped without a Reject each.
         self.failed_itts: deque[int] = deque(maxlen=16)
@@ -120,7 +125,7 @@ class Connection(FastPath, DataOut, TaskManagement, Exchanges):
     def status(self) -> dict:
         return {"cid": self.cid, "peer": self.peer, "statsn": self.statsn,
                 "header_digest": self.hd, "data_digest": self.dd,
-                "pending_writes": len(self.tasks)}
+                "pending_writes": len(self.tasks), "queued": len(self.inflight)}
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Process received bytes; answers accumulate in ``outbox``."""
@@ -380,8 +385,9 @@ class Connection(FastPath, DataOut, TaskManagement, Exchanges):
         if pdu.data:
             self._reject(pdu, P.REJECT_PROTOCOL_ERROR, "data with a command that has no W bit")
             return
-        rsp = s.scsi.execute(s.nexus, lun, cdb, None)
-        self._respond(itt, lun_raw, rsp, edtl, bool(flags & P.CMD_READ))
+        read = bool(flags & P.CMD_READ)
+        self._run_command(itt, lun, cdb, None,
+                          lambda rsp: self._respond(itt, lun_raw, rsp, edtl, read))
 
     def _extended_cdb(self, pdu: P.Pdu, cdb: bytes) -> bytes | None:
         ahs = pdu.ahs

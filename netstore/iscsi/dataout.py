@@ -1,6 +1,7 @@
 # Writes of the iSCSI target (RFC 7143 4.2.3, 11.7-11.8): immediate data,
 # unsolicited Data-Out, R2T, the write tasks waiting for their data and the
-# transport errors that end them.
+# transport errors that end them.  A write whose data is all in goes to its
+# unit's task set like any command (tasks.py).
 """Write tasks, R2T and Data-Out of a connection (sans-IO).
 
 :class:`DataOut` is mixed into :class:`netstore.iscsi.connection.Connection`:
@@ -89,9 +90,9 @@ class DataOut:
             self._check_condition_now(itt, lun_raw, TASK_SET_FULL, 0)
             return
         if edtl == imm:
-            rsp = s.scsi.execute(s.nexus, lun, cdb, pdu.data)
-            self._respond(itt, lun_raw, rsp, 0, False,
-                          write=self._write_lengths(lun, cdb, edtl))
+            lengths = self._write_lengths(lun, cdb, edtl)
+            self._run_command(itt, lun, cdb, pdu.data, lambda rsp: self._respond(
+                itt, lun_raw, rsp, 0, False, write=lengths))
             return
         task = WriteTask(itt, lun, lun_raw, cdb, edtl, pdu.u32(24), bytearray(edtl))
         if imm:
@@ -195,9 +196,9 @@ class DataOut:
         del self.tasks[task.itt]
         if task.aborted or s.target is None:
             return
-        rsp = s.scsi.execute(s.nexus, task.lun, task.cdb, task.buf)
-        self._respond(task.itt, task.lun_raw, rsp, 0, False, datasn_base=task.r2tsn,
-                      write=self._write_lengths(task.lun, task.cdb, task.edtl))
+        lengths = self._write_lengths(task.lun, task.cdb, task.edtl)
+        self._run_command(task.itt, task.lun, task.cdb, task.buf, lambda rsp: self._respond(
+            task.itt, task.lun_raw, rsp, 0, False, datasn_base=task.r2tsn, write=lengths))
 
     def _write_lengths(self, lun: int, cdb: bytes, edtl: int) -> tuple[int, int] | None:
         """(EDTL, SPDTL) of a command with Data-Out, None when the CDB's length is unknown."""

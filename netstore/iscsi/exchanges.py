@@ -132,17 +132,25 @@ class Exchanges:
         else:
             self._reject(pdu, P.REJECT_INVALID_FIELD, f"logout reason code {reason}")
             return
-        statsn = self.statsn
-        self.statsn = (statsn + 1) & 0xFFFFFFFF
-        self._send(P.build_logout_response(pdu.itt, response, statsn, s.exp_cmdsn,
-                                           s.max_cmdsn, 0, 0))
-        if reason == LOGOUT_CLOSE_SESSION:
-            for c in list(s.connections.values()):
-                if c is not self:
-                    c.shut("logout of the session")
-            self.shut("logout of the session")
-        elif close_self:
-            self.shut("logout of the connection")
+        # The answer waits for the commands still running on the units
+        # (RFC 7143 11.14: logout ends the tasks of what it closes).
+        closing = list(s.connections.values()) if reason == LOGOUT_CLOSE_SESSION else [self]
+        steps = dict.fromkeys(lu for c in closing for (_, lu, _) in c.inflight.values())
+
+        def answer() -> None:
+            statsn = self.statsn
+            self.statsn = (statsn + 1) & 0xFFFFFFFF
+            self._send(P.build_logout_response(pdu.itt, response, statsn, s.exp_cmdsn,
+                                               s.max_cmdsn, 0, 0))
+            if reason == LOGOUT_CLOSE_SESSION:
+                for c in list(s.connections.values()):
+                    if c is not self:
+                        c.shut("logout of the session")
+                self.shut("logout of the session")
+            elif close_self:
+                self.shut("logout of the connection")
+
+        self._after_units(steps, answer)
 
     def _on_snack(self, pdu: P.Pdu) -> None:
         # SNACK needs ErrorRecoveryLevel > 0, which is never negotiated.

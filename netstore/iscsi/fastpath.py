@@ -1,6 +1,8 @@
 # The iSCSI fast path: plain READ and WRITE commands answered straight from
 # the receive buffer with pre-packed headers (RFC 7143 11.3, 11.4, 11.7),
-# everything else left to the connection's general dispatch.
+# everything else left to the connection's general dispatch.  A read the
+# page cache holds is answered at once; other reads and every write go to
+# the unit's task set and are answered, as pre-packed, when they complete.
 """The fast path of a connection's plain READ/WRITE commands (sans-IO).
 
 :class:`FastPath` is mixed into :class:`netstore.iscsi.connection.Connection`;
@@ -11,10 +13,12 @@ to its ``_respond`` for anything but a plain success.
 from __future__ import annotations
 
 import struct
+from functools import partial
 
 from netstore.iscsi import pdu as P
 from netstore.iscsi.session import QUEUE_DEPTH
 from netstore.scsi.commands import FAST_PATH_OPCODES
+from netstore.scsi.lun import NOWAIT, ScsiResponse, WouldBlock
 
 # The fast path's layouts: SCSI Command bytes 1..27 (flags, TotalAHSLength with
 # DataSegmentLength, LUN, ITT, EDTL, CmdSN); a Data-In carrying status; a
@@ -53,7 +57,6 @@ class FastPath:
         limit = min(self.max_send, s.params.max_burst_length)
         unpack = _FAST_CMD.unpack_from
         pack_data_in = _FAST_DATA_IN.pack
-        pack_rsp = _FAST_RSP.pack
         try:
             while end - pos >= P.BHS_LEN and buf[pos] == P.OP_SCSI_CMD:
                 op = buf[pos + 32]
@@ -62,7 +65,8 @@ class FastPath:
                 flags, lens, lun_raw, itt, edtl, cmdsn = unpack(buf, pos)
                 if cmdsn != exp or (lens >> 24) or buf[pos + 8]:
                     break
-                lu = scsi.unit(buf[pos + 9])
+                lun = buf[pos + 9]
+                lu = scsi.unit(lun)
                 if lu is None:
                     break
                 dlen = lens & 0xFFFFFF
@@ -73,7 +77,19 @@ class FastPath:
                     r._pos = pos
                     exp = (exp + 1) & 0xFFFFFFFF
                     s.exp_cmdsn = exp
-                    rsp = lu.execute(nexus, cdb, None)
+                    rsp = None
+                    if lu.reads_nowait and lu.tasks.idle:
+                        try:
+                            rsp = lu.execute(nexus, cdb, NOWAIT)
+                        except WouldBlock:
+                            pass
+                    if rsp is None:
+                        self.statsn = statsn
+                        self._queue_command(lu, lun, itt,
+                                            partial(lu.execute, nexus, cdb, None),
+                                            partial(self._fast_read_done, itt, lun_raw, edtl))
+                        statsn = self.statsn
+                        continue
                     data = rsp.data
                     if (rsp.status or rsp.sense or len(data) != edtl or edtl > limit
                             or edtl & 3):
@@ -99,16 +115,38 @@ class FastPath:
                     r._pos = pos
                     exp = (exp + 1) & 0xFFFFFFFF
                     s.exp_cmdsn = exp
-                    rsp = lu.execute(nexus, cdb, data)
-                    if rsp.status or rsp.sense or rsp.data:
-                        self.statsn = statsn
-                        self._respond(itt, lun_raw, rsp, 0, False)
-                        statsn = self.statsn
-                        continue
-                    out.append(pack_rsp(P.OP_SCSI_RSP, P.FLAG_FINAL, 0, 0, 0, itt, 0, statsn,
-                                        exp, (exp + QUEUE_DEPTH - 1) & 0xFFFFFFFF, 0, 0, 0))
-                    statsn = (statsn + 1) & 0xFFFFFFFF
+                    self.statsn = statsn
+                    self._queue_command(lu, lun, itt,
+                                        partial(lu.execute, nexus, cdb, data),
+                                        partial(self._fast_write_done, itt, lun_raw))
+                    statsn = self.statsn
                 else:
                     break
         finally:
             self.statsn = statsn
+
+    def _fast_read_done(self, itt: int, lun_raw: bytes, edtl: int, rsp: ScsiResponse) -> None:
+        """A queued fast-path READ completed: one Data-In with status if plain."""
+        data = rsp.data
+        s = self.session
+        if (rsp.status or rsp.sense or len(data) != edtl or edtl & 3
+                or edtl > min(self.max_send, s.params.max_burst_length)):
+            self._respond(itt, lun_raw, rsp, edtl, True)
+            return
+        statsn = self.statsn
+        self.statsn = (statsn + 1) & 0xFFFFFFFF
+        exp = s.exp_cmdsn
+        self.outbox += (_FAST_DATA_IN.pack(
+            P.OP_DATA_IN, P.FLAG_FINAL | P.DATA_STATUS, 0, 0, edtl, lun_raw, itt,
+            P.RESERVED_TAG, statsn, exp, (exp + QUEUE_DEPTH - 1) & 0xFFFFFFFF, 0, 0, 0), data)
+
+    def _fast_write_done(self, itt: int, lun_raw: bytes, rsp: ScsiResponse) -> None:
+        """A queued fast-path WRITE completed: one SCSI Response if plain."""
+        if rsp.status or rsp.sense or rsp.data:
+            self._respond(itt, lun_raw, rsp, 0, False)
+            return
+        statsn = self.statsn
+        self.statsn = (statsn + 1) & 0xFFFFFFFF
+        exp = self.session.exp_cmdsn
+        self.outbox.append(_FAST_RSP.pack(P.OP_SCSI_RSP, P.FLAG_FINAL, 0, 0, 0, itt, 0, statsn,
+                                          exp, (exp + QUEUE_DEPTH - 1) & 0xFFFFFFFF, 0, 0, 0))

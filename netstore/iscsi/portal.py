@@ -17,6 +17,7 @@ from netstore.iscsi.params import TargetLimits
 from netstore.iscsi.session import Session
 from netstore.scsi.lun import LogicalUnit
 from netstore.scsi.target import ScsiTarget
+from netstore.scsi.taskset import Task, TaskSet
 
 # Opens an initiator's own logical unit of a LUN: (initiator name, power-on) -> unit.
 PrivateLunOpener = Callable[[str, bool], LogicalUnit]
@@ -114,6 +115,18 @@ class PortalGroup:
         # serve some of them: discovery names them all, login only ours.
         self.directory: list[TargetEntry] | None = None
         self._tsih = itertools.count(1)
+        # Gets a unit's task set drained once it has work: the shell sets a
+        # worker-thread drainer; without one the work runs here and now.
+        self.schedule: Callable[[TaskSet], None] = TaskSet.drain_now
+
+    def run_on_unit(self, lu: LogicalUnit, fn: Callable[[], object]) -> None:
+        """Run `fn` (a change of `lu`'s state) now if the unit is idle, else in
+        its turn on its task set, after what is queued there."""
+        ts = lu.tasks
+        if ts.idle:
+            fn()
+        elif ts.submit(Task(fn, lambda _: None)):
+            self.schedule(ts)
 
     # -- TargetDirectory -------------------------------------------------
     def lookup(self, name: str) -> TargetEntry | None:

@@ -1,7 +1,9 @@
 # The Trio shell of the iSCSI target: listening sockets, one receive loop and
 # one keeper task per connection, batching every answer of a receive into one
-# sendmsg.  All protocol decisions live in the pure core (connection.py and its
-# modules); this file moves bytes.
+# sendmsg, and the drainers that run each logical unit's queued commands in a
+# worker thread, a batch per trip, so no disk wait stalls the loop.  All
+# protocol decisions live in the pure core (connection.py and its modules);
+# this file moves bytes and owns the threads.
 """The iSCSI service: portals, connections, reconfiguration and clean stop."""
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from netstore.iscsi.connection import Connection, Timeouts
 from netstore.iscsi.params import TargetLimits
 from netstore.iscsi.portal import PortalGroup, TargetExport
 from netstore.iscsi.settings import ServiceSettings
+from netstore.iscsi.workers import UnitWorkers
 
 # One receive takes what the kernel has, up to this: big enough for a whole
 # 256 KiB Data-Out PDU plus headers, so large writes need few wake-ups.
@@ -76,17 +79,47 @@ class _Wire:
     of the time a command takes.
     """
 
-    __slots__ = ("sock", "conn", "wake", "sending", "_send_done")
+    __slots__ = ("sock", "conn", "wake", "room", "sending", "_send_done", "_answered")
 
-    def __init__(self, sock: _socket.socket) -> None:
+    def __init__(self, sock: _socket.socket, answered: _Answered) -> None:
         self.sock = sock
         self.conn: Connection | None = None
         self.wake = trio.Event()
+        self.room: trio.Event | None = None  # the receive loop waits for completions
         self.sending = False  # a task is waiting for the socket to drain
         self._send_done = trio.lowlevel.ParkingLot()
+        self._answered = answered
 
     def wakeup(self) -> None:
+        if self._answered.active:  # a completion: sent right after, no task switch
+            self._answered.wires.add(self)
+            return
         self.wake.set()
+        if self.room is not None:
+            self.room.set()
+
+    def send_soon(self) -> None:
+        """Send what completions put in the outbox now, if the socket takes it;
+        anything else (a send under way, a full socket, a close) is the keeper's."""
+        conn = self.conn
+        assert conn is not None
+        if self.room is not None:
+            self.room.set()
+        if self.sending or conn.closing or not conn.outbox:
+            if conn.outbox or conn.closing:
+                self.wake.set()
+            return
+        bufs = conn.outbox
+        conn.outbox = []
+        try:
+            rest = send_now(self.sock, bufs)
+        except OSError:
+            conn.outbox = bufs
+            self.wake.set()
+            return
+        if rest:
+            conn.outbox = rest
+            self.wake.set()
 
     async def flush(self) -> None:
         """Send everything in the connection's outbox, in order."""
@@ -150,6 +183,16 @@ async def accept_loop(listener: trio.socket.SocketType, handle, log: logging.Log
         handle(raw, addr)
 
 
+class _Answered:
+    """The wires answered by the completions being delivered now."""
+
+    __slots__ = ("active", "wires")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.wires: set[_Wire] = set()
+
+
 class IscsiService:
     """The iSCSI target service of the daemon.
 
@@ -171,6 +214,10 @@ class IscsiService:
         self._wires: set[_Wire] = set()
         self._nursery: trio.Nursery | None = None
         self.bound: list[tuple[str, int]] = []
+        # The units' queued commands run in worker threads (workers.py).
+        self._answered = _Answered()
+        self._units = UnitWorkers(self._deliver)
+        self.group.schedule = self._units.schedule
 
     def set_targets(self, targets: list[TargetExport]) -> None:
         """Serve exactly these targets from now on (see PortalGroup.set_targets)."""
@@ -212,7 +259,8 @@ class IscsiService:
         finally:
             for s in socks:
                 s.close()
-            self._flush_luns()
+            with trio.CancelScope(shield=True):
+                await self._flush_luns()
 
     async def _accept_loop(self, listener: trio.socket.SocketType) -> None:
         assert self._nursery is not None
@@ -237,7 +285,7 @@ class IscsiService:
 
     async def _serve_connection(self, sock: _socket.socket, addr, prefix: bytes = b"") -> None:
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
-        wire = _Wire(sock)
+        wire = _Wire(sock, self._answered)
         cfg = self.settings
         conn = Connection(self.group, peer, wire.wakeup,
                           Timeouts(nop_interval_s=cfg.nop_interval_s,
@@ -297,6 +345,13 @@ class IscsiService:
                     return
             if conn.closing:
                 return
+            while conn.saturated and not conn.closing:
+                # The window's worth of commands is queued on the units:
+                # read no more until some complete (TCP pushes back).
+                wire.room = trio.Event()
+                await wire.room.wait()
+                waited = True
+            wire.room = None
             if not waited:
                 # Nothing else ran since this connection's last batch: let the
                 # other connections have their turn.
@@ -343,11 +398,33 @@ class IscsiService:
                 await trio.sleep(0.02)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
-        self._flush_luns()
+        await self._flush_luns()
 
-    def _flush_luns(self) -> None:
-        for lu in self.group.units():
-            try:
-                lu.backend.flush()
-            except Exception:
-                self.log.exception("flushing a LUN failed")
+    # -- the units' queued commands ----------------------------------------------------
+    def _deliver(self, finish) -> None:
+        """Run a batch's completions (on the loop), then send their answers at once."""
+        a = self._answered
+        a.active = True
+        try:
+            finish()
+        finally:
+            a.active = False
+        wires = list(a.wires)
+        a.wires.clear()
+        for w in wires:
+            w.send_soon()
+
+    async def _flush_luns(self) -> None:
+        """Wait for every unit's queued commands, then flush them all (in a thread)."""
+        await self._units.wait_idle()
+        units = self.group.units()
+
+        def flush_all() -> None:
+            for lu in units:
+                try:
+                    lu.backend.flush()
+                except Exception:
+                    self.log.exception("flushing a LUN failed")
+
+        await trio.to_thread.run_sync(flush_all)
+        self._units.stop()

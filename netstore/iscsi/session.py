@@ -14,12 +14,15 @@ portal group) is in :mod:`netstore.iscsi.portal`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from netstore.iscsi import pdu as P
 from netstore.iscsi.directory import TargetEntry
 from netstore.iscsi.params import SessionParams
 from netstore.iscsi.text import Negotiator
+from netstore.scsi.lun import LogicalUnit
 from netstore.scsi.target import ScsiTarget
 
 # Commands the target accepts ahead of ExpCmdSN: the CmdSN window is
@@ -46,6 +49,8 @@ class SessionGroup(Protocol):
 
     log: logging.Logger
     sessions: dict[tuple[str, bytes], Session]
+
+    def run_on_unit(self, lu: LogicalUnit, fn: Callable[[], object]) -> None: ...
 
 
 class SessionTarget(Protocol):
@@ -134,7 +139,9 @@ class Session:
         if self.group.sessions.get((self.initiator, self.isid)) is self:
             del self.group.sessions[(self.initiator, self.isid)]
             if self.scsi is not None:
-                self.scsi.nexus_gone(self.nexus)
+                # Each unit forgets the nexus in its turn (it may be busy).
+                for lu in self.scsi.units():
+                    self.group.run_on_unit(lu, partial(lu.nexus_gone, self.nexus))
             self.group.log.info("session %s to %s ended", self.nexus,
                                 self.target.entry.name if self.target else "discovery")
 

@@ -2,7 +2,8 @@
 # where it matters) carrying every per-command fact: CDB usage bitmap and
 # timeout (REPORT SUPPORTED OPERATION CODES), handler, Data-Out length,
 # reservation class (SPC-4 5.13.1 table 66, SBC-3 table 13, SPC-2 5.5.1),
-# unit attention exemption, medium access and fast-path eligibility. One
+# unit attention exemption, medium access, whether it may run on a
+# transport's loop (no disk, no file) and fast-path eligibility. One
 # CommandSet per device type (DISK: SBC direct access, CDDVD: MMC), as tgt's
 # device templates. Dispatch, reservations and the iSCSI fast path read here.
 """Per-opcode facts of every SCSI command, and the command set of each device type."""
@@ -121,6 +122,9 @@ class Command(NamedTuple):
     medium: bool = False
     # Plain READ/WRITE a transport may serve straight from its receive buffer.
     fast: bool = False
+    # Answered from the unit's state alone (no disk read, write, flush or
+    # file): a transport may run it on its loop when the unit is idle.
+    inline: bool = False
 
     @property
     def direction(self) -> str:
@@ -227,25 +231,25 @@ _PROUT_SAS = ("REGISTER", "RESERVE", "RELEASE", "CLEAR", "PREEMPT", "PREEMPT AND
 COMMANDS: tuple[Command, ...] = (
     # SPC-4 and SBC-3 (lun.py)
     _C(TEST_UNIT_READY, None, "TEST UNIT READY", _u(0x00, 0, 0, 0, 0, 0), "_test_unit_ready",
-       pr=PR_ALLOWED, medium=True),
+       pr=PR_ALLOWED, medium=True, inline=True),
     _C(REQUEST_SENSE, None, "REQUEST SENSE", _u(0x03, 0x01, 0, 0, 0xFF, 0), "_request_sense", data_in=True,
-       pr=PR_ALLOWED, spc2=PR_ALLOWED, ua_exempt=True),
+       pr=PR_ALLOWED, spc2=PR_ALLOWED, ua_exempt=True, inline=True),
     _C(READ_6, None, "READ(6)", _u(0x08, 0x1F, 0xFF, 0xFF, 0xFF, 0), "_read6", data_in=True, **_READS),
     _C(WRITE_6, None, "WRITE(6)", _u(0x0A, 0x1F, 0xFF, 0xFF, 0xFF, 0), "_write6",
        data_out=_blocks6, **_RW),
     _C(INQUIRY, None, "INQUIRY", _u(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), "_inquiry", data_in=True,
-       pr=PR_ALLOWED, spc2=PR_ALLOWED, ua_exempt=True),
+       pr=PR_ALLOWED, spc2=PR_ALLOWED, ua_exempt=True, inline=True),
     _C(MODE_SELECT_6, None, "MODE SELECT(6)", _u(0x15, 0x11, 0, 0, 0xFF, 0), "_mode_select6",
        data_out=_byte4),
     _C(MODE_SENSE_6, None, "MODE SENSE(6)", _u(0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0), "_mode_sense6", data_in=True,
-       pr=PR_READ),
+       pr=PR_READ, inline=True),
     _C(START_STOP_UNIT, None, "START STOP UNIT", _u(0x1B, 0x01, 0, 0x0F, 0xF7, 0),
        "_start_stop_unit", pr=PR_START, timeout_s=FLUSH_TIMEOUT_S),
     _C(PREVENT_ALLOW_MEDIUM_REMOVAL, None, "PREVENT ALLOW MEDIUM REMOVAL",
-       _u(0x1E, 0, 0, 0, 0x03, 0), "_prevent_allow", pr=PR_PREVENT, spc2=PR_PREVENT),
+       _u(0x1E, 0, 0, 0, 0x03, 0), "_prevent_allow", pr=PR_PREVENT, spc2=PR_PREVENT, inline=True),
     _C(READ_CAPACITY_10, None, "READ CAPACITY(10)",
        _u(0x25, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x01, 0), "sbc.read_capacity10", data_in=True,
-       pr=PR_ALLOWED, medium=True),
+       pr=PR_ALLOWED, medium=True, inline=True),
     _C(READ_10, None, "READ(10)", _u(0x28, 0x18, *_F4, 0x1F, 0xFF, 0xFF, 0), "_read10", data_in=True,
        fast=True, **_READS),
     _C(WRITE_10, None, "WRITE(10)", _u(0x2A, 0x18, *_F4, 0x1F, 0xFF, 0xFF, 0), "_write10",
@@ -260,7 +264,7 @@ COMMANDS: tuple[Command, ...] = (
     _C(MODE_SELECT_10, None, "MODE SELECT(10)", _u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0),
        "_mode_select10", data_out=_be16_at(7)),
     _C(MODE_SENSE_10, None, "MODE SENSE(10)",
-       _u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), "_mode_sense10", data_in=True, pr=PR_READ),
+       _u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), "_mode_sense10", data_in=True, pr=PR_READ, inline=True),
     _C(READ_16, None, "READ(16)", _u(0x88, 0x18, *_F8, *_F4, 0x1F, 0), "_read16", data_in=True,
        fast=True, **_READS),
     _C(WRITE_16, None, "WRITE(16)", _u(0x8A, 0x18, *_F8, *_F4, 0x1F, 0), "_write16",
@@ -273,15 +277,15 @@ COMMANDS: tuple[Command, ...] = (
        "_sync_cache16", timeout_s=FLUSH_TIMEOUT_S, **_RW),
     _C(_SAI, SA_READ_CAPACITY_16, "READ CAPACITY(16)",
        _u(0x9E, SA_READ_CAPACITY_16, *_F8, *_F4, 0x01, 0), "sbc.read_capacity16", data_in=True,
-       pr=PR_ALLOWED, medium=True),
+       pr=PR_ALLOWED, medium=True, inline=True),
     _C(REPORT_LUNS, None, "REPORT LUNS", _u(0xA0, 0, 0xFF, 0, 0, 0, *_F4, 0, 0),
-       "_report_luns", data_in=True, pr=PR_ALLOWED, spc2=PR_ALLOWED, ua_exempt=True),
+       "_report_luns", data_in=True, pr=PR_ALLOWED, spc2=PR_ALLOWED, ua_exempt=True, inline=True),
     _C(_MI, SA_REPORT_SUPPORTED_OPCODES, "REPORT SUPPORTED OPERATION CODES",
        _u(0xA3, SA_REPORT_SUPPORTED_OPCODES, 0x87, 0xFF, 0xFF, 0xFF, *_F4, 0, 0),
-       "_report_opcodes", data_in=True, pr=PR_READ),
+       "_report_opcodes", data_in=True, pr=PR_READ, inline=True),
     _C(_MI, SA_REPORT_SUPPORTED_TMFS, "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS",
        _u(0xA3, SA_REPORT_SUPPORTED_TMFS, 0x80, 0, 0, 0, *_F4, 0, 0), "_report_tmfs", data_in=True,
-       pr=PR_READ),
+       pr=PR_READ, inline=True),
     _C(READ_12, None, "READ(12)", _u(0xA8, 0x18, *_F4, *_F4, 0x1F, 0), "_read12", data_in=True, **_READS),
     _C(WRITE_12, None, "WRITE(12)", _u(0xAA, 0x18, *_F4, *_F4, 0x1F, 0), "_write12",
        data_out=_blocks12, **_RW),
@@ -293,7 +297,7 @@ COMMANDS: tuple[Command, ...] = (
     _C(PRE_FETCH_10, None, "PRE-FETCH(10)", _u(0x34, 0x02, *_F4, 0x1F, 0xFF, 0xFF, 0),
        "sbc.prefetch10", **_READS),
     _C(READ_DEFECT_DATA_10, None, "READ DEFECT DATA(10)",
-       _u(0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0), "sbc.read_defect_data10", data_in=True, pr=PR_READ),
+       _u(0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0), "sbc.read_defect_data10", data_in=True, pr=PR_READ, inline=True),
     _C(WRITE_SAME_10, None, "WRITE SAME(10)", _u(0x41, 0, *_F4, 0x1F, 0xFF, 0xFF, 0),
        "provisioning.write_same10", data_out=_one_block, timeout_s=FLUSH_TIMEOUT_S, **_RW),
     _C(UNMAP, None, "UNMAP", _u(0x42, 0x01, 0, 0, 0, 0, 0x1F, 0xFF, 0xFF, 0), "provisioning.unmap",
@@ -321,9 +325,9 @@ COMMANDS: tuple[Command, ...] = (
        "provisioning.get_lba_status", data_in=True, **_READS),
     _C(_MI, SA_REPORT_TARGET_PORT_GROUPS, "REPORT TARGET PORT GROUPS",
        _u(0xA3, 0xE0 | SA_REPORT_TARGET_PORT_GROUPS, 0, 0, 0, 0, *_F4, 0, 0),
-       "sbc.report_target_port_groups", data_in=True, pr=PR_READ),
+       "sbc.report_target_port_groups", data_in=True, pr=PR_READ, inline=True),
     _C(READ_DEFECT_DATA_12, None, "READ DEFECT DATA(12)", _u(0xB7, 0x1F, 0, 0, 0, 0, *_F4, 0, 0),
-       "sbc.read_defect_data12", data_in=True, pr=PR_READ),
+       "sbc.read_defect_data12", data_in=True, pr=PR_READ, inline=True),
     # third-party copy (xcopy.py): EXTENDED COPY meets the reservations of its
     # copy's units as a READ of the source and a WRITE of the destination.
     _C(EXTENDED_COPY, SA_EXTENDED_COPY_LID1, "EXTENDED COPY(LID1)",
@@ -331,22 +335,22 @@ COMMANDS: tuple[Command, ...] = (
        data_out=_be32_at(10), pr=PR_ALLOWED, timeout_s=FLUSH_TIMEOUT_S, medium=True),
     *(_C(RECEIVE_COPY_RESULTS, sa, f"RECEIVE COPY RESULTS {name}",
          _u(0x84, sa, 0xFF, 0, 0, 0, 0, 0, 0, 0, *_F4, 0, 0), "copies.receive_copy_results", data_in=True,
-         pr=PR_READ)
+         pr=PR_READ, inline=True)
       for sa, name in _RCR_SAS),
     # MMC-6 (mmc.py): CD/DVD logical units only
     _C(READ_TOC_PMA_ATIP, None, "READ TOC/PMA/ATIP",
-       _u(0x43, 0x02, 0x0F, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xC0), "_read_toc", data_in=True, medium=True),
+       _u(0x43, 0x02, 0x0F, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xC0), "_read_toc", data_in=True, medium=True, inline=True),
     _C(GET_CONFIGURATION, None, "GET CONFIGURATION",
        _u(0x46, 0x03, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), "_get_configuration", data_in=True,
-       ua_exempt=True),
+       ua_exempt=True, inline=True),
     _C(GET_EVENT_STATUS_NOTIFICATION, None, "GET EVENT STATUS NOTIFICATION",
-       _u(0x4A, 0x01, 0, 0, 0xFF, 0, 0, 0xFF, 0xFF, 0), "_get_event_status", data_in=True, ua_exempt=True),
+       _u(0x4A, 0x01, 0, 0, 0xFF, 0, 0, 0xFF, 0xFF, 0), "_get_event_status", data_in=True, ua_exempt=True, inline=True),
     _C(READ_DISC_INFORMATION, None, "READ DISC INFORMATION",
-       _u(0x51, 0x07, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), "_read_disc_information", data_in=True, medium=True),
+       _u(0x51, 0x07, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), "_read_disc_information", data_in=True, medium=True, inline=True),
     _C(READ_TRACK_INFORMATION, None, "READ TRACK INFORMATION",
-       _u(0x52, 0x03, *_F4, 0, 0xFF, 0xFF, 0), "_read_track_information", data_in=True, medium=True),
+       _u(0x52, 0x03, *_F4, 0, 0xFF, 0xFF, 0), "_read_track_information", data_in=True, medium=True, inline=True),
     _C(MECHANISM_STATUS, None, "MECHANISM STATUS",
-       _u(0xBD, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0), "_mechanism_status", data_in=True),
+       _u(0xBD, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0), "_mechanism_status", data_in=True, inline=True),
     # reservations (reservations.py): RESERVE answers RESERVATION CONFLICT
     # itself, RELEASE of someone else's reservation is GOOD and does nothing,
     # PERSISTENT RESERVE OUT checks its keys itself.
@@ -358,7 +362,8 @@ COMMANDS: tuple[Command, ...] = (
     _C(RELEASE_10, None, "RELEASE(10)", _u(0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0), "reservations.release10",
        pr=PR_ALLOWED, spc2=PR_ALLOWED),
     *(_C(PERSISTENT_RESERVE_IN, sa, f"PERSISTENT RESERVE IN {name}",
-         _u(0x5E, sa, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), "reservations.persistent_reserve_in", data_in=True, pr=PR_ALLOWED)
+         _u(0x5E, sa, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), "reservations.persistent_reserve_in", data_in=True, pr=PR_ALLOWED,
+         inline=True)
       for sa, name in enumerate(_PRIN_SAS)),
     *(_C(PERSISTENT_RESERVE_OUT, sa, f"PERSISTENT RESERVE OUT {name}",
          _u(0x5F, sa, 0xFF, 0, 0, *_F4, 0), "reservations.persistent_reserve_out", data_out=_be32_at(5),
@@ -457,6 +462,30 @@ def _index_classes(field: str) -> tuple[dict[int, int], dict[tuple[int, int], in
 
 _PR_BY_OPCODE, _PR_BY_SA = _index_classes("pr")
 _SPC2_BY_OPCODE, _ = _index_classes("spc2")
+
+
+_INLINE_BY_OPCODE = frozenset(
+    op for op in {c.opcode for c in COMMANDS}
+    if all(c.inline for c in COMMANDS if c.opcode == op))
+_INLINE_BY_SA = frozenset((c.opcode, c.service_action) for c in COMMANDS
+                          if c.inline and c.service_action is not None)
+
+
+def runs_inline(cdb: bytes | memoryview) -> bool:
+    """Whether `cdb` is answered from the unit's state alone (no disk, no
+    file): a transport may run it on its loop while the unit is idle.
+    Unknown operation codes are answered at once too (INVALID OPERATION CODE)."""
+    if not cdb:
+        return True
+    op = cdb[0]
+    if op in _INLINE_BY_OPCODE:
+        return True
+    if op in SERVICE_ACTION_OPCODES:
+        return (op, cdb[1] & 0x1F) in _INLINE_BY_SA
+    return op not in _KNOWN_OPCODES
+
+
+_KNOWN_OPCODES = frozenset(c.opcode for c in COMMANDS)
 
 
 def reservation_class(cdb: bytes | memoryview) -> int:

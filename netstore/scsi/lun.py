@@ -3,7 +3,8 @@
 # sbc, provisioning, copies); keeps unit attentions, mode parameters and the
 # medium state. Pure and synchronous: CDB and Data-Out in, ScsiResponse out.
 # READ/WRITE go through a 256-entry table indexed by operation code with one
-# set-membership test for unit attentions in front.
+# set-membership test for unit attentions in front.  Its task set (taskset.py)
+# orders the commands run off a transport's loop; a READ may try NOWAIT first.
 """LogicalUnit: a SCSI logical unit on a block backend, executing one command at a time."""
 from __future__ import annotations
 
@@ -55,14 +56,15 @@ from .sense import (
     build_sense,
     cdb_error,
 )
+from .taskset import TaskSet
 from .thin import Provisioning
-from .unit import LunIdentity, ScsiResponse
+from .unit import NOWAIT, LunIdentity, ScsiResponse, WouldBlock
 from .vpd import PAGES as VPD_PAGES
 from .vpd import VpdSource, standard_inquiry
 from .xcopy import CopyPeers, ThirdPartyCopy
 
 # ScsiResponse, LunIdentity (unit.py) and encode_lun (luns.py) are found here too.
-__all__ = ["LogicalUnit", "LunIdentity", "ScsiResponse", "encode_lun", "report_luns_data"]
+__all__ = ["NOWAIT", "LogicalUnit", "LunIdentity", "ScsiResponse", "WouldBlock", "encode_lun", "report_luns_data"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,10 @@ class LogicalUnit:
         self._swp = False  # software write protect, set by MODE SELECT (control page)
         self._max_blocks = MAX_TRANSFER_BYTES // bs
         self._pread = backend.pread
+        # Page-cache-only reads (raw images), BlockingIOError when not cached.
+        self._pread_nowait = getattr(backend, "pread_nowait", None)
+        self.reads_nowait = self._pread_nowait is not None
+        self.tasks = TaskSet()  # the commands waiting for the medium, in order
         self._pwrite = backend.pwrite
         self._flush = backend.flush
         self._default_wce = write_cache
@@ -315,6 +321,10 @@ class LogicalUnit:
         Returns:
             A ScsiResponse; this never raises for anything the initiator sends.
             A command that fails changes nothing on the medium.
+
+        Raises:
+            WouldBlock: `data_out` is NOWAIT (a READ only) and the blocks are
+                not all cached; nothing changed, run it where it may wait.
         """
         try:
             if nexus not in self._clear:
@@ -331,6 +341,8 @@ class LogicalUnit:
         except (IndexError, struct.error):
             # CDB shorter than its operation code says.
             return ScsiResponse(CHECK_CONDITION, b"", _SHORT_CDB_SENSE)
+        except WouldBlock:
+            raise
         except Exception:
             log.exception("internal error executing CDB %s", bytes(cdb[:16]).hex())
             return ScsiResponse(CHECK_CONDITION, b"", _INTERNAL_FAILURE_SENSE)
@@ -372,7 +384,10 @@ class LogicalUnit:
             self._ua.queue(nexus, IT_NEXUS_LOSS)
 
     def close(self) -> None:
-        """Flush and close the backend (idempotent)."""
+        """Flush and close the backend (idempotent); after its queued commands."""
+        if not self.tasks.idle:
+            self.tasks.when_idle(self.close)
+            return
         if self._closed:
             return
         self._closed = True
@@ -404,7 +419,7 @@ class LogicalUnit:
 
     # ------------------------------------------------------------ READ
 
-    def _read(self, lba: int, n: int, len_byte: int) -> ScsiResponse:
+    def _read(self, lba: int, n: int, len_byte: int, data: object = None) -> ScsiResponse:
         if lba + n > self._num_blocks:
             raise ScsiError(LBA_OUT_OF_RANGE)
         if n > self._max_blocks:
@@ -412,6 +427,14 @@ class LogicalUnit:
         if not n:
             return ScsiResponse(GOOD)
         bs = self._bs
+        if data is NOWAIT:
+            nowait = self._pread_nowait
+            if nowait is None:
+                raise WouldBlock
+            try:
+                return ScsiResponse(GOOD, nowait(lba * bs, n * bs))
+            except OSError:  # not cached (or failing: the real read reports it)
+                raise WouldBlock from None
         try:
             return ScsiResponse(GOOD, self._pread(lba * bs, n * bs))
         except OSError:
@@ -420,25 +443,25 @@ class LogicalUnit:
 
     def _read6(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         lba = BE32.unpack_from(cdb, 0)[0] & 0x1FFFFF
-        return self._read(lba, cdb[4] or 256, 4)
+        return self._read(lba, cdb[4] or 256, 4, data)
 
     def _read10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
         lba, n = U10.unpack_from(cdb, 2)
-        return self._read(lba, n, 7)
+        return self._read(lba, n, 7, data)
 
     def _read12(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
         lba, n = U12.unpack_from(cdb, 2)
-        return self._read(lba, n, 6)
+        return self._read(lba, n, 6, data)
 
     def _read16(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
         if cdb[1] & _PROTECT_MASK:
             raise cdb_error(1, 7)
         lba, n = U16.unpack_from(cdb, 2)
-        return self._read(lba, n, 10)
+        return self._read(lba, n, 10, data)
 
     # ------------------------------------------------------------ WRITE
 

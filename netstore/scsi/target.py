@@ -30,6 +30,16 @@ _LU_NOT_SUPPORTED_SENSE = build_sense(LU_NOT_SUPPORTED)
 _TARGET_OPS = frozenset({REPORT_LUNS, EXTENDED_COPY})
 
 
+def unit_target_reset(lu: LogicalUnit, nexus: str, *, cold: bool) -> None:
+    """One unit's part of a TARGET WARM RESET (UA 29/02 for the other
+    nexuses) or TARGET COLD RESET (UA 29/01 for every nexus, the requester
+    included: it is a power on)."""
+    if cold:
+        lu.reset(None, ua=POWER_ON_OCCURRED)
+    else:
+        lu.reset(nexus, ua=BUS_RESET_OCCURRED)
+
+
 class ScsiTarget:
     """The logical units one target exposes, keyed by LUN number."""
 
@@ -126,10 +136,7 @@ class ScsiTarget:
         RESET (UA 29/01 for every nexus, the requester included: it is a
         power on) on every logical unit."""
         for lu in self._luns.values():
-            if cold:
-                lu.reset(None, ua=POWER_ON_OCCURRED)
-            else:
-                lu.reset(nexus, ua=BUS_RESET_OCCURRED)
+            unit_target_reset(lu, nexus, cold=cold)
 
     def nexus_gone(self, nexus: str) -> None:
         """The I_T nexus ended (session closed) on every logical unit."""

@@ -1,7 +1,8 @@
 # What a logical unit's parts (reservations.py, sbc.py, thin.py, xcopy.py)
 # see of it: the outcome of a command (ScsiResponse), how the unit names
 # itself (LunIdentity) and the Unit protocol, the unit's public face. The
-# parts are given the unit; they import this module, never lun.py.
+# parts are given the unit; they import this module, never lun.py.  NOWAIT
+# and WouldBlock: a READ tried page-cache-only.
 """ScsiResponse, LunIdentity and the Unit protocol a logical unit's parts are given."""
 from __future__ import annotations
 
@@ -23,6 +24,22 @@ class ScsiResponse:
     status: int
     data: bytes | memoryview = b""
     sense: bytes = b""
+
+
+class _NoWait:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOWAIT"
+
+
+# The Data-Out argument of a READ that may only be answered from the page
+# cache (LogicalUnit.execute raises WouldBlock otherwise).
+NOWAIT = _NoWait()
+
+
+class WouldBlock(Exception):
+    """A NOWAIT read's blocks are not all cached: run it where it may wait."""
 
 
 @dataclass(kw_only=True)

@@ -137,3 +137,26 @@ def test_qcow2_says_its_discard_granularity(tmp_path):
     data = good(lu.execute(NEXUS, rw10(0x28, 0, 32), None))
     assert data == b"y" * 3 * 512 + bytes(20 * 512) + b"y" * 9 * 512
     lu.close()
+
+
+def test_raw_pread_nowait_answers_from_the_page_cache_only(tmp_path):
+    path = tmp_path / "cached.img"
+    data = os.urandom(1 << 20)
+    path.write_bytes(data)
+    img = RawImage(str(path))
+    try:
+        assert img.pread(0, len(data)) == data  # every page cached now
+        assert img.pread_nowait(4096, 8192) == data[4096:12288]
+        with pytest.raises(DiskError):
+            img.pread_nowait(len(data) - 512, 1024)
+        os.fsync(img.fd)
+        os.posix_fadvise(img.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        try:
+            img.pread_nowait(512 * 1024, 4096)
+        except BlockingIOError:
+            pass  # not cached: the caller must read where it may wait
+        else:
+            pytest.skip("the kernel kept the pages")
+        assert img.pread(512 * 1024, 4096) == data[512 * 1024:512 * 1024 + 4096]
+    finally:
+        img.close()
