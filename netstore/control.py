@@ -237,17 +237,9 @@ async def _answer(line: bytes, handlers: Mapping[str, Handler],
         return {"ok": False, "error": f"unknown op {op!r}; known: {known}"}
     try:
         result = handler(**req)
-    except TypeError as e:
-        return {"ok": False, "error": f"bad arguments for {op}: {e}"}
-    except (ControlError, ValueError) as e:
-        return {"ok": False, "error": str(e)}
-    except Exception as e:  # a handler bug must not take the daemon down
-        log.exception("control op %s failed", op)
-        return {"ok": False, "error": f"internal error in {op}: {e}"}
-    if not inspect.isawaitable(result):
+        if inspect.isawaitable(result):  # an async handler: a child process answers
+            result = await result
         return {"ok": True, "result": result}
-    try:  # an async handler (the answer comes from a child process)
-        return {"ok": True, "result": await result}
     except TypeError as e:
         return {"ok": False, "error": f"bad arguments for {op}: {e}"}
     except (ControlError, ValueError) as e:
