@@ -84,10 +84,11 @@ class _Supervisor:
         self.switch_child: Any = None
         self.bound: list[tuple[str, int]] = []  # the iSCSI portals as bound
         self.owner: dict[str, int] = {}  # target -> worker index
-        self.nursery: trio.Nursery | None = None
         self.started = time.time()
-        self._targets_changed = trio.Event()
-        self._switches_changed = trio.Event()
+        # The registry changed what the children should serve (see pusher).
+        self._changed = trio.Event()
+        self._targets_dirty = False
+        self._switches_dirty = False
 
     # -- desired state -> children -------------------------------------------------
     def _worker_share(self, index: int, owner: dict[str, int]) -> tuple[list[Any], list[Any]]:
@@ -152,25 +153,21 @@ class _Supervisor:
     async def pusher(self) -> None:
         """Hands changed desired state to the children, one change at a time."""
         while True:
-            if not (self._targets_changed.is_set() or self._switches_changed.is_set()):
-                async with trio.open_nursery() as waiting:
-                    async def wait(event: trio.Event) -> None:
-                        await event.wait()
-                        waiting.cancel_scope.cancel()
-                    waiting.start_soon(wait, self._targets_changed)
-                    waiting.start_soon(wait, self._switches_changed)
-            if self._targets_changed.is_set():
-                self._targets_changed = trio.Event()
+            await self._changed.wait()
+            self._changed = trio.Event()
+            targets, self._targets_dirty = self._targets_dirty, False
+            switches, self._switches_dirty = self._switches_dirty, False
+            if targets:
                 await self.push_targets()
-            if self._switches_changed.is_set():
-                self._switches_changed = trio.Event()
+            if switches:
                 await self.push_switches()
 
     # -- the registry: VM targets and VM NIC ports follow it -----------------------
     def apply_targets(self, view: Any) -> None:
         """A new registry view: serve its running VMs as targets."""
         self.wiring.set_registry(view)
-        self._targets_changed.set()
+        self._targets_dirty = True
+        self._changed.set()
 
     def apply_nics(self, view: Any) -> None:
         """A new registry view: add, change and remove the ports of its VM NICs."""
@@ -179,7 +176,8 @@ class _Supervisor:
             log.info("switch %s: VM NIC ports now %s", name,
                      ", ".join(p.name for p in self.nics.ports.get(name, [])) or "none")
         if changed:
-            self._switches_changed.set()
+            self._switches_dirty = True
+            self._changed.set()
 
     # -- control requests ------------------------------------------------------------
     async def _ask_switches(self, name: str, *args: Any, fds: tuple[int, ...] = ()) -> Any:
@@ -297,6 +295,8 @@ class _Supervisor:
                     log.error("%s: new settings not taken: %s", child.label, e)
         if new.daemon.log_level != self.config.daemon.log_level:
             configure_logging(new.daemon.log_level)
+            for child in [*self.workers, self.switch_child]:
+                await child.set_log_level(new.daemon.log_level)
         for sw in self.config.switches:
             if sw.name not in {n.name for n in new.switches}:
                 log.info("SIGHUP: switch %s removed", sw.name)
@@ -397,7 +397,6 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
     sup.owner = sup._owners()
     acceptor = Acceptor(config.iscsi.portals, sup.workers, sup.route, log.getChild("iscsi"))
     async with trio.open_nursery() as nursery:
-        sup.nursery = nursery
         try:
             sup.bound = await nursery.start(acceptor.run)
         except ListenError as e:
@@ -442,12 +441,8 @@ async def _kill_on_second_signal(signals: Any, sup: _Supervisor) -> None:
         if signum != signal.SIGHUP:
             log.warning("%s again: stopping now", signal.Signals(signum).name)
             for child in [*sup.workers, sup.switch_child]:
-                if child is not None and child.process is not None:
-                    child.stopping = True
-                    try:
-                        child.process.kill()
-                    except ProcessLookupError:
-                        pass
+                if child is not None:
+                    child.kill()
             return
 
 

@@ -107,8 +107,6 @@ class Child:
                     first = False
                     await self._wait_exit()
                     nursery.cancel_scope.cancel()
-            if first:
-                return
             if self.stopping:
                 return
             await trio.sleep(max(0.0, began + RESTART_MIN_INTERVAL_S - trio.current_time()))
@@ -157,20 +155,41 @@ class Child:
             self.log.error("%s (pid %d) %s; starting a new one", self.label,
                            self.process.pid, how)
 
+    async def set_log_level(self, level: str) -> None:
+        """Log at `level` from now on, this process and the ones after it."""
+        self.log_level = level
+        if self.ready.is_set():
+            try:
+                await self.call("log_level", level, timeout=START_TIMEOUT_S)
+            except Exception as e:
+                self.log.error("%s: new log level not taken: %s", self.label, e)
+
     async def stop(self, grace: float) -> None:
         """Ask the child to stop cleanly; kill it after `grace` seconds."""
         self.stopping = True
         if self.process is None:
             return
-        with trio.move_on_after(grace):
+        with trio.move_on_after(grace) as waited:
             try:
                 await self.call("stop")
-            except (ChannelClosed, Exception):
-                pass
+            except Exception:
+                pass  # gone already, or refused: it is killed below
             if self.peer is not None:
                 self.peer.channel.close()
             await wait_process(self.process)
+        if waited.cancelled_caught:
+            self.log.warning("stop: %s did not stop within %g s; killing it", self.label,
+                             grace)
         await self._kill()
+
+    def kill(self) -> None:
+        """Kill the process now and start no other (a second stop signal)."""
+        self.stopping = True
+        if self.process is not None and self.process.returncode is None:
+            try:
+                self.process.kill()
+            except ProcessLookupError:
+                pass
 
     async def _kill(self) -> None:
         process = self.process

@@ -74,7 +74,8 @@ async def serve_child(kind: str, fd: int, label: str) -> None:
     """Serve the supervisor's requests until it closes the channel."""
     channel = Channel(socket.socket(fileno=fd))
     host = _host(kind, label)
-    peer = Peer(channel, host.handlers(), log=host.log)
+    handlers = {**host.handlers(), "log_level": lambda level: configure_logging(level, label)}
+    peer = Peer(channel, handlers, log=host.log)
     async with trio.open_nursery() as nursery:
         host.nursery = nursery
         await peer.serve(nursery)

@@ -29,7 +29,7 @@ class SwitchHost:
     def handlers(self) -> dict[str, Any]:
         return {"set_switches": self.set_switches, "listening": self.listening,
                 "switch_list": self.switch_list, "switch_show": self.switch_show,
-                "capture": self.capture, "stop": self.stop}
+                "capture": self.capture, "stop": self.aclose}
 
     async def set_switches(self, specs: list[SwitchSpec]) -> dict[str, str]:
         """Run exactly `specs`: new switches start, changed ones are
@@ -112,9 +112,6 @@ class SwitchHost:
         finally:
             live.close()
             await stream.aclose()
-
-    async def stop(self) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         for svc in list(self.switches.values()):

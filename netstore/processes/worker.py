@@ -36,20 +36,17 @@ class IscsiWorker:
     def handlers(self) -> dict[str, Any]:
         return {"start": self.start, "set_targets": self.set_targets,
                 "settings": self.settings, "connection": self.connection,
-                "status": self.status, "stop": self.stop}
+                "status": self.status, "stop": self.aclose}
 
     async def start(self, settings: ServiceSettings, portals: list[tuple[str, int]],
-                    state_dir: str, restarted: bool) -> int:
+                    state_dir: str, restarted: bool) -> None:
         """Serve with `settings` (no listening: connections come from the
-        acceptor); discovery names `portals`.  Returns this process's pid."""
-        import os
-
+        acceptor); discovery names `portals`."""
         assert self.nursery is not None
         self.units = TargetUnits(Path(state_dir), self.log, restarted=restarted)
         self.service = IscsiService(dataclasses.replace(settings, portals=()), log=self.log)
         await self.nursery.start(self.service.run)
         self.service.advertise(portals)
-        return os.getpid()
 
     async def set_targets(self, plans: list[TargetPlan], directory: list[TargetEntry]) -> list:
         """Serve exactly `plans`; discovery names `directory` (every target).
@@ -103,13 +100,9 @@ class IscsiWorker:
     def status(self) -> dict:
         return self.service.status() if self.service is not None else {}
 
-    async def stop(self) -> None:
-        """A clean stop: sessions asked to log out, units flushed."""
-        await self.aclose()
-
     async def aclose(self) -> None:
+        """A clean stop: sessions asked to log out, every unit served flushed
+        (by the service, in a thread)."""
         service, self.service = self.service, None
         if service is not None:
             await service.aclose()
-        if self.units is not None:
-            await trio.to_thread.run_sync(self.units.flush)

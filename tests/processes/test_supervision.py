@@ -173,3 +173,18 @@ def test_a_clean_stop_stops_every_process(netstore_daemon, signum):
     kids = children(d.proc.pid)
     assert d.stop(signum) == 0
     assert not any(alive(k) for k in kids)
+
+
+def test_a_new_log_level_reaches_the_workers_at_sighup(netstore_daemon):
+    quiet = "[daemon]\nlog_level = \"warning\"\n" + CONFIG
+    d = netstore_daemon(quiet, images=IMAGES)
+    mark = d.log_mark()
+    assert subprocess.run(["iscsi-inq", d.url(A)], capture_output=True,
+                          timeout=30).returncode == 0
+    assert "logged in to" not in d.log_since(mark), "a worker logs at info while at warning"
+    d.reload(CONFIG.replace("[iscsi]", "[daemon]\nlog_level = \"info\"\n[iscsi]", 1))
+    d.wait_log(mark, r"SIGHUP: configuration reloaded", timeout=RECOVERY_S)
+    mark = d.log_mark()
+    assert subprocess.run(["iscsi-inq", d.url(A)], capture_output=True,
+                          timeout=30).returncode == 0
+    d.wait_log(mark, r"netstore\.iscsi\[worker\d\]: session .* logged in to " + A)
