@@ -8,8 +8,8 @@ import pytest
 import trio
 
 from netstore.config import IscsiConfig, TargetConfig
-from netstore.exports.settings import iscsi_settings
 from netstore.exports.served import TargetUnits
+from netstore.exports.settings import iscsi_settings
 from netstore.exports.targets import TargetWiring
 from netstore.iscsi import pdu as P
 from netstore.iscsi.server import IscsiService
