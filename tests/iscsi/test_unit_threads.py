@@ -131,18 +131,25 @@ async def test_a_unit_stuck_in_sync_cache_stalls_no_other_session(images):
     assert events == ["B read answered", "A NOP answered", "A SYNC answered", "A read answered"]
 
 
-async def test_a_write_in_flight_when_the_connection_drops_is_applied_whole(images):
+async def stuck_write(n, images, lba: int, data: bytes):
+    """Target A served by `n`, with a write of `data` at `lba` stuck in its pwrite:
+    (gate, service, port, the writing client)."""
     gate = Gate(RawImage(images[0]), stuck="pwrite")
     exports = [TargetExport(TargetEntry(IQN_A), {0: unit(gate, IQN_A)})]
+    svc, port = await serve(n, exports)
+    a = await Client.connect(port, IQN_A)
+    await a.login()
+    await a.command(bytes(6))
+    gate.armed = True
+    await send_command(a, write10(lba, len(data) // BS), data=data)
+    await wait_thread(gate.entered)
+    return gate, svc, port, a
+
+
+async def test_a_write_in_flight_when_the_connection_drops_is_applied_whole(images):
     new = os.urandom(64 * BS)
     async with trio.open_nursery() as n:
-        svc, port = await serve(n, exports)
-        a = await Client.connect(port, IQN_A)
-        await a.login()
-        await a.command(bytes(6))
-        gate.armed = True
-        await send_command(a, write10(16, 64), data=new)
-        await wait_thread(gate.entered)
+        gate, svc, port, a = await stuck_write(n, images, 16, new)
         await a.stream.aclose()  # the initiator is gone mid-write
         with trio.fail_after(5):
             while svc.group.sessions:
@@ -162,17 +169,9 @@ async def test_a_write_in_flight_when_the_connection_drops_is_applied_whole(imag
 
 
 async def test_clean_stop_waits_for_queued_writes(images):
-    gate = Gate(RawImage(images[0]), stuck="pwrite")
-    exports = [TargetExport(TargetEntry(IQN_A), {0: unit(gate, IQN_A)})]
     new = os.urandom(8 * BS)
     async with trio.open_nursery() as n:
-        svc, port = await serve(n, exports)
-        a = await Client.connect(port, IQN_A)
-        await a.login()
-        await a.command(bytes(6))
-        gate.armed = True
-        await send_command(a, write10(0, 8), data=new)
-        await wait_thread(gate.entered)
+        gate, svc, _port, _a = await stuck_write(n, images, 0, new)
         stopped = trio.Event()
 
         async def stop():
