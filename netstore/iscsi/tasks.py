@@ -17,13 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from netstore.scsi.commands import runs_inline
+from netstore.scsi.commands import CACHED_READ_OPCODES, runs_inline
 from netstore.scsi.lun import NOWAIT, LogicalUnit, ScsiResponse, WouldBlock
-from netstore.scsi.opcodes import READ_6, READ_10, READ_12, READ_16
 from netstore.scsi.taskset import Task
-
-# Reads that may be answered from the page cache on the loop.
-READ_OPCODES = frozenset({READ_6, READ_10, READ_12, READ_16})
 
 
 class Commands:
@@ -44,7 +40,7 @@ class Commands:
             if runs_inline(cdb):
                 respond(scsi.execute(s.nexus, lun, cdb, data))
                 return
-            if data is None and lu.reads_nowait and cdb[0] in READ_OPCODES:
+            if data is None and lu.reads_nowait and cdb[0] in CACHED_READ_OPCODES:
                 try:
                     rsp = scsi.execute(s.nexus, lun, cdb, NOWAIT)
                 except WouldBlock:

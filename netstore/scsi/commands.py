@@ -125,6 +125,9 @@ class Command(NamedTuple):
     # Answered from the unit's state alone (no disk read, write, flush or
     # file): a transport may run it on its loop when the unit is idle.
     inline: bool = False
+    # A READ of blocks that may be answered from the page cache alone (the
+    # unit's NOWAIT): a transport may try it on its loop when the unit is idle.
+    cached: bool = False
 
     @property
     def direction(self) -> str:
@@ -234,7 +237,7 @@ COMMANDS: tuple[Command, ...] = (
        pr=PR_ALLOWED, medium=True, inline=True),
     _C(REQUEST_SENSE, None, "REQUEST SENSE", _u(0x03, 0x01, 0, 0, 0xFF, 0), "_request_sense", data_in=True,
        pr=PR_ALLOWED, spc2=PR_ALLOWED, ua_exempt=True, inline=True),
-    _C(READ_6, None, "READ(6)", _u(0x08, 0x1F, 0xFF, 0xFF, 0xFF, 0), "_read6", data_in=True, **_READS),
+    _C(READ_6, None, "READ(6)", _u(0x08, 0x1F, 0xFF, 0xFF, 0xFF, 0), "_read6", data_in=True, cached=True, **_READS),
     _C(WRITE_6, None, "WRITE(6)", _u(0x0A, 0x1F, 0xFF, 0xFF, 0xFF, 0), "_write6",
        data_out=_blocks6, **_RW),
     _C(INQUIRY, None, "INQUIRY", _u(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), "_inquiry", data_in=True,
@@ -251,7 +254,7 @@ COMMANDS: tuple[Command, ...] = (
        _u(0x25, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x01, 0), "sbc.read_capacity10", data_in=True,
        pr=PR_ALLOWED, medium=True, inline=True),
     _C(READ_10, None, "READ(10)", _u(0x28, 0x18, *_F4, 0x1F, 0xFF, 0xFF, 0), "_read10", data_in=True,
-       fast=True, **_READS),
+       fast=True, cached=True, **_READS),
     _C(WRITE_10, None, "WRITE(10)", _u(0x2A, 0x18, *_F4, 0x1F, 0xFF, 0xFF, 0), "_write10",
        data_out=_blocks10, fast=True, **_RW),
     _C(WRITE_AND_VERIFY_10, None, "WRITE AND VERIFY(10)",
@@ -266,7 +269,7 @@ COMMANDS: tuple[Command, ...] = (
     _C(MODE_SENSE_10, None, "MODE SENSE(10)",
        _u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), "_mode_sense10", data_in=True, pr=PR_READ, inline=True),
     _C(READ_16, None, "READ(16)", _u(0x88, 0x18, *_F8, *_F4, 0x1F, 0), "_read16", data_in=True,
-       fast=True, **_READS),
+       fast=True, cached=True, **_READS),
     _C(WRITE_16, None, "WRITE(16)", _u(0x8A, 0x18, *_F8, *_F4, 0x1F, 0), "_write16",
        data_out=_blocks16, fast=True, **_RW),
     _C(WRITE_AND_VERIFY_16, None, "WRITE AND VERIFY(16)", _u(0x8E, 0x12, *_F8, *_F4, 0x1F, 0),
@@ -286,7 +289,7 @@ COMMANDS: tuple[Command, ...] = (
     _C(_MI, SA_REPORT_SUPPORTED_TMFS, "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS",
        _u(0xA3, SA_REPORT_SUPPORTED_TMFS, 0x80, 0, 0, 0, *_F4, 0, 0), "_report_tmfs", data_in=True,
        pr=PR_READ, inline=True),
-    _C(READ_12, None, "READ(12)", _u(0xA8, 0x18, *_F4, *_F4, 0x1F, 0), "_read12", data_in=True, **_READS),
+    _C(READ_12, None, "READ(12)", _u(0xA8, 0x18, *_F4, *_F4, 0x1F, 0), "_read12", data_in=True, cached=True, **_READS),
     _C(WRITE_12, None, "WRITE(12)", _u(0xAA, 0x18, *_F4, *_F4, 0x1F, 0), "_write12",
        data_out=_blocks12, **_RW),
     _C(WRITE_AND_VERIFY_12, None, "WRITE AND VERIFY(12)", _u(0xAE, 0x12, *_F4, *_F4, 0x1F, 0),
@@ -430,6 +433,8 @@ BY_SERVICE_ACTION: dict[tuple[int, int], Command] = {
 UA_EXEMPT_OPCODES = frozenset(c.opcode for c in COMMANDS if c.ua_exempt)
 # What an iSCSI layer may serve from its receive buffer (netstore.iscsi).
 FAST_PATH_OPCODES = frozenset(c.opcode for c in COMMANDS if c.fast)
+# The READs a transport may try from the page cache on its loop (NOWAIT).
+CACHED_READ_OPCODES = frozenset(c.opcode for c in COMMANDS if c.cached)
 
 
 def _unknown_data_out(cdb: bytes | memoryview, bs: int) -> None:
