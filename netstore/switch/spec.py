@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from netstore.switch.impairment import Flap, Impairment
 from netstore.switch.limits import DEFAULT_MAC_AGING_S, DEFAULT_MAC_TABLE_SIZE, DEFAULT_MTU
 
 __all__ = ["PortSpec", "SwitchSpec"]
@@ -26,6 +27,9 @@ class PortSpec:
     ``max_macs`` and ``bound_mac`` (port security: at most N source MACs, or
     only this one, as ``52:54:00:12:34:56``) and ``storm_pps`` (broadcast and
     multicast frames per second taken in).
+    ``impair_in``/``impair_out`` impair what the peer sends / receives (None:
+    a perfect link); ``link`` is the port's administrative state ("up" or
+    "down"); ``flap`` takes it down on a schedule.
     """
 
     name: str
@@ -44,14 +48,20 @@ class PortSpec:
     max_macs: int | None = None
     bound_mac: str | None = None
     storm_pps: int | None = None
+    impair_in: Impairment | None = None
+    impair_out: Impairment | None = None
+    link: str = "up"
+    flap: Flap | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SwitchSpec:
-    """One ``[[switches]]`` entry: a learning switch and its ports."""
+    """One ``[[switches]]`` entry: a learning switch and its ports; ``seed``
+    makes every random decision of its impaired links repeat run after run."""
 
     name: str
     mac_aging_s: float = DEFAULT_MAC_AGING_S
     mac_table_size: int = DEFAULT_MAC_TABLE_SIZE
     capture: str | None = None
+    seed: int | None = None
     ports: list[PortSpec] = field(default_factory=list)
