@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netstore.switch.impairment import Flap, Impairment
+from netstore.impairments import Flap, Impairment
 from netstore.switch.limits import DEFAULT_MAC_AGING_S, DEFAULT_MAC_TABLE_SIZE, DEFAULT_MTU
 
 __all__ = ["PortSpec", "SwitchSpec"]

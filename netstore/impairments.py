@@ -1,9 +1,10 @@
-# netstore/switch/impairment.py - what an impaired link is asked to do, as a
+# netstore/impairments.py - what an impaired link is asked to do, as a
 # frozen value: netem's parameter set (tc-netem(8)) for one direction of one
 # switch port, the text forms users write ("80ms", "1%", "10mbit"), and the
 # flap schedule of a port ("down 2s every 30s"). The config loader, the CLI,
 # the registry and OVF all read and write impairments through this module; the
-# emulator that applies them is switch/emulation.py.
+# emulator that applies them is switch/emulation.py. A leaf module (it imports
+# nothing of netstore), so the registry may check a NIC's settings too.
 """Impairment (one direction of a link, as tc-netem has it), Flap, and their text forms."""
 
 from __future__ import annotations
