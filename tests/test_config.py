@@ -26,8 +26,10 @@ from netstore.config import (
     parse_config,
     parse_portal,
 )
+from netstore.impairments import Flap, GeModel, parse_impairment
 from netstore.registry import Registry
 from netstore.registry.lookup import registered_medium
+from tests.harness import netstore_env
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "configs").glob("*.toml"))
@@ -219,6 +221,9 @@ mtu = 9000
 # (file text, the message after "FILE: "). Images named "img" exist in the
 # temp dir, so only the rule under test fails.
 T = '[[iscsi.targets]]\niqn = "iqn.2026-11.org.netstore:t"\nluns = ["./img"]\n'
+# Two tap ports of sw0; a key appended lands on the second (sw0.ports[1]).
+P2 = ("[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'a'\nkind = 'tap'\ndevice = 't0'\n"
+      "[[switches.ports]]\nname = 'b'\nkind = 'tap'\ndevice = 't1'\n")
 BROKEN = [
     pytest.param(
         "[daemon]\nstate_dirr = 'x'\n",
@@ -515,7 +520,7 @@ BROKEN = [
     ),
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p'\nkind = 'udp'\nlocal = '127.0.0.1:1'\ndevice = 'tap0'\n",
-        'sw0.ports[0].device: expected only name, kind, vlan, trunk, native, mtu, mirror_to, max_macs, bound_mac, storm_pps, local, remote for kind "udp", got the key device',
+        'sw0.ports[0].device: expected only name, kind, vlan, trunk, native, mtu, mirror_to, max_macs, bound_mac, storm_pps, in, out, link, flap, local, remote for kind "udp", got the key device',
         id="port-key-of-other-kind",
     ),
     pytest.param(
@@ -630,6 +635,102 @@ BROKEN = [
         'sw0.ports[0].mirror_to: expected a port, not a VDE directory (its clients come and go), got "v"',
         id="mirror-to-vde",
     ),
+    # impaired links: every refusal names the key inside in/out
+    pytest.param(
+        P2 + "out = { delay = '80 mins' }\n",
+        'sw0.ports[1].out.delay: expected a time like "80ms", "500us" or "1s", got "80 mins"',
+        id="impair-delay-unit",
+    ),
+    pytest.param(
+        P2 + "out = { delay = 80 }\n",
+        'sw0.ports[1].out.delay: expected a time like "80ms", "500us" or "1s", got 80',
+        id="impair-delay-bare-number",
+    ),
+    pytest.param(
+        P2 + "out = { loss = '120%' }\n",
+        'sw0.ports[1].out.loss: expected a percentage from "0%" to "100%", got "120%"',
+        id="impair-loss-120",
+    ),
+    pytest.param(
+        P2 + "in = { loss = '1' }\n",
+        'sw0.ports[1].in.loss: expected a percentage from "0%" to "100%", got "1"',
+        id="impair-loss-no-percent",
+    ),
+    pytest.param(
+        P2 + "out = { rate = '10mb' }\n",
+        'sw0.ports[1].out.rate: expected a rate like "10mbit", "500kbit" or "1gbit" (bps: bytes/s, as tc), got "10mb"',
+        id="impair-rate-unit",
+    ),
+    pytest.param(
+        P2 + "out = { los = '1%' }\n",
+        "sw0.ports[1].out.los: expected one of the keys delay, jitter, delay_correlation, distribution, loss,",
+        id="impair-unknown-key",
+    ),
+    pytest.param(
+        P2 + "out = { gemodel = { p = '1%', h = '1%' } }\n",
+        "sw0.ports[1].out.gemodel.h: expected one of the keys p, r, bad_loss, good_loss",
+        id="impair-gemodel-unknown-key",
+    ),
+    pytest.param(
+        P2 + "in = { reorder = '25%' }\n",
+        'sw0.ports[1].in.reorder: expected a delay as well (reordered frames jump the delay), got "25%"',
+        id="impair-reorder-without-delay",
+    ),
+    pytest.param(
+        P2 + "out = { gemodel = '1%,10%', loss = '1%' }\n",
+        'sw0.ports[1].out.gemodel: expected either loss (random) or gemodel, not both, got "1%,10%"',
+        id="impair-gemodel-and-loss",
+    ),
+    pytest.param(
+        P2 + "out = { jitter = '5ms', distribution = 'gauss' }\n",
+        'sw0.ports[1].out.distribution: expected one of uniform, normal, pareto, paretonormal, got "gauss"',
+        id="impair-distribution",
+    ),
+    pytest.param(
+        P2 + "out = { delay = '1ms', limit = 0 }\n",
+        "sw0.ports[1].out.limit: expected an integer in 1..1000000, got 0",
+        id="impair-limit",
+    ),
+    pytest.param(
+        P2 + "out = { delay = 'a\\nb' }\n",
+        'sw0.ports[1].out.delay: expected a time like "80ms", "500us" or "1s", got "a\\nb"',
+        id="impair-value-on-one-line",
+    ),
+    pytest.param(
+        P2 + "out = '80ms'\n",
+        'sw0.ports[1].out: expected a table, got "80ms"',
+        id="impair-not-a-table",
+    ),
+    pytest.param(
+        P2 + "link = 'flapping'\n",
+        'sw0.ports[1].link: expected "up" or "down", got "flapping"',
+        id="link-state",
+    ),
+    pytest.param(
+        P2 + "flap = 'down 30s every 30s'\n",
+        'sw0.ports[1].flap: expected a schedule like "down 2s every 30s" (down shorter than the period), got "down 30s every 30s"',
+        id="flap-down-not-shorter",
+    ),
+    pytest.param(
+        P2 + "flap = 'down 2s every 30'\n",
+        'sw0.ports[1].flap: expected a schedule like "down 2s every 30s", got "down 2s every 30"',
+        id="flap-unit",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\nseed = 1.5\n",
+        "sw0.seed: expected an integer in 0..9223372036854775807, got 1.5",
+        id="seed-float",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\nseed = '42'\n",
+        'sw0.seed: expected an integer in 0..9223372036854775807, got "42"',
+        id="seed-string",
+    ),
+    pytest.param(
+        "[[switches]]\nname = 'sw0'\nseed = -1\n",
+        "sw0.seed: expected an integer in 0..9223372036854775807, got -1",
+        id="seed-negative",
+    ),
     pytest.param(
         "[iscsi]\nportals = [\n",
         "line 2: expected valid TOML, got an error: Invalid value",
@@ -654,6 +755,54 @@ def test_broken_file_is_refused(text: str, message: str, tmp_path: Path) -> None
     assert got.startswith(f"{path}: "), got
     assert message in got, got
     assert "\n" not in got
+
+
+def test_impaired_link_keys_are_read(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(
+        P2 + 'out = { delay = "80ms", jitter = "5ms", distribution = "normal", loss = "1%",'
+        ' rate = "10mbit", overhead = 4, limit = 50 }\n'
+        'in = { gemodel = { p = "1%", r = "25%" }, duplicate = "0.5%", corrupt = "0.1%",'
+        ' delay = "2ms", reorder = "10%", reorder_correlation = "50%", gap = 5 }\n'
+        'link = "down"\nflap = "down 2s every 30s"\n'
+    )
+    (sw,) = load_config(tmp_path / "c.toml").switches
+    plain, port = sw.ports
+    assert sw.seed is None
+    assert (plain.impair_in, plain.impair_out, plain.link, plain.flap) == (None, None, "up", None)
+    out, in_ = port.impair_out, port.impair_in
+    assert out is not None and in_ is not None
+    assert (out.delay, out.jitter, out.distribution, out.loss) == (0.08, 0.005, "normal", 0.01)
+    assert (out.rate, out.overhead, out.limit) == (10_000_000, 4, 50)
+    assert in_.gemodel == GeModel(p=0.01, r=0.25)
+    assert (in_.duplicate, in_.corrupt, in_.delay) == (0.005, 0.001, 0.002)
+    assert (in_.reorder, in_.reorder_correlation, in_.gap) == (0.1, 0.5, 5)
+    assert port.link == "down" and port.flap == Flap(2.0, 30.0)
+    # what to_table writes back reads the same (netstore can write a port's settings)
+    assert parse_impairment(out.to_table()) == out and parse_impairment(in_.to_table()) == in_
+
+
+def test_perfect_direction_is_no_impairment(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(P2 + "out = {}\nin = { loss = '0%' }\nlink = 'up'\n")
+    port = load_config(tmp_path / "c.toml").switches[0].ports[1]
+    assert (port.impair_in, port.impair_out, port.link) == (None, None, "up")
+
+
+@pytest.mark.parametrize("seed", [0, 42, 2**63 - 1])
+def test_switch_seed(seed: int, tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(f"[[switches]]\nname = 'sw0'\nseed = {seed}\n")
+    assert load_config(tmp_path / "c.toml").switches[0].seed == seed
+
+
+def test_serve_with_impossible_impairment_exits_2_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text(P2 + "out = { loss = '120%' }\n")
+    out = subprocess.run([sys.executable, "-m", "netstore", "serve", "--config", "bad.toml"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                         env={k: v for k, v in netstore_env().items() if k != "NETSTORE_CONFIG"})
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr == ('netstore: bad.toml: sw0.ports[1].out.loss: expected a percentage '
+                          'from "0%" to "100%", got "120%"\n')
+    assert not (tmp_path / "netstore-state").exists(), "nothing may start on a bad config"
 
 
 def test_error_names_the_file_as_given(tmp_path: Path, monkeypatch) -> None:
@@ -735,6 +884,17 @@ KEYS = [
     "connect",
     "path",
     "mtu",
+    "in",
+    "out",
+    "link",
+    "flap",
+    "seed",
+    "delay",
+    "jitter",
+    "loss",
+    "gemodel",
+    "p",
+    "rate",
     "x",
 ]
 PLAUSIBLE = [
@@ -758,6 +918,12 @@ PLAUSIBLE = [
     "sw0",
     "info",
     "123456789012",
+    "80ms",
+    "1%",
+    "120%",
+    "10mbit",
+    "down",
+    "down 2s every 30s",
     "../../etc",
     "~",
     "",

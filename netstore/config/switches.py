@@ -1,6 +1,7 @@
 # netstore/config/switches.py - the [[switches]] tables: switch and port
 # entries read into the switch's own schema (switch/spec.py), checked against
-# the switch's limits (switch/limits.py), mirror and name rules included.
+# the switch's limits (switch/limits.py), mirror and name rules included; a
+# port's impaired directions, link state and flap, read by netstore.impairments.
 """Loader of the ``[[switches]]`` section: SwitchConfig and SwitchPortConfig."""
 
 from __future__ import annotations
@@ -11,6 +12,14 @@ from netstore.addresses import MAC_RE as _MAC_RE
 from netstore.addresses import is_socket_path, normal_portal
 from netstore.config.model import SwitchConfig, SwitchPortConfig
 from netstore.config.reader import _describe, _name, _Reader
+from netstore.impairments import (
+    DIRECTIONS,
+    Flap,
+    Impairment,
+    ImpairmentError,
+    parse_flap,
+    parse_impairment,
+)
 from netstore.switch.limits import (
     DEFAULT_MAC_AGING_S,
     DEFAULT_MAC_TABLE_SIZE,
@@ -28,7 +37,7 @@ from netstore.switch.limits import (
 
 def _switch(r: _Reader, value: Any, key: str) -> SwitchConfig:
     t = r.table(value, key)
-    r.keys(t, key, ("name", "mac_aging_s", "mac_table_size", "capture", "ports"))
+    r.keys(t, key, ("name", "mac_aging_s", "mac_table_size", "capture", "seed", "ports"))
     if "name" not in t:
         raise r.fail(f"{key}.name", "the switch's name", "nothing")
     name = _name(r, t["name"], f"{key}.name")
@@ -38,11 +47,13 @@ def _switch(r: _Reader, value: Any, key: str) -> SwitchConfig:
     size = r.integer(t.get("mac_table_size", DEFAULT_MAC_TABLE_SIZE), f"{key}.mac_table_size",
                      1, MAC_TABLE_SIZE_MAX)
     capture = str(r.path(t["capture"], f"{key}.capture")) if "capture" in t else None
+    seed = r.integer(t["seed"], f"{key}.seed", 0, SEED_MAX) if "seed" in t else None
     ports = r.array(t.get("ports", []), f"{key}.ports", lambda v, k: _port(r, v, k))
     r.unique_names(ports, f"{key}.ports")
     _check_mirrors(r, key, ports)
     return SwitchConfig(
-        name=name, mac_aging_s=aging, mac_table_size=size, capture=capture, ports=ports
+        name=name, mac_aging_s=aging, mac_table_size=size, capture=capture, seed=seed,
+        ports=ports,
     )
 
 
@@ -57,7 +68,10 @@ _PORT_KEYS: dict[str, tuple[str, ...]] = {
 _COMMON_PORT_KEYS = (
     "name", "kind", "vlan", "trunk", "native", "mtu",
     "mirror_to", "max_macs", "bound_mac", "storm_pps",
+    *DIRECTIONS, "link", "flap",
 )  # fmt: skip
+LINK_STATES = ("up", "down")
+SEED_MAX = 2**63 - 1
 
 
 def _port(r: _Reader, value: Any, key: str) -> SwitchPortConfig:
@@ -153,9 +167,43 @@ def _port(r: _Reader, value: Any, key: str) -> SwitchPortConfig:
         values["bound_mac"] = _unicast_mac(r, t["bound_mac"], f"{key}.bound_mac")
     if "storm_pps" in t:
         values["storm_pps"] = r.integer(t["storm_pps"], f"{key}.storm_pps", 1, STORM_PPS_MAX)
+    for direction in DIRECTIONS:
+        if direction in t:
+            values[f"impair_{direction}"] = _impairment(r, t[direction], f"{key}.{direction}")
+    if "link" in t:
+        if t["link"] not in LINK_STATES:
+            raise r.fail(f"{key}.link", '"up" or "down"', _describe(t["link"]))
+        values["link"] = t["link"]
+    if "flap" in t:
+        values["flap"] = _flap(r, t["flap"], f"{key}.flap")
     return SwitchPortConfig(
         name=name, kind=kind, vlan=vlan, trunk=trunk, native=native, mtu=mtu, **values
     )
+
+
+def _impairment(r: _Reader, value: Any, key: str) -> Impairment | None:
+    """One direction of a port's link (``in``/``out`` table); None when the
+    table asks for nothing (a perfect link)."""
+    t = r.table(value, key)
+    try:
+        imp = parse_impairment(t)
+    except ImpairmentError as e:
+        raise r.fail(f"{key}.{e.key}" if e.key else key, e.expected, _one_line(e.got)) from None
+    return imp if imp.active else None
+
+
+def _flap(r: _Reader, value: Any, key: str) -> Flap:
+    try:
+        return parse_flap(value, key)
+    except ImpairmentError as e:
+        raise r.fail(e.key, e.expected, _one_line(e.got)) from None
+
+
+def _one_line(got: str) -> str:
+    """An ImpairmentError's value as a message shows it: one line, not too long."""
+    if not got.isprintable():
+        got = got.encode("unicode_escape").decode("ascii")
+    return got if len(got) <= 80 else got[:76] + '..."'
 
 
 def _unicast_mac(r: _Reader, value: Any, key: str) -> str:
