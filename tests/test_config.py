@@ -50,7 +50,7 @@ def materialize_luns(config_file: Path, cwd: Path) -> None:
 
 def test_configs_directory_is_not_empty() -> None:
     names = {p.name for p in CONFIGS}
-    assert {"minimal.toml", "two-targets.toml"} <= names
+    assert {"minimal.toml", "two-targets.toml", "switch.toml", "wan-lab.toml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -89,6 +89,22 @@ def test_two_targets_has_chap_kinds(tmp_path: Path, monkeypatch) -> None:
     assert lab.allow == ["*"]
     assert vault.chap is not None and vault.chap.mutual
     assert vault.allow != ["*"]
+
+
+def test_wan_lab_has_an_impaired_seeded_switch(tmp_path: Path, monkeypatch) -> None:
+    copy = tmp_path / "configs" / "wan-lab.toml"
+    copy.parent.mkdir()
+    shutil.copy(REPO / "configs" / "wan-lab.toml", copy)
+    monkeypatch.chdir(tmp_path)
+    materialize_luns(copy, tmp_path)
+    (wan,) = load_config(copy).switches
+    ports = {p.name: p for p in wan.ports}
+    assert wan.seed is not None
+    branch = ports["branch"]
+    assert branch.impair_out is not None and branch.impair_in is not None
+    assert (branch.impair_out.delay, branch.impair_out.rate) == (0.08, 10_000_000)
+    assert ports["lan"].impair_in is None and ports["lan"].impair_out is None
+    assert ports["backup"].flap == Flap(2.0, 30.0)
 
 
 def test_default_config() -> None:
