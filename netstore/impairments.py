@@ -330,8 +330,8 @@ def _check(imp: Impairment, table: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Flap:
-    """A link that goes down for ``down_s`` every ``every_s`` seconds (the first
-    time ``every_s`` after it starts), for failover tests."""
+    """A link that goes down for ``down_s`` in every period of ``every_s``
+    seconds: up for ``every_s - down_s``, then down, and again (failover tests)."""
 
     down_s: float
     every_s: float

@@ -348,6 +348,7 @@ class SwitchService:
         self.config = config
         self.switch.table.aging_s = config.mac_aging_s
         self.switch.table.size = config.mac_table_size
+        self.links.seed = config.seed  # for links set from now on
         if config.capture != old.capture:
             for sid, session in list(self.captures.items()):
                 if session.from_config:
