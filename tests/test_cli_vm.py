@@ -117,3 +117,65 @@ def test_controllers_attach_nics_snapshots_remove(cli: Cli) -> None:
     cli.ok("disk", "remove", "d", "--delete")
     err = cli.refused("vm", "start", "nope")
     assert err == "netstore: no VM 'nope' is registered (see: netstore vm list)\n"
+
+
+def test_nic_impairments(cli: Cli) -> None:
+    cli.ok("vm", "create", "web")
+    # neither --in nor --out: both directions, as a link's two ends
+    nic = cli.json("vm", "nic", "web", "--slot", "0", "--switch", "sw0", "--delay", "80ms",
+                   "--loss", "1%")
+    assert nic["impair_in"] == nic["impair_out"] == {"delay": "80ms", "loss": "1%"}
+    # merged over the NIC's settings; an existing NIC keeps its switch
+    out = cli.ok("vm", "nic", "web", "--slot", "0", "--out", "--jitter", "5ms",
+                 "--distribution", "normal", "--rate", "10mbit", "--overhead", "14")
+    assert out.endswith("; impaired in: delay 80ms loss 1%, out: delay 80ms jitter 5ms "
+                        "distribution normal loss 1% rate 10mbit overhead 14\n"), out
+    nic = cli.json("vm", "nic", "web", "--slot", "0", "--in", "--loss", "0",
+                   "--gemodel", "1%,30%", "--duplicate", "2%", "--corrupt", "0.1%",
+                   "--reorder", "25%", "--gap", "5", "--limit", "100",
+                   "--delay-correlation", "0", "--loss-correlation", "0")
+    assert nic["switch"] == "sw0"
+    assert nic["impair_in"] == {
+        "delay": "80ms", "gemodel": {"p": "1%", "r": "30%", "bad_loss": "100%",
+                                     "good_loss": "0%"},
+        "duplicate": "2%", "corrupt": "0.1%", "reorder": "25%", "gap": 5, "limit": 100}
+    info = cli.json("vm", "info", "web")["nics"][0]
+    assert info["impair_in"] == nic["impair_in"]
+    assert info["impair_out"]["rate"] == "10mbit"
+    text = cli.ok("vm", "info", "web")
+    assert "impaired in (VM sends)" in text and "impaired out (VM receives)" in text
+    assert "delay 80ms duplicate 2% corrupt 0.1% reorder 25% gap 5 limit 100 " \
+           "gemodel 1%,30%,100%,0%" in text
+    assert "delay 80ms jitter 5ms distribution normal loss 1% rate 10mbit overhead 14" in text
+    # bad values: exit 2, one line naming the flag; nothing changed
+    for args, message in (
+            (("--loss", "120%"), '--loss: expected a percentage from "0%" to "100%", got '
+                                 '"120%"'),
+            (("--delay", "80"), '--delay: expected a time like "80ms", "500us" or "1s", got '
+                                '"80"'),
+            (("--out", "--gemodel", "0%"), '--gemodel p: expected more than 0%, got "0%"'),
+            (("--limit", "many"), '--limit: expected an integer in 1..1000000, got "many"'),
+            (("--out", "--loss", "1%", "--gemodel", "1%"),
+             "--gemodel: expected either loss (random) or gemodel, not both"),
+            (("--clear-impairments", "--reorder", "5%"), "--reorder: expected a delay as well")):
+        p = cli.run("vm", "nic", "web", "--slot", "0", *args)
+        assert p.returncode == 2, (args, p.stderr)
+        assert p.stderr.startswith(f"netstore: {message}"), (args, p.stderr)
+        assert p.stderr.count("\n") == 1 and p.stdout == ""
+    assert cli.json("vm", "info", "web")["nics"][0]["impair_in"] == nic["impair_in"]
+    assert cli.run("vm", "nic", "web", "--slot", "0", "--in").returncode == 2  # nothing to set
+    # a running VM's NIC may change its impairments; clearing one direction
+    cli.ok("vm", "start", "web")
+    nic = cli.json("vm", "nic", "web", "--slot", "0", "--in", "--clear-impairments")
+    assert nic["impair_in"] is None and nic["impair_out"]["delay"] == "80ms"
+    nic = cli.json("vm", "nic", "web", "--slot", "0", "--clear-impairments", "--rate", "1mbit")
+    assert nic["impair_in"] == nic["impair_out"] == {"rate": "1mbit"}
+    out = cli.ok("vm", "nic", "web", "--slot", "0", "--clear-impairments")
+    assert "impaired" not in out
+    assert "impaired" not in cli.ok("vm", "nic", "web", "--slot", "0", "--vlan", "5")
+    # a new NIC needs a switch; a vde NIC cannot be impaired alone
+    err = cli.refused("vm", "nic", "web", "--slot", "1", "--loss", "1%")
+    assert err == "netstore: web has no NIC in slot 1; a new NIC needs a switch to plug into\n"
+    err = cli.refused("vm", "nic", "web", "--slot", "1", "--switch", "sw0", "--transport",
+                      "vde", "--loss", "1%")
+    assert "a vde NIC shares its switch's one VDE port" in err

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from netstore.disk.api import DiskError
 from netstore.disk.images import convert, open_image
+from netstore.impairments import GeModel, Impairment
 from netstore.ovf import (
     ManifestError,
     OvfError,
@@ -793,8 +795,17 @@ def appliances(draw):  # type: ignore[no-untyped-def]
         sw = draw(_names)
         app.nics.append(NicDesc(str(next(ids)), sw, f"52:54:00:12:34:{slot:02x}", "E1000",
                                 slot, sw, draw(st.integers(1, 4094)),
-                                draw(st.sampled_from(["udp", "stream", "vde"]))))
+                                draw(st.sampled_from(["udp", "stream", "vde"])),
+                                draw(_impairments), draw(_impairments)))
     return app
+
+
+_impairments = st.none() | st.sampled_from([
+    Impairment(delay=0.08, loss=0.01), Impairment(rate=10_000_000, overhead=-4, limit=50),
+    Impairment(delay=0.02, jitter=0.002, delay_correlation=0.25, distribution="paretonormal",
+               gemodel=GeModel(0.01, 0.3, 0.9, 0.001), duplicate=0.5, duplicate_correlation=0.1,
+               corrupt=0.001, corrupt_correlation=0.2, reorder=0.25, reorder_correlation=0.5,
+               gap=5)])
 
 
 @settings(max_examples=60, deadline=None)
@@ -872,3 +883,68 @@ def test_no_manifest_warns_and_ovf_hrefs_stay_inside(reg: Registry, exported: Pa
                                              b'ovf:href="../secret.vmdk"'))
     _refused(reg, ovf, OvfFormatError, "member name '../secret.vmdk' leaves the package",
              name="w9")
+
+
+# -- impairments of the NICs' links (issue 11) --------------------------------------
+
+IMP_IN = Impairment(delay=0.02, jitter=0.002, delay_correlation=0.25, distribution="normal",
+                    gemodel=GeModel(0.01, 0.3), reorder=0.25, gap=5, limit=100)
+IMP_OUT = Impairment(loss=0.01, loss_correlation=0.5, duplicate=0.02, corrupt=0.001,
+                     rate=10_000_000, overhead=14)
+
+
+def test_nic_impairments_round_trip(reg: Registry, tmp_path: Path) -> None:
+    make_vm(reg, tmp_path)
+    reg.machines.set_nic("web1", 0, impair_in=IMP_IN, impair_out=IMP_OUT)
+    reg.machines.set_nic("web1", 2, impair_out={"delay": "80ms"})
+    export_vm(reg, "web1", tmp_path / "w.ova")
+    vs = ET.fromstring(members(tmp_path / "w.ova")["web1.ovf"]).find(f"{OV}VirtualSystem")
+    nics = vs.find(f"{{{NS_NETSTORE}}}MachineSection").findall(f"{{{NS_NETSTORE}}}Nic")  # type: ignore[union-attr]
+    imps = [[dict(i.attrib) for i in n] for n in nics]
+    assert imps == [
+        [{"direction": "in", "delay": "20ms", "jitter": "2ms", "delayCorrelation": "25%",
+          "distribution": "normal", "gemodel": "1%,30%,100%,0%", "reorder": "25%", "gap": "5",
+          "limit": "100"},
+         {"direction": "out", "loss": "1%", "lossCorrelation": "50%", "duplicate": "2%",
+          "corrupt": "0.1%", "rate": "10mbit", "overhead": "14"}],
+        [{"direction": "out", "delay": "80ms"}]]
+    with Registry.open(tmp_path / "other") as other:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", OvfWarning)
+            import_appliance(other, tmp_path / "w.ova")
+        assert [(n.slot, n.impair_in, n.impair_out) for n in other.machines.nics("web1")] == [
+            (0, IMP_IN, IMP_OUT), (2, None, Impairment(delay=0.08))]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    (b'lossCorrelation="50%"', b'lossCorrelation="150%"',
+     "NIC 9 (slot 0) on 'sw0': netstore impairment out: lossCorrelation: expected a percentage from "
+     '"0%" to "100%", got "150%"'),
+    (b'rate="10mbit"', b'rate="10 megabits"',
+     "NIC 9 (slot 0) on 'sw0': netstore impairment out: rate: expected a rate like"),
+    (b'overhead="14"', b'lose="1%"',
+     "NIC 9 (slot 0) on 'sw0': netstore impairment out: lose: expected one of the keys"),
+    (b'direction="out"', b'direction="both"',
+     "NIC 9 (slot 0) on 'sw0': a netstore impairment has direction 'both'; expected one of in, out"),
+])
+def test_a_bad_impairment_is_refused_naming_the_nic(reg: Registry, exported: Path,
+                                                    tmp_path: Path, old: bytes, new: bytes,
+                                                    message: str) -> None:
+    reg.machines.set_nic("web1", 0, impair_in=IMP_IN, impair_out=IMP_OUT)
+    export_vm(reg, "web1", tmp_path / "w.ova")
+    bad = tmp_path / "bad.ova"
+
+    def change(name: str, data: bytes) -> list[tuple[str, bytes]]:
+        if name.endswith(".mf"):
+            return []
+        if name.endswith(".ovf"):
+            assert old in data
+            data = data.replace(old, new)
+        return [(name, data)]
+
+    _retar(tmp_path / "w.ova", bad, change)
+    desc = members(bad)["web1.ovf"]
+    iid = re.search(rb'<netstore:Nic instanceId="(\d+)" slot="0"', desc).group(1)  # type: ignore[union-attr]
+    msg = _refused(reg, bad, OvfFormatError, message.replace("NIC 9", f"NIC {iid.decode()}"),
+                   name="w9")
+    assert msg.startswith(f"web1.ovf: NIC {iid.decode()} (slot 0) on 'sw0': ")

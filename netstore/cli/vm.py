@@ -26,8 +26,16 @@ from netstore.cli.common import (
     usage,
     whole_number,
 )
+from netstore.cli.impair import (
+    add_impairment_options,
+    directions,
+    flag_error,
+    impairment_table,
+)
 from netstore.config import Config
+from netstore.impairments import DIRECTIONS, ImpairmentError, parse_impairment
 from netstore.qemu import format_args, qemu_args
+from netstore.registry import NicImpairmentError
 from netstore.registry.machines import BUSES, CHIPSETS, TRANSPORTS
 from netstore.registry.snapshots import Snapshots
 
@@ -92,18 +100,26 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
     _slot_options(p)
 
     p = cmds.add_parser("nic", parents=[common], help="add, change or remove a NIC",
-                        description="Add the NIC in --slot or change it; its MAC is generated "
+                        description="Add the NIC in --slot or change it (what is not given "
+                        "is kept; a new NIC needs --switch); its MAC is generated "
                         "when not given; udp and stream NICs get ports allocated "
-                        "(NETSTORE_NIC_PORTS=LO-HI, default 40000-49999).")
+                        "(NETSTORE_NIC_PORTS=LO-HI, default 40000-49999). The impairment "
+                        "options impair the NIC's link, also while the VM runs (a running "
+                        "daemon applies them to the switch port at once).")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--slot", type=whole_number, required=True, metavar="N")
-    p.add_argument("--switch", metavar="SW")
+    p.add_argument("--switch", metavar="SW", help="the switch it plugs into (needed for a "
+                   "new NIC)")
     p.add_argument("--mac", metavar="M")
     p.add_argument("--vlan", type=whole_number, metavar="V")
     p.add_argument("--transport", choices=TRANSPORTS)
     p.add_argument("--port-security", choices=("on", "off"),
                    help="the NIC's switch port admits only the NIC's MAC")
     p.add_argument("--remove", action="store_true", help="remove the NIC in --slot")
+    p.add_argument("--clear-impairments", action="store_true",
+                   help="a perfect link again (in the directions chosen; impairment options "
+                   "given with it start from a perfect link)")
+    add_impairment_options(p, "the NIC's link")
 
     for verb, what in (("start", "power on (applies the disk rules)"), ("stop", "power off"),
                        ("info", "everything about one VM"),
@@ -197,15 +213,38 @@ def _nic(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     if args.remove:
         n = reg.machines.remove_nic(args.name, args.slot)
         return said(as_json, n.to_dict(), f"{args.name}: NIC {n.slot} ({n.mac}) removed")
-    if args.switch is None:
-        return usage("vm nic: --switch is needed (or --remove)")
+    see = " (see: netstore vm nic --help)"
+    wanted = impairment_table(args)
+    if (args.dir_in or args.dir_out) and not wanted and not args.clear_impairments:
+        return usage("vm nic: --in/--out go with impairment options or --clear-impairments"
+                     + see)
+    change: Any = wanted or None
+    if args.clear_impairments:
+        try:
+            change = parse_impairment(wanted)  # over a perfect link, not the NIC's settings
+        except ImpairmentError as e:
+            return usage(flag_error(e.key, e.expected, e.got) + see)
+    impairs = {f"impair_{d}": change for d in directions(args)} if change is not None else {}
     security = None if args.port_security is None else args.port_security == "on"
-    n = reg.machines.set_nic(args.name, args.slot, args.switch, mac=args.mac, vlan=args.vlan,
-                             transport=args.transport, port_security=security)
+    try:
+        n = reg.machines.set_nic(args.name, args.slot, args.switch, mac=args.mac,
+                                 vlan=args.vlan, transport=args.transport,
+                                 port_security=security, **impairs)
+    except NicImpairmentError as e:
+        return usage(flag_error(e.key, e.expected, e.got) + see)
     where = n.switch_addr + (f" <-> {n.vm_addr}" if n.vm_addr else "")
     locked = ", port security on" if n.port_security else ""
     return said(as_json, n.to_dict(), f"{args.name}: NIC {n.slot} {n.mac} on {n.switch} "
-                f"VLAN {n.vlan}, {n.transport} {where}{locked}")
+                f"VLAN {n.vlan}, {n.transport} {where}{locked}{_impaired_text(n)}")
+
+
+def _impaired_text(n: Any) -> str:
+    """``; impaired in: delay 80ms, out: none``, or nothing for a perfect link."""
+    imps = [getattr(n, f"impair_{d}") for d in DIRECTIONS]
+    if all(imp is None for imp in imps):
+        return ""
+    return "; impaired " + ", ".join(f"{d}: {imp.describe() if imp else 'none'}"
+                                     for d, imp in zip(DIRECTIONS, imps, strict=True))
 
 
 def _power(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
@@ -293,11 +332,13 @@ def _info(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
                              str(a["port"]), str(a["device"]), a["slot_kind"], a["medium"],
                              a["type"])))
     out.print(rows)
-    rows = table(("slot", "mac", "switch", "vlan", "transport", "switch end", "VM end"),
-                 title="NICs")
-    for n in d["nics"]:
-        rows.add_row(str(n["slot"]), n["mac"], n["switch"], str(n["vlan"]), n["transport"],
-                     n["switch_addr"], n["vm_addr"] or "-")
+    rows = table(("slot", "mac", "switch", "vlan", "transport", "switch end", "VM end",
+                  "impaired in (VM sends)", "impaired out (VM receives)"),
+                 no_wrap=("slot", "mac", "switch end", "VM end"), title="NICs")
+    for n in reg.machines.nics(args.name):
+        rows.add_row(str(n.slot), n.mac, n.switch, str(n.vlan), n.transport,
+                     n.switch_addr, n.vm_addr or "-",
+                     *(imp.describe() if imp else "-" for imp in (n.impair_in, n.impair_out)))
     out.print(rows)
     if d["snapshots"]:
         rows = table(("", "name", "parent", "created", "disks", "description"),

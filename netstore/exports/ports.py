@@ -1,6 +1,8 @@
 # The switch ports of VM NICs: each NIC of the registry gets a port of its
 # transport on its switch, at the address the registry allocated, bound to its
-# MAC when port security is on; the VDE transport shares one port per switch.
+# MAC when port security is on, with the impairments of its link (in: what the
+# VM sends, out: what it receives); the VDE transport shares one port per switch
+# (never impaired: the registry refuses impairments on a vde NIC).
 """VM NICs -> the switch ports they plug into."""
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ def nic_port_config(vm: str, nic: Any) -> PortSpec:
     name = f"{vm}-nic{nic.slot}"
     kind = nic.transport
     common = {"name": name, "kind": kind, "vlan": nic.vlan,
-              "bound_mac": nic.mac if getattr(nic, "port_security", False) else None}
+              "bound_mac": nic.mac if getattr(nic, "port_security", False) else None,
+              "impair_in": getattr(nic, "impair_in", None),
+              "impair_out": getattr(nic, "impair_out", None)}
     if kind in ("udp", "unixgram"):
         return PortSpec(local=nic.switch_addr, remote=nic.vm_addr or None, **common)
     if kind == "stream":
@@ -31,8 +35,8 @@ def nic_port_config(vm: str, nic: Any) -> PortSpec:
     if kind == "tap":
         return PortSpec(device=nic.switch_addr, **common)
     if kind == "vde":
-        return PortSpec(path=nic.switch_addr,
-                                **dict(common, name=VDE_PORT, bound_mac=None))
+        return PortSpec(path=nic.switch_addr, **dict(common, name=VDE_PORT, bound_mac=None,
+                                                      impair_in=None, impair_out=None))
     raise ValueError(f"VM {vm} NIC {nic.slot}: transport {kind!r} unknown")
 
 

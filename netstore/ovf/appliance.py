@@ -198,7 +198,8 @@ def export_vm(reg: Registry, name: str, out: str | os.PathLike[str], *,
             sources.append((member, local))
         for nic in nics:
             app.nics.append(NicDesc(str(next(ids)), nic.switch, nic.mac, None, nic.slot,
-                                    nic.switch, nic.vlan, nic.transport))
+                                    nic.switch, nic.vlan, nic.transport, nic.impair_in,
+                                    nic.impair_out))
         descriptor = build_envelope(app)
         sizes = [(f"{vm.name}.ovf", len(descriptor))] + [(m, p.stat().st_size)
                                                          for m, p in sources]
@@ -485,7 +486,8 @@ def _build(job: _Import, pkg: Unpacked, app: Appliance, name: str | None,
                          "generated")
                 mac = None
         nic = reg.machines.set_nic(vm_name, slot, switch, mac=mac, vlan=n.vlan,
-                                   transport=n.transport)
+                                   transport=n.transport, impair_in=n.impair_in,
+                                   impair_out=n.impair_out)
         macs.add(nic.mac)
     return ImportResult(reg.machines.get(vm_name), [reg.medium(x.id) for x in job.media],
                         job.warnings)

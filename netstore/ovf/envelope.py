@@ -3,7 +3,8 @@
 # Appliance and parse one back, with no I/O.  Writing follows VirtualBox's
 # layout (References, DiskSection, NetworkSection, VirtualSystem with
 # OperatingSystemSection and VirtualHardwareSection); what OVF has no word
-# for (controller names, CPU hot-plug, VLANs, transports, disk types) goes in
+# for (controller names, CPU hot-plug, VLANs, transports, disk types, a NIC's
+# impairments: links.py) goes in
 # a netstore:MachineSection marked ovf:required="false", which other tools
 # skip and import reads back.  Reading matches elements and attributes by
 # local name, so prefixes, namespace versions and section order do not matter.
@@ -16,7 +17,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from netstore.impairments import Impairment
 from netstore.ovf.errors import OvfError, OvfFormatError, UnsupportedOvfError
+from netstore.ovf.links import IMPAIRMENT_TAG, impairment_attrs, read_impairment
 
 NS_OVF = "http://schemas.dmtf.org/ovf/envelope/1"
 NS_RASD = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
@@ -137,7 +140,8 @@ class DriveDesc:
 @dataclass
 class NicDesc:
     """An ethernet adapter Item: its network (Connection) and MAC (Address);
-    slot, switch, VLAN and transport from the netstore section."""
+    slot, switch, VLAN, transport and the link's impairments (in: what the VM
+    sends, out: what it receives) from the netstore section."""
 
     instance_id: str
     network: str
@@ -147,6 +151,8 @@ class NicDesc:
     switch: str | None = None
     vlan: int | None = None
     transport: str | None = None
+    impair_in: Impairment | None = None
+    impair_out: Impairment | None = None
 
 
 @dataclass
@@ -374,9 +380,12 @@ def _netstore_section(vs: ET.Element, app: Appliance) -> None:
             instanceId=d.instance_id, port=d.port, device=d.device, medium=d.medium,
             type=d.type, variant=d.variant, description=d.description or None))
     for n in app.nics:
-        _sub(sec, _q(NS_NETSTORE, "Nic"), attrs=_attrs(
+        el = _sub(sec, _q(NS_NETSTORE, "Nic"), attrs=_attrs(
             instanceId=n.instance_id, slot=n.slot, switch=n.switch, vlan=n.vlan,
             transport=n.transport))
+        for direction, imp in (("in", n.impair_in), ("out", n.impair_out)):
+            if imp is not None and imp.active:
+                _sub(el, _q(NS_NETSTORE, IMPAIRMENT_TAG), attrs=impairment_attrs(direction, imp))
 
 
 # -- reading ------------------------------------------------------------------
@@ -511,7 +520,7 @@ def _parse(env: ET.Element, where: str) -> Appliance:
     if not hws:
         raise OvfFormatError(f"VirtualSystem {name} has no VirtualHardwareSection")
     items = [i for i in hws[0] if _local(i.tag) in ("Item", "StorageItem", "EthernetPortItem")]
-    extras = _netstore_extras(vs)
+    extras, impairments = _netstore_extras(vs), _netstore_impairments(vs)
     app = Appliance(machine, files, disks, warnings=warnings)
     controllers: dict[str, ControllerDesc] = {}
     unknown_controllers: dict[str, str] = {}
@@ -600,6 +609,10 @@ def _parse(env: ET.Element, where: str) -> Appliance:
             nic.slot = _int(x["slot"], f"slot of NIC {iid}")
         if "vlan" in x:
             nic.vlan = _int(x["vlan"], f"VLAN of NIC {iid}")
+        slot = "" if nic.slot is None else f" (slot {nic.slot})"
+        for attrs in impairments.get(iid, ()):
+            direction, imp = read_impairment(attrs, f"NIC {iid}{slot} on {nic.network!r}")
+            setattr(nic, f"impair_{direction}", imp)
         app.nics.append(nic)
     mx = extras.get(("Machine", ""), {})
     if mx:
@@ -627,6 +640,21 @@ def _netstore_extras(vs: ET.Element) -> dict[tuple[str, str], dict[str, str]]:
                 continue
             attrs = {_local(k): v for k, v in el.attrib.items()}
             out[(_local(el.tag), attrs.get("instanceId", ""))] = attrs
+    return out
+
+
+def _netstore_impairments(vs: ET.Element) -> dict[str, list[dict[str, str]]]:
+    # NIC instanceId -> the attributes of its netstore:Impairment elements
+    out: dict[str, list[dict[str, str]]] = {}
+    for sec in vs:
+        if sec.tag != _q(NS_NETSTORE, "MachineSection"):
+            continue
+        for el in sec:
+            if el.tag != _q(NS_NETSTORE, "Nic"):
+                continue
+            out.setdefault(_attr(el, "instanceId") or "", []).extend(
+                {_local(k): v for k, v in imp.attrib.items()}
+                for imp in el if imp.tag == _q(NS_NETSTORE, IMPAIRMENT_TAG))
     return out
 
 

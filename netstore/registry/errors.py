@@ -48,6 +48,20 @@ class MediumBusyError(MachineRuleError):
     holds and whose type runs in one VM at a time; the message names that VM."""
 
 
+class NicImpairmentError(MachineRuleError):
+    """An impairment a NIC cannot take (netstore.impairments.ImpairmentError
+    underneath): ``key`` names the setting (``loss``, ``gemodel.p``),
+    ``expected`` what would do, ``got`` how the value read, ``direction``
+    which way ("in" or "out"). The CLI names the flag and exits 2."""
+
+    def __init__(self, where: str, direction: str, key: str, expected: str, got: str) -> None:
+        super().__init__(f"{where}, impairment {direction}: {key}: expected {expected}, got {got}")
+        self.direction = direction
+        self.key = key
+        self.expected = expected
+        self.got = got
+
+
 class MachineWarning(UserWarning):
     """Allowed, but worth saying (vCPUs above the host's cores); the CLI prints
     it on stderr and exits 0."""
@@ -58,6 +72,7 @@ __all__ = [
     "MachineStateError",
     "MediumBusyError",
     "MachineWarning",
+    "NicImpairmentError",
     "RegistryError",
     "SchemaVersionError",
     "NotFoundError",

@@ -43,6 +43,7 @@ from netstore.registry.nics import (
     NIC_PORTS_ENV,
     NIC_SLOTS,
     TRANSPORTS,
+    ImpairmentChange,
     Nic,
     Nics,
     nic_port_range,
@@ -321,12 +322,15 @@ class Machines:
 
     # -- NICs (nics.py) --------------------------------------------------------
 
-    def set_nic(self, name: str, slot: int, switch: str, *, mac: str | None = None,
-                vlan: int | None = None, transport: str | None = None,
-                port_security: bool | None = None) -> Nic:
+    def set_nic(self, name: str, slot: int, switch: str | None = None, *,
+                mac: str | None = None, vlan: int | None = None,
+                transport: str | None = None, port_security: bool | None = None,
+                impair_in: ImpairmentChange = None,
+                impair_out: ImpairmentChange = None) -> Nic:
         """Add the NIC in `slot`, or change it (Nics.set_nic)."""
         return self._nics.set_nic(name, slot, switch, mac=mac, vlan=vlan, transport=transport,
-                                  port_security=port_security)
+                                  port_security=port_security, impair_in=impair_in,
+                                  impair_out=impair_out)
 
     def remove_nic(self, name: str, slot: int) -> Nic:
         """Remove the NIC in `slot` (Nics.remove_nic)."""

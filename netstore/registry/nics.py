@@ -2,20 +2,30 @@
 # registry, generated under QEMU's OUI when not given), the switch and VLAN it
 # plugs into, port security, and how the VM's emulator reaches the switch
 # (transport and the two ends' addresses; udp and stream ports are allocated
-# registry-wide from nic_port_range()).
+# registry-wide from nic_port_range()), and the impairments of its link
+# (issue 11: netem's settings per direction of its switch port, stored as the
+# JSON of Impairment.to_table(), NULL for a perfect link).
 """The NICs of VMs: MACs, switch ports, transports and their addresses."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import sqlite3
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from netstore.addresses import MAC_RE
-from netstore.registry.errors import MachineRuleError, NotFoundError
+from netstore.impairments import Impairment, ImpairmentError, parse_impairment
+from netstore.registry.errors import (
+    MachineRuleError,
+    NicImpairmentError,
+    NotFoundError,
+    RegistryError,
+)
 from netstore.registry.layers import Layers
 from netstore.registry.vm import Machine, get_machine
 
@@ -27,6 +37,13 @@ NIC_PORTS_ENV = "NETSTORE_NIC_PORTS"
 # QEMU's own OUI; a generated MAC is 52:54:00 and three random octets.
 MAC_PREFIX = "52:54:00"
 MAC_TRIES = 64
+# The columns a Nic is read from, in its fields' order (_nic_of).
+_NIC_COLUMNS = ("slot, mac, switch, vlan, transport, switch_addr, vm_addr, port_security, "
+                "impair_in, impair_out")
+# What set_nic takes for one direction of a NIC's link: None keeps it; a
+# table of text settings ({"delay": "80ms"}) is merged over the NIC's current
+# ones; an Impairment replaces them (Impairment(): a perfect link).
+ImpairmentChange = Impairment | Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +52,9 @@ class Nic:
     port's end (udp/stream: host:port it listens on; unixgram: its socket
     path; tap: the device; vde: the switch's vde directory); ``vm_addr`` the
     VM's end (udp: host:port the VM binds; unixgram: its socket path; '' when
-    the VM connects to switch_addr)."""
+    the VM connects to switch_addr).  ``impair_in``/``impair_out`` impair what
+    the VM sends / receives, as its switch port's two directions (None: a
+    perfect link)."""
 
     slot: int
     mac: str
@@ -45,9 +64,38 @@ class Nic:
     switch_addr: str
     vm_addr: str
     port_security: bool = False  # the switch port admits only this NIC's MAC
+    impair_in: Impairment | None = None
+    impair_out: Impairment | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values; an impairment as its text settings (to_table()) or None."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("impair_in", "impair_out"):
+            d[key] = d[key].to_table() if d[key] is not None else None
+        return d
+
+
+def _dump(imp: Impairment | None) -> str | None:
+    """An impairment as stored: the JSON of its text settings; NULL for a perfect link."""
+    if imp is None or not imp.active:
+        return None
+    return json.dumps(imp.to_table(), sort_keys=True)
+
+
+def _load(text: str | None, where: str) -> Impairment | None:
+    if text is None:
+        return None
+    try:
+        return parse_impairment(json.loads(text))
+    except (ValueError, TypeError) as e:  # an ImpairmentError, or JSON that is not
+        raise RegistryError(f"{where}: the registry holds an impairment this netstore "
+                            f"cannot read ({e}); set it again with netstore vm nic") from None
+
+
+def _nic_of(row: tuple[Any, ...], vm: str) -> Nic:
+    """A Nic from the _NIC_COLUMNS of a row of ``vm``'s NICs."""
+    where = f"{vm} NIC {row[0]}"
+    return Nic(*row[:7], bool(row[7]), _load(row[8], where + " in"), _load(row[9], where + " out"))
 
 
 def nic_port_range() -> tuple[int, int]:
@@ -93,11 +141,9 @@ class Nics:
         """The VM's NICs by slot."""
         with self.reg.reading() as conn:
             vm = get_machine(conn, name)
-            rows = conn.execute(
-                "SELECT slot, mac, switch, vlan, transport, switch_addr, vm_addr, "
-                "port_security FROM nics "
-                "WHERE machine_id = ? ORDER BY slot", (vm.id,)).fetchall()
-        return [Nic(*r[:7], bool(r[7])) for r in rows]
+            rows = conn.execute(f"SELECT {_NIC_COLUMNS} FROM nics "
+                                "WHERE machine_id = ? ORDER BY slot", (vm.id,)).fetchall()
+        return [_nic_of(r, vm.name) for r in rows]
 
     def _allocate_port(self, conn: sqlite3.Connection, nic_id: int, vm: Machine,
                        slot: int) -> int:
@@ -135,17 +181,23 @@ class Nics:
                 return mac
         raise MachineRuleError(f"no free MAC found under {MAC_PREFIX} after {MAC_TRIES} tries")
 
-    def set_nic(self, name: str, slot: int, switch: str, *, mac: str | None = None,
-                vlan: int | None = None, transport: str | None = None,
-                port_security: bool | None = None) -> Nic:
+    def set_nic(self, name: str, slot: int, switch: str | None = None, *,
+                mac: str | None = None, vlan: int | None = None,
+                transport: str | None = None, port_security: bool | None = None,
+                impair_in: ImpairmentChange = None,
+                impair_out: ImpairmentChange = None) -> Nic:
         """Add the NIC in `slot`, or change it (what is not given is kept;
-        a new NIC gets a generated MAC, VLAN 1, udp).  Its switch-side and
-        VM-side addresses are allocated here (udp, stream: ports from
-        nic_port_range(), unique registry-wide).
+        a new NIC needs a switch and gets a generated MAC, VLAN 1, udp, a
+        perfect link).  Its switch-side and VM-side addresses are allocated
+        here (udp, stream: ports from nic_port_range(), unique registry-wide).
+        ``impair_in``/``impair_out`` (see ImpairmentChange) may change while
+        the VM runs: a running daemon applies them to the switch port.
 
         Raises:
-            MachineRuleError: slot outside 0..7, a malformed/multicast MAC or one
-                another NIC has (named), VLAN outside 1..4094, unknown transport.
+            NicImpairmentError: an impairment setting it cannot take (its key named).
+            MachineRuleError: slot outside 0..7, no switch for a new NIC, a
+                malformed/multicast MAC or one another NIC has (named), VLAN
+                outside 1..4094, unknown transport, impairments on a vde NIC.
         """
         if not 0 <= slot < NIC_SLOTS:
             raise MachineRuleError(f"NIC slot {slot} is outside 0..{NIC_SLOTS - 1}")
@@ -155,7 +207,7 @@ class Nics:
             raise MachineRuleError(
                 f"unknown transport {transport!r} (one of {', '.join(TRANSPORTS)})"
             )
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", switch):
+        if switch is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", switch):
             raise MachineRuleError(f"{switch!r} is not a switch name")
         mac = normal_mac(mac) if mac is not None else None
         with self.reg.transaction() as conn:
@@ -170,9 +222,17 @@ class Nics:
                         f"MAC {mac} is taken by NIC {row[1]} of VM {row[0]}; MACs are unique "
                         "across the registry"
                     )
-            old = conn.execute("SELECT id, mac, vlan, transport, switch FROM nics "
-                               "WHERE machine_id = ? AND slot = ?", (vm.id, slot)).fetchone()
+            old = conn.execute("SELECT id, mac, vlan, transport, switch, impair_in, impair_out "
+                               "FROM nics WHERE machine_id = ? AND slot = ?",
+                               (vm.id, slot)).fetchone()
+            where = f"{vm.name} NIC {slot}"
+            impairs = {d: self._impairment(where, d, change, None if old is None else
+                                           _load(old[5 + i], f"{where} {d}"))
+                       for i, (d, change) in enumerate((("in", impair_in), ("out", impair_out)))}
             if old is None:
+                if switch is None:
+                    raise MachineRuleError(f"{vm.name} has no NIC in slot {slot}; a new NIC "
+                                           "needs a switch to plug into")
                 transport = transport or "udp"
                 cur = conn.execute(
                     "INSERT INTO nics (machine_id, slot, mac, switch, vlan, transport, "
@@ -183,6 +243,7 @@ class Nics:
                 redo = True
             else:
                 nic_id = old[0]
+                switch = switch or old[4]
                 redo = (transport is not None and transport != old[3]) or \
                     (switch != old[4] and (transport or old[3]) == "vde")
                 transport = transport or old[3]
@@ -192,28 +253,46 @@ class Nics:
             if port_security is not None:
                 conn.execute("UPDATE nics SET port_security = ? WHERE id = ?",
                              (int(port_security), nic_id))
+            if transport == "vde" and any(imp is not None and imp.active
+                                          for imp in impairs.values()):
+                raise MachineRuleError(
+                    f"{where}: a vde NIC shares its switch's one VDE port with every VM's vde "
+                    "NIC, so it cannot be impaired alone; use a udp, unixgram, stream or tap NIC")
+            conn.execute("UPDATE nics SET impair_in = ?, impair_out = ? WHERE id = ?",
+                         (_dump(impairs["in"]), _dump(impairs["out"]), nic_id))
             if redo:
                 conn.execute("DELETE FROM nic_ports WHERE nic_id = ?", (nic_id,))
                 sw_addr, vm_addr = self._addresses(conn, nic_id, vm, slot, switch, transport)
                 conn.execute("UPDATE nics SET switch_addr = ?, vm_addr = ? WHERE id = ?",
                              (sw_addr, vm_addr, nic_id))
-            row = conn.execute(
-                "SELECT slot, mac, switch, vlan, transport, switch_addr, vm_addr, "
-                "port_security FROM nics "
-                "WHERE id = ?", (nic_id,)).fetchone()
-        return Nic(*row[:7], bool(row[7]))
+            row = conn.execute(f"SELECT {_NIC_COLUMNS} FROM nics WHERE id = ?",
+                               (nic_id,)).fetchone()
+        return _nic_of(row, vm.name)
+
+    @staticmethod
+    def _impairment(where: str, direction: str, change: ImpairmentChange,
+                    current: Impairment | None) -> Impairment | None:
+        """The impairment one direction of a NIC gets from `change` (ImpairmentChange)."""
+        if change is None:
+            return current
+        if isinstance(change, Impairment):
+            return change
+        try:
+            return parse_impairment(change, base=current)
+        except ImpairmentError as e:
+            raise NicImpairmentError(where, direction, e.key, e.expected, e.got) from None
 
     def remove_nic(self, name: str, slot: int) -> Nic:
         """Remove the NIC in `slot` (its ports are freed).  Raises NotFoundError."""
         with self.reg.transaction() as conn:
             vm = get_machine(conn, name)
             row = conn.execute(
-                "SELECT slot, mac, switch, vlan, transport, switch_addr, vm_addr, id FROM nics "
+                f"SELECT {_NIC_COLUMNS}, id FROM nics "
                 "WHERE machine_id = ? AND slot = ?", (vm.id, slot)).fetchone()
             if row is None:
                 raise NotFoundError(f"{name} has no NIC in slot {slot}")
-            conn.execute("DELETE FROM nics WHERE id = ?", (row[7],))
-        return Nic(*row[:7])
+            conn.execute("DELETE FROM nics WHERE id = ?", (row[-1],))
+        return _nic_of(row[:-1], vm.name)
 
     # -- power -------------------------------------------------------------
 
@@ -221,6 +300,7 @@ class Nics:
 __all__ = [
     "Nics",
     "Nic",
+    "ImpairmentChange",
     "NIC_SLOTS",
     "NIC_PORT_RANGE",
     "NIC_PORTS_ENV",

@@ -194,8 +194,15 @@ def _v4_nic_port_security(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE nics ADD COLUMN port_security INTEGER NOT NULL DEFAULT 0")
 
 
+def _v5_nic_impairments(conn: sqlite3.Connection) -> None:
+    """A NIC may impair its link (issue 11): per direction of its switch port,
+    the JSON of Impairment.to_table() (netstore.impairments); NULL is a perfect link."""
+    conn.execute("ALTER TABLE nics ADD COLUMN impair_in TEXT")
+    conn.execute("ALTER TABLE nics ADD COLUMN impair_out TEXT")
+
+
 MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
-                               _v4_nic_port_security]
+                               _v4_nic_port_security, _v5_nic_impairments]
 
 
 def schema_version() -> int:

@@ -1,6 +1,7 @@
 """VM NICs of the registry on the daemon's switches (issue 5): each NIC gets a
 port of its transport on its switch, created and removed with the NIC, and
-two VMs' NICs talk through it (tools/vnic plays the VMs)."""
+two VMs' NICs talk through it (tools/vnic plays the VMs); a NIC's impairments
+(issue 11) reach its port, and change while the VMs run."""
 
 from __future__ import annotations
 
@@ -90,3 +91,50 @@ def test_port_security_binds_the_nic_port_to_its_mac(netstore_daemon, tmp_path, 
     assert spoof.returncode in (0, 1), spoof.stderr
     wait_for(lambda: ports(daemon)["locked-nic0"]["drops"].get("security", 0) > 0,
              "the spoofed frames are counted as security drops")
+
+
+def _ping(nic, count: int, timeout: float = 1.0) -> dict:
+    p = subprocess.run(
+        [sys.executable, str(VNIC), "--local", nic.vm_addr, "--remote", nic.switch_addr,
+         "--ip", "10.79.0.1/24", "--ping", "10.79.0.2", "--count", str(count),
+         "--timeout", str(timeout), "--json", "--duration", "8"],
+        capture_output=True, text=True, timeout=30)
+    return json.loads(p.stdout.strip().splitlines()[-1])["ping"]
+
+
+def test_nic_impairments_reach_the_switch_and_change_while_it_runs(netstore_daemon, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setenv("NETSTORE_NIC_PORTS", "48000-48999")
+    state = tmp_path / "netstore-state"
+    with Registry.open(state) as reg:
+        for vm in ("a", "b"):
+            reg.machines.create(vm)
+        nic_a = reg.machines.set_nic("a", 0, "sw0", impair_in={"delay": "1ms"})
+        nic_b = reg.machines.set_nic("b", 0, "sw0")
+        reg.machines.start("a")
+    daemon = netstore_daemon("")
+    wait_for(lambda: {"a-nic0", "b-nic0"} <= set(ports(daemon)), "the NICs' ports appear")
+    imp = ports(daemon)["a-nic0"]["impair"]
+    assert imp["in"]["settings"] == {"delay": "1ms"} and imp["out"] is None
+    listener = subprocess.Popen(
+        [sys.executable, str(VNIC), "--local", nic_b.vm_addr, "--remote", nic_b.switch_addr,
+         "--ip", "10.79.0.2/24", "--listen", "--duration", "40"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(0.5)
+        assert _ping(nic_a, 3)["received"] == 3
+        # what b receives is lost: set from the command line while the VMs run
+        out = daemon.cli("vm", "nic", "b", "--slot", "0", "--out", "--loss", "100%")
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: (ports(daemon)["b-nic0"]["impair"]["out"] or {}).get("settings")
+                 == {"loss": "100%"}, "b's port takes the loss")
+        assert _ping(nic_a, 3, timeout=0.3)["received"] == 0
+        assert ports(daemon)["b-nic0"]["impair"]["out"]["counters"]["loss"] >= 1
+        out = daemon.cli("vm", "nic", "b", "--slot", "0", "--clear-impairments")
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: ports(daemon)["b-nic0"]["impair"]["out"] is None,
+                 "b's port is a perfect link again")
+        assert _ping(nic_a, 3)["received"] == 3
+    finally:
+        listener.kill()
+        listener.wait()
