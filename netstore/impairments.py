@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -71,7 +72,7 @@ class ImpairmentError(ValueError):
 
 def _got(value: Any) -> str:
     if isinstance(value, str):
-        return f'"{value}"'
+        return json.dumps(value, ensure_ascii=False)  # one line, quoted as the loader does
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -82,7 +83,7 @@ def _got(value: Any) -> str:
 def parse_time(value: Any, key: str = "delay") -> float:
     """``"80ms"``, ``"5us"``, ``"1.5s"`` (or ``0``) -> seconds."""
     expected = 'a time like "80ms", "500us" or "1s"'
-    if value == 0 and not isinstance(value, bool):
+    if (value == 0 and not isinstance(value, bool)) or value == "0":
         return 0.0
     if not isinstance(value, str):
         raise ImpairmentError(key, expected, _got(value))
@@ -98,7 +99,7 @@ def parse_time(value: Any, key: str = "delay") -> float:
 def parse_percent(value: Any, key: str = "loss") -> float:
     """``"1%"``, ``"0.5%"`` -> a fraction 0..1."""
     expected = 'a percentage from "0%" to "100%"'
-    if value == 0 and not isinstance(value, bool):
+    if (value == 0 and not isinstance(value, bool)) or value == "0":
         return 0.0
     if not isinstance(value, str):
         raise ImpairmentError(key, expected, _got(value))
@@ -252,7 +253,7 @@ def _gemodel(value: Any, key: str) -> GeModel:
     for k in value:
         if k not in _GE_KEYS:
             raise ImpairmentError(f"{key}.{k}", "one of the keys " + ", ".join(_GE_KEYS),
-                                  f"the unknown key {k!r}")
+                                  f"the unknown key {json.dumps(str(k))}")
     if "p" not in value:
         raise ImpairmentError(f"{key}.p", "the chance of entering the bad state", "nothing")
     v = {k: parse_percent(value[k], f"{key}.{k}") for k in value}
@@ -298,7 +299,7 @@ def parse_impairment(table: Mapping[str, Any], base: Impairment | None = None) -
             close = difflib.get_close_matches(str(k), IMPAIRMENT_KEYS, n=1, cutoff=0.6)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             raise ImpairmentError(str(k), "one of the keys " + ", ".join(IMPAIRMENT_KEYS),
-                                  f"the unknown key {k!r}{hint}")
+                                  f"the unknown key {json.dumps(str(k))}{hint}")
     base = base or _PERFECT
     merged = {f.name: values.get(f.name, getattr(base, f.name)) for f in fields(Impairment)}
     imp = Impairment(**merged)

@@ -708,7 +708,7 @@ BROKEN = [
         id="impair-limit",
     ),
     pytest.param(
-        P2 + "out = { delay = 'a\\nb' }\n",
+        P2 + 'out = { delay = "a\\nb" }\n',  # a real newline in the value
         'sw0.ports[1].out.delay: expected a time like "80ms", "500us" or "1s", got "a\\nb"',
         id="impair-value-on-one-line",
     ),

@@ -200,9 +200,7 @@ def _flap(r: _Reader, value: Any, key: str) -> Flap:
 
 
 def _one_line(got: str) -> str:
-    """An ImpairmentError's value as a message shows it: one line, not too long."""
-    if not got.isprintable():
-        got = got.encode("unicode_escape").decode("ascii")
+    """An ImpairmentError's value (already one line, JSON-quoted) kept short."""
     return got if len(got) <= 80 else got[:76] + '..."'
 
 
