@@ -48,6 +48,7 @@ _PCAP_RECORD = struct.Struct("<IIII")
 BT_SHB, BT_IDB, BT_EPB = 0x0A0D0D0A, 0x00000001, 0x00000006
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
 OPT_ENDOFOPT = 0
+OPT_COMMENT = 1
 SHB_USERAPPL = 4
 IF_NAME, IF_DESCRIPTION = 2, 3
 EPB_FLAGS = 2
@@ -139,8 +140,10 @@ class CaptureWriter:
         self.dropped = 0  # packet records a sink refused (a full stream queue)
         self.closed = False
 
-    def write_frame(self, port: str, direction: str, frame: bytes, ts: float | None = None) -> None:
-        """Record one frame seen on ``port`` ("rx" or "tx"); ``ts`` defaults to now."""
+    def write_frame(self, port: str, direction: str, frame: bytes, ts: float | None = None,
+                    comment: str | None = None) -> None:
+        """Record one frame seen on ``port`` ("rx" or "tx"); ``ts`` defaults to
+        now; ``comment`` (pcapng only) is shown by Wireshark with the packet."""
         raise NotImplementedError
 
     def tick(self) -> None:
@@ -220,7 +223,8 @@ class PcapWriter(CaptureWriter):
         if not self._put(header):
             raise OSError("the capture sink refused the pcap file header")
 
-    def write_frame(self, port: str, direction: str, frame: bytes, ts: float | None = None) -> None:
+    def write_frame(self, port: str, direction: str, frame: bytes, ts: float | None = None,
+                    comment: str | None = None) -> None:
         self.write(frame, ts)
 
     def write(self, frame: bytes, ts: float | None = None) -> None:
@@ -280,7 +284,8 @@ class PcapngWriter(CaptureWriter):
         self._ids[name] = len(self._ids)
         return self._ids[name]
 
-    def write_frame(self, port: str, direction: str, frame: bytes, ts: float | None = None) -> None:
+    def write_frame(self, port: str, direction: str, frame: bytes, ts: float | None = None,
+                    comment: str | None = None) -> None:
         iface = self._ids.get(port)
         if iface is None:
             iface = self.add_port(port)
@@ -292,8 +297,13 @@ class PcapngWriter(CaptureWriter):
         body = struct.pack("<IIIII", iface, us >> 32, us & 0xFFFFFFFF, len(data), len(frame))
         body += data + b"\0" * (-len(data) % 4)
         flags = _DIRECTION_FLAGS.get(direction)
+        opts = b""
+        if comment:
+            opts += _option(OPT_COMMENT, comment.encode())
         if flags is not None:
-            body += _option(EPB_FLAGS, struct.pack("<I", flags)) + _option(OPT_ENDOFOPT, b"")
+            opts += _option(EPB_FLAGS, struct.pack("<I", flags))
+        if opts:
+            body += opts + _option(OPT_ENDOFOPT, b"")
         self._record(_block(BT_EPB, body))
 
 
@@ -435,8 +445,13 @@ class Capture:
         """Call ``fn(capture)`` once when the capture stops (limit, error or stop())."""
         self._on_stop.append(fn)
 
-    def __call__(self, port: str, direction: str, frame: bytes) -> None:
+    def __call__(self, port: str, direction: str, frame: bytes,
+                 comment: str | None = None) -> None:
+        """One frame seen (``comment``: why an impaired link dropped it; such
+        frames go to pcapng only, classic pcap has nowhere to say so)."""
         if self.stopped:
+            return
+        if comment is not None and self.writer.format != "pcapng":
             return
         if self.ports is not None and port not in self.ports:
             return
@@ -447,7 +462,7 @@ class Capture:
             return
         refused = self.writer.dropped
         try:
-            self.writer.write_frame(port, direction, frame)
+            self.writer.write_frame(port, direction, frame, comment=comment)
         except OSError as e:
             self.error = e
             self.stop()

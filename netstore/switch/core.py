@@ -73,7 +73,9 @@ DROP_CAUSES = {
     "queue": "the port's send queue was full (counted by the shell)",
 }
 
-Tap = Callable[[str, str, bytes], None]
+# A capture hook: (port, "rx"|"tx", frame[, comment]); the comment says why a
+# frame that an impaired link dropped was dropped.
+Tap = Callable[..., None]
 _TAG = struct.Struct("!HH")
 
 
@@ -190,7 +192,7 @@ class _Port:
     __slots__ = (
         "settings", "name", "up", "counters", "untagged_vlan", "is_access",
         "max_untagged", "max_tagged", "bound_mac", "max_macs", "storm_pps",
-        "tokens", "tokens_at", "mirror", "is_mirror_dest",
+        "tokens", "tokens_at", "mirror", "is_mirror_dest", "tap_tx",
     )  # fmt: skip
 
     def __init__(self, s: PortSettings, now: float) -> None:
@@ -209,6 +211,7 @@ class _Port:
         self.tokens_at = now
         self.mirror: _Port | None = None
         self.is_mirror_dest = False
+        self.tap_tx = True  # False: the shell taps what it sends (after an impaired link)
 
 
 class Switch:
@@ -317,6 +320,16 @@ class Switch:
         return self.table.expire(now)
 
     # -- capture hooks -----------------------------------------------------
+
+    def tap_on_send(self, name: str, shell: bool) -> None:
+        """``shell=True``: frames sent out of ``name`` are not tapped here but by
+        the shell when they really leave (after the port's impaired link)."""
+        self._port(name).tap_tx = not shell
+
+    @property
+    def taps(self) -> tuple[Tap, ...]:
+        """The capture hooks now set."""
+        return self._taps
 
     def add_tap(self, fn: Tap) -> None:
         """Call ``fn(port, "rx"|"tx", frame)`` for every frame received and sent."""
@@ -453,7 +466,7 @@ class Switch:
             qc = q.counters
             qc.tx_frames += 1
             qc.tx_bytes += len(f)
-            if taps:
+            if taps and q.tap_tx:
                 for fn in taps:
                     fn(q.name, "tx", f)
             if q.mirror is not None:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -15,17 +16,18 @@ from typing import Any
 
 import trio
 
+from netstore.impairments import Flap, Impairment
 from netstore.switch.capture import (
     Capture,
     CaptureWriter,
     PcapngWriter,
     PcapWriter,
-    RecordQueue,
     format_for,
     open_capture,
 )
 from netstore.switch.core import PortSettings, Switch
 from netstore.switch.frames import mac_text
+from netstore.switch.links import Links
 from netstore.switch.offload import (
     F_NEEDS_CSUM,
     MERGE_MIN,
@@ -36,6 +38,7 @@ from netstore.switch.offload import (
     segment,
 )
 from netstore.switch.ports import Port, make_port
+from netstore.switch.sessions import CaptureSession, LiveCapture
 from netstore.switch.spec import PortSpec, SwitchSpec
 
 __all__ = ["CaptureSession", "LiveCapture", "SwitchService", "SwitchServiceError"]
@@ -77,12 +80,20 @@ class SwitchService:
         self.captures: dict[int, Any] = {}
         self._capture_ids = 0
         self.started = time.time()
+        self.links = Links(self, config.seed, self.log)
 
     # -- PortHost: what ports call -------------------------------------------------
     def deliver(self, port: str, frames: list[bytes]) -> None:
-        """Forward frames received on ``port``."""
+        """Forward frames received on ``port`` (through its inbound link if impaired)."""
         sw = self.switch
         sw.now = self.clock()  # one time for the batch: the kernel had them all
+        if port in self.links.inbound:
+            frames = self.links.admit(port, frames, sw.now)
+        self.forward(port, frames)
+
+    def forward(self, port: str, frames: list[bytes]) -> None:
+        """Frames entering the switch on ``port`` at the core's ``now``."""
+        sw = self.switch
         receive = sw.receive
         rx = sw.batch_receiver(port) if len(frames) >= BATCHED else None
         ports = self.ports
@@ -102,12 +113,24 @@ class SwitchService:
         segment) and the rest follows untouched. To any other port, and while a
         capture runs, it is segmented and checksummed in software first.
         """
+        hl = VNET_HDR_LEN
+        if port in self.links.inbound:  # its frames' fates are decided one by one
+            frames: list[bytes] = []
+            for buf in bufs:
+                if not buf[0] & F_NEEDS_CSUM and not buf[1]:
+                    frames.append(buf[hl:])
+                    continue
+                try:
+                    frames.extend(segment(buf, buf[hl:]))
+                except OFFLOAD_ERRORS:
+                    self.switch.count_drop(port, "offload")
+            self.deliver(port, frames)
+            return
         sw = self.switch
         sw.now = self.clock()
         receive = sw.receive
         rx = sw.batch_receiver(port) if len(bufs) >= BATCHED else None
         ports = self.ports
-        hl = VNET_HDR_LEN
         # Real TCP segments of one flow read in this batch and bound for a TAP
         # with headers leave as one GSO frame (TcpMerge), by egress port.
         merges: dict[str, TcpMerge] = {}
@@ -122,7 +145,7 @@ class SwitchService:
                     p = ports.get(egress)
                     if p is None:
                         continue
-                    if p.vnet:
+                    if p.vnet and p.egress is None:
                         if merges:
                             m = merges.get(egress)
                             if m is not None:
@@ -182,13 +205,16 @@ class SwitchService:
         and nothing captures; off otherwise (the kernel then segments and
         checksums before the switch reads).
 
-        Other ports (udp, stream, vde, a plain TAP) do not turn them off: TAP to
+        An impaired link turns them off too: its fates (loss, corruption, the
+        rate) are per real frame. Other ports (udp, stream, vde, a plain TAP) do
+        not turn them off: TAP to
         TAP traffic crosses whole, and deliver_vnet segments in software only
         what leaves through a port without headers. A single TAP keeps them off:
         all it sends goes to such ports, and the kernel segments faster.
         """
         fwd = [p for p in self.ports.values() if p.forwards]
-        on = sum(1 for p in fwd if p.vnet) >= 2 and not self.switch._taps
+        on = (sum(1 for p in fwd if p.vnet) >= 2 and not self.switch._taps
+              and not self.links.impaired)  # impaired links decide frame by frame
         for p in fwd:
             if p.vnet and p.offloaded != on:  # type: ignore[attr-defined]
                 p.set_offload(on)  # type: ignore[attr-defined]
@@ -197,7 +223,7 @@ class SwitchService:
         p = self.ports.get(port)
         if p is not None and p.forwards:
             try:
-                self.switch.set_link(port, up)
+                self.switch.set_link(port, up and not self.links.is_down(port))
             except KeyError:
                 pass
 
@@ -210,6 +236,7 @@ class SwitchService:
     def detach(self, port: Port) -> None:
         if self.ports.get(port.name) is port:
             del self.ports[port.name]
+            self.links.forget(port.name)
             try:
                 self.switch.remove_port(port.name)
             except KeyError:
@@ -236,6 +263,7 @@ class SwitchService:
             for pc, port in opened:
                 self._start(pc, port)
             nursery.start_soon(self._expire_ticker)
+            nursery.start_soon(self.links.run)
             if self.config.capture:
                 try:
                     self.start_capture(path=self.config.capture)
@@ -271,6 +299,8 @@ class SwitchService:
         self._configured[port.name] = pc
         done = self._done[port.name] = trio.Event()
         self._nursery.start_soon(self._run_port, port, done)
+        if port.forwards:
+            self.links.apply_spec(port.name, pc)
         self._update_offloads()
 
     async def _run_port(self, port: Port, done: trio.Event) -> None:
@@ -282,6 +312,7 @@ class SwitchService:
             done.set()
             if self.ports.get(port.name) is port:
                 del self.ports[port.name]
+                self.links.forget(port.name)
                 if port.forwards:
                     try:
                         self.switch.remove_port(port.name)
@@ -334,7 +365,13 @@ class SwitchService:
     async def _apply_ports(self, config: SwitchSpec) -> None:
         wanted = {pc.name: pc for pc in config.ports}
         for name, pc in list(self._configured.items()):
-            if wanted.get(name) != pc:
+            new = wanted.get(name)
+            if new is not None and new != pc and _same_port(new, pc) and name in self.ports:
+                self.links.apply_spec(name, new)  # only its links changed: in place
+                self._configured[name] = new
+                self.log.info("switch %s: port %s links changed", self.name, name)
+                continue
+            if new != pc:
                 port = self.ports.get(name)
                 del self._configured[name]
                 if port is not None:
@@ -387,6 +424,9 @@ class SwitchService:
                                bound_mac=mac_text(s.bound_mac) if s.bound_mac else None,
                                storm_pps=s.storm_pps)
                 if p.forwards:
+                    row["impair"] = self.links.describe(p.name)
+                    if self.links.is_down(p.name):
+                        row["link"] = "down"
                     c = sw.counters(p.name)
                     drops = dict(c.drops)
                     for cause, n in p.drops.items():
@@ -401,6 +441,36 @@ class SwitchService:
                 for vlan, mac, port, age in sw.macs()
             ]
         return out
+
+    # -- links ------------------------------------------------------------------------
+    def impairment(self, port: str, direction: str) -> Impairment | None:
+        """The impairment of one direction ("in" or "out") of ``port``, if any."""
+        return self.links.impairment(port, direction)
+
+    def set_impairment(self, port: str, direction: str, imp: Impairment | None) -> None:
+        """Impair (or, with None, clear) one direction of ``port`` at once;
+        nothing else is dropped. Raises ValueError for an unknown port or direction."""
+        self.links.set_impairment(port, direction, imp)
+
+    def set_admin(self, port: str, up: bool) -> None:
+        """Set ``port``'s link down (nothing crosses either way) or up again."""
+        self.links.set_admin(port, up)
+
+    def set_flap(self, port: str, flap: Flap | None) -> None:
+        """Flap ``port``'s link on a schedule (None: stop)."""
+        self.links.set_flap(port, flap)
+
+    def link_show(self) -> list[dict[str, Any]]:
+        """One row per forwarding port: kind, link state, impairments and counters."""
+        rows = []
+        for name, p in self.ports.items():
+            if not p.forwards:
+                continue
+            down = self.links.is_down(name)
+            rows.append({"port": name, "kind": p.kind,
+                         "link": "down" if down or not p.link_up else "up",
+                         **self.links.describe(name)})
+        return rows
 
     # -- capture ----------------------------------------------------------------------
     def start_capture(self, *, path: str | None = None, port: str | None = None,
@@ -485,97 +555,9 @@ class SwitchService:
             self._nursery.cancel_scope.cancel()
 
 
-class LiveCapture:
-    """A capture streamed to a reader: ``header`` (JSON-able), then ``await
-    produce(send)`` calls ``await send(bytes)`` with whole records until the
-    capture ends (count, duration, stop) or ``send`` raises (the reader left);
-    ``close()`` stops the capture, however the stream ended.
-
-    Records wait in a bounded RecordQueue; when a slow reader lets it fill,
-    new frames are left out of the capture (counted), the switch never waits.
-    """
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self.queue = RecordQueue(on_data=self._wake)
-        self.header: dict[str, Any] = {}
-        self.session: CaptureSession | None = None
-
-    def _wake(self) -> None:
-        self._event.set()
-
-    async def produce(self, send: Callable[[bytes], Any]) -> None:
-        session = self.session
-        assert session is not None
-        session.capture.on_stop(lambda _capture: self._wake())
-        with trio.move_on_after(session.duration or math.inf):
-            while True:
-                self._event = trio.Event()
-                data = self.queue.take()
-                if data:
-                    await send(data)
-                elif session.finished:
-                    return
-                else:
-                    await self._event.wait()
-
-    def close(self) -> None:
-        if self.session is not None:
-            self.session.stop("stream ended")
-
-
-class CaptureSession:
-    """One capture of a switch: a Capture (writer, filters, limits) tapping the
-    core, and where its records go (a file, or a live stream)."""
-
-    def __init__(self, service: SwitchService, id_: int, capture: Capture, *,
-                 port: str | None, fmt: str, duration: float | None, to: str,
-                 from_config: bool) -> None:
-        self.service = service
-        self.id = id_
-        self.capture = capture
-        self.port = port
-        self.fmt = fmt
-        self.to = to
-        self.from_config = from_config
-        self.target = service.name + (f":{port}" if port else "")
-        self.duration = duration
-        self._why = "stopped"
-        capture.on_stop(self._ended)
-
-    @property
-    def finished(self) -> bool:
-        return self.capture.stopped
-
-    @property
-    def frames(self) -> int:
-        """Frames recorded so far."""
-        return self.capture.captured
-
-    def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "target": self.target, "format": self.fmt, "to": self.to,
-                "frames": self.frames, "left_out": self.capture.writer.dropped}
-
-    def tick(self) -> None:
-        """Called about once a second: ends a capture whose duration is over."""
-        self.capture.poll()
-
-    def stop(self, why: str = "stopped") -> None:
-        """End the capture (idempotent); a file is closed with every record in it."""
-        if not self.finished:
-            self._why = why
-            self.capture.stop()
-
-    def _ended(self, capture: Capture) -> None:
-        self.service._capture_ended(self)
-        why = self._why
-        if capture.error is not None:
-            why = f"write failed: {capture.error}"
-            self.service.log.error("switch %s: capture %d to %s: %s", self.service.name,
-                                   self.id, self.to, capture.error)
-        elif capture.count is not None and capture.captured >= capture.count:
-            why = "count reached"
-        elif capture.deadline is not None and time.monotonic() >= capture.deadline:
-            why = "duration reached"
-        self.service.log.info("switch %s: capture %d ended (%s): %d frame(s)",
-                              self.service.name, self.id, why, capture.captured)
+def _same_port(a: PortSpec, b: PortSpec) -> bool:
+    """True if two specs of a port differ at most in their links (impairments,
+    link state, flap), which apply without reopening the port."""
+    def bare(s: PortSpec) -> PortSpec:
+        return dataclasses.replace(s, impair_in=None, impair_out=None, link="up", flap=None)
+    return bare(a) == bare(b)

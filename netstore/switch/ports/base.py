@@ -75,6 +75,10 @@ class Port:
         self._queue: deque[Any] = deque()
         self._wake_writer = trio.Event()
         self._cancel: trio.CancelScope | None = None
+        # While the port's outbound link is impaired, what the switch sends goes
+        # to its emulator, which hands frames to transmit() when they are due.
+        self.egress: Any = None
+        self.admin_up = True  # False: set down by the user or a flap schedule
 
     # -- what the service sees ------------------------------------------------------
     @property
@@ -91,6 +95,12 @@ class Port:
         """JSON-able facts about the port for ``switch show``."""
         return {"name": self.name, "kind": self.kind, "link": "up" if self.link_up else "down",
                 "address": self.address, "peer": self.peer, "queued": len(self._queue)}
+
+    def set_admin(self, up: bool) -> None:
+        """The link set down (or up again) by the user; kinds that can tell
+        their peer do (a stream port closes its connection, a TAP drops its
+        carrier)."""
+        self.admin_up = up
 
     def set_link(self, up: bool) -> None:
         if up != self.link_up:
@@ -120,6 +130,14 @@ class Port:
 
     # -- sending --------------------------------------------------------------------
     def send(self, frame: bytes) -> None:
+        """What the switch sends out of this port: through its impaired link if
+        it has one, else transmitted at once."""
+        if self.egress is not None:
+            self.egress(frame)
+            return
+        self.transmit(frame)
+
+    def transmit(self, frame: bytes) -> None:
         """Send ``frame`` now if the socket takes it, else queue it (bounded); never blocks."""
         if not self.link_up:
             self.drops["no_peer"] += 1

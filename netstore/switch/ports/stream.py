@@ -140,6 +140,10 @@ class StreamPort(Port):
                     await trio.sleep(0.1)
                     continue
                 peer = _peer_name(addr, sock)
+                if not self.admin_up:
+                    self.log.info("port %s: refusing %s, the link is down", self.name, peer)
+                    sock.close()
+                    continue
                 if self.conn is not None:
                     self.log.warning("port %s: refusing %s, %s is connected", self.name, peer,
                                      self._peer)
@@ -152,6 +156,9 @@ class StreamPort(Port):
         assert addr is not None
         delay = RETRY_MIN_S
         while True:
+            if not self.admin_up:  # the link is down: dial again once it is up
+                await trio.sleep(RETRY_MIN_S)
+                continue
             if is_socket_path(addr):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 target: Any = addr
@@ -176,6 +183,16 @@ class StreamPort(Port):
             delay = RETRY_MIN_S
             await self._serve_peer(sock, addr)
             await trio.sleep(RETRY_MIN_S)
+
+    def set_admin(self, up: bool) -> None:
+        """Down: the peer's connection is closed (it sees the end of the
+        stream) and no other is taken until the link is up again."""
+        super().set_admin(up)
+        if not up and self.conn is not None:
+            try:
+                self.conn.shutdown(socket.SHUT_RDWR)  # the receive loop sees the end
+            except OSError:
+                pass
 
     async def _serve_peer(self, sock: socket.socket, peer: str) -> None:
         sock.setblocking(False)
@@ -248,11 +265,11 @@ class StreamPort(Port):
             await trio.lowlevel.checkpoint()
 
     # -- sending ------------------------------------------------------------------
-    def send(self, frame: bytes) -> None:
+    def transmit(self, frame: bytes) -> None:
         if self.conn is None:
             self.drops["no_peer"] += 1
             return
-        super().send(frame)
+        super().transmit(frame)
 
     def _send_one(self, frame: Any) -> None:
         # A fresh frame is bytes; a queued one is [length+frame, bytes sent].

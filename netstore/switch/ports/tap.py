@@ -36,6 +36,7 @@ TUN_PATH = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
+TUNSETCARRIER = 0x400454E2  # _IOW('T', 226, int), Linux 5.0
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
@@ -179,7 +180,16 @@ class TapPort(Port):
 
     def send_vnet(self, *parts: bytes) -> None:
         """Send a frame whose parts start with its virtio-net header (vnet ports only)."""
-        self.send(parts)  # type: ignore[arg-type]
+        self.transmit(parts)  # type: ignore[arg-type]
+
+    def set_admin(self, up: bool) -> None:
+        """Down: the device reports no carrier (``ip link`` shows NO-CARRIER)."""
+        super().set_admin(up)
+        if self.fd is not None:
+            try:
+                fcntl.ioctl(self.fd, TUNSETCARRIER, struct.pack("i", int(up)))
+            except OSError as e:
+                self.log.info("port %s: TUNSETCARRIER on %s: %s", self.name, self.device, e)
 
     def _send_one(self, frame: Any) -> None:
         assert self.fd is not None
