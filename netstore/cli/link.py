@@ -261,6 +261,8 @@ def _link_text(row: dict[str, Any]) -> str:
     text = str(row.get("link", "-"))
     if admin in ("down", False):
         text += " (set down)"
+    elif row.get("flapping_down"):
+        text += " (flapping)"
     return text
 
 
