@@ -199,6 +199,29 @@ class _Supervisor:
         """The answer to "switch_show": ports (kind, link, counters) and MACs."""
         return await self._ask_switches("switch_show", switch, macs, ports)
 
+    # `netstore link`: the switch process checks and applies; each answers the
+    # port's row of link_show (or, for link_show, every port's).
+    async def link_set(self, switch: str, port: str, directions: list[str],
+                       table: dict[str, Any]) -> dict[str, Any]:
+        """The answer to "link_set": ``table`` merged into the port's impairments."""
+        return await self._ask_switches("link_set", switch, port, directions, table)
+
+    async def link_clear(self, switch: str, port: str, directions: list[str]) -> dict[str, Any]:
+        """The answer to "link_clear": no impairment left in those directions."""
+        return await self._ask_switches("link_clear", switch, port, directions)
+
+    async def link_state(self, switch: str, port: str, up: bool) -> dict[str, Any]:
+        """The answer to "link_state": the port set administratively up or down."""
+        return await self._ask_switches("link_state", switch, port, up)
+
+    async def link_flap(self, switch: str, port: str, flap: str | None) -> dict[str, Any]:
+        """The answer to "link_flap": a flap schedule started, or stopped (None)."""
+        return await self._ask_switches("link_flap", switch, port, flap)
+
+    async def link_show(self, switch: str) -> list[dict[str, Any]]:
+        """The answer to "link_show": every port's link state, impairments, counters."""
+        return await self._ask_switches("link_show", switch)
+
     async def capture(self, switch: str, port: str | None = None, format: str = "pcap",
                       count: int | None = None, duration: float | None = None) -> Streaming:
         """The answer to "capture": pcap/pcapng bytes until count, duration or EOF.
@@ -415,6 +438,11 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
             "switch_list": sup.switch_list,
             "switch_show": sup.switch_show,
             "capture": sup.capture,
+            "link_set": sup.link_set,
+            "link_clear": sup.link_clear,
+            "link_state": sup.link_state,
+            "link_flap": sup.link_flap,
+            "link_show": sup.link_show,
         }
         await nursery.start(serve_control, listener, handlers)
         listening = await sup.switch_child.call("listening", timeout=CHILD_ANSWER_S)

@@ -1,6 +1,6 @@
 # netstore/cli/__init__.py - the `netstore` command: main() builds the argument
-# tree from the noun modules (serve, status, disk, switch and capture, vm, host,
-# ovf), loads the configuration and runs the command. Parsing and output only.
+# tree from the noun modules (serve, status, disk, switch and capture, link,
+# vm, host, ovf), loads the configuration and runs the command. Parsing and output only.
 #
 # Exit statuses (interface.md): 0 success, 1 a refused operation (one line on
 # stderr), 2 a usage or configuration error. Every command takes --config FILE
@@ -13,14 +13,14 @@ import argparse
 from collections.abc import Sequence
 
 from netstore import __version__
-from netstore.cli import disk, host, ovf, serve, status, switch, vm
+from netstore.cli import disk, host, link, ovf, serve, status, switch, vm
 from netstore.cli.common import Command, Parser, UsageError, common_options, load, usage
 from netstore.config import ConfigError
 
 __all__ = ["main", "build_parser"]
 
 # In the order `netstore --help` lists their commands.
-_NOUNS = (serve, status, disk, switch, vm, host, ovf)
+_NOUNS = (serve, status, disk, switch, link, vm, host, ovf)
 
 
 def _build() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
