@@ -35,7 +35,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("overhead", "BYTES", "with --rate: bytes counted on top of each frame (may be negative)"),
     ("limit", "N", "frames the link holds at once; more are dropped (default 1000)"),
 )
-_INTEGERS = ("gap", "overhead", "limit")
+INTEGER_KEYS = ("gap", "overhead", "limit")  # options whose value is a whole number
 
 
 def flag(key: str) -> str:
@@ -71,7 +71,7 @@ def impairment_table(args: argparse.Namespace) -> dict[str, Any]:
         if text is None:
             continue
         value: Any = text
-        if key in _INTEGERS or text.strip() == "0":
+        if key in INTEGER_KEYS or text.strip() == "0":
             try:
                 value = int(text)
             except ValueError:
@@ -93,5 +93,5 @@ def flag_error(key: str, expected: str, got: str) -> str:
     return f"{flag(key)}: expected {expected}, got {got}"
 
 
-__all__ = ["OPTIONS", "add_impairment_options", "directions", "flag", "flag_error",
+__all__ = ["INTEGER_KEYS", "OPTIONS", "add_impairment_options", "directions", "flag", "flag_error",
            "impairment_table"]

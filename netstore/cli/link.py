@@ -20,10 +20,10 @@ from netstore.cli.common import (
     table,
     usage,
 )
+from netstore.cli.impair import INTEGER_KEYS, OPTIONS, flag
 from netstore.config import Config
 from netstore.impairments import (
     DIRECTIONS,
-    DISTRIBUTIONS,
     IMPAIRMENT_KEYS,
     Impairment,
     ImpairmentError,
@@ -31,30 +31,6 @@ from netstore.impairments import (
     parse_impairment,
 )
 
-# The impairment options: (key of Impairment, metavar, help), in netem's order.
-# Each is the key with "-" for "_" (--delay-correlation).
-OPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("delay", "TIME", 'added delay: "80ms", "500us", "1s"'),
-    ("jitter", "TIME", "delay variation around --delay"),
-    ("delay_correlation", "PCT", "how much a frame's jitter follows the previous one's"),
-    ("distribution", "|".join(DISTRIBUTIONS), "the jitter's distribution (default uniform)"),
-    ("loss", "PCT", 'random loss: "1%%", "0.5%%"'),
-    ("loss_correlation", "PCT", "how much a loss follows the previous frame's fate"),
-    ("gemodel", "P,R[,1-H[,1-K]]",
-     "Gilbert-Elliott loss instead of --loss: percentages p (good to bad), r (bad to good), "
-     "1-h (loss when bad, default 100%%), 1-k (loss when good, default 0%%)"),
-    ("duplicate", "PCT", "frames sent twice"),
-    ("duplicate_correlation", "PCT", "correlation of --duplicate"),
-    ("corrupt", "PCT", "frames with one random bit flipped"),
-    ("corrupt_correlation", "PCT", "correlation of --corrupt"),
-    ("reorder", "PCT", "frames sent at once, ahead of the delayed ones (needs --delay)"),
-    ("reorder_correlation", "PCT", "correlation of --reorder"),
-    ("gap", "N", "with --reorder: only every Nth frame may be reordered"),
-    ("rate", "RATE", '"10mbit", "500kbit", "1gbit" (bps: bytes/s, as tc)'),
-    ("overhead", "BYTES", "with --rate: bytes counted on top of each frame (may be negative)"),
-    ("limit", "N", "frames the link holds at once; more are dropped (default 1000)"),
-)
-_INTEGERS = ("gap", "overhead", "limit")
 ACTIONS = ("down", "up", "clear")
 COUNTERS = ("passed", "delayed", "loss", "overflow", "duplicated", "corrupted", "reordered",
             "held")
@@ -63,11 +39,6 @@ COUNTERS = ("passed", "delayed", "loss", "overflow", "duplicated", "corrupted", 
 # the port's other settings is the daemon's to check).
 _LENIENT = Impairment(delay=1e-3, jitter=1e-3, duplicate=0.5, corrupt=0.5, reorder=0.5, rate=8)
 _DAEMON_KEY = re.compile(r"([a-z_]+)(?:\.([a-z_]+))?: (expected .*)", re.S)
-
-
-def flag(key: str) -> str:
-    """The option of an impairment key: ``delay_correlation`` -> ``--delay-correlation``."""
-    return "--" + key.replace("_", "-")
 
 
 def add_impairment_options(p: argparse.ArgumentParser) -> None:
@@ -91,7 +62,7 @@ def impairment_table(args: argparse.Namespace) -> dict[str, Any]:
         if text is None:
             continue
         value: Any = text
-        if key in _INTEGERS:
+        if key in INTEGER_KEYS:
             try:
                 value = int(text)
             except ValueError:
