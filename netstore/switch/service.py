@@ -38,6 +38,7 @@ from netstore.switch.offload import (
     segment,
 )
 from netstore.switch.ports import Port, make_port
+from netstore.switch.ports.poller import Poller
 from netstore.switch.sessions import CaptureSession, LiveCapture
 from netstore.switch.spec import PortSpec, SwitchSpec
 
@@ -81,6 +82,8 @@ class SwitchService:
         self._capture_ids = 0
         self.started = time.time()
         self.links = Links(self, config.seed, self.log)
+        # The receiving side of the datagram and TAP ports (the Trio run's one).
+        self.poller: Poller | None = None
 
     # -- PortHost: what ports call -------------------------------------------------
     def deliver(self, port: str, frames: list[bytes]) -> None:
@@ -260,6 +263,7 @@ class SwitchService:
             raise
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self.poller = Poller.current()
             for pc, port in opened:
                 self._start(pc, port)
             nursery.start_soon(self._expire_ticker)
@@ -275,6 +279,7 @@ class SwitchService:
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+                self.poller = None
                 for session in list(self.captures.values()):
                     session.stop("switch stopped")
 

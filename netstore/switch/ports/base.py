@@ -117,6 +117,41 @@ class Port:
             finally:
                 self._closed()
 
+    # -- receiving ------------------------------------------------------------------
+    def _readable_fd(self) -> Any:
+        """The socket or descriptor frames arrive on."""
+        raise NotImplementedError
+
+    def _drain(self) -> int:
+        """Read what the kernel has (at most RECV_BATCH frames) and hand it to
+        the switch; the count read, or -1 when the port can receive no more."""
+        raise NotImplementedError
+
+    async def _receive(self) -> None:
+        """Receive until the port's source ends: in the host's shared poller
+        when it has one (ports/poller.py), else in a loop of the port's own."""
+        fd = self._readable_fd()
+        poller = getattr(self.host, "poller", None)
+        if poller is not None:
+            number = fd if isinstance(fd, int) else fd.fileno()
+            ended = poller.watch(number, self._drain)
+            try:
+                await ended.wait()
+            finally:
+                poller.unwatch(number)
+            return
+        drain = self._drain
+        wait_readable = trio.lowlevel.wait_readable
+        checkpoint = trio.lowlevel.checkpoint
+        while True:
+            got = drain()
+            if got < 0:
+                return
+            if got:
+                await checkpoint()
+            else:
+                await wait_readable(fd)
+
     def close(self) -> None:
         """Stop the port's tasks (their sockets close as the tasks end)."""
         if self._cancel is not None:
@@ -229,36 +264,32 @@ class DatagramPort(Port):
         self.log.debug("port %s: send to %s failed: %s", self.name, self.peer, e)
 
     async def _serve_socket(self) -> None:
-        """Receive loop plus writer; returns only by cancellation."""
+        """Receive plus writer; returns only by cancellation."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer)
-            await self._receive_loop()
+            await self._receive()
 
-    async def _receive_loop(self) -> None:
+    def _readable_fd(self) -> Any:
+        return self.sock
+
+    def _drain(self) -> int:
         sock = self.sock
         assert sock is not None
         recvfrom = sock.recvfrom
-        deliver = self.host.deliver
-        name = self.name
-        wait_readable = trio.lowlevel.wait_readable
-        checkpoint = trio.lowlevel.checkpoint
-        while True:
-            frames: list[bytes] = []
-            try:
-                while len(frames) < RECV_BATCH:
-                    data, addr = recvfrom(MAX_FRAME)
-                    if addr != self.peer_addr and self.learn_peer:
-                        self._learn(addr)
-                    frames.append(data)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as e:  # ECONNREFUSED from an earlier send: keep going
-                self.log.debug("port %s: receive: %s", name, e)
-            if frames:
-                deliver(name, frames)
-                await checkpoint()
-            else:
-                await wait_readable(sock)
+        frames: list[bytes] = []
+        try:
+            while len(frames) < RECV_BATCH:
+                data, addr = recvfrom(MAX_FRAME)
+                if addr != self.peer_addr and self.learn_peer:
+                    self._learn(addr)
+                frames.append(data)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:  # ECONNREFUSED from an earlier send: keep going
+            self.log.debug("port %s: receive: %s", self.name, e)
+        if frames:
+            self.host.deliver(self.name, frames)
+        return len(frames)
 
     def _learn(self, addr: Any) -> None:
         if not self.learn_peer or addr in (None, "", b""):

@@ -78,6 +78,7 @@ class TapPort(Port):
         self.want_vnet = vnet_hdr
         self.vnet = False
         self.offloaded = False
+        self._deliver: Any = host.deliver
 
     @property
     def address(self) -> str | None:
@@ -135,35 +136,34 @@ class TapPort(Port):
         self.open()
         self.set_link(True)
         task_status.started(self.device)
+        self._deliver = self.host.deliver
+        if self.vnet:  # frames keep their virtio-net header
+            self._deliver = getattr(self.host, "deliver_vnet", None) or self._deliver_plain
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer)
-            await self._receive_loop()
+            await self._receive()
 
-    async def _receive_loop(self) -> None:
+    def _readable_fd(self) -> Any:
+        return self.fd
+
+    def _drain(self) -> int:
         fd = self.fd
         assert fd is not None
         read = os.read
-        deliver = self.host.deliver
-        if self.vnet:  # frames keep their virtio-net header
-            deliver = getattr(self.host, "deliver_vnet", None) or self._deliver_plain
-        name = self.name
-        while True:
-            frames: list[bytes] = []
-            try:
-                while len(frames) < RECV_BATCH:
-                    frames.append(read(fd, MAX_FRAME))
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as e:  # EIO/EBADFD: the device went away
-                self.log.error("port %s: reading %s failed: %s", name, self.device, e)
-                if frames:
-                    deliver(name, frames)
-                return
+        frames: list[bytes] = []
+        try:
+            while len(frames) < RECV_BATCH:
+                frames.append(read(fd, MAX_FRAME))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:  # EIO/EBADFD: the device went away
+            self.log.error("port %s: reading %s failed: %s", self.name, self.device, e)
             if frames:
-                deliver(name, frames)
-                await trio.lowlevel.checkpoint()
-            else:
-                await trio.lowlevel.wait_readable(fd)
+                self._deliver(self.name, frames)
+            return -1
+        if frames:
+            self._deliver(self.name, frames)
+        return len(frames)
 
     def _deliver_plain(self, name: str, bufs: list[bytes]) -> None:
         """For a host without ``deliver_vnet``: real frames only."""
