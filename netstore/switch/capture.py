@@ -109,6 +109,8 @@ class CaptureWriter:
             e.g. a full RecordQueue).
         snaplen: frames are cut to this many bytes (the original length kept).
         clock: wall-clock seconds for timestamps (``time.time``).
+        owns_fd: close ``target`` with the writer (a descriptor, or a sink
+            with a ``close()`` such as a CaptureFile).
         batch_bytes: 0 writes each record at once; otherwise records are
             gathered and written when this many bytes wait or when the oldest
             waited ``max_delay_s`` (checked on each record and by ``tick()``,
@@ -129,6 +131,8 @@ class CaptureWriter:
     ) -> None:
         self._sink, self._flush_target = _sink(target)
         self._fd = target if owns_fd and isinstance(target, int) else None
+        # A sink of its own to close with the writer (a CaptureFile).
+        self._owned_sink = target if owns_fd and not isinstance(target, int) else None
         self.snaplen = snaplen
         self._clock = clock
         self._batch_bytes = batch_bytes
@@ -147,7 +151,11 @@ class CaptureWriter:
         raise NotImplementedError
 
     def tick(self) -> None:
-        """Write batched records that waited longer than the bounded delay."""
+        """Write batched records that waited longer than the bounded delay;
+        raise the error an owned sink met writing on its own (a full disk)."""
+        error = getattr(self._owned_sink, "error", None)
+        if error is not None:
+            raise error
         if self._pending and time.monotonic() - self._pending_since >= self._max_delay_s:
             self.flush()
 
@@ -171,6 +179,8 @@ class CaptureWriter:
             self.closed = True
             if self._fd is not None:
                 os.close(self._fd)
+            if self._owned_sink is not None:
+                self._owned_sink.close()
 
     def __enter__(self) -> CaptureWriter:
         return self

@@ -23,8 +23,8 @@ from netstore.switch.capture import (
     PcapngWriter,
     PcapWriter,
     format_for,
-    open_capture,
 )
+from netstore.switch.capturefile import CaptureFile
 from netstore.switch.core import PortSettings, Switch
 from netstore.switch.frames import mac_text
 from netstore.switch.links import Links
@@ -513,7 +513,13 @@ class SwitchService:
             n for n, p in self.ports.items() if p.forwards]
         writer: CaptureWriter
         if path is not None:
-            writer = open_capture(path, fmt, ports=names, description=self.name)
+            file = CaptureFile(path)  # written by its own thread, never on this loop
+            try:
+                writer = (PcapngWriter(file, names, description=self.name, owns_fd=True)
+                          if fmt == "pcapng" else PcapWriter(file, owns_fd=True))
+            except BaseException:
+                file.close()
+                raise
         elif sink is None:
             raise ValueError("a capture needs a file or a sink")
         elif fmt == "pcapng":
