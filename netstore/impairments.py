@@ -302,6 +302,12 @@ def parse_impairment(table: Mapping[str, Any], base: Impairment | None = None) -
                                   f"the unknown key {json.dumps(str(k))}{hint}")
     base = base or _PERFECT
     merged = {f.name: values.get(f.name, getattr(base, f.name)) for f in fields(Impairment)}
+    # The loss model is one setting: random loss given over a gemodel replaces
+    # it, and a gemodel replaces random loss (as `tc qdisc change` does).
+    if values.get("loss") and "gemodel" not in values:
+        merged["gemodel"] = None
+    if values.get("gemodel") is not None and "loss" not in values:
+        merged["loss"] = merged["loss_correlation"] = 0.0
     imp = Impairment(**merged)
     _check(imp, table)
     return imp

@@ -146,9 +146,16 @@ def test_show_merges_settings_per_direction_and_flaps(netstore_daemon) -> None:
         assert word in text, (word, text)
     one = json.loads(ok(d, "link", "sw0:b", "--json"))
     assert one["port"] == "b" and one["in"]["settings"]["rate"] == "10mbit"
-    ok(d, "link", "sw0:b", "clear", "--in")
+    ok(d, "link", "sw0:b", "--in", "clear")  # the action after the option, too
     row = shown(d)["b"]
     assert row["in"] is None and row["out"]["settings"] == both
+    # the loss model is one setting: a gemodel replaces random loss, and back
+    ok(d, "link", "sw0:b", "--out", "--gemodel", "2%,25%")
+    settings = shown(d)["b"]["out"]["settings"]
+    assert "loss" not in settings, settings
+    assert (settings["gemodel"]["p"], settings["gemodel"]["r"]) == ("2%", "25%")
+    ok(d, "link", "sw0:b", "--out", "--loss", "1%")
+    assert shown(d)["b"]["out"]["settings"] == both
     ok(d, "link", "sw0:b", "--flap", "down 2s every 30s")
     assert shown(d)["b"]["flap"] == "down 2s every 30s"
     ok(d, "link", "sw0:b", "--flap", "off")

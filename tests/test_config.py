@@ -26,7 +26,7 @@ from netstore.config import (
     parse_config,
     parse_portal,
 )
-from netstore.impairments import Flap, GeModel, parse_impairment
+from netstore.impairments import Flap, GeModel, ImpairmentError, parse_impairment
 from netstore.registry import Registry
 from netstore.registry.lookup import registered_medium
 from tests.harness import netstore_env
@@ -1105,3 +1105,15 @@ def test_config_imports_no_registry() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_loss_model_given_over_another_replaces_it() -> None:
+    ge = parse_impairment({"gemodel": "2%,25%", "delay": "5ms"})
+    random_loss = parse_impairment({"loss": "1%", "loss_correlation": "25%"}, base=ge)
+    assert random_loss.gemodel is None and random_loss.loss == 0.01
+    assert random_loss.delay == 0.005  # the rest is merged as ever
+    back = parse_impairment({"gemodel": "3%,20%"}, base=random_loss)
+    assert back.loss == 0 and back.loss_correlation == 0
+    assert back.gemodel == GeModel(p=0.03, r=0.2)
+    with pytest.raises(ImpairmentError, match="not both"):  # both at once: refused
+        parse_impairment({"gemodel": "2%,25%", "loss": "1%"})

@@ -49,7 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the netstore command line; returns the exit status."""
     parser, commands = _build()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        # argparse gives an optional positional up when an option follows the
+        # one before it (`link SW:PORT --out clear`); a command may take it back.
+        late = getattr(args, "late_positional", None)
+        if extras and not (late is not None and late(args, extras)):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
     except UsageError as e:
         return usage(e)
     try:

@@ -112,7 +112,16 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
     p.add_argument("--flap", metavar='"down D every P"|off',
                    help="a flap schedule (\"down 2s every 30s\"), or off")
     add_impairment_options(p)
+    p.set_defaults(late_positional=_late_action)
     return {"link": run}
+
+
+def _late_action(args: argparse.Namespace, extras: list[str]) -> bool:
+    """`link SW:PORT --out clear`: the action after the options is the action."""
+    if args.action is None and len(extras) == 1 and not extras[0].startswith("-"):
+        args.action = extras[0]
+        return True
+    return False
 
 
 def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
