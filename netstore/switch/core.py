@@ -308,6 +308,16 @@ class Switch:
             d = p.counters.drops
             d[cause] = d.get(cause, 0) + frames
 
+    def recount_tx(self, port: str, frames: int, nbytes: int) -> None:
+        """Correct what ``port`` sent by what the shell knows better: an
+        impaired link that dropped (negative) or duplicated (positive) frames
+        the core counted as sent."""
+        p = self._ports.get(port)
+        if p is not None:
+            c = p.counters
+            c.tx_frames = max(0, c.tx_frames + frames)
+            c.tx_bytes = max(0, c.tx_bytes + nbytes)
+
     def macs(self) -> list[tuple[int, bytes, str, float]]:
         """Learnt entries as (vlan, mac, port, age seconds at ``now``), sorted by
         VLAN and MAC."""

@@ -199,7 +199,12 @@ class Links:
 
     def _send(self, p: Port, em: LinkEmulator, frame: bytes) -> None:
         """A frame the switch sends out of ``p``, into its outbound link."""
+        c = em.counters
+        before = c["duplicated"] - c["loss"]
         out = em.offer(frame, self.service.switch.now)
+        extra = c["duplicated"] - c["loss"] - before  # copies beyond the one the core counted
+        if extra:
+            self.service.switch.recount_tx(p.name, extra, extra * len(frame))
         if out:
             self._transmit(p, out)
         if em._held:
@@ -213,6 +218,8 @@ class Links:
             p.transmit(f)
 
     def _dropped(self, port: str, direction: str, frame: bytes, why: str) -> None:
+        if direction == "tx" and why == "overflow":  # counted as sent by the core, never sent
+            self.service.switch.recount_tx(port, -1, -len(frame))
         for fn in self.service.switch.taps:
             fn(port, direction, frame, f"netstore: dropped by {why}")
 
@@ -293,9 +300,13 @@ class Links:
         self.log.info("port %s: link set %s", port, "up" if up else "down")
         p.set_admin(up)
         if not up:  # a cut link loses what it carried
-            for em in (self.inbound.get(port), self.outbound.get(port)):
-                if em is not None:
-                    em.drain()
+            em = self.inbound.get(port)
+            if em is not None:
+                em.drain()
+            em = self.outbound.get(port)
+            if em is not None:
+                lost = em.drain()
+                self.service.switch.recount_tx(port, -len(lost), -sum(map(len, lost)))
         self.service.link_changed(port, p.link_up)
 
     # -- status ---------------------------------------------------------------------

@@ -194,3 +194,20 @@ async def test_a_reload_that_changes_only_links_keeps_the_port(nursery) -> None:
     assert svc.ports["b"] is port and port.link_up
     await p["a"].send(numbered(1))
     assert await p["b"].nothing(0.2)
+
+
+async def test_an_out_links_port_counts_what_it_really_sent(nursery) -> None:
+    svc, p = await pair(nursery, seed=11)
+    svc.set_impairment("b", "out", parse_impairment(
+        {"loss": "30%", "duplicate": "20%", "rate": "100kbit", "limit": 5}))
+    before = svc.switch.counters("b").tx_frames
+    for i in range(200):
+        await p["a"].send(numbered(i))
+        if i % 20 == 19:
+            await trio.sleep(0.01)  # bursts: some overflow the 5-frame limit, some not
+    got = await collect(p["b"])
+    c = {r["port"]: r for r in svc.link_show()}["b"]["out"]["counters"]
+    assert c["loss"] and c["duplicated"] and c["overflow"], c  # every correction was needed
+    assert c["held"] == 0
+    sent = svc.switch.counters("b")
+    assert sent.tx_frames - before == len(got)
