@@ -184,6 +184,14 @@ def test_capture_to_files_per_port_and_duration(netstore_daemon) -> None:
         assert text.split() == ["b", "b"]  # pcapng if_name: the plain port name
 
 
+def records(path: Path) -> list:
+    """The whole records in a pcap file so far (none before its header)."""
+    try:
+        return list(rdpcap(str(path)))
+    except Exception:  # scapy: no header yet
+        return []
+
+
 def test_capture_from_config_file_survives_kill(netstore_daemon) -> None:
     d = netstore_daemon(SWITCH.replace('name = "sw0"\n',
                                        'name = "sw0"\ncapture = "{tmp}/all.pcap"\n', 1))
@@ -196,9 +204,18 @@ def test_capture_from_config_file_survives_kill(netstore_daemon) -> None:
     for i in range(5):
         a.send(ping(MAC_A, MAC_B, i))
         assert b.recv() == ping(MAC_A, MAC_B, i)
+    path = d.workdir / "all.pcap"
+    # records reach the file within milliseconds (written by the file's thread)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(records(path)) < 7:
+        time.sleep(0.01)
+    for i in range(5, 50):  # the daemon is killed while frames are being captured
+        a.send(ping(MAC_A, MAC_B, i))
     d.kill()
-    frames = rdpcap(str(d.workdir / "all.pcap"))
-    assert len(frames) == 7 and bytes(frames[-1]) == ping(MAC_A, MAC_B, 4)
+    frames = rdpcap(str(path))  # whole records only, up to the last one written
+    assert len(frames) >= 7 and bytes(frames[6]) == ping(MAC_A, MAC_B, 4)
+    assert [bytes(f) for f in frames[7:]] == [ping(MAC_A, MAC_B, i)
+                                              for i in range(5, 5 + len(frames) - 7)]
 
 
 def test_refusals(netstore_daemon, tmp_path: Path) -> None:

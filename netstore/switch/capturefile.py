@@ -4,9 +4,10 @@
 # file, never the frames (and one write per batch instead of one per frame is
 # what lets a capture keep up with a busy link). Records still reach the file
 # whole: a batch is whole records in ONE os.write on an O_APPEND descriptor
-# (capture.py explains why that keeps a file readable after a crash); they
-# reach it at most MAX_DELAY_S after they were captured, or sooner once
-# BATCH_BYTES wait, as tcpdump's buffered files do.
+# (capture.py explains why that keeps a file readable after a crash). They
+# reach it MAX_DELAY_S after the first of a batch was captured (so the
+# thread wakes at most 1/MAX_DELAY_S times a second), or as soon as
+# BATCH_BYTES wait; a crash loses only what was captured in that last moment.
 """CaptureFile: a pcap/pcapng file written by a thread of its own."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ log = logging.getLogger("netstore.switch.capture")
 # A write as soon as this many bytes wait ...
 BATCH_BYTES = 256 << 10
 # ... and never later than this after the first of them was captured.
-MAX_DELAY_S = 0.2
+MAX_DELAY_S = 0.002
 # How long closing waits for the last batch to be written.
 CLOSE_WAIT_S = 10.0
 
