@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from netstore.impairments import Flap, Impairment
+from netstore.poller import Poller
 from netstore.switch.capture import (
     Capture,
     CaptureWriter,
@@ -38,7 +39,6 @@ from netstore.switch.offload import (
     segment,
 )
 from netstore.switch.ports import Port, make_port
-from netstore.switch.ports.poller import Poller
 from netstore.switch.sessions import CaptureSession, LiveCapture
 from netstore.switch.spec import PortSpec, SwitchSpec
 

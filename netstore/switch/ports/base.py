@@ -129,7 +129,7 @@ class Port:
 
     async def _receive(self) -> None:
         """Receive until the port's source ends: in the host's shared poller
-        when it has one (ports/poller.py), else in a loop of the port's own."""
+        when it has one (netstore/poller.py), else in a loop of the port's own."""
         fd = self._readable_fd()
         poller = getattr(self.host, "poller", None)
         if poller is not None:

@@ -1,20 +1,22 @@
-# netstore/switch/ports/poller.py - one epoll set for the receiving side of
-# every datagram and TAP port in a Trio run (all the switches of the switch
-# process). A port hands the poller its descriptor and a drain function.
+# netstore/poller.py - one epoll set for the receiving side of a Trio run's
+# busiest descriptors: every datagram and TAP port of the switch process, the
+# connections of an iSCSI worker. A user hands the poller a descriptor and a
+# drain function.
 #
-# Why not one wait_readable per port: a frame's trip through Trio's scheduler
+# Why not one wait_readable per descriptor: a trip through Trio's scheduler
 # (register, wake, reschedule, step the task) touches far more code than the
-# frame's own forwarding, and after an idle gap that code is cold; it doubled
-# a ping's round trip through two TAP ports. So where it can, the poller waits
-# *instead of* Trio's own I/O wait: an instrument's before_io_wait blocks on
-# the poller's set, which also holds Trio's epoll descriptor, and drains ready
-# ports right there. A TAP's kernel side answers a ping during the write, so a
-# request and its answer cross the switch in one wake-up with no task step.
-# It hands the loop back as soon as Trio has anything to do: one of Trio's
-# descriptors is ready, a drain made a task runnable, or the wait Trio asked
-# for is over (then it wakes Trio so its deadlines run on time). Where Trio's
-# epoll descriptor cannot be had, a system task waits on the set instead.
-"""The shared receive poller of the switch's ports."""
+# work a frame or a command needs, and after an idle gap that code is cold; it
+# doubled a ping's round trip through two TAP ports. So where it can, the
+# poller waits *instead of* Trio's own I/O wait: an instrument's
+# before_io_wait blocks on the poller's set, which also holds Trio's epoll
+# descriptor, and drains ready descriptors right there. A TAP's kernel side
+# answers a ping during the write, so a request and its answer cross the
+# switch in one wake-up with no task step. It hands the loop back as soon as
+# Trio has anything to do: one of Trio's descriptors is ready, a drain made a
+# task runnable, or the wait Trio asked for is over (then it wakes Trio so its
+# deadlines run on time). Where Trio's epoll descriptor cannot be had, a
+# system task waits on the set instead.
+"""The shared receive poller of a Trio run (switch ports, iSCSI connections)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import trio
 
 __all__ = ["DRAIN_ROUNDS", "Poller"]
 
-log = logging.getLogger("netstore.switch.poller")
+log = logging.getLogger("netstore.poller")
 
 # Passes over the ready ports in one wake-up before other tasks get a turn.
 DRAIN_ROUNDS = 8
@@ -40,9 +42,9 @@ _RUN_POLLER: trio.lowlevel.RunVar[Poller] = trio.lowlevel.RunVar("netstore_switc
 class Poller:
     """Ports' receive descriptors in one epoll set (see the module doc).
 
-    A drain reads what its port has (at most a batch) and hands it to the
-    switch; it returns the count read, or -1 when the port can receive no
-    more (its device went away), which ends that port's watch.
+    A drain reads what its descriptor has (at most a batch) and hands it on;
+    it returns the count read, or -1 when it can receive no more (its device
+    went away, its peer closed), which ends that descriptor's watch.
     """
 
     def __init__(self) -> None:
@@ -67,7 +69,7 @@ class Poller:
             poller._token = trio.lowlevel.current_trio_token()
             trio.lowlevel.add_instrument(_WaitHere(poller))
         else:
-            trio.lowlevel.spawn_system_task(poller.run, name="switch port poller")
+            trio.lowlevel.spawn_system_task(poller.run, name="netstore poller")
         return poller
 
     @property
@@ -105,8 +107,7 @@ class Poller:
             try:
                 alive = entry[0]() >= 0
             except Exception:
-                log.exception("switch port poller: receiving on descriptor %d failed; "
-                              "the port is closed", fd)
+                log.exception("receiving on descriptor %d failed; it is closed", fd)
                 alive = False
             if not alive:
                 self.unwatch(fd)

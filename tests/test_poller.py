@@ -1,10 +1,10 @@
-# tests/switch/test_poller.py - the shared receive poller of the switch's
-# ports (netstore/switch/ports/poller.py) in a real Trio run with real sockets:
+# tests/test_poller.py - the shared receive poller of the switch's
+# ports (netstore/poller.py) in a real Trio run with real sockets:
 # it drains ports while doing Trio's I/O wait, and must never stall Trio —
 # deadlines keep their time, tasks a drain wakes run at once, Trio's own
 # sockets wake their tasks, a failing drain closes its port only, and the
 # task fallback (no Trio epoll to share) receives as well.
-"""Tests for netstore.switch.ports.poller."""
+"""Tests for netstore.poller."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import time
 import pytest
 import trio
 
+from netstore import poller as poller_module
 from netstore.config import SwitchConfig
-from netstore.switch.ports import poller as poller_module
-from netstore.switch.ports.poller import Poller
+from netstore.poller import Poller
 from tests.switch.peers import MAC_A, MAC_B, UdpPeer, arp_who_has, ping, start, udp_port, until
 
 
