@@ -1,6 +1,7 @@
-# The Trio shell of the iSCSI target: listening sockets, one receive loop and
-# one keeper task per connection, batching every answer of a receive into one
-# sendmsg, and the drainers that run each logical unit's queued commands in a
+# The Trio shell of the iSCSI target: listening sockets, connections received
+# and answered in the run's shared poller (netstore/poller.py: no task switch
+# per receive) with a task per connection for what must wait and a keeper,
+# batching every answer of a receive into one sendmsg, and the drainers that run each logical unit's queued commands in a
 # worker thread, a batch per trip, so no disk wait stalls the loop.  All
 # protocol decisions live in the pure core (connection.py and its modules);
 # this file moves bytes and owns the threads.
@@ -12,6 +13,7 @@ import errno
 import logging
 import socket as _socket
 import time
+from functools import partial
 
 import trio
 
@@ -20,6 +22,7 @@ from netstore.iscsi.params import TargetLimits
 from netstore.iscsi.portal import PortalGroup, TargetExport
 from netstore.iscsi.settings import ServiceSettings
 from netstore.iscsi.workers import UnitWorkers
+from netstore.poller import Poller
 
 # One receive takes what the kernel has, up to this: big enough for a whole
 # 256 KiB Data-Out PDU plus headers, so large writes need few wake-ups.
@@ -36,6 +39,9 @@ LISTEN_BACKLOG = 128
 # serve_listeners): anything else ends the portal's accept loop.
 ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ACCEPT_RETRY_S = 0.1
+# Why the poller handed a connection back to its task (or an OSError).
+_ENDED = "ended"  # the initiator closed it
+_BUSY = "busy"  # closing, a full window, or answers still to send
 
 
 class ServiceError(Exception):
@@ -79,7 +85,8 @@ class _Wire:
     of the time a command takes.
     """
 
-    __slots__ = ("sock", "conn", "wake", "room", "sending", "_send_done", "_answered")
+    __slots__ = ("sock", "conn", "wake", "room", "sending", "handed_back", "_send_done",
+                 "_answered")
 
     def __init__(self, sock: _socket.socket, answered: _Answered) -> None:
         self.sock = sock
@@ -87,6 +94,7 @@ class _Wire:
         self.wake = trio.Event()
         self.room: trio.Event | None = None  # the receive loop waits for completions
         self.sending = False  # a task is waiting for the socket to drain
+        self.handed_back: object = None  # why the poller stopped receiving
         self._send_done = trio.lowlevel.ParkingLot()
         self._answered = answered
 
@@ -313,30 +321,34 @@ class IscsiService:
             sock.close()
 
     async def _receive_loop(self, wire: _Wire) -> None:
+        """Receive until the connection ends. The bytes are read and answered
+        in the run's shared poller (netstore/poller.py), with no task switch;
+        this task only steps in when the poller hands the connection back:
+        answers the socket did not take, a full command window, an end."""
         conn = wire.conn
         assert conn is not None
         sock = wire.sock
+        fd = sock.fileno()
         buf = bytearray(RECV_SIZE)
-        view = memoryview(buf)
-        recv_into = sock.recv_into
-        checkpoint = trio.lowlevel.checkpoint
-        wait_readable = trio.lowlevel.wait_readable
-        waited = False
+        drain = partial(self._drain, wire, buf, memoryview(buf))
+        poller = Poller.current()
         while True:
+            wire.handed_back = None
+            ended = poller.watch(fd, drain)
             try:
-                n = recv_into(buf)
-            except (BlockingIOError, InterruptedError):
-                await wait_readable(sock)
-                waited = True
-                continue
-            except OSError as e:
-                self.log.info("connection %s: %s", conn.peer, e)
+                await ended.wait()
+            finally:
+                poller.unwatch(fd)
+            why = wire.handed_back
+            if why is None:  # the drain failed (logged by the poller)
                 return
-            if not n:
+            if why == _ENDED:
                 if conn.session is not None or conn.login is None:
                     self.log.info("connection %s closed by the initiator", conn.peer)
                 return
-            conn.receive_data(view[:n])
+            if isinstance(why, OSError):
+                self.log.info("connection %s: %s", conn.peer, why)
+                return
             if conn.outbox:
                 try:
                     await wire.flush()
@@ -350,13 +362,34 @@ class IscsiService:
                 # read no more until some complete (TCP pushes back).
                 wire.room = trio.Event()
                 await wire.room.wait()
-                waited = True
             wire.room = None
-            if not waited:
-                # Nothing else ran since this connection's last batch: let the
-                # other connections have their turn.
-                await checkpoint()
-            waited = False
+            if conn.closing:
+                return
+
+    @staticmethod
+    def _drain(wire: _Wire, buf: bytearray, view: memoryview) -> int:
+        """In the poller: one receive, answered; -1 hands the connection back
+        to its task (``wire.handed_back`` says why)."""
+        conn = wire.conn
+        try:
+            n = wire.sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as e:
+            wire.handed_back = e
+            return -1
+        if not n:
+            wire.handed_back = _ENDED
+            return -1
+        conn.receive_data(view[:n])
+        if conn.outbox:
+            wire.send_soon()
+        if conn.closing or conn.saturated or conn.outbox or wire.sending:
+            # an end, a full window, or answers the socket has no room for
+            # (read no more until they are sent: TCP pushes back)
+            wire.handed_back = _BUSY
+            return -1
+        return n
 
     async def _keeper(self, wire: _Wire, scope: trio.CancelScope) -> None:
         """Gives the core the time; sends what it produced outside the receive loop.

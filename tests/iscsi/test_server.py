@@ -3,6 +3,7 @@ connections in one session, isolation of a broken connection, clean stop."""
 
 import errno
 import os
+import socket
 
 import pytest
 import trio
@@ -218,3 +219,38 @@ async def test_accept_ends_on_other_errors(image, caplog, code):
     (rec,) = [r for r in caplog.records if "accept failed" in r.getMessage()]
     assert "accepts no more connections" in rec.getMessage()
     assert os.strerror(code) in rec.getMessage()
+
+
+async def test_an_initiator_that_does_not_read_is_answered_when_it_does(image):
+    """A window of 64 KiB reads (8 MiB of answers) from an initiator that reads
+    nothing: what the socket does not take waits for it, while another
+    connection is served; then every answer arrives, in order, whole."""
+    data = open(image, "rb").read()
+    async with trio.open_nursery() as n:
+        svc, port = await start(n, config(image))
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect(("127.0.0.1", port))
+        slow = Client(trio.SocketStream(sock))
+        await slow.login()
+        await slow.command(bytes(6))  # consume the power-on unit attention
+        other = await Client.connect(port)
+        await other.login(isid=bytes.fromhex("400001370001"))
+        await other.command(bytes(6))
+        commands = []
+        for i in range(128):
+            slow.itt += 1
+            b = bhs(P.OP_SCSI_CMD, 0x81 | 0x40, itt=slow.itt, f20=65536, f24=slow.cmdsn)
+            b[32:42] = read10((i % 4) * 128, 128)
+            slow.cmdsn += 1
+            commands.append(wire(b))
+        await slow.stream.send_all(b"".join(commands))
+        await trio.sleep(0.2)
+        for _ in range(20):  # the other connection is served meanwhile
+            (d,) = await other.command(read10(1, 1), read=512)
+            assert bytes(d.data) == data[512:1024]
+        for i in range(128):
+            d = await slow.recv(timeout=10)
+            assert d is not None and d.opcode == P.OP_DATA_IN and d.u32(16) == i + 2
+            assert bytes(d.data) == data[(i % 4) * 65536:(i % 4 + 1) * 65536]
+        n.cancel_scope.cancel()
