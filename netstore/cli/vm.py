@@ -103,7 +103,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
                         description="Add the NIC in --slot or change it (what is not given "
                         "is kept; a new NIC needs --switch); its MAC is generated "
                         "when not given; udp and stream NICs get ports allocated "
-                        "(NETSTORE_NIC_PORTS=LO-HI, default 40000-49999). The impairment "
+                        "(NETSTORE_NIC_PORTS=LO-HI, default 20000-29999). The impairment "
                         "options impair the NIC's link, also while the VM runs (a running "
                         "daemon applies them to the switch port at once).")
     p.add_argument("name", metavar="NAME")

@@ -32,7 +32,9 @@ from netstore.registry.vm import Machine, get_machine
 NIC_SLOTS = 8  # VirtualBox's 8 network adapters
 TRANSPORTS = ("udp", "unixgram", "stream", "tap", "vde")
 # IP ports handed to udp and stream NICs; NETSTORE_NIC_PORTS=LO-HI overrides.
-NIC_PORT_RANGE = (40000, 49999)
+# Below Linux's ephemeral range (32768-60999): an outgoing connection of
+# anything on the host could hold a port taken from inside it.
+NIC_PORT_RANGE = (20000, 29999)
 NIC_PORTS_ENV = "NETSTORE_NIC_PORTS"
 # QEMU's own OUI; a generated MAC is 52:54:00 and three random octets.
 MAC_PREFIX = "52:54:00"
@@ -106,7 +108,7 @@ def nic_port_range() -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
     if not m or not 1 <= int(m.group(1)) <= int(m.group(2)) <= 65535:
         raise MachineRuleError(
-            f"{NIC_PORTS_ENV}={text!r}: expected LO-HI, two ports 1..65535 (40000-49999)"
+            f"{NIC_PORTS_ENV}={text!r}: expected LO-HI, two ports 1..65535 (20000-29999)"
         )
     return int(m.group(1)), int(m.group(2))
 

@@ -36,7 +36,7 @@ def wait_for(predicate, what: str, timeout: float = 5.0) -> None:
 
 
 def test_nics_get_switch_ports_and_vms_ping_each_other(netstore_daemon, tmp_path, monkeypatch):
-    monkeypatch.setenv("NETSTORE_NIC_PORTS", "46000-46999")
+    monkeypatch.setenv("NETSTORE_NIC_PORTS", "26000-26999")
     state = tmp_path / "netstore-state"
     with Registry.open(state) as reg:
         for vm in ("a", "b"):
@@ -72,7 +72,7 @@ def test_nics_get_switch_ports_and_vms_ping_each_other(netstore_daemon, tmp_path
 
 
 def test_port_security_binds_the_nic_port_to_its_mac(netstore_daemon, tmp_path, monkeypatch):
-    monkeypatch.setenv("NETSTORE_NIC_PORTS", "47000-47999")
+    monkeypatch.setenv("NETSTORE_NIC_PORTS", "27000-27999")
     state = tmp_path / "netstore-state"
     with Registry.open(state) as reg:
         reg.machines.create("locked")
@@ -104,7 +104,7 @@ def _ping(nic, count: int, timeout: float = 1.0) -> dict:
 
 def test_nic_impairments_reach_the_switch_and_change_while_it_runs(netstore_daemon, tmp_path,
                                                                     monkeypatch):
-    monkeypatch.setenv("NETSTORE_NIC_PORTS", "48000-48999")
+    monkeypatch.setenv("NETSTORE_NIC_PORTS", "28000-28999")
     state = tmp_path / "netstore-state"
     with Registry.open(state) as reg:
         for vm in ("a", "b"):

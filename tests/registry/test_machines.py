@@ -317,10 +317,10 @@ def test_nics(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     n = reg.machines.set_nic("a", 0, "sw0")
     assert re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", n.mac)
     assert (n.vlan, n.transport) == (1, "udp")
-    assert n.switch_addr == "127.0.0.1:40000" and n.vm_addr == "127.0.0.1:40001"
+    assert n.switch_addr == "127.0.0.1:20000" and n.vm_addr == "127.0.0.1:20001"
     s = reg.machines.set_nic("b", 0, "sw0", transport="stream", mac="02-00-00-AA-BB-CC", vlan=10)
     assert (s.mac, s.vlan, s.switch_addr, s.vm_addr) == ("02:00:00:aa:bb:cc", 10,
-                                                         "127.0.0.1:40002", "")
+                                                         "127.0.0.1:20002", "")
     with pytest.raises(MachineRuleError, match=exact(
             "MAC 02:00:00:aa:bb:cc is taken by NIC 0 of VM b; MACs are unique across the registry")):
         reg.machines.set_nic("a", 1, "sw0", mac="02:00:00:aa:bb:cc")
@@ -342,11 +342,11 @@ def test_nics(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (c.mac, c.switch, c.vlan, c.switch_addr) == (n.mac, "sw1", 20, n.switch_addr)
     t = reg.machines.set_nic("a", 0, "sw1", transport="unixgram")
     assert t.switch_addr.endswith("-0-sw.sock") and t.vm_addr.endswith("-0-vm.sock")
-    assert reg.machines.set_nic("a", 1, "sw0").switch_addr == "127.0.0.1:40000"  # freed, reused
+    assert reg.machines.set_nic("a", 1, "sw0").switch_addr == "127.0.0.1:20000"  # freed, reused
     assert reg.machines.set_nic("a", 2, "sw0", transport="tap").switch_addr.startswith("nstap")
-    monkeypatch.setenv("NETSTORE_NIC_PORTS", "40000-40003")
+    monkeypatch.setenv("NETSTORE_NIC_PORTS", "20000-20003")
     with pytest.raises(MachineRuleError, match=exact(
-            "no free port left in 40000-40003 for NIC 3 of a; widen the range "
+            "no free port left in 20000-20003 for NIC 3 of a; widen the range "
             "(NETSTORE_NIC_PORTS=LO-HI)")):
         reg.machines.set_nic("a", 3, "sw0")
     assert reg.machines.remove_nic("a", 1).slot == 1
@@ -370,7 +370,7 @@ def test_remove(reg: Registry) -> None:
     with pytest.raises(NotFoundError, match=exact("no VM 'vm' is registered (see: netstore vm list)")):
         reg.machines.get("vm")
     reg.machines.create("vm")  # the name, MAC and ports are free again
-    assert reg.machines.set_nic("vm", 0, "sw0").switch_addr == "127.0.0.1:40000"
+    assert reg.machines.set_nic("vm", 0, "sw0").switch_addr == "127.0.0.1:20000"
 
 
 def test_host_report(reg: Registry) -> None:
