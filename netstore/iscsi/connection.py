@@ -326,7 +326,7 @@ class Connection(FastPath, DataOut, Commands, TaskManagement, Exchanges):
         r.header_digest = self.hd
         r.data_digest = self.dd
         r.max_data = params.target_mrdsl
-        self.fast = not (self.hd or self.dd or session.discovery or session.target is None)
+        self.fast = not (session.discovery or session.target is None)
 
     # -- full feature phase ------------------------------------------------------------
     def _dispatch(self, pdu: P.Pdu) -> None:

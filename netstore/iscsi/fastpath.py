@@ -34,20 +34,24 @@ class FastPath:
     def _fast_path(self) -> None:
         """Answer the plain READ and WRITE commands at the head of the buffer.
 
-        A command qualifies when it is the next in CmdSN order, has no AHS, no
-        digests are on, a READ asks exactly one Data-In PDU's worth and a WRITE
-        carries all its data as immediate data.  Each is executed exactly as the
-        general path would and answered with one pre-packed header; anything
-        else stops the loop and goes through :meth:`_dispatch`.  This is where
-        batching pays: a receive holding 32 commands costs 32 trips through
-        this loop and one sendmsg.
+        A command qualifies when it is the next in CmdSN order, has no AHS, a
+        READ asks exactly one Data-In PDU's worth and a WRITE carries all its
+        data as immediate data; with digests on, its header digest (and a
+        WRITE's data digest) must check out, and the answers carry theirs.
+        Each is executed exactly as the general path would and answered with
+        one pre-packed header; anything else (a digest that does not match
+        included) stops the loop and goes through :meth:`_dispatch`.  This is
+        where batching pays: a receive holding 32 commands costs 32 trips
+        through this loop and one sendmsg.
         """
         s = self.session
         r = self.reader
         buf = r._buf
         pos = r._pos
         end = len(buf)
-        if end - pos < P.BHS_LEN or s.held:
+        hd = P.DIGEST_LEN if self.hd else 0
+        dd = self.dd
+        if end - pos < P.BHS_LEN + hd or s.held:
             return
         scsi = s.scsi  # type: ignore[union-attr]
         out = self.outbox
@@ -57,14 +61,18 @@ class FastPath:
         limit = min(self.max_send, s.params.max_burst_length)
         unpack = _FAST_CMD.unpack_from
         pack_data_in = _FAST_DATA_IN.pack
+        digest = P.digest_bytes
         try:
-            while end - pos >= P.BHS_LEN and buf[pos] == P.OP_SCSI_CMD:
+            while end - pos >= P.BHS_LEN + hd and buf[pos] == P.OP_SCSI_CMD:
                 op = buf[pos + 32]
                 if op not in FAST_PATH_OPCODES:  # the command table's plain READ/WRITE 10/16
                     break
                 flags, lens, lun_raw, itt, edtl, cmdsn = unpack(buf, pos)
                 if cmdsn != exp or (lens >> 24) or buf[pos + 8]:
                     break
+                if hd and buf[pos + P.BHS_LEN:pos + P.BHS_LEN + hd] != digest(
+                        memoryview(buf)[pos:pos + P.BHS_LEN]):
+                    break  # the general path says what was wrong
                 lun = buf[pos + 9]
                 lu = scsi.unit(lun)
                 if lu is None:
@@ -73,7 +81,7 @@ class FastPath:
                 flags &= 0xF8  # the task attribute bits do not matter here
                 if flags == 0xC0 and not dlen:  # F + R: a read
                     cdb = bytes(buf[pos + 32:pos + 48])
-                    pos += P.BHS_LEN
+                    pos += P.BHS_LEN + hd
                     r._pos = pos
                     exp = (exp + 1) & 0xFFFFFFFF
                     s.exp_cmdsn = exp
@@ -97,20 +105,29 @@ class FastPath:
                         self._respond(itt, lun_raw, rsp, edtl, True)
                         statsn = self.statsn
                         continue
-                    out.append(pack_data_in(
+                    h = pack_data_in(
                         P.OP_DATA_IN, P.FLAG_FINAL | P.DATA_STATUS, 0, 0, edtl, lun_raw, itt,
                         P.RESERVED_TAG, statsn, exp, (exp + QUEUE_DEPTH - 1) & 0xFFFFFFFF,
-                        0, 0, 0))
+                        0, 0, 0)
+                    out.append(h + digest(h) if hd else h)
                     out.append(data)
+                    if dd and edtl:
+                        out.append(digest(data))
                     statsn = (statsn + 1) & 0xFFFFFFFF
                 elif flags == 0xA0 and dlen == edtl and s.params.immediate_data:  # F + W
-                    total = P.BHS_LEN + ((dlen + 3) & ~3)
+                    start = pos + P.BHS_LEN + hd
+                    padded = (dlen + 3) & ~3
+                    ddl = P.DIGEST_LEN if dd and dlen else 0
+                    total = P.BHS_LEN + hd + padded + ddl
                     if end - pos < total or dlen > s.params.first_burst_length:
                         break
+                    if ddl and buf[start + padded:start + padded + ddl] != digest(
+                            memoryview(buf)[start:start + padded]):
+                        break  # the general path answers a data digest error
                     cdb = bytes(buf[pos + 32:pos + 48])
                     if lu.data_out_length(cdb) != dlen:
                         break  # a residual to report: the general path does it
-                    data = bytes(buf[pos + P.BHS_LEN:pos + P.BHS_LEN + dlen])
+                    data = bytes(buf[start:start + dlen])
                     pos += total
                     r._pos = pos
                     exp = (exp + 1) & 0xFFFFFFFF
@@ -136,9 +153,12 @@ class FastPath:
         statsn = self.statsn
         self.statsn = (statsn + 1) & 0xFFFFFFFF
         exp = s.exp_cmdsn
-        self.outbox += (_FAST_DATA_IN.pack(
+        h = _FAST_DATA_IN.pack(
             P.OP_DATA_IN, P.FLAG_FINAL | P.DATA_STATUS, 0, 0, edtl, lun_raw, itt,
-            P.RESERVED_TAG, statsn, exp, (exp + QUEUE_DEPTH - 1) & 0xFFFFFFFF, 0, 0, 0), data)
+            P.RESERVED_TAG, statsn, exp, (exp + QUEUE_DEPTH - 1) & 0xFFFFFFFF, 0, 0, 0)
+        if self.hd:
+            h += P.digest_bytes(h)
+        self.outbox += (h, data, P.digest_bytes(data)) if self.dd and edtl else (h, data)
 
     def _fast_write_done(self, itt: int, lun_raw: bytes, rsp: ScsiResponse) -> None:
         """A queued fast-path WRITE completed: one SCSI Response if plain."""
@@ -148,5 +168,6 @@ class FastPath:
         statsn = self.statsn
         self.statsn = (statsn + 1) & 0xFFFFFFFF
         exp = self.session.exp_cmdsn
-        self.outbox.append(_FAST_RSP.pack(P.OP_SCSI_RSP, P.FLAG_FINAL, 0, 0, 0, itt, 0, statsn,
-                                          exp, (exp + QUEUE_DEPTH - 1) & 0xFFFFFFFF, 0, 0, 0))
+        h = _FAST_RSP.pack(P.OP_SCSI_RSP, P.FLAG_FINAL, 0, 0, 0, itt, 0, statsn,
+                           exp, (exp + QUEUE_DEPTH - 1) & 0xFFFFFFFF, 0, 0, 0)
+        self.outbox.append(h + P.digest_bytes(h) if self.hd else h)

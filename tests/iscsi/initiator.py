@@ -94,6 +94,18 @@ class Initiator:
         self.conn.receive_data(raw)
         return self.replies()
 
+    def use_digests(self) -> None:
+        """After a login that negotiated CRC32C digests: PDUs both ways carry them."""
+        self.digests = True
+        self.reader.header_digest = self.reader.data_digest = True
+
+    def frame(self, b: bytearray, data: bytes = b"") -> bytes:
+        """One PDU on the wire, with digests once they are on."""
+        if not getattr(self, "digests", False):
+            return wire(b, data)
+        return b"".join(bytes(x) for x in P.frame(b, data, header_digest=True,
+                                                  data_digest=True))
+
     def replies(self) -> list[Reply]:
         raw = b"".join(bytes(x) for x in self.conn.outbox)
         self.conn.outbox.clear()
@@ -138,7 +150,7 @@ class Initiator:
         b[32:32 + len(cdb)] = cdb
         if cmdsn is None:
             self.cmdsn += 1
-        return itt, self.send(wire(b, data))
+        return itt, self.send(self.frame(b, data))
 
     def data_out(self, itt: int, ttt: int, datasn: int, offset: int, data: bytes,
                  final: bool = True) -> list[Reply]:
