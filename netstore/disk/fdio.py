@@ -1,8 +1,9 @@
 # File-descriptor I/O the image formats share: pwrite looping over short
-# writes, zero-filling a range, allocating one (posix_fallocate, with
-# progress), and hole punching with fallocate(2).
+# writes, a read that never waits for the disk (preadv2 RWF_NOWAIT),
+# zero-filling a range, allocating one (posix_fallocate, with progress), and
+# hole punching with fallocate(2).
 """fd helpers of the disk package: :func:`create_new`, :func:`pwrite_all`,
-:func:`write_zeroes`, :func:`fill`, :func:`punch_hole`."""
+:func:`pread_cached`, :func:`write_zeroes`, :func:`fill`, :func:`punch_hole`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from netstore.disk.api import DiskError, Progress
 ZERO_CHUNK = 1 << 20
 # posix_fallocate is asked for this much per call so progress can be shown.
 FALLOCATE_CHUNK = 64 << 20
+
+# preadv2's flag: fail with EAGAIN rather than wait for the disk (Linux 4.14).
+RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+# What a file system says when it cannot tell (then it never will).
+NO_NOWAIT = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 # fallocate(2) mode bits (linux/falloc.h): deallocate a range, keep the size.
 FALLOC_FL_KEEP_SIZE = 0x01
@@ -55,6 +61,24 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
             raise OSError(errno.EIO, f"short write at offset {offset}")
         view = view[n:]
         offset += n
+
+
+def pread_cached(fd: int, length: int, offset: int) -> bytes:
+    """``length`` bytes at ``offset`` if the page cache holds them all: one
+    preadv2 with RWF_NOWAIT, which never waits for the disk.
+
+    Raises:
+        BlockingIOError: not all cached (EAGAIN, or a short read).
+        OSError: with an errno of NO_NOWAIT when the file system cannot say
+            (the caller stops trying); any other failure of the read.
+    """
+    if not RWF_NOWAIT:
+        raise OSError(errno.ENOSYS, "no RWF_NOWAIT here")
+    buf = bytearray(length)
+    n = os.preadv(fd, [buf], offset, RWF_NOWAIT)
+    if n != length:
+        raise BlockingIOError(errno.EAGAIN, "partly cached")
+    return bytes(buf)
 
 
 def write_zeroes(fd: int, offset: int, length: int) -> None:

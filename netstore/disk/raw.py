@@ -19,7 +19,16 @@ from netstore.disk.api import (
     Progress,
     ReadOnlyImageError,
 )
-from netstore.disk.fdio import create_new, fill, punch_hole, pwrite_all, write_zeroes
+from netstore.disk.fdio import (
+    NO_NOWAIT,
+    RWF_NOWAIT,
+    create_new,
+    fill,
+    pread_cached,
+    punch_hole,
+    pwrite_all,
+    write_zeroes,
+)
 
 # Logical block sizes a raw image can be opened with (those SBC-3 initiators
 # handle in practice); 2048 is a CD/DVD's.
@@ -28,8 +37,6 @@ SUPPORTED_BLOCK_SIZES = (512, 1024, 2048, 4096)
 _NO_PUNCH = (errno.EOPNOTSUPP, errno.ENOSYS, errno.ENODEV)
 # preadv2's flag for "only what is in the page cache" (Linux 4.14); a file
 # (system) without it answers EOPNOTSUPP.
-_RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
-_NO_NOWAIT = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
 def create_raw(
@@ -136,7 +143,7 @@ class RawImage:
         # Holes are punched to the byte (the file system zeroes partial
         # blocks itself): no unit the SCSI layer must zero around.
         self.discard_granularity = block_size
-        self._nowait = _RWF_NOWAIT != 0  # cleared when the file system refuses it
+        self._nowait = RWF_NOWAIT != 0  # cleared when the file system refuses it
         self._closed = False
 
     def __enter__(self) -> RawImage:
@@ -196,17 +203,15 @@ class RawImage:
             raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here")
         if offset < 0 or length < 0 or offset + length > self.virtual_size:
             raise self._outside("read", offset, length)
-        buf = bytearray(length)
         try:
-            n = os.preadv(self.fd, [buf], offset, _RWF_NOWAIT)
+            return pread_cached(self.fd, length, offset)
+        except BlockingIOError:
+            raise
         except OSError as e:
-            if e.errno in _NO_NOWAIT:
+            if e.errno in NO_NOWAIT:
                 self._nowait = False
                 raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here") from None
             raise
-        if n != length:
-            raise BlockingIOError(errno.EAGAIN, "partly cached")
-        return bytes(buf)
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
         """Write all of `data` at `offset`.

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -16,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from netstore.disk.api import SECTOR, DiskError, Extent
-from netstore.disk.fdio import pwrite_all
+from netstore.disk.fdio import NO_NOWAIT, RWF_NOWAIT, pread_cached, pwrite_all
 from netstore.disk.qcow2.chain import open_backing, probe_backing
 from netstore.disk.qcow2.clusters import HostClusters
 from netstore.disk.qcow2.extents import chain_extents, layer_runs
@@ -124,6 +125,7 @@ class Qcow2Image:
         # one tuple so a reader in another thread sees a consistent set.
         self._set_last(-1, bytearray())
         self._lock = threading.RLock()
+        self._nowait = RWF_NOWAIT != 0  # cleared when the file system refuses it
 
         # Backing chain.
         self._backing_size = 0
@@ -234,6 +236,63 @@ class Qcow2Image:
                 if offset + length <= self._backing_size:
                     return backing.pread(offset, length)
         return self._pread_slow(offset, length)
+
+    def pread_nowait(self, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) if they need no wait: inside one
+        cluster, its L2 table in memory, and its data in the page cache (of
+        this layer's file, or down the backing chain), or zeros. A caller on
+        an event loop tries this before it sends the read to a thread, as
+        for a raw file.
+
+        Raises:
+            BlockingIOError: any part would wait (for the disk, or for the
+                lock a writer in another thread holds): use :meth:`pread`.
+        """
+        if not self._nowait:
+            raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here")
+        last_l1i, tbl, cbits, l2bits, l2mask, cmask, vsize = self._last
+        if (offset < 0 or offset + length > vsize or length <= 0
+                or (offset & cmask) + length > cmask + 1):
+            raise BlockingIOError(errno.EAGAIN, "not inside one cluster of the disk")
+        vc = offset >> cbits
+        l1i = vc >> l2bits
+        if l1i == last_l1i:
+            e = _unpack_q(tbl, (vc & l2mask) << 3)[0]
+        elif not self._lock.acquire(blocking=False):
+            raise BlockingIOError(errno.EAGAIN, "a writer holds the tables")
+        else:
+            try:
+                t = self._l2_cache.get(l1i)
+                if t is not None:
+                    self._l2_cache.move_to_end(l1i)
+                    self._set_last(l1i, t)
+                    e = _unpack_q(t, (vc & l2mask) << 3)[0]
+                elif self._l1[l1i] & OFFSET_MASK:
+                    raise BlockingIOError(errno.EAGAIN, "its L2 table is on disk")
+                else:
+                    e = 0
+            finally:
+                self._lock.release()
+        if e & COMPRESSED:
+            raise BlockingIOError(errno.EAGAIN, "a compressed cluster")
+        if e & ZERO:
+            return bytes(length)
+        if e & OFFSET_MASK:
+            try:
+                return pread_cached(self._fd, length, (e & OFFSET_MASK) + (offset & cmask))
+            except BlockingIOError:
+                raise
+            except OSError as err:
+                if err.errno in NO_NOWAIT:
+                    self._nowait = False
+                    raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here") from None
+                raise
+        if self.backing is None or offset >= self._backing_size:
+            return bytes(length)
+        nowait = getattr(self.backing, "pread_nowait", None)
+        if nowait is None or offset + length > self._backing_size:
+            raise BlockingIOError(errno.EAGAIN, "the backing file cannot say")
+        return nowait(offset, length)
 
     def _pread_slow(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.virtual_size:
