@@ -387,7 +387,8 @@ class Connection(FastPath, DataOut, Commands, TaskManagement, Exchanges):
             return
         read = bool(flags & P.CMD_READ)
         self._run_command(itt, lun, cdb, None,
-                          lambda rsp: self._respond(itt, lun_raw, rsp, edtl, read))
+                          lambda rsp: self._respond(itt, lun_raw, rsp, edtl, read),
+                          simple=flags & P.TASK_ATTR_MASK in P.UNORDERED_TASK_ATTRS)
 
     def _extended_cdb(self, pdu: P.Pdu, cdb: bytes) -> bytes | None:
         ahs = pdu.ahs

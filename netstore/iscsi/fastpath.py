@@ -78,7 +78,8 @@ class FastPath:
                 if lu is None:
                     break
                 dlen = lens & 0xFFFFFF
-                flags &= 0xF8  # the task attribute bits do not matter here
+                simple = flags & P.TASK_ATTR_MASK in P.UNORDERED_TASK_ATTRS
+                flags &= ~P.TASK_ATTR_MASK & 0xFF
                 if flags == 0xC0 and not dlen:  # F + R: a read
                     cdb = bytes(buf[pos + 32:pos + 48])
                     pos += P.BHS_LEN + hd
@@ -86,7 +87,7 @@ class FastPath:
                     exp = (exp + 1) & 0xFFFFFFFF
                     s.exp_cmdsn = exp
                     rsp = None
-                    if lu.reads_nowait and lu.tasks.idle:
+                    if lu.reads_nowait and self._may_read_now(lu, nexus, simple):
                         try:
                             rsp = lu.execute(nexus, cdb, NOWAIT)
                         except WouldBlock:
@@ -95,7 +96,8 @@ class FastPath:
                         self.statsn = statsn
                         self._queue_command(lu, lun, itt,
                                             partial(lu.execute, nexus, cdb, None),
-                                            partial(self._fast_read_done, itt, lun_raw, edtl))
+                                            partial(self._fast_read_done, itt, lun_raw, edtl),
+                                            reads=True)
                         statsn = self.statsn
                         continue
                     data = rsp.data

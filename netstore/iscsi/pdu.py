@@ -56,6 +56,10 @@ FLAG_FINAL = 0x80  # byte 1: the F bit (T bit in login)
 FLAG_CONTINUE = 0x40  # byte 1 of Login/Text: the C bit
 CMD_READ = 0x40  # byte 1 of SCSI Command: R
 CMD_WRITE = 0x20  # byte 1 of SCSI Command: W
+TASK_ATTR_MASK = 0x07  # byte 1 of SCSI Command: ATTR (RFC 7143 11.3.1)
+# Untagged and SIMPLE tasks may complete in any order (SAM-5 8.6); ORDERED,
+# HEAD OF QUEUE and ACA ones keep their place.
+UNORDERED_TASK_ATTRS = (0, 1)
 DATA_ACK = 0x40  # byte 1 of Data-In: A
 DATA_STATUS = 0x01  # byte 1 of Data-In: S
 RESID_OVERFLOW = 0x04  # byte 1 of SCSI Response / Data-In: O

@@ -26,8 +26,9 @@ class Commands:
     """SCSI commands run inline or on the unit's task set (mixed into Connection)."""
 
     def _run_command(self, itt: int, lun: int, cdb: bytes, data: bytes | None,
-                     respond: Callable[[ScsiResponse], None]) -> None:
-        """Run `cdb` for LUN `lun` and answer with `respond(rsp)`, now or later."""
+                     respond: Callable[[ScsiResponse], None], simple: bool = False) -> None:
+        """Run `cdb` for LUN `lun` and answer with `respond(rsp)`, now or later
+        (`simple`: the command is a SIMPLE task, which may complete out of order)."""
         s = self.session
         assert s is not None
         scsi = s.scsi
@@ -36,26 +37,35 @@ class Commands:
             respond(scsi.execute(s.nexus, lun, cdb, data))
             return
         ts = lu.tasks
-        if ts.idle:
-            if runs_inline(cdb):
-                respond(scsi.execute(s.nexus, lun, cdb, data))
+        reads = data is None and cdb[0] in CACHED_READ_OPCODES
+        if ts.idle and runs_inline(cdb):
+            respond(scsi.execute(s.nexus, lun, cdb, data))
+            return
+        if reads and lu.reads_nowait and self._may_read_now(lu, s.nexus, simple):
+            try:
+                rsp = scsi.execute(s.nexus, lun, cdb, NOWAIT)
+            except WouldBlock:
+                pass
+            else:
+                respond(rsp)
                 return
-            if data is None and lu.reads_nowait and cdb[0] in CACHED_READ_OPCODES:
-                try:
-                    rsp = scsi.execute(s.nexus, lun, cdb, NOWAIT)
-                except WouldBlock:
-                    pass
-                else:
-                    respond(rsp)
-                    return
         self._queue_command(lu, lun, itt, partial(scsi.execute, s.nexus, lun, cdb, data),
-                            respond)
+                            respond, reads=reads)
+
+    @staticmethod
+    def _may_read_now(lu: LogicalUnit, nexus: str, simple: bool) -> bool:
+        """A READ may be tried from the page cache now: nothing is queued on
+        the unit, or (a SIMPLE task, no unit attention to report first) what
+        is queued only reads."""
+        ts = lu.tasks
+        return ts.idle or (simple and ts.only_reads and lu.attention_clear(nexus))
 
     def _queue_command(self, lu: LogicalUnit, lun: int, itt: int,
                        run: Callable[[], ScsiResponse],
-                       respond: Callable[[ScsiResponse], None]) -> None:
-        """Queue a command on `lu`'s task set; `respond` runs on its completion."""
-        task = Task(run, None, self, itt)  # type: ignore[arg-type]
+                       respond: Callable[[ScsiResponse], None], *, reads: bool = False) -> None:
+        """Queue a command on `lu`'s task set; `respond` runs on its completion
+        (`reads`: it only reads the medium)."""
+        task = Task(run, None, self, itt, reads=reads)  # type: ignore[arg-type]
         task.done = partial(self._command_done, task, respond)
         self.inflight[itt] = (task, lu, lun)
         if lu.tasks.submit(task):

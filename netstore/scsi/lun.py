@@ -305,6 +305,10 @@ class LogicalUnit:
         """I_T nexuses this logical unit has seen."""
         return frozenset(self._ua.known)
 
+    def attention_clear(self, nexus: str) -> bool:
+        """`nexus` has been seen and has no unit attention pending."""
+        return nexus in self._clear
+
     def execute(
         self, nexus: str, cdb: bytes | memoryview, data_out: bytes | memoryview | None,
         view: CopyPeers | None = None,

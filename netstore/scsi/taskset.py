@@ -32,12 +32,15 @@ class Task:
     whose it is (a connection, an initiator task tag) for task management.
     A task ``cancelled`` before it started is skipped: ``started`` stays
     False and ``done`` is still called (with None) so its owner can forget it.
+    A task that ``reads`` only (a READ of the medium) changes nothing another
+    read could see, so a read may be answered before it (see
+    :attr:`TaskSet.only_reads`).
     """
 
-    __slots__ = ("run", "done", "owner", "tag", "cancelled", "started", "result")
+    __slots__ = ("run", "done", "owner", "tag", "cancelled", "started", "result", "reads")
 
     def __init__(self, run: Callable[[], Any] | None, done: Callable[[Any], None],
-                 owner: object = None, tag: int = -1) -> None:
+                 owner: object = None, tag: int = -1, *, reads: bool = False) -> None:
         self.run = run
         self.done = done
         self.owner = owner
@@ -45,6 +48,7 @@ class Task:
         self.cancelled = False
         self.started = False
         self.result: Any = None
+        self.reads = reads  # only reads the medium: another read may pass it
 
 
 def run_batch(batch: list[Task]) -> None:
@@ -63,22 +67,32 @@ def run_batch(batch: list[Task]) -> None:
 class TaskSet:
     """The ordered work of one logical unit (see the module docstring)."""
 
-    __slots__ = ("pending", "running", "_when_idle")
+    __slots__ = ("pending", "running", "_when_idle", "_changers")
 
     def __init__(self) -> None:
         self.pending: deque[Task] = deque()
         self.running: list[Task] | None = None  # the batch out for running
         self._when_idle: list[Callable[[], None]] = []
+        self._changers = 0  # tasks queued or running that are not reads
 
     @property
     def idle(self) -> bool:
         """Nothing queued, nothing running: the unit's state may be touched here."""
         return self.running is None and not self.pending
 
+    @property
+    def only_reads(self) -> bool:
+        """Everything queued or running only reads the medium: a READ of
+        cached blocks may be answered now, ahead of them (SAM-5 lets SIMPLE
+        tasks complete in any order; no queued task changes what it reads)."""
+        return not self._changers
+
     def submit(self, task: Task) -> bool:
         """Queue `task`; True when the set was idle (the caller must get it drained)."""
         was_idle = self.running is None and not self.pending
         self.pending.append(task)
+        if not task.reads:
+            self._changers += 1
         return was_idle
 
     def take(self) -> list[Task]:
@@ -92,6 +106,8 @@ class TaskSet:
         """The batch ran: call each task's ``done``, in order."""
         self.running = None
         for t in batch:
+            if not t.reads:
+                self._changers -= 1
             try:
                 t.done(t.result if t.started else None)
             except Exception:

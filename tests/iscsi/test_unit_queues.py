@@ -7,6 +7,7 @@ import os
 import pytest
 
 from netstore.iscsi import pdu as P
+from netstore.scsi.sense import MODE_PARAMETERS_CHANGED
 from netstore.scsi.taskset import run_batch
 from tests.iscsi.initiator import Initiator, bhs, make_group, read10, wire, write10
 
@@ -183,3 +184,55 @@ def test_a_unit_closed_with_commands_queued_closes_after_them(image):
     assert file_bytes(image, 5 * BS, BS) == new
     (r,) = ini.replies()
     assert r.bhs[3] == 0
+
+
+def ordered(ini, cdb, read):
+    """A READ as an ORDERED task (ATTR 2): it keeps its place."""
+    itt = ini.next_itt()
+    b = bhs(P.OP_SCSI_CMD, 0x80 | 0x40 | 0x02, itt=itt, f20=read, f24=ini.cmdsn)
+    b[32:32 + len(cdb)] = cdb
+    ini.cmdsn += 1
+    return itt, ini.send(wire(b))
+
+
+def test_a_cached_read_passes_queued_reads_but_not_writes_nor_as_ordered(image):
+    ini, drainer, lu = ready(image)
+    cached = lu._pread_nowait
+    lu._pread_nowait = lambda offset, length: (_ for _ in ()).throw(
+        BlockingIOError(11, "not cached"))
+    slow, replies = ini.scsi(read10(40, 1), read=BS)  # a page cache miss: queued
+    assert replies == [] and lu.tasks.only_reads
+    lu._pread_nowait = cached
+    fast, (d,) = ini.scsi(read10(0, 1), read=BS)  # SIMPLE, cached: answered now
+    assert (d.itt, d.data) == (fast, file_bytes(image, 0, BS))
+    _, replies = ordered(ini, read10(1, 1), BS)  # ORDERED: behind the queued read
+    assert replies == []
+    drainer.run()
+    assert [r.itt for r in ini.replies()] == [slow, ini.itt]
+    # behind a queued write, no read passes: it must see what the write wrote
+    new = os.urandom(BS)
+    witt, replies = ini.scsi(write10(5, 1), write=new)
+    assert replies == [] and not lu.tasks.only_reads
+    ritt, replies = ini.scsi(read10(5, 1), read=BS)
+    assert replies == []
+    drainer.run()
+    w, r = ini.replies()
+    assert (w.itt, r.itt, r.data) == (witt, ritt, new)
+    assert lu.tasks.idle and lu.tasks.only_reads
+
+
+def test_no_read_passes_a_queued_read_while_a_unit_attention_waits(image):
+    ini, drainer, lu = ready(image)
+    cached = lu._pread_nowait
+    lu._pread_nowait = lambda offset, length: (_ for _ in ()).throw(
+        BlockingIOError(11, "not cached"))
+    slow, replies = ini.scsi(read10(40, 1), read=BS)
+    assert replies == []
+    lu._pread_nowait = cached
+    lu.establish_unit_attention(MODE_PARAMETERS_CHANGED)
+    _, replies = ini.scsi(read10(0, 1), read=BS)
+    assert replies == []  # the queued read reports the attention first
+    drainer.run()
+    first, second = ini.replies()
+    assert first.itt == slow and first.opcode == P.OP_SCSI_RSP and first.bhs[3] == 0x02
+    assert second.opcode == P.OP_DATA_IN

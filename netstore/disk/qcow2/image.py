@@ -238,8 +238,8 @@ class Qcow2Image:
         return self._pread_slow(offset, length)
 
     def pread_nowait(self, offset: int, length: int) -> bytes:
-        """Bytes [offset, offset+length) if they need no wait: inside one
-        cluster, its L2 table in memory, and its data in the page cache (of
+        """Bytes [offset, offset+length) if they need no wait: for each
+        cluster, its L2 table in memory and its data in the page cache (of
         this layer's file, or down the backing chain), or zeros. A caller on
         an event loop tries this before it sends the read to a thread, as
         for a raw file.
@@ -250,10 +250,22 @@ class Qcow2Image:
         """
         if not self._nowait:
             raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here")
-        last_l1i, tbl, cbits, l2bits, l2mask, cmask, vsize = self._last
-        if (offset < 0 or offset + length > vsize or length <= 0
-                or (offset & cmask) + length > cmask + 1):
-            raise BlockingIOError(errno.EAGAIN, "not inside one cluster of the disk")
+        if offset < 0 or length <= 0 or offset + length > self.virtual_size:
+            raise BlockingIOError(errno.EAGAIN, "not a read inside the disk")
+        first = self._cs - (offset & self._cmask)
+        if length <= first:
+            return self._nowait_piece(offset, length)
+        parts = [self._nowait_piece(offset, first)]
+        pos, end = offset + first, offset + length
+        while pos < end:
+            n = min(self._cs, end - pos)
+            parts.append(self._nowait_piece(pos, n))
+            pos += n
+        return b"".join(parts)
+
+    def _nowait_piece(self, offset: int, length: int) -> bytes:
+        """pread_nowait of a range inside one cluster."""
+        last_l1i, tbl, cbits, l2bits, l2mask, cmask, _ = self._last
         vc = offset >> cbits
         l1i = vc >> l2bits
         if l1i == last_l1i:
