@@ -255,6 +255,17 @@ class Qcow2Image:
         first = self._cs - (offset & self._cmask)
         if length <= first:
             return self._nowait_piece(offset, length)
+        host = self._contiguous(offset, length)
+        if host is not None:  # one run of this layer's file: one read, as raw
+            try:
+                return pread_cached(self._fd, length, host)
+            except BlockingIOError:
+                raise
+            except OSError as err:
+                if err.errno in NO_NOWAIT:
+                    self._nowait = False
+                    raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here") from None
+                raise
         parts = [self._nowait_piece(offset, first)]
         pos, end = offset + first, offset + length
         while pos < end:
@@ -262,6 +273,28 @@ class Qcow2Image:
             parts.append(self._nowait_piece(pos, n))
             pos += n
         return b"".join(parts)
+
+    def _contiguous(self, offset: int, length: int) -> int | None:
+        """Where [offset, offset+length) starts in this layer's file if all of
+        it is plain data there, in consecutive host clusters of one L2 table
+        in use now (else None: read it cluster by cluster)."""
+        last_l1i, tbl, cbits, l2bits, l2mask, cmask, _ = self._last
+        vc = offset >> cbits
+        end_vc = (offset + length - 1) >> cbits
+        if vc >> l2bits != last_l1i or end_vc >> l2bits != last_l1i:
+            return None
+        cs = cmask + 1
+        start = None
+        for i in range(vc, end_vc + 1):
+            e = _unpack_q(tbl, (i & l2mask) << 3)[0]
+            host = e & OFFSET_MASK
+            if not host or e & (COMPRESSED | ZERO):
+                return None
+            if start is None:
+                start = host
+            elif host != start + (i - vc) * cs:
+                return None
+        return None if start is None else start + (offset & cmask)
 
     def _nowait_piece(self, offset: int, length: int) -> bytes:
         """pread_nowait of a range inside one cluster."""
