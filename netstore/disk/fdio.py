@@ -63,9 +63,10 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
         offset += n
 
 
-def pread_cached(fd: int, length: int, offset: int) -> bytes:
+def pread_cached(fd: int, length: int, offset: int) -> bytearray:
     """``length`` bytes at ``offset`` if the page cache holds them all: one
-    preadv2 with RWF_NOWAIT, which never waits for the disk.
+    preadv2 with RWF_NOWAIT, which never waits for the disk, into the buffer
+    returned (no copy after the kernel's: it goes to the socket as it is).
 
     Raises:
         BlockingIOError: not all cached (EAGAIN, or a short read).
@@ -78,7 +79,7 @@ def pread_cached(fd: int, length: int, offset: int) -> bytes:
     n = os.preadv(fd, [buf], offset, RWF_NOWAIT)
     if n != length:
         raise BlockingIOError(errno.EAGAIN, "partly cached")
-    return bytes(buf)
+    return buf
 
 
 def write_zeroes(fd: int, offset: int, length: int) -> None:
