@@ -58,7 +58,7 @@ class Commands:
         the unit, or (a SIMPLE task, no unit attention to report first) what
         is queued only reads."""
         ts = lu.tasks
-        return ts.idle or (simple and ts.only_reads and lu.attention_clear(nexus))
+        return ts.idle or (simple and ts.only_reads and nexus in lu.attention_clear)
 
     def _queue_command(self, lu: LogicalUnit, lun: int, itt: int,
                        run: Callable[[], ScsiResponse],

@@ -129,10 +129,10 @@ class LogicalUnit:
         self._flush = backend.flush
         self._default_wce = write_cache
         self._wce = write_cache
-        # Unit attentions: the hot path tests `_clear` (nexuses seen, nothing
-        # pending) only.
+        # Unit attentions: the hot path tests `attention_clear` (nexuses seen,
+        # nothing pending) only; a read may pass queued reads only then.
         self._ua = UnitAttentions()
-        self._clear = self._ua.clear
+        self.attention_clear = self._ua.clear
         self._vpd = VpdSource(
             device_type=device_type, vendor=identity.vendor, serial=identity.serial,
             naa=identity.naa, target_name=identity.target_name,
@@ -305,10 +305,6 @@ class LogicalUnit:
         """I_T nexuses this logical unit has seen."""
         return frozenset(self._ua.known)
 
-    def attention_clear(self, nexus: str) -> bool:
-        """`nexus` has been seen and has no unit attention pending."""
-        return nexus in self._clear
-
     def execute(
         self, nexus: str, cdb: bytes | memoryview, data_out: bytes | memoryview | None,
         view: CopyPeers | None = None,
@@ -331,7 +327,7 @@ class LogicalUnit:
                 not all cached; nothing changed, run it where it may wait.
         """
         try:
-            if nexus not in self._clear:
+            if nexus not in self.attention_clear:
                 exempt = cdb[0] in UA_EXEMPT_OPCODES  # an empty CDB fails first
                 if self._ua.pending(nexus) and not exempt:
                     return ScsiResponse(CHECK_CONDITION, b"", build_sense(self._ua.take(nexus)))

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import struct
 import threading
@@ -17,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from netstore.disk.api import SECTOR, DiskError, Extent
-from netstore.disk.fdio import NO_NOWAIT, RWF_NOWAIT, pread_cached, pwrite_all
+from netstore.disk.fdio import RWF_NOWAIT, pwrite_all
 from netstore.disk.qcow2.chain import open_backing, probe_backing
 from netstore.disk.qcow2.clusters import HostClusters
 from netstore.disk.qcow2.extents import chain_extents, layer_runs
@@ -38,6 +37,7 @@ from netstore.disk.qcow2.format import (
     read_l1_table,
     round_up,
 )
+from netstore.disk.qcow2.nowait import read_nowait
 
 # L2 tables kept in memory (LRU).  64 tables of 64 KiB clusters map 32 GiB.
 DEFAULT_L2_CACHE_TABLES = 64
@@ -238,106 +238,13 @@ class Qcow2Image:
         return self._pread_slow(offset, length)
 
     def pread_nowait(self, offset: int, length: int) -> bytes:
-        """Bytes [offset, offset+length) if they need no wait: for each
-        cluster, its L2 table in memory and its data in the page cache (of
-        this layer's file, or down the backing chain), or zeros. A caller on
-        an event loop tries this before it sends the read to a thread, as
-        for a raw file.
+        """Bytes [offset, offset+length) if they need no wait for the disk or
+        a lock (see :mod:`netstore.disk.qcow2.nowait`).
 
         Raises:
-            BlockingIOError: any part would wait (for the disk, or for the
-                lock a writer in another thread holds): use :meth:`pread`.
+            BlockingIOError: any part would wait: use :meth:`pread`.
         """
-        if not self._nowait:
-            raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here")
-        if offset < 0 or length <= 0 or offset + length > self.virtual_size:
-            raise BlockingIOError(errno.EAGAIN, "not a read inside the disk")
-        first = self._cs - (offset & self._cmask)
-        if length <= first:
-            return self._nowait_piece(offset, length)
-        host = self._contiguous(offset, length)
-        if host is not None:  # one run of this layer's file: one read, as raw
-            try:
-                return pread_cached(self._fd, length, host)
-            except BlockingIOError:
-                raise
-            except OSError as err:
-                if err.errno in NO_NOWAIT:
-                    self._nowait = False
-                    raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here") from None
-                raise
-        parts = [self._nowait_piece(offset, first)]
-        pos, end = offset + first, offset + length
-        while pos < end:
-            n = min(self._cs, end - pos)
-            parts.append(self._nowait_piece(pos, n))
-            pos += n
-        return b"".join(parts)
-
-    def _contiguous(self, offset: int, length: int) -> int | None:
-        """Where [offset, offset+length) starts in this layer's file if all of
-        it is plain data there, in consecutive host clusters of one L2 table
-        in use now (else None: read it cluster by cluster)."""
-        last_l1i, tbl, cbits, l2bits, l2mask, cmask, _ = self._last
-        vc = offset >> cbits
-        end_vc = (offset + length - 1) >> cbits
-        if vc >> l2bits != last_l1i or end_vc >> l2bits != last_l1i:
-            return None
-        cs = cmask + 1
-        start = None
-        for i in range(vc, end_vc + 1):
-            e = _unpack_q(tbl, (i & l2mask) << 3)[0]
-            host = e & OFFSET_MASK
-            if not host or e & (COMPRESSED | ZERO):
-                return None
-            if start is None:
-                start = host
-            elif host != start + (i - vc) * cs:
-                return None
-        return None if start is None else start + (offset & cmask)
-
-    def _nowait_piece(self, offset: int, length: int) -> bytes:
-        """pread_nowait of a range inside one cluster."""
-        last_l1i, tbl, cbits, l2bits, l2mask, cmask, _ = self._last
-        vc = offset >> cbits
-        l1i = vc >> l2bits
-        if l1i == last_l1i:
-            e = _unpack_q(tbl, (vc & l2mask) << 3)[0]
-        elif not self._lock.acquire(blocking=False):
-            raise BlockingIOError(errno.EAGAIN, "a writer holds the tables")
-        else:
-            try:
-                t = self._l2_cache.get(l1i)
-                if t is not None:
-                    self._l2_cache.move_to_end(l1i)
-                    self._set_last(l1i, t)
-                    e = _unpack_q(t, (vc & l2mask) << 3)[0]
-                elif self._l1[l1i] & OFFSET_MASK:
-                    raise BlockingIOError(errno.EAGAIN, "its L2 table is on disk")
-                else:
-                    e = 0
-            finally:
-                self._lock.release()
-        if e & COMPRESSED:
-            raise BlockingIOError(errno.EAGAIN, "a compressed cluster")
-        if e & ZERO:
-            return bytes(length)
-        if e & OFFSET_MASK:
-            try:
-                return pread_cached(self._fd, length, (e & OFFSET_MASK) + (offset & cmask))
-            except BlockingIOError:
-                raise
-            except OSError as err:
-                if err.errno in NO_NOWAIT:
-                    self._nowait = False
-                    raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here") from None
-                raise
-        if self.backing is None or offset >= self._backing_size:
-            return bytes(length)
-        nowait = getattr(self.backing, "pread_nowait", None)
-        if nowait is None or offset + length > self._backing_size:
-            raise BlockingIOError(errno.EAGAIN, "the backing file cannot say")
-        return nowait(offset, length)
+        return read_nowait(self, offset, length)
 
     def _pread_slow(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.virtual_size:
