@@ -16,9 +16,8 @@ import pytest
 import trio
 
 from netstore import poller as poller_module
-from netstore.config import SwitchConfig
 from netstore.poller import Poller
-from tests.switch.peers import MAC_A, MAC_B, UdpPeer, arp_who_has, ping, start, udp_port, until
+from tests.switch.peers import MAC_A, MAC_B, ping, two_peers, until
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
@@ -130,18 +129,6 @@ async def test_a_failing_drain_closes_its_port_only() -> None:
         poller.unwatch(b2.fileno())
         for s in (a1, b1, a2, b2):
             s.close()
-
-
-async def two_peers(nursery):
-    """A switch of udp ports a and b whose peers have introduced themselves."""
-    svc, addrs = await start(nursery, SwitchConfig(name="sw0", ports=[udp_port("a"),
-                                                                      udp_port("b")]))
-    pa, pb = await UdpPeer(addrs["a"]).open(), await UdpPeer(addrs["b"]).open()
-    for peer, mac, name in ((pa, MAC_A, "a"), (pb, MAC_B, "b")):
-        await peer.send(arp_who_has(mac))
-        await until(lambda name=name: svc.ports[name].link_up)
-    await pa.recv()  # the flood of b's introduction
-    return svc, pa, pb
 
 
 async def test_frames_cross_a_switch(nursery) -> None:

@@ -63,20 +63,30 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
         offset += n
 
 
+class NowaitUnsupported(BlockingIOError):
+    """This file system cannot read without waiting: it never will."""
+
+
 def pread_cached(fd: int, length: int, offset: int) -> bytearray:
     """``length`` bytes at ``offset`` if the page cache holds them all: one
     preadv2 with RWF_NOWAIT, which never waits for the disk, into the buffer
     returned (no copy after the kernel's: it goes to the socket as it is).
 
     Raises:
+        NowaitUnsupported: the file system cannot say (a BlockingIOError: the
+            caller reads where it may wait, and stops trying this).
         BlockingIOError: not all cached (EAGAIN, or a short read).
-        OSError: with an errno of NO_NOWAIT when the file system cannot say
-            (the caller stops trying); any other failure of the read.
+        OSError: any other failure of the read.
     """
     if not RWF_NOWAIT:
-        raise OSError(errno.ENOSYS, "no RWF_NOWAIT here")
+        raise NowaitUnsupported(errno.ENOSYS, "no RWF_NOWAIT here")
     buf = bytearray(length)
-    n = os.preadv(fd, [buf], offset, RWF_NOWAIT)
+    try:
+        n = os.preadv(fd, [buf], offset, RWF_NOWAIT)
+    except OSError as e:
+        if e.errno in NO_NOWAIT:
+            raise NowaitUnsupported(errno.EAGAIN, "no RWF_NOWAIT here") from None
+        raise
     if n != length:
         raise BlockingIOError(errno.EAGAIN, "partly cached")
     return buf

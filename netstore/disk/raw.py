@@ -20,8 +20,8 @@ from netstore.disk.api import (
     ReadOnlyImageError,
 )
 from netstore.disk.fdio import (
-    NO_NOWAIT,
     RWF_NOWAIT,
+    NowaitUnsupported,
     create_new,
     fill,
     pread_cached,
@@ -205,12 +205,8 @@ class RawImage:
             raise self._outside("read", offset, length)
         try:
             return pread_cached(self.fd, length, offset)
-        except BlockingIOError:
-            raise
-        except OSError as e:
-            if e.errno in NO_NOWAIT:
-                self._nowait = False
-                raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here") from None
+        except NowaitUnsupported:
+            self._nowait = False
             raise
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:

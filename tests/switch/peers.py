@@ -65,3 +65,16 @@ async def until(cond, timeout: float = TIMEOUT) -> None:
     with trio.fail_after(timeout):
         while not cond():
             await trio.sleep(0.01)
+
+
+async def two_peers(nursery) -> tuple[SwitchService, UdpPeer, UdpPeer]:
+    """A switch sw0 of udp ports a and b whose peers have introduced themselves
+    (both links up, both MACs learnt, the flood of b's hello taken)."""
+    svc, addrs = await start(nursery, SwitchConfig(name="sw0", ports=[udp_port("a"),
+                                                                      udp_port("b")]))
+    pa, pb = await UdpPeer(addrs["a"]).open(), await UdpPeer(addrs["b"]).open()
+    for peer, mac, name in ((pa, MAC_A, "a"), (pb, MAC_B, "b")):
+        await peer.send(arp_who_has(mac))
+        await until(lambda name=name: svc.ports[name].link_up)
+    await pa.recv()  # the flood of b's introduction
+    return svc, pa, pb

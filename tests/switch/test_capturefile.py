@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from scapy.utils import rdpcap
 
-from netstore.config import SwitchConfig
 from netstore.switch.capture import PcapWriter
 from netstore.switch.capturefile import MAX_DELAY_S, CaptureFile
-from tests.switch.peers import MAC_A, MAC_B, UdpPeer, arp_who_has, ping, start, udp_port, until
+from tests.switch.peers import MAC_A, MAC_B, ping, two_peers, until
 
 
 def frames(n: int) -> list[bytes]:
@@ -59,21 +58,10 @@ def test_a_full_disk_is_raised_to_the_capture(tmp_path: Path) -> None:
         file.close()
 
 
-async def pair(nursery):
-    svc, addrs = await start(nursery, SwitchConfig(name="sw0", ports=[udp_port("a"),
-                                                                      udp_port("b")]))
-    pa, pb = await UdpPeer(addrs["a"]).open(), await UdpPeer(addrs["b"]).open()
-    for peer, mac, name in ((pa, MAC_A, "a"), (pb, MAC_B, "b")):
-        await peer.send(arp_who_has(mac))
-        await until(lambda name=name: svc.ports[name].link_up)
-    await pa.recv()  # the flood of b's introduction
-    return svc, pa, pb
-
-
 async def test_a_full_disk_stops_the_capture_not_the_switch(nursery) -> None:
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
-    svc, pa, pb = await pair(nursery)
+    svc, pa, pb = await two_peers(nursery)
     session = svc.start_capture(path="/dev/full")
     for f in frames(30):
         await pa.send(f)
@@ -90,7 +78,7 @@ async def test_a_stalled_capture_file_never_stalls_the_frames(nursery, tmp_path:
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # there, but never reading
     try:
-        svc, pa, pb = await pair(nursery)
+        svc, pa, pb = await two_peers(nursery)
         session = svc.start_capture(path=str(fifo))
         # far more than a pipe holds (64 KiB): the file's thread blocks in write
         for f in frames(1500):

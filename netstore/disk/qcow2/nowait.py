@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from netstore.disk.fdio import NO_NOWAIT, pread_cached
+from netstore.disk.fdio import NowaitUnsupported, pread_cached
 from netstore.disk.qcow2.format import COMPRESSED, OFFSET_MASK, ZERO, Q
 
 if TYPE_CHECKING:
@@ -46,15 +46,7 @@ def read_nowait(self: Qcow2Image, offset: int, length: int) -> bytes:
         return _piece(self, offset, length)
     host = _contiguous(self, offset, length)
     if host is not None:  # one run of this layer's file: one read, as raw
-        try:
-            return pread_cached(self._fd, length, host)
-        except BlockingIOError:
-            raise
-        except OSError as err:
-            if err.errno in NO_NOWAIT:
-                self._nowait = False
-                raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here") from None
-            raise
+        return _cached(self, length, host)
     parts = [_piece(self, offset, first)]
     pos, end = offset + first, offset + length
     while pos < end:
@@ -114,18 +106,19 @@ def _piece(self: Qcow2Image, offset: int, length: int) -> bytes:
     if e & ZERO:
         return bytes(length)
     if e & OFFSET_MASK:
-        try:
-            return pread_cached(self._fd, length, (e & OFFSET_MASK) + (offset & cmask))
-        except BlockingIOError:
-            raise
-        except OSError as err:
-            if err.errno in NO_NOWAIT:
-                self._nowait = False
-                raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here") from None
-            raise
+        return _cached(self, length, (e & OFFSET_MASK) + (offset & cmask))
     if self.backing is None or offset >= self._backing_size:
         return bytes(length)
     nowait = getattr(self.backing, "pread_nowait", None)
     if nowait is None or offset + length > self._backing_size:
         raise BlockingIOError(errno.EAGAIN, "the backing file cannot say")
     return nowait(offset, length)
+
+
+def _cached(self: Qcow2Image, length: int, host: int) -> bytes:
+    """``length`` bytes at ``host`` in this layer's file, if cached."""
+    try:
+        return pread_cached(self._fd, length, host)
+    except NowaitUnsupported:
+        self._nowait = False
+        raise
