@@ -84,12 +84,7 @@ def write_pattern(path: Path, size: int, seed: int) -> bytes:
 
 def qemu_img(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run qemu-img; fail the test with its output when it fails and ``check``."""
-    for _ in range(3):
-        p = subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=120)
-        # LUKS key setup times PBKDF by CPU usage and now and then fails to
-        # measure it ("Unable to get accurate CPU usage"): a try again, not a fault
-        if "accurate CPU usage" not in p.stderr:
-            break
+    p = subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=120)
     if check and p.returncode != 0:
         pytest.fail(f"qemu-img {' '.join(args)} exited {p.returncode}:\n{p.stdout}{p.stderr}")
     return p
