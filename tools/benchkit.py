@@ -384,6 +384,14 @@ def pgrep_exact(name: str) -> list[int]:
     return sorted(p for p in pids if alive(p))
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy since boot, all cores (/proc/stat: user,
+    nice, system, irq, softirq, steal; not idle or iowait)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK_TCK
+
+
 class CpuWindow:
     """CPU seconds (utime + stime from /proc/PID/stat, threads included) that a set of
     processes used between start() and stop().
