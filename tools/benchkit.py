@@ -392,6 +392,47 @@ def busy_seconds() -> float:
     return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK_TCK
 
 
+PF_KTHREAD = 0x00200000  # /proc/PID/stat flags: a kernel thread
+
+
+def all_cpu_seconds() -> dict[int, tuple[float, bool]]:
+    """Every process now: pid -> (utime + stime in seconds, whether it is a kernel thread)."""
+    found = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit() and (st := _stat(int(d))) is not None:
+            found[int(d)] = ((int(st[11]) + int(st[12])) / CLK_TCK, bool(int(st[6]) & PF_KTHREAD))
+    return found
+
+
+class MachineWindow:
+    """What the rest of the machine did between start() and stop(exclude): the busy CPU
+    of all cores (/proc/stat) and the user-space processes outside `exclude` (by
+    pid, with their command lines), to tell a quiet run from a disturbed one.
+    Processes that start and end inside the window show in `busy_s` only."""
+
+    def start(self) -> None:
+        self.before = all_cpu_seconds()
+        self.busy0 = busy_seconds()
+        self.t0 = time.monotonic()
+
+    def stop(self, exclude: set[int]) -> dict[str, Any]:
+        """{"seconds", "busy_s", "excluded_s", "others_s", "others": [(pid, label, cpu_s)]}"""
+        seconds = time.monotonic() - self.t0
+        busy = busy_seconds() - self.busy0
+        now = all_cpu_seconds()
+        excluded = 0.0
+        others = []
+        for pid, (cpu, kthread) in now.items():
+            delta = cpu - self.before.get(pid, (0.0, kthread))[0]
+            if pid in exclude:
+                excluded += delta
+            elif not kthread and delta > 0:
+                others.append((pid, label(pid, 60), delta))
+        others.sort(key=lambda o: -o[2])
+        return {"seconds": seconds, "busy_s": busy, "excluded_s": excluded,
+                "others_s": sum(o[2] for o in others), "others": others}
+
+
 class CpuWindow:
     """CPU seconds (utime + stime from /proc/PID/stat, threads included) that a set of
     processes used between start() and stop().
