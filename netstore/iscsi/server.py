@@ -1,8 +1,9 @@
 # The Trio shell of the iSCSI target: listening sockets, connections received
 # and answered in the run's shared poller (netstore/poller.py: no task switch
 # per receive) with a task per connection for what must wait and a keeper,
-# batching every answer of a receive into one sendmsg, and the drainers that run each logical unit's queued commands in a
-# worker thread, a batch per trip, so no disk wait stalls the loop.  All
+# batching every answer of a receive into one sendmsg, and the drainers that
+# run each logical unit's queued commands in a worker thread, a batch per
+# trip, so no disk wait stalls the loop.  All
 # protocol decisions live in the pure core (connection.py and its modules);
 # this file moves bytes and owns the threads.
 """The iSCSI service: portals, connections, reconfiguration and clean stop."""
