@@ -4,12 +4,16 @@
 # taken up front, so a read-modify-write never loses an update and never fails
 # with "database is locked" half-way) and waits up to BUSY_TIMEOUT_MS for
 # another writer.  A committed change bumps the generation the daemon polls.
-# Opening migrates the schema (schema.py).  Also the two small helpers every
+# Opening migrates the schema (schema.py) under an flock on <state_dir>/registry.lock:
+# switching a new file to WAL takes an exclusive lock that SQLite does not wait
+# for, so processes creating one registry at once take turns.  Also the two small helpers every
 # record module uses: the time stamp of a row, removing a file after a commit.
 """The registry's SQLite database: opening, transactions, the generation counter."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -22,6 +26,7 @@ from netstore.registry.errors import RegistryError
 from netstore.registry.schema import migrate
 
 DB_NAME = "registry.db"
+LOCK_NAME = "registry.lock"
 # A writer waits this long for another one; a CLI command's transaction takes
 # milliseconds, so 10 s is only reached by a stuck process.
 BUSY_TIMEOUT_MS = 10_000
@@ -38,6 +43,32 @@ def remove_file(path: str | Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+@contextmanager
+def _opening(state_dir: Path) -> Iterator[None]:
+    """Hold the state directory's open lock (other processes opening wait)."""
+    try:
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except (PermissionError, OSError) as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        yield  # a directory we may not write: nobody creates a registry in it either
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _prepare(conn: sqlite3.Connection, state_dir: Path) -> None:
+    """Set the connection's pragmas and bring the schema up to date."""
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
+    migrate(conn, str(state_dir / DB_NAME))
 
 
 class Database:
@@ -73,14 +104,14 @@ class Database:
         except (OSError, sqlite3.Error) as e:
             raise RegistryError(f"{state_dir / DB_NAME}: cannot open the registry: {e}") from e
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
-            migrate(conn, str(state_dir / DB_NAME))
+            with _opening(state_dir):
+                _prepare(conn, state_dir)
         except sqlite3.DatabaseError as e:
             conn.close()
             raise RegistryError(f"{state_dir / DB_NAME}: not a usable registry: {e}") from e
+        except OSError as e:
+            conn.close()
+            raise RegistryError(f"{state_dir / LOCK_NAME}: cannot lock the registry: {e}") from e
         except BaseException:
             conn.close()
             raise

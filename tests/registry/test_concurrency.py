@@ -55,32 +55,37 @@ def test_two_processes_lose_nothing(tmp_path: Path) -> None:
         assert reg.generation() - g0 == writes
 
 
-def _opener(state_dir: str, tag: int, start, out) -> None:  # type: ignore[no-untyped-def]
+ROUNDS = 20
+OPENERS = 6
+
+
+def _opener(root: str, tag: int, barrier, out) -> None:  # type: ignore[no-untyped-def]
     try:
-        start.wait(10)
-        with Registry.open(state_dir) as reg:
-            img = Path(state_dir).parent / f"o{tag}.img"
-            img.write_bytes(bytes(4096))
-            reg.import_image(img)
+        for round_ in range(ROUNDS):
+            barrier.wait(30)  # all processes open the same new state directory at once
+            state_dir = Path(root) / f"state{round_}"
+            with Registry.open(state_dir) as reg:
+                img = Path(root) / f"o{round_}-{tag}.img"
+                img.write_bytes(bytes(4096))
+                reg.import_image(img)
         out.put(("ok", tag))
     except BaseException:
         out.put(("error", traceback.format_exc()))
 
 
 def test_processes_creating_a_new_registry_at_once(tmp_path: Path) -> None:
-    # the first opens race to create the file, switch it to WAL and migrate it
-    for round_ in range(3):
-        state = tmp_path / f"state{round_}"
-        ctx = mp.get_context("spawn")
-        start, out = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=_opener, args=(str(state), i, start, out)) for i in range(4)]
-        for p in procs:
-            p.start()
-        start.set()
-        results = [out.get(timeout=120) for _ in procs]
-        for p in procs:
-            p.join(30)
-        errors = [r[1] for r in results if r[0] != "ok"]
-        assert not errors, errors[0]
-        with Registry.open(state) as reg:
-            assert len(reg.media()) == 4
+    # the first opens race to create the file, switch it to WAL and migrate it;
+    # without the open lock about 1 open in 100 failed with "database is locked"
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(OPENERS), ctx.Queue()
+    procs = [ctx.Process(target=_opener, args=(str(tmp_path), i, barrier, out)) for i in range(OPENERS)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    errors = [r[1] for r in results if r[0] != "ok"]
+    assert not errors, errors[0]
+    for round_ in range(ROUNDS):
+        with Registry.open(tmp_path / f"state{round_}") as reg:
+            assert len(reg.media()) == OPENERS
