@@ -129,7 +129,7 @@ class FastPath:
                     cdb = bytes(buf[pos + 32:pos + 48])
                     if lu.data_out_length(cdb) != dlen:
                         break  # a residual to report: the general path does it
-                    data = bytes(buf[start:start + dlen])
+                    data = buf[start:start + dlen]  # one copy: the buffer takes the next receive
                     pos += total
                     r._pos = pos
                     exp = (exp + 1) & 0xFFFFFFFF
