@@ -61,7 +61,9 @@ class FastPath:
         limit = min(self.max_send, s.params.max_burst_length)
         unpack = _FAST_CMD.unpack_from
         pack_data_in = _FAST_DATA_IN.pack
-        digest = P.digest_bytes
+        crc = P.crc32c
+        wire_digest = P.DIGEST_WIRE.pack
+        sent_digest = P.DIGEST_WIRE.unpack_from
         try:
             while end - pos >= P.BHS_LEN + hd and buf[pos] == P.OP_SCSI_CMD:
                 op = buf[pos + 32]
@@ -70,8 +72,7 @@ class FastPath:
                 flags, lens, lun_raw, itt, edtl, cmdsn = unpack(buf, pos)
                 if cmdsn != exp or (lens >> 24) or buf[pos + 8]:
                     break
-                if hd and buf[pos + P.BHS_LEN:pos + P.BHS_LEN + hd] != digest(
-                        memoryview(buf)[pos:pos + P.BHS_LEN]):
+                if hd and sent_digest(buf, pos + P.BHS_LEN)[0] != crc(buf[pos:pos + P.BHS_LEN]):
                     break  # the general path says what was wrong
                 lun = buf[pos + 9]
                 lu = scsi.unit(lun)
@@ -111,10 +112,10 @@ class FastPath:
                         P.OP_DATA_IN, P.FLAG_FINAL | P.DATA_STATUS, 0, 0, edtl, lun_raw, itt,
                         P.RESERVED_TAG, statsn, exp, (exp + QUEUE_DEPTH - 1) & 0xFFFFFFFF,
                         0, 0, 0)
-                    out.append(h + digest(h) if hd else h)
+                    out.append(h + wire_digest(crc(h)) if hd else h)
                     out.append(data)
                     if dd and edtl:
-                        out.append(digest(data))
+                        out.append(wire_digest(crc(data)))
                     statsn = (statsn + 1) & 0xFFFFFFFF
                 elif flags == 0xA0 and dlen == edtl and s.params.immediate_data:  # F + W
                     start = pos + P.BHS_LEN + hd
@@ -123,8 +124,7 @@ class FastPath:
                     total = P.BHS_LEN + hd + padded + ddl
                     if end - pos < total or dlen > s.params.first_burst_length:
                         break
-                    if ddl and buf[start + padded:start + padded + ddl] != digest(
-                            memoryview(buf)[start:start + padded]):
+                    if ddl and sent_digest(buf, start + padded)[0] != crc(buf[start:start + padded]):
                         break  # the general path answers a data digest error
                     cdb = bytes(buf[pos + 32:pos + 48])
                     if lu.data_out_length(cdb) != dlen:
@@ -159,8 +159,11 @@ class FastPath:
             P.OP_DATA_IN, P.FLAG_FINAL | P.DATA_STATUS, 0, 0, edtl, lun_raw, itt,
             P.RESERVED_TAG, statsn, exp, (exp + QUEUE_DEPTH - 1) & 0xFFFFFFFF, 0, 0, 0)
         if self.hd:
-            h += P.digest_bytes(h)
-        self.outbox += (h, data, P.digest_bytes(data)) if self.dd and edtl else (h, data)
+            h += P.DIGEST_WIRE.pack(P.crc32c(h))
+        if self.dd and edtl:
+            self.outbox += (h, data, P.DIGEST_WIRE.pack(P.crc32c(data)))
+        else:
+            self.outbox += (h, data)
 
     def _fast_write_done(self, itt: int, lun_raw: bytes, rsp: ScsiResponse) -> None:
         """A queued fast-path WRITE completed: one SCSI Response if plain."""
@@ -172,4 +175,4 @@ class FastPath:
         exp = self.session.exp_cmdsn
         h = _FAST_RSP.pack(P.OP_SCSI_RSP, P.FLAG_FINAL, 0, 0, 0, itt, 0, statsn,
                            exp, (exp + QUEUE_DEPTH - 1) & 0xFFFFFFFF, 0, 0, 0)
-        self.outbox.append(h + P.digest_bytes(h) if self.hd else h)
+        self.outbox.append(h + P.DIGEST_WIRE.pack(P.crc32c(h)) if self.hd else h)

@@ -112,9 +112,15 @@ class DataDigestError(Exception):
         self.pdu = pdu
 
 
-def crc32c(data: bytes | bytearray | memoryview) -> int:
-    """The iSCSI CRC32C (Castagnoli) of ``data``."""
-    return _crc32c.crc32c(data)
+# The iSCSI CRC32C (Castagnoli) of bytes-like data, as an int (the C function
+# itself: the fast path calls it per PDU).
+crc32c = _crc32c.crc32c
+
+
+# A digest as it goes on the wire (least significant byte first, see digest_bytes):
+# DIGEST_WIRE.pack(crc32c(x)) == digest_bytes(x), DIGEST_WIRE.unpack_from(buf, off)
+# reads one; the fast path uses these (one call each, no list of parts).
+DIGEST_WIRE = struct.Struct("<I")
 
 
 def digest_bytes(*parts: bytes | bytearray | memoryview) -> bytes:
