@@ -3,7 +3,7 @@
 # zero-filling a range, allocating one (posix_fallocate, with progress), and
 # hole punching with fallocate(2).
 """fd helpers of the disk package: :func:`create_new`, :func:`pwrite_all`,
-:func:`pread_cached`, :func:`write_zeroes`, :func:`fill`, :func:`punch_hole`."""
+:func:`pread_cached` (and ``_into``), :func:`write_zeroes`, :func:`fill`, :func:`punch_hole`."""
 
 from __future__ import annotations
 
@@ -81,15 +81,23 @@ def pread_cached(fd: int, length: int, offset: int) -> bytearray:
     if not RWF_NOWAIT:
         raise NowaitUnsupported(errno.ENOSYS, "no RWF_NOWAIT here")
     buf = bytearray(length)
+    pread_cached_into(fd, buf, offset)
+    return buf
+
+
+def pread_cached_into(fd: int, dst: bytearray | memoryview, offset: int) -> None:
+    """:func:`pread_cached` into ``dst`` (all of it), e.g. a slice of a
+    bigger buffer that pieces from several files fill."""
+    if not RWF_NOWAIT:
+        raise NowaitUnsupported(errno.ENOSYS, "no RWF_NOWAIT here")
     try:
-        n = os.preadv(fd, [buf], offset, RWF_NOWAIT)
+        n = os.preadv(fd, [dst], offset, RWF_NOWAIT)
     except OSError as e:
         if e.errno in NO_NOWAIT:
             raise NowaitUnsupported(errno.EAGAIN, "no RWF_NOWAIT here") from None
         raise
-    if n != length:
+    if n != len(dst):
         raise BlockingIOError(errno.EAGAIN, "partly cached")
-    return buf
 
 
 def write_zeroes(fd: int, offset: int, length: int) -> None:

@@ -25,6 +25,7 @@ from netstore.disk.fdio import (
     create_new,
     fill,
     pread_cached,
+    pread_cached_into,
     punch_hole,
     pwrite_all,
     write_zeroes,
@@ -205,6 +206,18 @@ class RawImage:
             raise self._outside("read", offset, length)
         try:
             return pread_cached(self.fd, length, offset)
+        except NowaitUnsupported:
+            self._nowait = False
+            raise
+
+    def pread_nowait_into(self, dst: memoryview, offset: int) -> None:
+        """:meth:`pread_nowait` of ``len(dst)`` bytes, into ``dst``."""
+        if not self._nowait:
+            raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here")
+        if offset < 0 or offset + len(dst) > self.virtual_size:
+            raise self._outside("read", offset, len(dst))
+        try:
+            pread_cached_into(self.fd, dst, offset)
         except NowaitUnsupported:
             self._nowait = False
             raise

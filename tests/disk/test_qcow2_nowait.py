@@ -151,3 +151,61 @@ def test_compressed_clusters_wait_and_zero_clusters_answer(tmp_path):
         with pytest.raises(BlockingIOError):
             img.pread_nowait(0, 4096)  # compressed: inflating is the thread's work
         assert img.pread_nowait(CLUSTER + 100, 4096) == bytes(4096)
+
+
+# ---- the chain's cluster map after writes --------------------------------------
+
+_ops = st.lists(
+    st.tuples(st.sampled_from(["write", "discard", "read"]), st.integers(0, SIZE - 1),
+              st.integers(1, 2 * CLUSTER)),
+    min_size=1, max_size=25)
+
+
+@given(ops=_ops)
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_reads_after_writes_and_discards_see_them(chain, tmp_path_factory, ops):
+    # a fresh top over the chain; every read that answers without waiting
+    # answers the bytes written last, though the clusters it maps were
+    # resolved (and kept) before a write or discard changed them
+    d, model = chain
+    model = bytearray(model)
+    work = tmp_path_factory.mktemp("over")
+    path = str(work / "over.qcow2")
+    create_qcow2(path, None, backing=str(d / "top.qcow2"), cluster_size=CLUSTER)
+    rng = random.Random(len(ops))
+    with Qcow2Image(path) as over:
+        over.pread(0, SIZE)  # tables and pages in memory: reads answer now
+        for op, off, n in ops:
+            n = min(n, SIZE - off)
+            if op == "write":
+                data = rng.randbytes(n)
+                over.pwrite(off, data)
+                model[off:off + n] = data
+            elif op == "discard":
+                over.discard(off, n)
+                first = -(-off // CLUSTER) * CLUSTER
+                last = (off + n) // CLUSTER * CLUSTER if off + n < SIZE else SIZE
+                if first < last:
+                    model[first:last] = bytes(last - first)
+            try:
+                got = over.pread_nowait(off, n)
+            except BlockingIOError:
+                got = over.pread(off, n)
+            assert got == model[off:off + n], (op, off, n)
+
+
+def test_a_discarded_cluster_reads_as_zeros_after_it_was_read(chain, tmp_path):
+    d, model = chain
+    path = str(tmp_path / "over.qcow2")
+    create_qcow2(path, None, backing=str(d / "top.qcow2"), cluster_size=CLUSTER)
+    with Qcow2Image(path) as over:
+        over.pread(0, SIZE)
+        for vc in (3, 17, 40):  # each answered from a lower layer first
+            off = vc * CLUSTER
+            assert over.pread_nowait(off, 4096) == model[off:off + 4096]
+            assert over.pread_nowait(off, CLUSTER + 4096) == model[off:off + CLUSTER + 4096]
+            over.discard(off, CLUSTER)
+            assert over.pread_nowait(off, 4096) == bytes(4096)
+            assert over.pread_nowait(off, CLUSTER + 4096) == (
+                bytes(CLUSTER) + model[off + CLUSTER:off + CLUSTER + 4096])

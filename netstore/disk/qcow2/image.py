@@ -37,7 +37,7 @@ from netstore.disk.qcow2.format import (
     read_l1_table,
     round_up,
 )
-from netstore.disk.qcow2.nowait import read_nowait
+from netstore.disk.qcow2.nowait import ClusterMap, read_nowait, read_nowait_into
 
 # L2 tables kept in memory (LRU).  64 tables of 64 KiB clusters map 32 GiB.
 DEFAULT_L2_CACHE_TABLES = 64
@@ -126,6 +126,7 @@ class Qcow2Image:
         self._set_last(-1, bytearray())
         self._lock = threading.RLock()
         self._nowait = RWF_NOWAIT != 0  # cleared when the file system refuses it
+        self._where = ClusterMap()  # where each cluster lives down the chain (nowait reads)
 
         # Backing chain.
         self._backing_size = 0
@@ -245,6 +246,10 @@ class Qcow2Image:
             BlockingIOError: any part would wait: use :meth:`pread`.
         """
         return read_nowait(self, offset, length)
+
+    def pread_nowait_into(self, dst: memoryview, offset: int) -> None:
+        """:meth:`pread_nowait` of ``len(dst)`` bytes into ``dst`` (zeroed)."""
+        read_nowait_into(self, dst, offset)
 
     def _pread_slow(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.virtual_size:
@@ -454,6 +459,7 @@ class Qcow2Image:
                     pwrite_all(fd, buf, host)
                 new = struct.pack(f">{k}Q", *(COPIED | (host + i * cs) for i in range(k)))
                 tbl[l2i * 8 : (l2i + k) * 8] = new
+                self._where.forget(vc, k)
                 pwrite_all(fd, new, l2_off + l2i * 8)
                 for old in olds:
                     if old & (OFFSET_MASK | COMPRESSED):
@@ -493,6 +499,7 @@ class Qcow2Image:
                 if any(o != new for o in olds):
                     packed = struct.pack(f">{k}Q", *([new] * k))
                     tbl[l2i * 8 : (l2i + k) * 8] = packed
+                    self._where.forget(vc, k)
                     pwrite_all(self._fd, packed, l2_off + l2i * 8)
                     for o in olds:
                         if o & (OFFSET_MASK | COMPRESSED):
@@ -545,6 +552,7 @@ class Qcow2Image:
             h.size = new_size
             self.virtual_size = new_size
             self._set_last(-1, bytearray())
+            self._where.forget()
             self.num_blocks = new_size // SECTOR
 
     def set_backing(self, backing: str | None, backing_format: str | None = None) -> None:
@@ -575,6 +583,7 @@ class Qcow2Image:
                 self.backing.close()
             self.backing = new_backing
             self._backing_size = new_backing.virtual_size if new_backing else 0
+            self._where.forget()
 
     def close(self) -> None:
         """Close this file and the backing chain (idempotent)."""

@@ -7,7 +7,13 @@
 # zero clusters and what no layer holds read as zeros. Anything else (a
 # table on disk, a compressed cluster, pages not cached) raises
 # BlockingIOError and the read goes where it may wait. Consecutive clusters of
-# one layer's file are read with one call, as a raw file would be.
+# one layer's file are read with one call, as a raw file would be; a read
+# across layers fills one buffer piece by piece (no join afterwards).
+# Where a cluster lives (which file of the chain, at which offset, or zeros)
+# is resolved once and kept in the top layer's ClusterMap, as qemu's qcow2
+# driver keeps its chain's map: a later read of it is one dict lookup and one
+# preadv, however deep the chain. A layer that changes a cluster's L2 entry
+# forgets it there (allocation, discard; everything on resize and rebase).
 """read_nowait: Qcow2Image.pread_nowait."""
 
 from __future__ import annotations
@@ -15,15 +21,114 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from netstore.disk.fdio import NowaitUnsupported, pread_cached
+from netstore.disk.fdio import NowaitUnsupported, pread_cached, pread_cached_into
 from netstore.disk.qcow2.format import COMPRESSED, OFFSET_MASK, ZERO, Q
 
 if TYPE_CHECKING:
     from netstore.disk.qcow2.image import Qcow2Image
 
-__all__ = ["read_nowait"]
+__all__ = ["ClusterMap", "read_nowait", "read_nowait_into"]
 
 _unpack_q = Q.unpack_from
+
+# Clusters a ClusterMap holds before it starts over (4 GiB of 64 KiB clusters).
+MAP_CLUSTERS = 65536
+# A cluster that reads as zeros, in a ClusterMap.
+ZEROS = (-1, 0)
+
+
+class ClusterMap:
+    """Virtual cluster -> (file descriptor, offset of the cluster's first
+    byte in it), or ZEROS, for clusters resolved down the chain. A resolution
+    that raced with a change of an L2 entry is not kept (the generation)."""
+
+    __slots__ = ("at", "gen")
+
+    def __init__(self) -> None:
+        self.at: dict[int, tuple[int, int]] = {}
+        self.gen = 0
+
+    def forget(self, vc: int = -1, count: int = 0) -> None:
+        """Clusters [vc, vc+count) changed; no vc: everything did."""
+        self.gen += 1
+        if vc < 0:
+            self.at.clear()
+            return
+        at = self.at
+        for i in range(vc, vc + count):
+            at.pop(i, None)
+
+    def keep(self, vc: int, where: tuple[int, int], gen: int) -> None:
+        if gen != self.gen:
+            return
+        if len(self.at) >= MAP_CLUSTERS:
+            self.at.clear()
+        self.at[vc] = where
+
+
+def _resolve(self: Qcow2Image, vc: int) -> tuple[int, int] | None:
+    """Where virtual cluster ``vc`` lives (see ClusterMap); None when the
+    chain cannot say it in one piece (a backing file that ends inside the
+    cluster, smaller clusters below, another format): read piece by piece.
+
+    Raises:
+        BlockingIOError: an L2 table on disk, a compressed cluster, a lock.
+    """
+    where = self._where.at.get(vc)
+    if where is not None:
+        return where
+    gen = self._where.gen
+    cs = self._cs
+    off = vc << self._cbits
+    img = self
+    while True:
+        if not img._nowait:
+            raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here")
+        e = _entry_nowait(img, off)
+        if e & COMPRESSED:
+            raise BlockingIOError(errno.EAGAIN, "a compressed cluster")
+        if e & ZERO:
+            where = ZEROS
+            break
+        if e & OFFSET_MASK:
+            where = (img._fd, (e & OFFSET_MASK) + (off & img._cmask))
+            break
+        below = img.backing
+        if below is None or off >= img._backing_size:
+            where = ZEROS
+            break
+        if off + cs > img._backing_size:
+            return None
+        if type(below) is type(self):
+            if below._cs < cs:  # type: ignore[attr-defined]
+                return None
+            img = below  # type: ignore[assignment]
+            continue
+        fd = getattr(below, "fd", None)
+        if not isinstance(fd, int) or not hasattr(below, "pread_nowait_into"):
+            return None  # not a raw file: let it read for itself
+        if not below._nowait:  # type: ignore[attr-defined]
+            raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here")
+        where = (fd, off)
+        break
+    self._where.keep(vc, where, gen)
+    return where
+
+
+def _mapped_into(self: Qcow2Image, dst: memoryview, offset: int) -> bool:
+    """Fill ``dst`` (zeroed, inside one cluster) through the map; False if
+    the map cannot say (read it piece by piece)."""
+    where = _resolve(self, offset >> self._cbits)
+    if where is None:
+        return False
+    fd, host = where
+    if fd >= 0:
+        try:
+            pread_cached_into(fd, dst, host + (offset & self._cmask))
+        except NowaitUnsupported:
+            self._nowait = False
+            raise
+    return True
 
 
 def read_nowait(self: Qcow2Image, offset: int, length: int) -> bytes:
@@ -43,17 +148,41 @@ def read_nowait(self: Qcow2Image, offset: int, length: int) -> bytes:
         raise BlockingIOError(errno.EAGAIN, "not a read inside the disk")
     first = self._cs - (offset & self._cmask)
     if length <= first:
-        return _piece(self, offset, length)
+        where = _resolve(self, offset >> self._cbits)
+        if where is None:
+            return _piece(self, offset, length)
+        if where[0] < 0:
+            return bytes(length)
+        try:
+            return pread_cached(where[0], length, where[1] + (offset & self._cmask))
+        except NowaitUnsupported:
+            self._nowait = False
+            raise
     host = _contiguous(self, offset, length)
     if host is not None:  # one run of this layer's file: one read, as raw
         return _cached(self, length, host)
-    parts = [_piece(self, offset, first)]
-    pos, end = offset + first, offset + length
+    buf = bytearray(length)
+    read_nowait_into(self, memoryview(buf), offset)
+    return buf
+
+
+def read_nowait_into(self: Qcow2Image, dst: memoryview, offset: int) -> None:
+    """:func:`read_nowait` of ``len(dst)`` bytes into ``dst``, which is
+    zeroed (a new buffer; zero clusters are left as they are)."""
+    if not self._nowait:
+        raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here")
+    length = len(dst)
+    if offset < 0 or length <= 0 or offset + length > self.virtual_size:
+        raise BlockingIOError(errno.EAGAIN, "not a read inside the disk")
+    cs = self._cs
+    pos, end, at = offset, offset + length, 0
     while pos < end:
-        n = min(self._cs, end - pos)
-        parts.append(_piece(self, pos, n))
+        n = min(cs - (pos & self._cmask), end - pos)
+        piece = dst[at:at + n]
+        if not _mapped_into(self, piece, pos):
+            _piece_into(self, piece, pos)
         pos += n
-    return b"".join(parts)
+        at += n
 
 
 def _contiguous(self: Qcow2Image, offset: int, length: int) -> int | None:
@@ -79,28 +208,32 @@ def _contiguous(self: Qcow2Image, offset: int, length: int) -> int | None:
     return None if start is None else start + (offset & cmask)
 
 
-def _piece(self: Qcow2Image, offset: int, length: int) -> bytes:
-    """read_nowait of a range inside one cluster."""
-    last_l1i, tbl, cbits, l2bits, l2mask, cmask, _ = self._last
+def _entry_nowait(self: Qcow2Image, offset: int) -> int:
+    """The L2 entry of the cluster holding ``offset``, if its table is in memory."""
+    last_l1i, tbl, cbits, l2bits, l2mask, _, _ = self._last
     vc = offset >> cbits
     l1i = vc >> l2bits
     if l1i == last_l1i:
-        e = _unpack_q(tbl, (vc & l2mask) << 3)[0]
-    elif not self._lock.acquire(blocking=False):
+        return _unpack_q(tbl, (vc & l2mask) << 3)[0]  # type: ignore[no-any-return]
+    if not self._lock.acquire(blocking=False):
         raise BlockingIOError(errno.EAGAIN, "a writer holds the tables")
-    else:
-        try:
-            t = self._l2_cache.get(l1i)
-            if t is not None:
-                self._l2_cache.move_to_end(l1i)
-                self._set_last(l1i, t)
-                e = _unpack_q(t, (vc & l2mask) << 3)[0]
-            elif self._l1[l1i] & OFFSET_MASK:
-                raise BlockingIOError(errno.EAGAIN, "its L2 table is on disk")
-            else:
-                e = 0
-        finally:
-            self._lock.release()
+    try:
+        t = self._l2_cache.get(l1i)
+        if t is not None:
+            self._l2_cache.move_to_end(l1i)
+            self._set_last(l1i, t)
+            return _unpack_q(t, (vc & l2mask) << 3)[0]  # type: ignore[no-any-return]
+        if self._l1[l1i] & OFFSET_MASK:
+            raise BlockingIOError(errno.EAGAIN, "its L2 table is on disk")
+        return 0
+    finally:
+        self._lock.release()
+
+
+def _piece(self: Qcow2Image, offset: int, length: int) -> bytes:
+    """read_nowait of a range inside one cluster."""
+    cmask = self._cmask
+    e = _entry_nowait(self, offset)
     if e & COMPRESSED:
         raise BlockingIOError(errno.EAGAIN, "a compressed cluster")
     if e & ZERO:
@@ -113,6 +246,34 @@ def _piece(self: Qcow2Image, offset: int, length: int) -> bytes:
     if nowait is None or offset + length > self._backing_size:
         raise BlockingIOError(errno.EAGAIN, "the backing file cannot say")
     return nowait(offset, length)
+
+
+def _piece_into(self: Qcow2Image, dst: memoryview, offset: int) -> None:
+    """read_nowait of a range inside one cluster, into zeroed ``dst``."""
+    e = _entry_nowait(self, offset)
+    if e & COMPRESSED:
+        raise BlockingIOError(errno.EAGAIN, "a compressed cluster")
+    if e & ZERO:
+        return
+    if e & OFFSET_MASK:
+        try:
+            pread_cached_into(self._fd, dst, (e & OFFSET_MASK) + (offset & self._cmask))
+        except NowaitUnsupported:
+            self._nowait = False
+            raise
+        return
+    if self.backing is None or offset >= self._backing_size:
+        return
+    if offset + len(dst) > self._backing_size:
+        raise BlockingIOError(errno.EAGAIN, "the backing file ends inside the range")
+    into = getattr(self.backing, "pread_nowait_into", None)
+    if into is not None:
+        into(dst, offset)
+        return
+    nowait = getattr(self.backing, "pread_nowait", None)
+    if nowait is None:
+        raise BlockingIOError(errno.EAGAIN, "the backing file cannot say")
+    dst[:] = nowait(offset, len(dst))
 
 
 def _cached(self: Qcow2Image, length: int, host: int) -> bytes:
