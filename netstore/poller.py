@@ -53,6 +53,7 @@ class Poller:
         self._trio_fd: int | None = None  # Trio's own epoll, when waited on here
         self._token: trio.lowlevel.TrioToken | None = None
         self._runnable: Callable[[], bool] = _runnable
+        self._before_sleep: list[Callable[[], None]] = []
 
     @classmethod
     def current(cls) -> Poller:
@@ -88,6 +89,29 @@ class Poller:
         self._ep.register(fd, select.EPOLLIN)
         self._drains[fd] = (drain, ended)
         return ended
+
+    def before_sleep(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once, just before this thread next blocks waiting for I/O.
+
+        For work handed to another thread: woken while this one still runs
+        Python, that thread would wake only to wait for the GIL (two more
+        context switches per hand-off); woken as this one blocks, it finds
+        the GIL free.  Everything handed over in one wake-up also goes as
+        one batch.  Without the wait in Trio's place, ``fn`` runs at once.
+        """
+        if self._trio_fd is None:
+            fn()
+        else:
+            self._before_sleep.append(fn)
+
+    def _going_to_sleep(self) -> None:
+        while self._before_sleep:
+            todo, self._before_sleep = self._before_sleep, []
+            for fn in todo:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("a hand-off before the poller slept failed")
 
     def unwatch(self, fd: int) -> None:
         """Stop watching ``fd`` (before it is closed); unknown descriptors are ignored."""
@@ -127,6 +151,12 @@ class Poller:
     def wait(self, timeout: float) -> None:
         """Trio is about to wait ``timeout`` seconds for I/O: serve the ports
         meanwhile, and return once Trio has something to do."""
+        try:
+            self._wait(timeout)
+        finally:
+            self._going_to_sleep()  # Trio's own wait (maybe of 0 s) comes next
+
+    def _wait(self, timeout: float) -> None:
         if not self._drains:
             return
         poll = self._ep.poll
@@ -141,6 +171,11 @@ class Poller:
             return
         end = time.monotonic() + timeout
         while True:
+            if self._before_sleep:
+                self._going_to_sleep()
+                if self._runnable():  # a hand-off made a task runnable
+                    self._wake_trio()
+                    return
             events = poll(max(0.0, end - time.monotonic()), MAX_EVENTS)
             if not events:  # what Trio waits for is due: let its own wait end at once
                 self._wake_trio()

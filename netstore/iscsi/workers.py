@@ -16,6 +16,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -121,15 +122,22 @@ class UnitWorkers:
 
     def schedule(self, ts: TaskSet) -> None:
         if ts in self.busy:
-            return  # a batch is out: the set is taken again when it is back
+            return  # a batch is out (or about to go): the set is taken again when it is back
+        self.busy.add(ts)
+        poller = Poller.current()
+        if self._completions is None:
+            self._completions = _Completions(poller)
+        poller.before_sleep(partial(self._hand_out, ts))
+
+    def _hand_out(self, ts: TaskSet) -> None:
+        """As the loop is about to sleep: everything the set holds goes out as one batch."""
         batch = ts.take()
         if not batch:
+            self.busy.discard(ts)
             return
-        self.busy.add(ts)
         w = self._workers.get(ts)
         if w is None:
-            if self._completions is None:
-                self._completions = _Completions(Poller.current())
+            assert self._completions is not None
             w = self._workers[ts] = _Worker(self._batch_done, self._completions)
         w.put(ts, batch)
 
