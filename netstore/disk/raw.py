@@ -31,6 +31,9 @@ from netstore.disk.fdio import (
     write_zeroes,
 )
 
+# Buffers one pwritev takes (Linux's UIO_MAXIOV).
+IOV_MAX = 1024
+
 # Logical block sizes a raw image can be opened with (those SBC-3 initiators
 # handle in practice); 2048 is a CD/DVD's.
 SUPPORTED_BLOCK_SIZES = (512, 1024, 2048, 4096)
@@ -242,6 +245,18 @@ class RawImage:
             raise
         if n != len(data):
             pwrite_all(self.fd, memoryview(data)[n:], offset + n)
+
+    def pwritev(self, offset: int, parts: list[bytes | bytearray | memoryview]) -> None:
+        """Write ``parts`` one after another from ``offset``, with one call
+        (pwritev) where the kernel takes it all; as :meth:`pwrite`."""
+        total = sum(len(p) for p in parts)
+        if (offset < 0 or offset + total > self.virtual_size or self.read_only
+                or len(parts) > IOV_MAX):
+            self.pwrite(offset, b"".join(parts))  # says what is wrong
+            return
+        n = os.pwritev(self.fd, parts, offset)
+        if n != total:
+            pwrite_all(self.fd, memoryview(b"".join(parts))[n:], offset + n)
 
     def write_zeroes(self, offset: int, length: int) -> None:
         """Write `length` zero bytes at `offset` (they stay allocated)."""

@@ -19,6 +19,7 @@ from netstore.iscsi import pdu as P
 from netstore.iscsi.session import QUEUE_DEPTH
 from netstore.scsi.commands import FAST_PATH_OPCODES
 from netstore.scsi.lun import NOWAIT, ScsiResponse, WouldBlock
+from netstore.scsi.together import write_together
 
 # The fast path's layouts: SCSI Command bytes 1..27 (flags, TotalAHSLength with
 # DataSegmentLength, LUN, ITT, EDTL, CmdSN); a Data-In carrying status; a
@@ -137,7 +138,8 @@ class FastPath:
                     self.statsn = statsn
                     self._queue_command(lu, lun, itt,
                                         partial(lu.execute, nexus, cdb, data),
-                                        partial(self._fast_write_done, itt, lun_raw))
+                                        partial(self._fast_write_done, itt, lun_raw),
+                                        joint=write_together, item=(lu, nexus, cdb, data))
                     statsn = self.statsn
                 else:
                     break

@@ -62,10 +62,15 @@ class Commands:
 
     def _queue_command(self, lu: LogicalUnit, lun: int, itt: int,
                        run: Callable[[], ScsiResponse],
-                       respond: Callable[[ScsiResponse], None], *, reads: bool = False) -> None:
+                       respond: Callable[[ScsiResponse], None], *, reads: bool = False,
+                       joint: Callable[[list[Task]], None] | None = None,
+                       item: object = None) -> None:
         """Queue a command on `lu`'s task set; `respond` runs on its completion
-        (`reads`: it only reads the medium)."""
+        (`reads`: it only reads the medium; `joint`, `item`: see Task)."""
         task = Task(run, None, self, itt, reads=reads)  # type: ignore[arg-type]
+        if joint is not None:
+            task.joint = joint
+            task.item = item
         task.done = partial(self._command_done, task, respond)
         self.inflight[itt] = (task, lu, lun)
         if lu.tasks.submit(task):

@@ -37,7 +37,8 @@ class Task:
     :attr:`TaskSet.only_reads`).
     """
 
-    __slots__ = ("run", "done", "owner", "tag", "cancelled", "started", "result", "reads")
+    __slots__ = ("run", "done", "owner", "tag", "cancelled", "started", "result", "reads",
+                 "joint", "item")
 
     def __init__(self, run: Callable[[], Any] | None, done: Callable[[Any], None],
                  owner: object = None, tag: int = -1, *, reads: bool = False) -> None:
@@ -49,12 +50,35 @@ class Task:
         self.started = False
         self.result: Any = None
         self.reads = reads  # only reads the medium: another read may pass it
+        # A function that may run this task together with the tasks right
+        # after it that have the same one (their ``item`` says what each
+        # is): run_batch hands it the run, and it sets each one's result.
+        self.joint: Callable[[list[Task]], None] | None = None
+        self.item: Any = None
 
 
 def run_batch(batch: list[Task]) -> None:
-    """Run a batch in order (in a worker thread, or inline); skip cancelled tasks."""
-    for t in batch:
+    """Run a batch in order (in a worker thread, or inline); skip cancelled
+    tasks; consecutive tasks with one ``joint`` run through it, together."""
+    i, n = 0, len(batch)
+    while i < n:
+        t = batch[i]
+        i += 1
         if t.cancelled:
+            continue
+        joint = t.joint
+        if joint is not None and i < n and batch[i].joint is joint:
+            j = i
+            while j < n and batch[j].joint is joint and not batch[j].cancelled:
+                j += 1
+            group = batch[i - 1:j]
+            i = j
+            for g in group:
+                g.started = True
+            try:
+                joint(group)
+            except Exception:  # as run(): a bug must not stall the set
+                log.exception("tasks run together failed")
             continue
         t.started = True
         if t.run is not None:

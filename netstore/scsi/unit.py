@@ -62,6 +62,8 @@ class Unit(Protocol):
     backend: DiskImage
     identity: LunIdentity
     device_type: int
+    # Nexuses seen with no unit attention pending (the hot path's test).
+    attention_clear: set[str]
 
     @property
     def block_size(self) -> int:

@@ -106,15 +106,25 @@ def test_uncached_read_goes_to_the_queue(image):
 def test_sync_cache_runs_after_the_writes_queued_before_it(image):
     ini, drainer, lu = ready(image)
     events = []
-    pwrite, flush = lu._pwrite, lu._flush
-    lu._pwrite = lambda off, data: (events.append(("write", off)), pwrite(off, data))
+    backend = lu.backend
+    pwrite, pwritev, flush = backend.pwrite, backend.pwritev, lu._flush
+    lu._pwrite = backend.pwrite = lambda off, data: (
+        events.append(("write", off, len(data))), pwrite(off, data))
+    backend.pwritev = lambda off, parts: (
+        events.append(("write", off, sum(map(len, parts)))), pwritev(off, parts))
     lu._flush = lambda: (events.append(("flush",)), flush())
+    data = [os.urandom(BS) for _ in range(4)]
     for lba in range(4):
-        ini.scsi(write10(lba, 1), write=os.urandom(BS))
+        ini.scsi(write10(lba, 1), write=data[lba])
     ini.scsi(SYNC10)
     assert events == []
     drainer.run()
-    assert events == [("write", lba * BS) for lba in range(4)] + [("flush",)]
+    # the four writes (merged: they touch) reached the file before the flush
+    assert events[-1] == ("flush",)
+    written = sorted((e[1], e[2]) for e in events[:-1])
+    assert sum(n for _, n in written) == 4 * BS and written[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in zip(written, written[1:]))
+    assert file_bytes(image, 0, 4 * BS) == b"".join(data)
     assert [r.bhs[3] for r in ini.replies()] == [0] * 5
 
 
