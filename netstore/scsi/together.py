@@ -3,8 +3,9 @@
 # adjacent requests. A task set's batch runs in order in the unit's thread;
 # a run of consecutive plain WRITE(10)/WRITE(16) tasks (no FUA, no
 # protection, write cache on, no unit attention or reservation in the way,
-# the whole transfer in hand) whose LBAs touch becomes one pwritev (one
-# allocation, one L2 and one refcount update on a qcow2 layer). Each task
+# the whole transfer in hand) whose LBAs touch becomes one pwritev, or on a
+# backend without one (qcow2) one write of the joined bytes, up to JOIN_MAX
+# (one allocation, one L2 and one refcount update instead of one each). Each task
 # still gets its own GOOD; if the merged write fails, each is run alone, so
 # each reports its own error exactly as it would have.
 """write_together: the joint of plain WRITE tasks (see netstore.scsi.taskset)."""
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 _NOT_PLAIN = 0xE0 | 0x08
 # The peripheral device type of a disk (SBC), the only one merged.
 SBC_DEVICE = 0x00
+# A backend without pwritev gets a merged run joined into one buffer: a copy,
+# worth it for small writes only (it saves allocations and calls, not bytes).
+JOIN_MAX = 128 << 10
 
 
 def plain_write(lu: Unit, nexus: str, cdb: bytes, data: Any) -> tuple[int, Any] | None:
@@ -56,13 +60,15 @@ def write_together(group: list[Task]) -> None:
     (unit, nexus, cdb, data)) in order, merging touching plain writes."""
     lu = group[0].item[0]
     plans = [plain_write(*t.item) for t in group]
+    limit = None if hasattr(lu.backend, "pwritev") else JOIN_MAX
     k = 0
     while k < len(group):
         plan = plans[k]
         m = k + 1
         if plan is not None:
             end = plan[0] + len(plan[1])
-            while m < len(group) and (p := plans[m]) is not None and p[0] == end:
+            while (m < len(group) and (p := plans[m]) is not None and p[0] == end
+                   and (limit is None or end + len(p[1]) - plan[0] <= limit)):
                 end += len(p[1])
                 m += 1
         if m - k > 1 and _write(lu, plan[0], [p[1] for p in plans[k:m]]):  # type: ignore[index,misc]
