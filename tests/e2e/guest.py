@@ -1,0 +1,138 @@
+# tests/e2e/guest.py - the test guest (tools/make-test-guest) booted on QEMU
+# for end-to-end tests: built once per session into build/test-guest, run
+# with TCG (this machine's /dev/kvm does not run guests), its serial console
+# on stdin/stdout (lines collected by a thread, commands written to it) and
+# a QMP socket for the power button.
+"""Boot the netstore test guest under qemu-system-x86_64 and talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.harness import REPO
+
+GUEST_DIR = REPO / "build" / "test-guest"
+QEMU = "qemu-system-x86_64"
+BOOT_TIMEOUT_S = 120.0
+
+
+def build_guest() -> Path:
+    """vmlinuz and initrd.img of the test guest (built when missing or stale)."""
+    p = subprocess.run([sys.executable, str(REPO / "tools" / "make-test-guest"), "--out",
+                        str(GUEST_DIR)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return GUEST_DIR
+
+
+def have_qemu() -> bool:
+    return shutil.which(QEMU) is not None
+
+
+class Guest:
+    """One running guest: ``lines`` is its console so far."""
+
+    def __init__(self, workdir: Path, name: str, *, drives: list[str], append: str = "",
+                 memory_mb: int = 256, extra: list[str] | None = None) -> None:
+        self.name = name
+        self.qmp_path = workdir / f"{name}.qmp"
+        kernel = build_guest()
+        argv = [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-smp", "1",
+                "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+                "-kernel", str(kernel / "vmlinuz"), "-initrd", str(kernel / "initrd.img"),
+                "-append", f"console=ttyS0 panic=-1 quiet netstore.name={name} {append}",
+                "-device", "virtio-scsi-pci,id=scsi0"]
+        for i, url in enumerate(drives):
+            argv += ["-drive", f"file={url},if=none,id=d{i},format=raw,cache=none",
+                     "-device", f"scsi-hd,drive=d{i},bus=scsi0.0,scsi-id={i},lun=0"]
+        argv += extra or []
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, cwd=workdir)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, text: str, timeout: float = BOOT_TIMEOUT_S) -> str:
+        """The first console line holding ``text`` (waits for it)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._more()):
+                    raise AssertionError(f"{self.name}: no {text!r} on the console within "
+                                         f"{timeout:.0f} s; it said:\n" + "\n".join(self.lines[-40:]))
+                self._cond.wait(min(left, 0.5))
+
+    def _more(self) -> bool:
+        return bool(self.proc.stdout and not self.proc.stdout.closed)
+
+    def say(self, command: str) -> None:
+        """Type a command on the guest's console."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def run(self, command: str, timeout: float = 60.0) -> list[str]:
+        """Run ``command`` in the guest's shell; the console lines it printed,
+        its exit status last (the marker is built by the shell, so the echo
+        of the typed line never matches it)."""
+        tag = os.urandom(6).hex()
+        start = len(self.lines)
+        self.say(f"{command}; printf 'netstore-guest: %s-%s rc=%s\\n' done {tag} $?")
+        end_line = self.wait_for(f"netstore-guest: done-{tag} rc=", timeout)
+        with self._cond:
+            lines = self.lines[start:]
+        out = lines[:lines.index(end_line)]
+        typed = [i for i, ln in enumerate(out) if tag in ln]  # the echo of the command
+        return out[typed[-1] + 1:] + [end_line.rsplit(" ", 1)[1]] if typed else out + [
+            end_line.rsplit(" ", 1)[1]]
+
+    def qmp(self, command: str, **arguments: object) -> dict:
+        """One QMP command; its answer."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(self.qmp_path))
+            f = s.makefile("rwb")
+            json.loads(f.readline())  # the greeting
+            for msg in ({"execute": "qmp_capabilities"},
+                        {"execute": command, **({"arguments": arguments} if arguments else {})}):
+                f.write(json.dumps(msg).encode() + b"\n")
+                f.flush()
+                while True:
+                    answer = json.loads(f.readline())
+                    if "return" in answer or "error" in answer:
+                        break
+            return answer
+
+    def wait_exit(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        try:
+            os.unlink(self.qmp_path)
+        except FileNotFoundError:
+            pass
