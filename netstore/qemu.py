@@ -1,6 +1,7 @@
 # The QEMU command line that runs a registered VM on netstore: its disks over
 # iscsi:// on the bus they are attached to, its NICs as -netdev backends on
-# their switch ports, CPUs with hot-plug slots, memory and a virtio balloon.
+# their switch ports, CPUs with hot-plug slots, memory and a virtio balloon,
+# the boot order or a kernel to boot directly.
 # Pure: registry records in, argv out.
 """`netstore vm qemu-args`: a qemu-system command line for a registered VM."""
 
@@ -122,7 +123,7 @@ def qemu_args(vm: Machine, controllers: Sequence[Controller],
         ident = f"net{n.slot}"
         argv += ["-netdev", _netdev(n, ident),
                  "-device", f"{NIC_MODEL},netdev={ident},mac={n.mac}"]
-    return argv
+    return argv + vm.boot.qemu_args()
 
 
 def format_args(argv: Sequence[str]) -> str:

@@ -62,7 +62,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
     p.add_argument("--chipset", choices=CHIPSETS, default="piix3")
 
     p = cmds.add_parser("modify", parents=[common], help="change CPUs, memory, balloon, ...",
-                        description="Hardware changes only while the VM is powered off; "
+                        description="Hardware and boot settings change only while the VM "
+                        "is powered off; "
                         "--balloon only while it runs; --plugcpu/--unplugcpu need "
                         "--cpuhotplug on.")
     p.add_argument("name", metavar="NAME")
@@ -80,6 +81,12 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
     p.add_argument("--pagefusion", type=on_off, metavar="on|off")
     p.add_argument("--ostype", metavar="T")
     p.add_argument("--chipset", choices=CHIPSETS)
+    p.add_argument("--boot", metavar="ORDER", help="boot order: devices among disk, dvd, "
+                   "net, comma-separated (QEMU's -boot order=)")
+    p.add_argument("--kernel", metavar="FILE", help="boot this kernel directly (QEMU's "
+                   "-kernel); none: boot from the devices again")
+    p.add_argument("--initrd", metavar="FILE", help="its initrd (none: without)")
+    p.add_argument("--append", metavar="ARGS", help="its command line")
 
     p = cmds.add_parser("controller", parents=[common], help="add or remove a storage controller")
     p.add_argument("name", metavar="NAME")
@@ -174,15 +181,19 @@ def _modify(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
                  unplug_cpu=args.unplugcpu, cpu_cap=args.cpu_cap, weight=args.weight,
                  memory_mb=args.memory, memory_range=args.memory_range,
                  balloon_mb=args.balloon, page_fusion=args.pagefusion, ostype=args.ostype,
-                 chipset=args.chipset)
+                 chipset=args.chipset, boot_order=args.boot, kernel=args.kernel,
+                 initrd=args.initrd, append=args.append)
     if all(v is None for v in asked.values()):
         return usage("vm modify: nothing to change (see: netstore vm modify --help)")
     if args.memory is not None and args.memory_range is not None:
         return usage("vm modify: --memory and --memory-range exclude each other")
     m = reg.machines.modify(args.name, **asked)
+    boot = m.boot
+    how = f"kernel {boot.kernel}" if boot.kernel else (
+        f"boot order {','.join(boot.order)}" if boot.order else "QEMU's boot order")
     return said(as_json, m.to_dict(), f"{m.name}: {_cpus_text(m)} vCPU(s), cap "
                 f"{m.cpu_cap} %, memory {memory_text(m.memory_mb, m.memory_min_mb)}, "
-                f"balloon {m.balloon_mb} MB, page fusion {on_or_off(m.page_fusion)}")
+                f"balloon {m.balloon_mb} MB, page fusion {on_or_off(m.page_fusion)}, {how}")
 
 
 def _controller(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
@@ -319,6 +330,9 @@ def _info(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
         ("weight", str(m.weight)), ("memory", memory_text(m.memory_mb, m.memory_min_mb)),
         ("balloon", f"{m.balloon_mb} MB"), ("page fusion", on_or_off(m.page_fusion)),
         ("chipset", m.chipset), ("snapshot", m.current_snapshot or "-"),
+        ("boot order", ",".join(m.boot.order) or "QEMU's"),
+        ("kernel", m.boot.kernel or "-"), ("initrd", m.boot.initrd or "-"),
+        ("kernel command line", m.boot.append or "-"),
         ("created", m.created)])
     out = console()
     rows = table(("controller", "bus", "chipset", "port", "device", "kind", "medium", "type"),

@@ -28,6 +28,7 @@ from netstore.registry.attachments import (
     attachments_of,
     check_can_run,
 )
+from netstore.registry.boot import apply_boot
 from netstore.registry.db import now, remove_file
 from netstore.registry.errors import (
     MachineRuleError,
@@ -187,8 +188,14 @@ class Machines:
                cpu_cap: int | None = None, weight: int | None = None,
                memory_mb: int | None = None, memory_range: tuple[int, int] | None = None,
                balloon_mb: int | None = None, page_fusion: bool | None = None,
-               ostype: str | None = None, chipset: str | None = None) -> Machine:
+               ostype: str | None = None, chipset: str | None = None,
+               boot_order: str | None = None, kernel: str | None = None,
+               initrd: str | None = None, append: str | None = None) -> Machine:
         """Change what is asked; everything is checked before anything changes.
+
+        Boot settings (``boot_order`` like ``disk,dvd,net``; direct kernel
+        boot: ``kernel``, ``initrd``, ``append``, ``kernel="none"`` forgets
+        them) change only while powered off (netstore.registry.boot).
 
         Hardware (cpus, cpu_hotplug, memory, memory_range, page fusion,
         chipset) changes only while powered off; the balloon only while
@@ -294,6 +301,8 @@ class Machines:
                  vm.ostype if ostype is None else ostype,
                  vm.chipset if chipset is None else chipset.lower(), vm.id),
             )
+            apply_boot(conn, vm.name, vm.running, vm.boot, order=boot_order, kernel=kernel,
+                       initrd=initrd, append=append)
             vm = get_machine(conn, name)
         if warning:
             warnings.warn(MachineWarning(warning), stacklevel=2)

@@ -201,8 +201,16 @@ def _v5_nic_impairments(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE nics ADD COLUMN impair_out TEXT")
 
 
+def _v6_boot(conn: sqlite3.Connection) -> None:
+    """How a VM boots (issue 13, netstore.registry.boot): its boot order
+    (devices by name, comma-separated; NULL is QEMU's own) and direct kernel
+    boot (absolute paths, and the kernel's command line)."""
+    for column in ("boot_order", "kernel", "initrd", "kernel_append"):
+        conn.execute(f"ALTER TABLE machines ADD COLUMN {column} TEXT")
+
+
 MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
-                               _v4_nic_port_security, _v5_nic_impairments]
+                               _v4_nic_port_security, _v5_nic_impairments, _v6_boot]
 
 
 def schema_version() -> int:

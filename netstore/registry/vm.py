@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from netstore.registry.boot import Boot
 from netstore.registry.errors import NotFoundError
 
 
@@ -39,6 +40,7 @@ class Machine:
     started: str | None
     current_snapshot: str | None
     created: str
+    boot: Boot = Boot()
 
     @property
     def online_cpus(self) -> int:
@@ -51,13 +53,15 @@ class Machine:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["plugged_cpus"] = list(self.plugged_cpus)
+        d["boot"] = {"order": list(self.boot.order), "kernel": self.boot.kernel,
+                     "initrd": self.boot.initrd, "append": self.boot.append}
         d["online_cpus"] = self.online_cpus
         return d
 
 
 _MCOLS = ("id, uuid, name, ostype, cpus, cpu_hotplug, plugged_cpus, cpu_cap, weight, memory_mb, "
           "memory_min_mb, balloon_mb, page_fusion, chipset, power, started, current_snapshot_id, "
-          "created")
+          "created, boot_order, kernel, initrd, kernel_append")
 
 
 def cpu_list(text: str) -> tuple[int, ...]:
@@ -78,7 +82,7 @@ def machine_from_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> Machine:
         snap = r[0] if r else None
     return Machine(row[0], row[1], row[2], row[3], row[4], bool(row[5]), cpu_list(row[6]),
                    row[7], row[8], row[9], row[10], row[11], bool(row[12]), row[13],
-                   row[14], row[15], snap, row[17])
+                   row[14], row[15], snap, row[17], Boot.from_columns(*row[18:22]))
 
 
 def get_machine(conn: sqlite3.Connection, name: str) -> Machine:

@@ -39,26 +39,33 @@ def have_qemu() -> bool:
 class Guest:
     """One running guest: ``lines`` is its console so far."""
 
-    def __init__(self, workdir: Path, name: str, *, drives: list[str], append: str = "",
-                 memory_mb: int = 256, extra: list[str] | None = None) -> None:
+    def __init__(self, workdir: Path, name: str, argv: list[str]) -> None:
+        """Run ``argv`` (a qemu-system command line without console or QMP
+        options: TCG, the console on stdio and a QMP socket are added)."""
         self.name = name
         self.qmp_path = workdir / f"{name}.qmp"
+        argv = [*argv, "-accel", "tcg", "-display", "none", "-monitor", "none",
+                "-serial", "stdio", "-no-reboot",
+                "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, cwd=workdir)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    @classmethod
+    def booted(cls, workdir: Path, name: str, *, drives: list[str], append: str = "",
+               memory_mb: int = 256, extra: list[str] | None = None) -> Guest:
+        """The test guest with ``drives`` (iscsi:// URLs) on a virtio-scsi bus."""
         kernel = build_guest()
-        argv = [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-smp", "1",
-                "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+        argv = [QEMU, "-m", str(memory_mb), "-smp", "1",
                 "-kernel", str(kernel / "vmlinuz"), "-initrd", str(kernel / "initrd.img"),
                 "-append", f"console=ttyS0 panic=-1 quiet netstore.name={name} {append}",
                 "-device", "virtio-scsi-pci,id=scsi0"]
         for i, url in enumerate(drives):
             argv += ["-drive", f"file={url},if=none,id=d{i},format=raw,cache=none",
                      "-device", f"scsi-hd,drive=d{i},bus=scsi0.0,scsi-id={i},lun=0"]
-        argv += extra or []
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, cwd=workdir)
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        return cls(workdir, name, [*argv, *(extra or [])])
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

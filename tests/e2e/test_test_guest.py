@@ -37,7 +37,7 @@ iqn = "{IQN}"
 luns = ["{image}"]
 """)
     url = f"iscsi://127.0.0.1:{d.port}/{IQN}/0"
-    g = Guest(tmp_path, "g1", drives=[url], append="netstore.ip=192.0.2.10/24",
+    g = Guest.booted(tmp_path, "g1", drives=[url], append="netstore.ip=192.0.2.10/24",
               extra=["-netdev", "user,id=n0,restrict=on", "-device",
                      "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"])
     try:

@@ -123,7 +123,7 @@ def test_sync_cache_runs_after_the_writes_queued_before_it(image):
     assert events[-1] == ("flush",)
     written = sorted((e[1], e[2]) for e in events[:-1])
     assert sum(n for _, n in written) == 4 * BS and written[0][0] == 0
-    assert all(a + n == b for (a, n), (b, _) in zip(written, written[1:]))
+    assert all(a + n == b for (a, n), (b, _) in zip(written, written[1:], strict=False))
     assert file_bytes(image, 0, 4 * BS) == b"".join(data)
     assert [r.bhs[3] for r in ini.replies()] == [0] * 5
 
