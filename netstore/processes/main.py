@@ -15,6 +15,7 @@ import sys
 import trio
 
 from .channel import Channel, Peer
+from .heap import keep_heap
 from .logs import configure_logging
 
 PR_SET_PDEATHSIG = 1
@@ -92,6 +93,7 @@ def main(argv: list[str]) -> int:
         return 2
     kind, fd, parent, label, level = argv[0], int(argv[1]), int(argv[2]), argv[3], argv[4]
     die_with_parent(parent)
+    keep_heap()
     if kind == "switches":
         put_first()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
