@@ -50,6 +50,7 @@ class Guest:
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, cwd=workdir)
         self.lines: list[str] = []
+        self._ended = False  # its console closed (QEMU is gone)
         self._cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -75,6 +76,7 @@ class Guest:
                 self.lines.append(line)
                 self._cond.notify_all()
         with self._cond:
+            self._ended = True
             self._cond.notify_all()
 
     def wait_for(self, text: str, timeout: float = BOOT_TIMEOUT_S) -> str:
@@ -86,13 +88,10 @@ class Guest:
                     if text in line:
                         return line
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._more()):
+                if left <= 0 or self._ended:
                     raise AssertionError(f"{self.name}: no {text!r} on the console within "
-                                         f"{timeout:.0f} s; it said:\n" + "\n".join(self.lines[-40:]))
+                                         f"{timeout:.0f} s (QEMU {'ended' if self._ended else 'runs'}); it said:\n" + "\n".join(self.lines[-40:]))
                 self._cond.wait(min(left, 0.5))
-
-    def _more(self) -> bool:
-        return bool(self.proc.stdout and not self.proc.stdout.closed)
 
     def say(self, command: str) -> None:
         """Type a command on the guest's console."""

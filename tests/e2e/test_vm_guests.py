@@ -52,6 +52,9 @@ def test_two_registered_vms_boot_write_ping_and_power_off(netstore_daemon, tmp_p
                                f"netstore.ip={ip}")
             cli.ok("vm", "start", vm)
         for vm in ADDRESSES:
+            # the daemon follows `vm start` within a second: its worker serves the target
+            daemon.wait_for_log(f"target iqn.2026-11.org.netstore:vm.{vm}: 1 LUN(s)",
+                                timeout=10)
             guests[vm] = Guest(tmp_path, vm, cli.json("vm", "qemu-args", vm))
         zeros = hashlib.sha256(bytes(1 << 20)).hexdigest()
         marks = {}
