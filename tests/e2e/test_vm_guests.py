@@ -3,21 +3,27 @@
 # --append with the test guest, vm start) run on QEMU from `vm qemu-args
 # --json` (the test starts QEMU; netstore does not start it yet): each boots,
 # reads its own disk over iSCSI from the daemon, writes to it, and they ping
-# each other through the daemon's switch sw0; the ACPI power button powers
-# both off, their writes are in their disks, and `vm stop` leaves them off.
+# each other through the daemon's switch sw0 (a `netstore capture` of sw0,
+# read by tshark, holds their echo requests and replies both ways); the ACPI
+# power button powers both off, their writes are in their disks, and `vm
+# stop` leaves them off.
 """Two test guests as registered VMs, on one netstore daemon."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from netstore.disk.qcow2 import Qcow2Image
 from tests.e2e.guest import Guest, build_guest, have_qemu
-from tests.harness import Cli
+from tests.harness import Cli, netstore_command
 
 pytestmark = [
     pytest.mark.peers,
@@ -65,10 +71,28 @@ def test_two_registered_vms_boot_write_ping_and_power_off(netstore_daemon, tmp_p
             marks[vm] = os.urandom(8).hex()
             out = g.run(f"echo {marks[vm]} | dd of=/dev/sda bs=512 seek=8 conv=fsync 2>/dev/null")
             assert out[-1] == "rc=0", out
-        out = guests["a"].run("ping -c 3 -W 5 192.0.2.2")
-        assert out[-1] == "rc=0" and any("3 packets received" in ln for ln in out), out
-        out = guests["b"].run("ping -c 3 -W 5 192.0.2.1")
-        assert out[-1] == "rc=0", out
+        pcap = tmp_path / "sw0.pcap"
+        capture = subprocess.Popen(netstore_command("capture", "sw0", "-w", str(pcap),
+                                                    "--duration", "60"),
+                                   cwd=cli.dir, env=cli.env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            time.sleep(1)  # the capture has started
+            out = guests["a"].run("ping -c 3 -W 5 192.0.2.2")
+            assert out[-1] == "rc=0" and any("3 packets received" in ln for ln in out), out
+            out = guests["b"].run("ping -c 3 -W 5 192.0.2.1")
+            assert out[-1] == "rc=0", out
+        finally:
+            capture.send_signal(signal.SIGINT)
+            capture.wait(30)
+        if shutil.which("tshark"):  # the capture shows their ICMP, both ways
+            seen = subprocess.run(["tshark", "-r", str(pcap), "-Y", "icmp", "-T", "fields",
+                                   "-e", "ip.src", "-e", "ip.dst", "-e", "icmp.type"],
+                                  capture_output=True, text=True, timeout=60).stdout.split("\n")
+            flows = {tuple(ln.split("\t")) for ln in seen if ln}
+            assert {("192.0.2.1", "192.0.2.2", "8"), ("192.0.2.2", "192.0.2.1", "0"),
+                    ("192.0.2.2", "192.0.2.1", "8"), ("192.0.2.1", "192.0.2.2", "0")} <= flows, \
+                flows
         for g in guests.values():
             assert "return" in g.qmp("system_powerdown")
         for vm, g in guests.items():
