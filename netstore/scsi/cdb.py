@@ -12,3 +12,8 @@ BE64 = struct.Struct(">Q")
 U10 = struct.Struct(">IxH")  # CDB bytes 2..8: LBA, group, transfer length
 U12 = struct.Struct(">II")  # CDB bytes 2..9: LBA, transfer length
 U16 = struct.Struct(">QI")  # CDB bytes 2..13: LBA, transfer length
+
+# Byte 1 of the READ/WRITE/VERIFY family: RDPROTECT/WRPROTECT/ORPROTECT/
+# VRPROTECT (bits 7..5) and FUA (bit 3).
+PROTECT_MASK = 0xE0
+FUA = 0x08

@@ -17,7 +17,7 @@ from netstore.disk.api import DiskImage
 
 from . import modepages as mp
 from .attention import UnitAttentions
-from .cdb import BE16, BE32, U10, U12, U16
+from .cdb import BE16, BE32, FUA, PROTECT_MASK, U10, U12, U16
 from .commands import (
     DATA_OUT,
     DISK,
@@ -59,8 +59,8 @@ from .sense import (
 from .taskset import TaskSet
 from .thin import Provisioning
 from .unit import NOWAIT, LunIdentity, ScsiResponse, WouldBlock
+from .vpd import DEVICE_TYPE_DISK, VpdSource, standard_inquiry
 from .vpd import PAGES as VPD_PAGES
-from .vpd import VpdSource, standard_inquiry
 from .xcopy import CopyPeers, ThirdPartyCopy
 
 # ScsiResponse, LunIdentity (unit.py) and encode_lun (luns.py) are found here too.
@@ -69,8 +69,6 @@ __all__ = ["NOWAIT", "LogicalUnit", "LunIdentity", "ScsiResponse", "WouldBlock",
 log = logging.getLogger(__name__)
 
 
-_PROTECT_MASK = 0xE0  # RDPROTECT/WRPROTECT/VRPROTECT: byte 1 bits 7..5
-_FUA = 0x08
 _SHORT_CDB_SENSE = build_sense(INVALID_FIELD_IN_CDB)
 _INTERNAL_FAILURE_SENSE = build_sense(INTERNAL_TARGET_FAILURE)
 
@@ -87,7 +85,7 @@ class LogicalUnit:
         backend: DiskImage,
         identity: LunIdentity,
         *,
-        device_type: int = 0,
+        device_type: int = DEVICE_TYPE_DISK,
         write_cache: bool = True,
         reservation_store: Path | None = None,
         thin: bool = False,
@@ -446,19 +444,19 @@ class LogicalUnit:
         return self._read(lba, cdb[4] or 256, 4, data)
 
     def _read10(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        if cdb[1] & _PROTECT_MASK:
+        if cdb[1] & PROTECT_MASK:
             raise cdb_error(1, 7)
         lba, n = U10.unpack_from(cdb, 2)
         return self._read(lba, n, 7, data)
 
     def _read12(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        if cdb[1] & _PROTECT_MASK:
+        if cdb[1] & PROTECT_MASK:
             raise cdb_error(1, 7)
         lba, n = U12.unpack_from(cdb, 2)
         return self._read(lba, n, 6, data)
 
     def _read16(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        if cdb[1] & _PROTECT_MASK:
+        if cdb[1] & PROTECT_MASK:
             raise cdb_error(1, 7)
         lba, n = U16.unpack_from(cdb, 2)
         return self._read(lba, n, 10, data)
@@ -512,22 +510,22 @@ class LogicalUnit:
         return self._write(lba, cdb[4] or 256, data, 4, False)
 
     def _write10(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        if cdb[1] & _PROTECT_MASK:
+        if cdb[1] & PROTECT_MASK:
             raise cdb_error(1, 7)
         lba, n = U10.unpack_from(cdb, 2)
-        return self._write(lba, n, data, 7, cdb[1] & _FUA)
+        return self._write(lba, n, data, 7, cdb[1] & FUA)
 
     def _write12(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        if cdb[1] & _PROTECT_MASK:
+        if cdb[1] & PROTECT_MASK:
             raise cdb_error(1, 7)
         lba, n = U12.unpack_from(cdb, 2)
-        return self._write(lba, n, data, 6, cdb[1] & _FUA)
+        return self._write(lba, n, data, 6, cdb[1] & FUA)
 
     def _write16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        if cdb[1] & _PROTECT_MASK:
+        if cdb[1] & PROTECT_MASK:
             raise cdb_error(1, 7)
         lba, n = U16.unpack_from(cdb, 2)
-        return self._write(lba, n, data, 10, cdb[1] & _FUA)
+        return self._write(lba, n, data, 10, cdb[1] & FUA)
 
     # ------------------------------------------------- SYNCHRONIZE CACHE
 

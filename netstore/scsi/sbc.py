@@ -14,7 +14,7 @@ import logging
 import os
 import struct
 
-from .cdb import BE16, BE32, BE64, U10, U12, U16
+from .cdb import BE16, BE32, BE64, FUA, PROTECT_MASK, U10, U12, U16
 from .limits import MAX_COMPARE_AND_WRITE_BLOCKS, PREFETCH_CACHE_BYTES
 from .sense import (
     CONDITION_MET,
@@ -31,8 +31,6 @@ from .unit import ScsiResponse, Unit
 log = logging.getLogger(__name__)
 
 
-_PROTECT_MASK = 0xE0  # RDPROTECT/WRPROTECT/ORPROTECT/VRPROTECT: byte 1 bits 7..5
-_FUA = 0x08
 # READ CAPACITY(16) byte 14 (SBC-4 5.20.2).
 _LBPME = 0x80
 _LBPRZ = 0x40
@@ -97,7 +95,7 @@ class BlockCommands:
     def write_verify_blocks(
         self, cdb: bytes, lba: int, n: int, data: bytes | None, len_byte: int
     ) -> ScsiResponse:
-        if cdb[1] & _PROTECT_MASK:
+        if cdb[1] & PROTECT_MASK:
             raise cdb_error(1, 7)
         if cdb[1] & 0x04:  # only BYTCHK 0 and 1 (SBC-3 has a one-bit BYTCHK)
             raise cdb_error(1, 2)
@@ -121,7 +119,7 @@ class BlockCommands:
     def verify_blocks(
         self, cdb: bytes, lba: int, n: int, data: bytes | None, len_byte: int
     ) -> ScsiResponse:
-        if cdb[1] & _PROTECT_MASK:
+        if cdb[1] & PROTECT_MASK:
             raise cdb_error(1, 7)
         bytchk = (cdb[1] >> 1) & 0x03
         if bytchk == 2:  # reserved (SBC-4 table 72)
@@ -165,7 +163,7 @@ class BlockCommands:
     # ------------------------------------------------ COMPARE AND WRITE
 
     def compare_and_write(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        if cdb[1] & _PROTECT_MASK:
+        if cdb[1] & PROTECT_MASK:
             raise cdb_error(1, 7)
         lba = BE64.unpack_from(cdb, 2)[0]
         n = cdb[13]
@@ -187,13 +185,13 @@ class BlockCommands:
             expected = bytes(view[:nbytes])
             raise ScsiError(MISCOMPARE_DURING_VERIFY,
                             information=_first_difference(stored, expected))
-        self._unit.write_blocks(lba, view[nbytes:], bool(cdb[1] & _FUA))
+        self._unit.write_blocks(lba, view[nbytes:], bool(cdb[1] & FUA))
         return ScsiResponse(GOOD)
 
     # ---------------------------------------------------------- ORWRITE
 
     def orwrite16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
-        if cdb[1] & _PROTECT_MASK:  # ORPROTECT
+        if cdb[1] & PROTECT_MASK:  # ORPROTECT
             raise cdb_error(1, 7)
         lba, n = U16.unpack_from(cdb, 2)
         self._unit.check_writable(lba, n)
@@ -209,14 +207,14 @@ class BlockCommands:
         merged = (int.from_bytes(old, "big") | int.from_bytes(mask, "big")).to_bytes(
             nbytes, "big"
         )
-        self._unit.write_blocks(lba, merged, bool(cdb[1] & _FUA))
+        self._unit.write_blocks(lba, merged, bool(cdb[1] & FUA))
         return ScsiResponse(GOOD)
 
     # ---------------------------------------------------- WRITE ATOMIC
 
     def write_atomic16(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
         # One pwrite of the whole range while no other command of the LU runs.
-        if cdb[1] & _PROTECT_MASK:
+        if cdb[1] & PROTECT_MASK:
             raise cdb_error(1, 7)
         if BE16.unpack_from(cdb, 10)[0]:  # ATOMIC BOUNDARY: no boundaries
             raise cdb_error(10, 7)
@@ -230,7 +228,7 @@ class BlockCommands:
         nbytes = n * self._unit.block_size
         if data is None or len(data) < nbytes:
             raise short_data_out()
-        self._unit.write_blocks(lba, memoryview(data)[:nbytes], bool(cdb[1] & _FUA))
+        self._unit.write_blocks(lba, memoryview(data)[:nbytes], bool(cdb[1] & FUA))
         return ScsiResponse(GOOD)
 
     # -------------------------------------------------------- PRE-FETCH

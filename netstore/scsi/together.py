@@ -15,10 +15,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from netstore.scsi.cdb import U10, U16
+from netstore.scsi.cdb import FUA, PROTECT_MASK, U10, U16
 from netstore.scsi.opcodes import WRITE_10, WRITE_16
 from netstore.scsi.sense import GOOD
 from netstore.scsi.unit import ScsiResponse, Unit
+from netstore.scsi.vpd import DEVICE_TYPE_DISK
 
 if TYPE_CHECKING:
     from netstore.scsi.taskset import Task
@@ -27,11 +28,8 @@ __all__ = ["plain_write", "write_together"]
 
 log = logging.getLogger(__name__)
 
-# CDB byte 1 of WRITE(10)/(16): WRPROTECT (bits 7..5) and FUA (bit 3), which
-# need the command's own path.
-_NOT_PLAIN = 0xE0 | 0x08
-# The peripheral device type of a disk (SBC), the only one merged.
-SBC_DEVICE = 0x00
+# CDB byte 1 bits that need the command's own path: protection and FUA.
+_NOT_PLAIN = PROTECT_MASK | FUA
 # A backend without pwritev gets a merged run joined into one buffer: a copy,
 # worth it for small writes only (it saves allocations and calls, not bytes).
 JOIN_MAX = 128 << 10
@@ -48,8 +46,8 @@ def plain_write(lu: Unit, nexus: str, cdb: bytes, data: Any) -> tuple[int, Any] 
     else:
         return None
     bs = lu.block_size
-    if (lu.device_type != SBC_DEVICE or cdb[1] & _NOT_PLAIN or not n or lu.read_only or not lu.write_cache
-            or nexus not in lu.attention_clear or lu.conflicts(nexus, cdb)
+    if (lu.device_type != DEVICE_TYPE_DISK or cdb[1] & _NOT_PLAIN or not n or lu.read_only
+            or not lu.write_cache or nexus not in lu.attention_clear or lu.conflicts(nexus, cdb)
             or lba + n > lu.num_blocks or n > lu.max_blocks or len(data) != n * bs):
         return None
     return lba * bs, data

@@ -31,6 +31,7 @@ CMDQUE = 0x02
 RMB = 0x80  # byte 1: removable medium
 TPGS_IMPLICIT = 0x10  # byte 5: implicit ALUA only (REPORT TARGET PORT GROUPS)
 PQ_NOT_CONNECTABLE = 0x60  # peripheral qualifier 011b
+DEVICE_TYPE_DISK = 0x00  # direct access block device (SBC)
 DEVICE_TYPE_UNKNOWN = 0x1F
 
 # Protocol identifier for iSCSI (SPC-4 table 362).
