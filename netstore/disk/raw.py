@@ -24,7 +24,6 @@ from netstore.disk.fdio import (
     NowaitUnsupported,
     create_new,
     fill,
-    pread_cached,
     pread_cached_into,
     punch_hole,
     pwrite_all,
@@ -39,8 +38,6 @@ IOV_MAX = 1024
 SUPPORTED_BLOCK_SIZES = (512, 1024, 2048, 4096)
 # A file system that cannot punch holes says so with one of these.
 _NO_PUNCH = (errno.EOPNOTSUPP, errno.ENOSYS, errno.ENODEV)
-# preadv2's flag for "only what is in the page cache" (Linux 4.14); a file
-# (system) without it answers EOPNOTSUPP.
 
 
 def create_raw(
@@ -203,15 +200,11 @@ class RawImage:
                 the file system cannot say (then always: use :meth:`pread`).
             DiskError: the range is outside the disk.
         """
-        if not self._nowait:
-            raise BlockingIOError(errno.EAGAIN, "no RWF_NOWAIT here")
-        if offset < 0 or length < 0 or offset + length > self.virtual_size:
+        if length < 0:
             raise self._outside("read", offset, length)
-        try:
-            return pread_cached(self.fd, length, offset)
-        except NowaitUnsupported:
-            self._nowait = False
-            raise
+        buf = bytearray(length)
+        self.pread_nowait_into(memoryview(buf), offset)
+        return buf
 
     def pread_nowait_into(self, dst: memoryview, offset: int) -> None:
         """:meth:`pread_nowait` of ``len(dst)`` bytes, into ``dst``."""

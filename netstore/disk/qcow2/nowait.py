@@ -123,11 +123,7 @@ def _mapped_into(self: Qcow2Image, dst: memoryview, offset: int) -> bool:
         return False
     fd, host = where
     if fd >= 0:
-        try:
-            pread_cached_into(fd, dst, host + (offset & self._cmask))
-        except NowaitUnsupported:
-            self._nowait = False
-            raise
+        _cached_into(self, fd, dst, host + (offset & self._cmask))
     return True
 
 
@@ -149,18 +145,16 @@ def read_nowait(self: Qcow2Image, offset: int, length: int) -> bytes:
     first = self._cs - (offset & self._cmask)
     if length <= first:
         where = _resolve(self, offset >> self._cbits)
-        if where is None:
-            return _piece(self, offset, length)
-        if where[0] < 0:
-            return bytes(length)
-        try:
-            return pread_cached(where[0], length, where[1] + (offset & self._cmask))
-        except NowaitUnsupported:
-            self._nowait = False
-            raise
+        if where is None:  # the map cannot say: the cluster's own way
+            buf = bytearray(length)
+            _piece_into(self, memoryview(buf), offset)
+            return buf
+        fd, host = where
+        return bytes(length) if fd < 0 else _cached(self, fd, length,
+                                                    host + (offset & self._cmask))
     host = _contiguous(self, offset, length)
     if host is not None:  # one run of this layer's file: one read, as raw
-        return _cached(self, length, host)
+        return _cached(self, self._fd, length, host)
     buf = bytearray(length)
     read_nowait_into(self, memoryview(buf), offset)
     return buf
@@ -230,24 +224,6 @@ def _entry_nowait(self: Qcow2Image, offset: int) -> int:
         self._lock.release()
 
 
-def _piece(self: Qcow2Image, offset: int, length: int) -> bytes:
-    """read_nowait of a range inside one cluster."""
-    cmask = self._cmask
-    e = _entry_nowait(self, offset)
-    if e & COMPRESSED:
-        raise BlockingIOError(errno.EAGAIN, "a compressed cluster")
-    if e & ZERO:
-        return bytes(length)
-    if e & OFFSET_MASK:
-        return _cached(self, length, (e & OFFSET_MASK) + (offset & cmask))
-    if self.backing is None or offset >= self._backing_size:
-        return bytes(length)
-    nowait = getattr(self.backing, "pread_nowait", None)
-    if nowait is None or offset + length > self._backing_size:
-        raise BlockingIOError(errno.EAGAIN, "the backing file cannot say")
-    return nowait(offset, length)
-
-
 def _piece_into(self: Qcow2Image, dst: memoryview, offset: int) -> None:
     """read_nowait of a range inside one cluster, into zeroed ``dst``."""
     e = _entry_nowait(self, offset)
@@ -256,11 +232,7 @@ def _piece_into(self: Qcow2Image, dst: memoryview, offset: int) -> None:
     if e & ZERO:
         return
     if e & OFFSET_MASK:
-        try:
-            pread_cached_into(self._fd, dst, (e & OFFSET_MASK) + (offset & self._cmask))
-        except NowaitUnsupported:
-            self._nowait = False
-            raise
+        _cached_into(self, self._fd, dst, (e & OFFSET_MASK) + (offset & self._cmask))
         return
     if self.backing is None or offset >= self._backing_size:
         return
@@ -276,10 +248,19 @@ def _piece_into(self: Qcow2Image, dst: memoryview, offset: int) -> None:
     dst[:] = nowait(offset, len(dst))
 
 
-def _cached(self: Qcow2Image, length: int, host: int) -> bytes:
-    """``length`` bytes at ``host`` in this layer's file, if cached."""
+def _cached(self: Qcow2Image, fd: int, length: int, host: int) -> bytes:
+    """``length`` bytes at ``host`` in ``fd`` (a file of the chain), if cached."""
     try:
-        return pread_cached(self._fd, length, host)
+        return pread_cached(fd, length, host)
+    except NowaitUnsupported:
+        self._nowait = False
+        raise
+
+
+def _cached_into(self: Qcow2Image, fd: int, dst: memoryview, host: int) -> None:
+    """:func:`_cached` into ``dst``."""
+    try:
+        pread_cached_into(fd, dst, host)
     except NowaitUnsupported:
         self._nowait = False
         raise
