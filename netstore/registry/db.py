@@ -50,7 +50,7 @@ def _opening(state_dir: Path) -> Iterator[None]:
     """Hold the state directory's open lock (other processes opening wait)."""
     try:
         fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except (PermissionError, OSError) as e:
+    except OSError as e:
         if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
         yield  # a directory we may not write: nobody creates a registry in it either

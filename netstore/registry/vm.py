@@ -53,8 +53,7 @@ class Machine:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["plugged_cpus"] = list(self.plugged_cpus)
-        d["boot"] = {"order": list(self.boot.order), "kernel": self.boot.kernel,
-                     "initrd": self.boot.initrd, "append": self.boot.append}
+        d["boot"]["order"] = list(self.boot.order)
         d["online_cpus"] = self.online_cpus
         return d
 

@@ -111,8 +111,9 @@ class Guest:
             lines = self.lines[start:]
         out = lines[:lines.index(end_line)]
         typed = [i for i, ln in enumerate(out) if tag in ln]  # the echo of the command
-        return out[typed[-1] + 1:] + [end_line.rsplit(" ", 1)[1]] if typed else out + [
-            end_line.rsplit(" ", 1)[1]]
+        if typed:
+            out = out[typed[-1] + 1:]
+        return [*out, end_line.rsplit(" ", 1)[1]]
 
     def qmp(self, command: str, **arguments: object) -> dict:
         """One QMP command; its answer."""
