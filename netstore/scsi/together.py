@@ -58,7 +58,8 @@ def write_together(group: list[Task]) -> None:
     (unit, nexus, cdb, data)) in order, merging touching plain writes."""
     lu = group[0].item[0]
     plans = [plain_write(*t.item) for t in group]
-    limit = None if hasattr(lu.backend, "pwritev") else JOIN_MAX
+    pwritev = getattr(lu.backend, "pwritev", None)
+    limit = None if pwritev is not None else JOIN_MAX
     k = 0
     while k < len(group):
         plan = plans[k]
@@ -69,7 +70,7 @@ def write_together(group: list[Task]) -> None:
                    and (limit is None or end + len(p[1]) - plan[0] <= limit)):
                 end += len(p[1])
                 m += 1
-        if m - k > 1 and _write(lu, plan[0], [p[1] for p in plans[k:m]]):  # type: ignore[index,misc]
+        if m - k > 1 and _write(lu, pwritev, plan[0], [p[1] for p in plans[k:m]]):  # type: ignore[index,misc]
             for t in group[k:m]:
                 t.result = ScsiResponse(GOOD)
         else:
@@ -78,11 +79,11 @@ def write_together(group: list[Task]) -> None:
         k = m
 
 
-def _write(lu: Unit, offset: int, parts: list[Any]) -> bool:
-    """One write of ``parts`` at ``offset``; False if it failed (then each
-    command is run alone and reports its own error)."""
+def _write(lu: Unit, pwritev: Any, offset: int, parts: list[Any]) -> bool:
+    """One write of ``parts`` at ``offset`` (with the backend's ``pwritev``
+    where it has one); False if it failed (then each command is run alone
+    and reports its own error)."""
     try:
-        pwritev = getattr(lu.backend, "pwritev", None)
         if pwritev is not None:
             pwritev(offset, parts)
         else:
