@@ -10,6 +10,7 @@ from __future__ import annotations
 from netstore.addresses import format_portal, is_socket_path, normal_portal, parse_portal
 from netstore.config.loader import iscsi_name_problem, load_config, parse_config
 from netstore.config.model import (
+    ACCELS,
     ALIAS_MAX,
     CHAP_SECRET_MAX,
     CHAP_SECRET_MIN,
@@ -35,6 +36,7 @@ from netstore.config.model import (
     SwitchConfig,
     SwitchPortConfig,
     TargetConfig,
+    VmsConfig,
     default_config,
 )
 from netstore.config.reader import MediumResolver
@@ -53,6 +55,7 @@ from netstore.switch.limits import (
 )
 
 __all__ = [
+    "ACCELS",
     "ALIAS_MAX",
     "CHAP_SECRET_MAX",
     "CHAP_SECRET_MIN",
@@ -90,6 +93,7 @@ __all__ = [
     "SwitchConfig",
     "SwitchPortConfig",
     "TargetConfig",
+    "VmsConfig",
     "default_config",
     "format_portal",
     "is_socket_path",

@@ -19,6 +19,7 @@ from typing import Any
 from netstore.addresses import DNS_LABEL as _LABEL
 from netstore.addresses import format_portal, parse_portal
 from netstore.config.model import (
+    ACCELS,
     ALIAS_MAX,
     CHAP_SECRET_MAX,
     CHAP_SECRET_MIN,
@@ -45,6 +46,7 @@ from netstore.config.model import (
     LunSpec,
     SwitchConfig,
     TargetConfig,
+    VmsConfig,
     default_workers,
 )
 from netstore.config.reader import _NAME_RE, MediumResolver, _describe, _Reader
@@ -163,7 +165,7 @@ def parse_config(
 
 
 def _build_config(r: _Reader, doc: dict[str, Any], source: Path | None) -> Config:
-    r.keys(doc, "", ("daemon", "iscsi", "switches"))
+    r.keys(doc, "", ("daemon", "iscsi", "switches", "vms"))
     daemon = _daemon(r, r.table(doc.get("daemon", {}), "daemon"))
     iscsi = _iscsi(r, r.table(doc.get("iscsi", {}), "iscsi"), daemon)
     if "switches" in doc:
@@ -171,7 +173,17 @@ def _build_config(r: _Reader, doc: dict[str, Any], source: Path | None) -> Confi
     else:
         switches = [SwitchConfig(name=DEFAULT_SWITCH)]
     r.unique_names(switches, "switches")
-    return Config(daemon=daemon, iscsi=iscsi, switches=switches, source=source)
+    vms = _vms(r, r.table(doc.get("vms", {}), "vms"))
+    return Config(daemon=daemon, iscsi=iscsi, switches=switches, source=source, vms=vms)
+
+
+def _vms(r: _Reader, t: dict[str, Any]) -> VmsConfig:
+    r.keys(t, "vms", ("accel", "probe_kernel"))
+    accel = t.get("accel", "auto")
+    if not isinstance(accel, str) or accel not in ACCELS:
+        raise r.fail("vms.accel", "one of " + ", ".join(ACCELS), _describe(accel))
+    kernel = r.path(t["probe_kernel"], "vms.probe_kernel") if "probe_kernel" in t else None
+    return VmsConfig(accel=accel, probe_kernel=kernel)
 
 
 def _daemon(r: _Reader, t: dict[str, Any]) -> DaemonConfig:

@@ -22,6 +22,7 @@ from netstore.switch.spec import PortSpec as SwitchPortConfig
 from netstore.switch.spec import SwitchSpec as SwitchConfig
 
 __all__ = [
+    "ACCELS",
     "LUN_KINDS",
     "ChapConfig",
     "Config",
@@ -32,6 +33,7 @@ __all__ = [
     "SwitchConfig",
     "SwitchPortConfig",
     "TargetConfig",
+    "VmsConfig",
     "default_config",
     # the iSCSI service's limits and defaults, which the loader checks against
     "DEFAULT_MRDSL",
@@ -203,6 +205,23 @@ class DaemonConfig:
         return self.state_dir / "netstore.sock"
 
 
+# How `[vms] accel` may run a VM's QEMU: probe KVM and fall back to TCG, or either.
+ACCELS = ("auto", "kvm", "tcg")
+
+
+@dataclass(frozen=True, slots=True)
+class VmsConfig:
+    """The ``[vms]`` section: how the daemon runs VMs started headless.
+
+    ``probe_kernel`` is the Linux kernel `accel = "auto"` boots to find out
+    whether KVM works (None: the suite's test guest or the host's own kernel,
+    when there is one).
+    """
+
+    accel: str = "auto"
+    probe_kernel: Path | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A whole, validated configuration; ``source`` is the file it came from."""
@@ -211,6 +230,7 @@ class Config:
     iscsi: IscsiConfig
     switches: list[SwitchConfig]
     source: Path | None = None
+    vms: VmsConfig = VmsConfig()
 
 
 def default_config() -> Config:

@@ -63,6 +63,8 @@ MAX_WEIGHT = 10_000  # as cgroup v2 cpu.weight (1..10000, default 100)
 DEFAULT_WEIGHT = 100
 CHIPSETS = ("piix3", "ich9")  # VirtualBox's; QEMU's pc and q35
 POWER_STATES = ("poweroff", "running")
+# Who runs a running VM's QEMU: the daemon ("headless") or the user ("external").
+RUN_TYPES = ("headless", "external")
 
 
 def check_machine_name(name: str) -> str:
@@ -347,12 +349,14 @@ class Machines:
 
     # -- power -------------------------------------------------------------
 
-    def start(self, name: str) -> Machine:
+    def start(self, name: str, run_type: str = "external") -> Machine:
         """Power the VM on: apply the media rules of semantics.md section 1 to
         every attached disk, reset the VM's layer of each immutable disk with
         autoreset (to its current snapshot's state; reg.layer_at_power_on),
         make its layer of each multiattach disk, and mark it running (the
         registry generation moves; a daemon polling it opens the target).
+        ``run_type`` says who runs its QEMU: "headless" (the daemon) or
+        "external" (the user).
 
         Raises:
             MachineStateError: it runs already.
@@ -372,13 +376,17 @@ class Machines:
             for m in media:
                 if m.type in LAYERED_TYPES:
                     power_on_layer(conn, self.reg.diffs_dir, m, vm.name)
-            conn.execute("UPDATE machines SET power = 'running', started = ?, balloon_mb = 0 "
-                         "WHERE id = ?", (now(), vm.id))
+            if run_type not in RUN_TYPES:
+                raise ValueError(f"run type {run_type!r} is not one of {', '.join(RUN_TYPES)}")
+            conn.execute("UPDATE machines SET power = 'running', started = ?, balloon_mb = 0, "
+                         "run_type = ?, paused = 0, aborted = NULL WHERE id = ?",
+                         (now(), run_type, vm.id))
             return get_machine(conn, name)
 
-    def stop(self, name: str) -> Machine:
+    def stop(self, name: str, *, aborted: str | None = None) -> Machine:
         """Power the VM off (its balloon goes with it).  The daemon, seeing the
-        generation move, closes its sessions.
+        generation move, closes its sessions.  ``aborted`` says why its QEMU
+        ended without the guest powering off (`vm list` shows it aborted).
 
         Raises:
             MachineStateError: it is powered off already.
@@ -388,7 +396,21 @@ class Machines:
             if not vm.running:
                 raise MachineStateError(f"{name} is powered off already")
             conn.execute("UPDATE machines SET power = 'poweroff', started = NULL, "
-                         "balloon_mb = 0 WHERE id = ?", (vm.id,))
+                         "balloon_mb = 0, run_type = NULL, paused = 0, aborted = ? "
+                         "WHERE id = ?", (aborted, vm.id))
+            return get_machine(conn, name)
+
+    def set_paused(self, name: str, paused: bool) -> Machine:
+        """Record that the running VM's QEMU is paused (or runs again).
+
+        Raises:
+            MachineStateError: it is powered off.
+        """
+        with self.reg.transaction() as conn:
+            vm = get_machine(conn, name)
+            if not vm.running:
+                raise MachineStateError(f"{name} is powered off")
+            conn.execute("UPDATE machines SET paused = ? WHERE id = ?", (int(paused), vm.id))
             return get_machine(conn, name)
 
     def remove(self, name: str) -> Machine:
@@ -443,6 +465,7 @@ class Machines:
 
 # Names importers take from here; each is defined in the module named above.
 __all__ = [
+    "RUN_TYPES",
     "Machines",
     "Machine",
     "Controller",

@@ -209,8 +209,19 @@ def _v6_boot(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE machines ADD COLUMN {column} TEXT")
 
 
+def _v7_runs(conn: sqlite3.Connection) -> None:
+    """How a running VM runs (issue 13): run_type 'headless' (the daemon runs
+    its QEMU) or 'external' (the user does), NULL while off; paused while its
+    QEMU is stopped; aborted holds why a VM's QEMU ended without the guest
+    powering off (NULL otherwise), until it starts again."""
+    conn.execute("ALTER TABLE machines ADD COLUMN run_type TEXT")
+    conn.execute("ALTER TABLE machines ADD COLUMN paused INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE machines ADD COLUMN aborted TEXT")
+
+
 MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
-                               _v4_nic_port_security, _v5_nic_impairments, _v6_boot]
+                               _v4_nic_port_security, _v5_nic_impairments, _v6_boot,
+                               _v7_runs]
 
 
 def schema_version() -> int:

@@ -41,6 +41,9 @@ class Machine:
     current_snapshot: str | None
     created: str
     boot: Boot = Boot()
+    run_type: str | None = None
+    paused: bool = False
+    aborted: str | None = None
 
     @property
     def online_cpus(self) -> int:
@@ -50,17 +53,26 @@ class Machine:
     def running(self) -> bool:
         return self.power == "running"
 
+    @property
+    def state(self) -> str:
+        """What `vm list` shows: running, paused, poweroff, or aborted (its
+        QEMU ended without the guest powering off)."""
+        if self.running:
+            return "paused" if self.paused else "running"
+        return "aborted" if self.aborted is not None else "poweroff"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["plugged_cpus"] = list(self.plugged_cpus)
         d["boot"]["order"] = list(self.boot.order)
         d["online_cpus"] = self.online_cpus
+        d["state"] = self.state
         return d
 
 
 _MCOLS = ("id, uuid, name, ostype, cpus, cpu_hotplug, plugged_cpus, cpu_cap, weight, memory_mb, "
           "memory_min_mb, balloon_mb, page_fusion, chipset, power, started, current_snapshot_id, "
-          "created, boot_order, kernel, initrd, kernel_append")
+          "created, boot_order, kernel, initrd, kernel_append, run_type, paused, aborted")
 
 
 def cpu_list(text: str) -> tuple[int, ...]:
@@ -81,7 +93,8 @@ def machine_from_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> Machine:
         snap = r[0] if r else None
     return Machine(row[0], row[1], row[2], row[3], row[4], bool(row[5]), cpu_list(row[6]),
                    row[7], row[8], row[9], row[10], row[11], bool(row[12]), row[13],
-                   row[14], row[15], snap, row[17], Boot.from_columns(*row[18:22]))
+                   row[14], row[15], snap, row[17], Boot.from_columns(*row[18:22]),
+                   row[22], bool(row[23]), row[24])
 
 
 def get_machine(conn: sqlite3.Connection, name: str) -> Machine:
