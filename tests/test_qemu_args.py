@@ -2,7 +2,7 @@
 
 import pytest
 
-from netstore.qemu import format_args, qemu_args
+from netstore.vm.cmdline import format_args, qemu_args
 from netstore.registry.machines import Attachment, Controller, Machine, Nic
 
 
@@ -77,7 +77,7 @@ def test_nic_transports(transport, switch_addr, vm_addr, expect):
               switch_addr=switch_addr, vm_addr=vm_addr)
     argv = qemu_args(machine(), [], [], [nic], portal="h:1", base_iqn="iqn.x")
     assert expect in argv
-    assert "virtio-net-pci,netdev=net3,mac=52:54:00:12:34:56" in argv
+    assert "virtio-net-pci,netdev=net3,mac=52:54:00:12:34:56,id=nic3" in argv
 
 
 def test_format_args_is_one_shell_line_per_option():

@@ -34,7 +34,7 @@ from netstore.cli.impair import (
 )
 from netstore.config import Config
 from netstore.impairments import DIRECTIONS, ImpairmentError, parse_impairment
-from netstore.qemu import format_args, qemu_args
+from netstore.vm.cmdline import format_args, qemu_args
 from netstore.registry import NicImpairmentError
 from netstore.registry.machines import BUSES, CHIPSETS, TRANSPORTS
 from netstore.registry.snapshots import Snapshots

@@ -1,6 +1,7 @@
-# The QEMU command line that runs a registered VM on netstore: its disks over
-# iscsi:// on the bus they are attached to, its NICs as -netdev backends on
-# their switch ports, CPUs with hot-plug slots, memory and a virtio balloon,
+# netstore/vm/cmdline.py - the QEMU command line that runs a registered VM
+# on netstore: its disks over iscsi:// on the bus they are attached to, its
+# NICs as -netdev backends on their switch ports (device nicN, netdev netN),
+# CPUs with hot-plug slots, memory and a virtio balloon,
 # the boot order or a kernel to boot directly.
 # Pure: registry records in, argv out.
 """`netstore vm qemu-args`: a qemu-system command line for a registered VM."""
@@ -28,6 +29,11 @@ _SCSI_CHIPSET_DEVICE = {"buslogic": "lsi53c895a", "lsilogic": "lsi53c895a",
 # The NIC model QEMU offers on every machine type, and the guest drivers of
 # every OS netstore labs run know it.
 NIC_MODEL = "virtio-net-pci"
+
+
+def nic_id(slot: int) -> str:
+    """The QEMU device id of the NIC in ``slot`` (QMP set_link names it)."""
+    return f"nic{slot}"
 
 
 def iscsi_url(portal: str, base_iqn: str, vm: str, lun: int) -> str:
@@ -122,7 +128,7 @@ def qemu_args(vm: Machine, controllers: Sequence[Controller],
     for n in nics:
         ident = f"net{n.slot}"
         argv += ["-netdev", _netdev(n, ident),
-                 "-device", f"{NIC_MODEL},netdev={ident},mac={n.mac}"]
+                 "-device", f"{NIC_MODEL},netdev={ident},mac={n.mac},id={nic_id(n.slot)}"]
     return argv + vm.boot.qemu_args()
 
 
