@@ -82,6 +82,7 @@ class _Supervisor:
         self.nics = nics  # registry -> the switch ports of VM NICs
         self.workers: list[Any] = []  # Child per iSCSI worker, by index
         self.switch_child: Any = None
+        self.runner: Any = None  # netstore.vm.runner.VmRunner
         self.bound: list[tuple[str, int]] = []  # the iSCSI portals as bound
         self.owner: dict[str, int] = {}  # target -> worker index
         self.started = time.time()
@@ -155,12 +156,22 @@ class _Supervisor:
         while True:
             await self._changed.wait()
             self._changed = trio.Event()
-            targets, self._targets_dirty = self._targets_dirty, False
-            switches, self._switches_dirty = self._switches_dirty, False
-            if targets:
-                await self.push_targets()
-            if switches:
-                await self.push_switches()
+            await self.push_changes()
+
+    async def push_changes(self) -> None:
+        """Hand the children what changed since the last push, now."""
+        targets, self._targets_dirty = self._targets_dirty, False
+        switches, self._switches_dirty = self._switches_dirty, False
+        if targets:
+            await self.push_targets()
+        if switches:
+            await self.push_switches()
+
+    def portal(self) -> str:
+        """The portal a VM's QEMU on this host logs in to."""
+        host, port = self.bound[0]
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        return format_portal(host, port)
 
     # -- the registry: VM targets and VM NIC ports follow it -----------------------
     def apply_targets(self, view: Any) -> None:
@@ -333,7 +344,10 @@ class _Supervisor:
         log.info("SIGHUP: configuration reloaded from %s; targets: %s", source, names)
 
     async def stop(self) -> None:
-        """Every child asked to stop cleanly at once; killed past the grace."""
+        """The VMs' QEMU quit; every child asked to stop cleanly at once;
+        killed past the grace."""
+        if self.runner is not None:
+            await self.runner.stop_all(SHUTDOWN_GRACE_S)
         async with trio.open_nursery() as n:
             for child in [*self.workers, self.switch_child]:
                 if child is not None:
@@ -399,6 +413,7 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
     from netstore.exports.watcher import RegistryWatcher
     from netstore.processes.acceptor import Acceptor, ListenError
     from netstore.processes.child import Child
+    from netstore.vm.runner import VmRunner
 
     state_dir = config.daemon.state_dir
     wiring = TargetWiring(state_dir, config.iscsi.base_iqn, log=log.getChild("iscsi"))
@@ -432,6 +447,15 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
             raise DaemonError(f"cannot start: {e}") from None
         nursery.start_soon(sup.pusher)
         nursery.start_soon(watcher.run)
+
+        async def settle() -> None:
+            await watcher.poll()
+            await sup.push_changes()
+
+        sup.runner = VmRunner(state_dir, accel=config.vms.accel, probe=config.vms.probe_kernel,
+                              portal=sup.portal, base_iqn=config.iscsi.base_iqn,
+                              settle=settle, log=log.getChild("vm"))
+        await nursery.start(sup.runner.run)
         handlers = {
             "status": sup.status,
             "ping": lambda: {"pid": os.getpid(), "version": __version__},
@@ -443,6 +467,7 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
             "link_state": sup.link_state,
             "link_flap": sup.link_flap,
             "link_show": sup.link_show,
+            **sup.runner.handlers(),
         }
         await nursery.start(serve_control, listener, handlers)
         listening = await sup.switch_child.call("listening", timeout=CHILD_ANSWER_S)

@@ -26,13 +26,13 @@ def test_acceptance_3_normal_disk_in_two_vms(cli: Cli) -> None:
         out = cli.ok("vm", "attach", vm, "--controller", "sata0", "--port", "0",
                      "--disk", "base.qcow2")
         assert out == f"{vm}: base.qcow2 (normal hdd) attached at sata0:0:0\n"
-    assert cli.ok("vm", "start", "web1") == "web1: running\n"
-    err = cli.refused("vm", "start", "web2")
+    assert cli.ok("vm", "start", "web1", "--type", "external") == "web1: running\n"
+    err = cli.refused("vm", "start", "web2", "--type", "external")
     assert err == ("netstore: disk base.qcow2 is attached to running VM web1; normal disks run "
                    "in one VM at a time\n")
     assert cli.json("vm", "info", "web2")["power"] == "poweroff"
     cli.ok("vm", "stop", "web1")
-    cli.ok("vm", "start", "web2")
+    cli.ok("vm", "start", "web2", "--type", "external")
     listing = cli.ok("vm", "list")
     assert "web1" in listing and "poweroff" in listing and "running" in listing
 
@@ -56,7 +56,7 @@ def test_create_modify_info_json(cli: Cli) -> None:
     assert err == "netstore: vCPU 0 of vm1 can never be unplugged\n"
     err = cli.refused("vm", "modify", "vm1", "--balloon", "100")
     assert err == "netstore: vm1 is powered off; a balloon is set only while the VM runs\n"
-    cli.ok("vm", "start", "vm1")
+    cli.ok("vm", "start", "vm1", "--type", "external")
     assert cli.json("vm", "modify", "vm1", "--balloon", "1024")["balloon_mb"] == 1024
     err = cli.refused("vm", "modify", "vm1", "--pagefusion", "off")
     assert "page fusion can be changed only while it is powered off" in err
@@ -115,7 +115,7 @@ def test_controllers_attach_nics_snapshots_remove(cli: Cli) -> None:
     assert cli.ok("vm", "remove", "vm") == "removed VM vm\n"
     assert cli.ok("vm", "list") == "no VMs registered (netstore vm create NAME)\n"
     cli.ok("disk", "remove", "d", "--delete")
-    err = cli.refused("vm", "start", "nope")
+    err = cli.refused("vm", "start", "nope", "--type", "external")
     assert err == "netstore: no VM 'nope' is registered (see: netstore vm list)\n"
 
 
@@ -165,7 +165,7 @@ def test_nic_impairments(cli: Cli) -> None:
     assert cli.json("vm", "info", "web")["nics"][0]["impair_in"] == nic["impair_in"]
     assert cli.run("vm", "nic", "web", "--slot", "0", "--in").returncode == 2  # nothing to set
     # a running VM's NIC may change its impairments; clearing one direction
-    cli.ok("vm", "start", "web")
+    cli.ok("vm", "start", "web", "--type", "external")
     nic = cli.json("vm", "nic", "web", "--slot", "0", "--in", "--clear-impairments")
     assert nic["impair_in"] is None and nic["impair_out"]["delay"] == "80ms"
     nic = cli.json("vm", "nic", "web", "--slot", "0", "--clear-impairments", "--rate", "1mbit")

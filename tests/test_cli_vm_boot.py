@@ -77,7 +77,7 @@ def test_bad_boot_settings_are_refused_and_change_nothing(cli: Cli, files, args,
 
 def test_boot_settings_change_only_while_powered_off(cli: Cli, files) -> None:
     kernel, _ = files
-    cli.ok("vm", "start", "app")
+    cli.ok("vm", "start", "app", "--type", "external")
     err = cli.refused("vm", "modify", "app", "--kernel", str(kernel))
     assert err == ("netstore: app is running; its boot settings can be changed only while "
                    "it is powered off (netstore vm stop app)\n")

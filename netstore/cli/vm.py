@@ -1,5 +1,6 @@
 # netstore/cli/vm.py - `netstore vm create|modify|controller|attach|detach|nic|
-# start|stop|snapshot|list|info|remove|qemu-args`: the VMs of the registry.
+# snapshot|list|info|remove|qemu-args`: the VMs of the registry (the verbs of
+# running VMs are in netstore/cli/vmrun.py).
 """The ``netstore vm`` commands."""
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from netstore.cli.impair import (
     flag_error,
     impairment_table,
 )
+from netstore.cli.vmrun import VERBS as RUN_VERBS
+from netstore.cli.vmrun import add_run_commands
+from netstore.cli.vmrun import run as run_vm
 from netstore.config import Config
 from netstore.impairments import DIRECTIONS, ImpairmentError, parse_impairment
 from netstore.vm.cmdline import format_args, qemu_args
@@ -50,7 +54,7 @@ def _memory_range(text: str) -> tuple[int, int]:
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command]:
     """Add `vm` and its subcommands to ``sub``; returns its command."""
     cmds = add_noun(sub, common, "vm", help="virtual machines: create, modify, attach, "
-                    "nic, start, stop, snapshot, list, info, remove",
+                    "nic, start, stop, control, console, snapshot, list, info, remove",
                     description="The VMs of the registry (works without the daemon; a "
                     "running daemon picks changes up within a second).")
 
@@ -128,8 +132,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
                    "given with it start from a perfect link)")
     add_impairment_options(p, "the NIC's link")
 
-    for verb, what in (("start", "power on (applies the disk rules)"), ("stop", "power off"),
-                       ("info", "everything about one VM"),
+    add_run_commands(cmds, common)
+    for verb, what in (("info", "everything about one VM"),
                        ("remove", "unregister a powered-off VM without snapshots")):
         p = cmds.add_parser(verb, parents=[common], help=what)
         p.add_argument("name", metavar="NAME")
@@ -158,8 +162,12 @@ def _slot_options(p: argparse.ArgumentParser) -> None:
 
 def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     """Run one `vm` subcommand on the registry; its warnings are relayed on stderr."""
+    if args.vm_command in RUN_VERBS:
+        return run_vm(config, args, as_json)
     if args.vm_command == "qemu-args":
         return on_registry(config, lambda reg: _qemu_args(config, reg, args, as_json))
+    if args.vm_command == "info":
+        return on_registry(config, lambda reg: _info(config, reg, args, as_json))
     return on_registry(config, lambda reg: _COMMANDS[args.vm_command](reg, args, as_json))
 
 
@@ -258,14 +266,6 @@ def _impaired_text(n: Any) -> str:
                                      for d, imp in zip(DIRECTIONS, imps, strict=True))
 
 
-def _power(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
-    if args.vm_command == "start":
-        m = reg.machines.start(args.name)
-    else:
-        m = reg.machines.stop(args.name)
-    return said(as_json, m.to_dict(), f"{m.name}: {m.power}")
-
-
 def _remove(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     m = reg.machines.remove(args.name)
     return said(as_json, {"removed": m.name, "uuid": m.uuid}, f"removed VM {m.name}")
@@ -311,21 +311,44 @@ def _list(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     for m in vms:
         disks = reg.machines.attachments(m.name)
         nics = reg.machines.nics(m.name)
-        rows.add_row(m.name, m.power, _cpus_text(m), memory_text(m.memory_mb, m.memory_min_mb),
+        rows.add_row(m.name, m.state, _cpus_text(m), memory_text(m.memory_mb, m.memory_min_mb),
                      ", ".join(a.medium for a in disks) or "-", str(len(nics)),
                      m.current_snapshot or "-", m.uuid)
     console().print(rows)
     return EXIT_OK
 
 
-def _info(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+def _runtime(config: Config, m: Any) -> dict[str, Any] | None:
+    """What the daemon's QEMU says of a headless VM (None when it does not run one)."""
+    if not m.running or m.run_type != "headless":
+        return None
+    from netstore.control import ControlError, request
+
+    try:
+        return request(config.daemon.state_dir, "vm_runtime", timeout=10, name=m.name)
+    except ControlError:
+        return None
+
+
+def _info(config: Config, reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     d = reg.machines.info(args.name)
+    m = reg.machines.get(args.name)
+    live = _runtime(config, m)
     if as_json:
+        d["runtime"] = live
         print_json(d)
         return EXIT_OK
-    m = reg.machines.get(args.name)
-    print_fields([
-        ("name", m.name), ("uuid", m.uuid), ("ostype", m.ostype), ("power", m.power),
+    state = m.state + (f" ({m.run_type})" if m.run_type else "")
+    fields = [("name", m.name), ("uuid", m.uuid), ("ostype", m.ostype), ("power", state)]
+    if m.aborted:
+        fields.append(("aborted because", m.aborted))
+    if live:
+        fields += [("QEMU", f"pid {live['pid']}, {live['accel']}, {live['status']}"),
+                   ("vCPUs online (QEMU)", str(live["vcpus"])),
+                   ("console", live["console"])]
+        if "balloon_actual_mb" in live:
+            fields.append(("guest memory (balloon actual)", f"{live['balloon_actual_mb']} MB"))
+    print_fields(fields + [
         ("vCPUs", _cpus_text(m)), ("execution cap", f"{m.cpu_cap} %"),
         ("weight", str(m.weight)), ("memory", memory_text(m.memory_mb, m.memory_min_mb)),
         ("balloon", f"{m.balloon_mb} MB"), ("page fusion", on_or_off(m.page_fusion)),
@@ -388,10 +411,7 @@ _COMMANDS = {
     "attach": _attach,
     "detach": _detach,
     "nic": _nic,
-    "start": _power,
-    "stop": _power,
     "remove": _remove,
     "snapshot": _snapshot,
     "list": _list,
-    "info": _info,
 }

@@ -16,6 +16,8 @@ from typing import Any
 
 import trio
 
+from netstore.procwait import wait_process
+
 from .channel import Channel, ChannelClosed, Peer, channel_pair
 
 # A child that dies is started again at once, but not more often than this
@@ -25,22 +27,6 @@ RESTART_MIN_INTERVAL_S = 0.5
 START_TIMEOUT_S = 20.0
 # The directory holding the netstore package, for the child's sys.path.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-async def wait_process(process: subprocess.Popen) -> int:
-    """Wait for `process` to end without blocking the loop; its exit status
-    (negative: the signal that killed it)."""
-    if process.returncode is not None:
-        return process.returncode
-    try:
-        pidfd = os.pidfd_open(process.pid)
-    except (AttributeError, OSError):
-        return await trio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
-    try:
-        await trio.lowlevel.wait_readable(pidfd)
-    finally:
-        os.close(pidfd)
-    return process.wait()
 
 
 class ChildError(Exception):

@@ -1,0 +1,151 @@
+# netstore/cli/vmrun.py - `netstore vm start|stop|reset|pause|resume|console|
+# screenshot|control`: VMs that run. A headless VM (the default) runs in the
+# daemon, so these ask it over the control socket; `--type external` only
+# marks the VM running for netstore's services (the user runs QEMU, from
+# `vm qemu-args`). `vm console` talks to the VM's serial console socket
+# itself, like `virsh console` (Ctrl-] leaves).
+"""The command line of running VMs: start, stop, control, console, screenshot."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from netstore.cli.common import (
+    EXIT_OK,
+    on_registry,
+    positive_seconds,
+    refused,
+    said,
+    usage,
+    whole_number,
+)
+from netstore.config import Config
+
+__all__ = ["VERBS", "add_run_commands", "run"]
+
+VERBS = ("start", "stop", "reset", "pause", "resume", "console", "screenshot", "control")
+# `vm start` waits for the daemon to start QEMU (an `accel = "auto"` probe included).
+START_TIMEOUT_S = 90.0
+CONTROL_ACTIONS = ("plugcpu", "unplugcpu", "balloon", "cpu-cap", "nic", "acpipowerbutton",
+                   "pause", "resume", "reset", "poweroff")
+_VALUE_ACTIONS = {"plugcpu": "N", "unplugcpu": "N", "balloon": "MB", "cpu-cap": "PCT"}
+DETACH = b"\x1d"  # Ctrl-]
+
+
+def add_run_commands(cmds: Any, common: argparse.ArgumentParser) -> None:
+    p = cmds.add_parser("start", parents=[common],
+                        help="power on (applies the disk rules) and run its QEMU headless")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--type", choices=("headless", "external"), default="headless",
+                   help="headless: the daemon runs QEMU (default); external: you run it "
+                        "(netstore vm qemu-args), netstore only serves its disks and NICs")
+    p.add_argument("--vnc", type=whole_number, metavar="DISPLAY",
+                   help="a VNC display on 127.0.0.1 (port 5900 + DISPLAY)")
+    p = cmds.add_parser("stop", parents=[common],
+                        help="press the ACPI power button and wait for the guest to power off")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--timeout", type=_seconds, default=60.0, metavar="S",
+                   help="how long the guest has (60; 0 with --force: at once)")
+    p.add_argument("--force", action="store_true",
+                   help="power off after --timeout if the guest has not")
+    for verb, what in (("reset", "reset the VM (a guest reboot; no disk is reset)"),
+                       ("pause", "pause the VM's vCPUs"), ("resume", "run a paused VM again"),
+                       ("console", "attach this terminal to the VM's serial console "
+                                   "(Ctrl-] leaves)")):
+        p = cmds.add_parser(verb, parents=[common], help=what)
+        p.add_argument("name", metavar="NAME")
+    p = cmds.add_parser("screenshot", parents=[common], help="save the VM's screen as PNG")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("file", metavar="OUT.png")
+    p = cmds.add_parser("control", parents=[common],
+                        help="change the running VM: plugcpu N, unplugcpu N, balloon MB, "
+                             "cpu-cap PCT, nic N link on|off, acpipowerbutton, pause, "
+                             "resume, reset, poweroff")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("action", choices=CONTROL_ACTIONS)
+    p.add_argument("values", nargs="*", metavar="ARG")
+
+
+def _seconds(text: str) -> float:
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return positive_seconds(text)
+
+
+def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    verb = args.vm_command
+    if verb == "start" and args.type == "external":
+        return on_registry(config, lambda reg: _said_machine(
+            as_json, reg.machines.start(args.name, "external").to_dict()))
+    if verb == "console":
+        return _console(config, args.name)
+    if verb == "start":
+        return _ask(config, as_json, "vm_start", START_TIMEOUT_S, name=args.name,
+                    vnc=args.vnc)
+    if verb == "stop":
+        # without a daemon no QEMU of netstore's runs: the VM is only marked off
+        return _ask(config, as_json, "vm_stop", args.timeout + 30, name=args.name,
+                    seconds=args.timeout, force=args.force,
+                    alone=lambda: on_registry(config, lambda reg: _said_machine(
+                        as_json, reg.machines.stop(args.name).to_dict())))
+    if verb in ("reset", "pause", "resume"):
+        return _ask(config, as_json, "vm_control", 30, name=args.name, action=verb)
+    if verb == "screenshot":
+        path = os.path.abspath(args.file)
+        return _ask(config, as_json, "vm_screenshot", 30, name=args.name, path=path,
+                    show=lambda r: print(f"{r['name']}: screen saved to {r['file']}"))
+    return _control(config, args, as_json)
+
+
+def _control(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    action, values = args.action, args.values
+    params: dict[str, Any] = {"name": args.name, "action": action}
+    if action in _VALUE_ACTIONS:
+        if len(values) != 1 or not values[0].isdigit():
+            return usage(f"vm control {action} takes one whole number ({_VALUE_ACTIONS[action]})")
+        params["value"] = int(values[0])
+    elif action == "nic":
+        if (len(values) != 3 or not values[0].isdigit() or values[1] != "link"
+                or values[2] not in ("on", "off")):
+            return usage("vm control NAME nic N link on|off")
+        params.update(nic=int(values[0]), value=values[2] == "on")
+    elif values:
+        return usage(f"vm control {action} takes no argument")
+    return _ask(config, as_json, "vm_control", 60, **params)
+
+
+def _said_machine(as_json: bool, m: dict[str, Any]) -> int:
+    text = f"{m['name']}: {m['state']}"
+    if m.get("pid"):
+        text += f" (QEMU pid {m['pid']}, {m.get('accel')})"
+    return said(as_json, m, text)
+
+
+def _ask(config: Config, as_json: bool, op: str, wait: float, show: Any = None,
+         alone: Any = None, **params: Any) -> int:
+    """Ask the daemon ``op``; ``alone()`` answers instead when no daemon runs."""
+    from netstore.control import ControlError, DaemonNotRunning, request
+
+    try:
+        result = request(config.daemon.state_dir, op, timeout=wait, **params)
+    except DaemonNotRunning:
+        if alone is not None:
+            return alone()  # type: ignore[no-any-return]
+        return refused(
+            f"vm {params.get('name')}: no daemon serves {config.daemon.state_dir}; headless "
+            "VMs run in it: start `netstore serve` (or use `vm start --type external` and run "
+            "QEMU yourself)")
+    except ControlError as e:
+        return refused(e)
+    if show is not None and not as_json:
+        show(result)
+        return EXIT_OK
+    return _said_machine(as_json, result)
+
+
+def _console(config: Config, name: str) -> int:
+    from netstore.vm.console import attach
+
+    return attach(config.daemon.state_dir, name)
