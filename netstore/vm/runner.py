@@ -181,11 +181,11 @@ class VmRunner:
                  "-serial", "chardev:console", "-monitor", "none"]
         if vnc is not None:
             argv += ["-vnc", f"127.0.0.1:{vnc}"]
-        log_start = files.log_size()
         with open(files.log, "ab") as logf:
             logf.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} netstore starts {name}: "
                        f"{' '.join(argv)}\n".encode())
             logf.flush()
+            log_start = logf.tell()  # QEMU's own words start here
             parent = os.getpid()
             # Forked from the loop's thread (PR_SET_PDEATHSIG follows the thread
             # that forked), in a session of its own (a terminal's Ctrl-C is the

@@ -1,8 +1,9 @@
 # tests/e2e/guest.py - the test guest (tools/make-test-guest) booted on QEMU
-# for end-to-end tests: built once per session into build/test-guest, run
-# with TCG (this machine's /dev/kvm does not run guests), its serial console
-# on stdin/stdout (lines collected by a thread, commands written to it) and
-# a QMP socket for the power button.
+# for end-to-end tests: built once per session into build/test-guest. Guest
+# runs it itself with TCG (this machine's /dev/kvm does not run guests), its
+# serial console on stdin/stdout (lines collected by a thread, commands
+# written to it) and a QMP socket for the power button; HeadlessGuest talks
+# to a VM the daemon runs (`vm start`): its console log and console socket.
 """Boot the netstore test guest under qemu-system-x86_64 and talk to it."""
 
 from __future__ import annotations
@@ -36,7 +37,110 @@ def have_qemu() -> bool:
     return shutil.which(QEMU) is not None
 
 
-class Guest:
+class _Console:
+    """Waiting for console lines and running shell commands on a guest's console."""
+
+    name: str
+
+    def console_lines(self) -> list[str]:
+        raise NotImplementedError
+
+    def ended(self) -> bool:
+        raise NotImplementedError
+
+    def say(self, command: str) -> None:
+        raise NotImplementedError
+
+    def wait_for(self, text: str, timeout: float = BOOT_TIMEOUT_S, start: int = 0) -> str:
+        """The first console line from line ``start`` on holding ``text`` (waits for it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.console_lines()
+            for line in lines[start:]:
+                if text in line:
+                    return line
+            ended = self.ended()
+            if time.monotonic() > deadline or ended:
+                raise AssertionError(f"{self.name}: no {text!r} on the console within "
+                                     f"{timeout:.0f} s (QEMU {'ended' if ended else 'runs'}); "
+                                     "it said:\n" + "\n".join(lines[-40:]))
+            self._pause()
+
+    def _pause(self) -> None:
+        time.sleep(0.1)
+
+    def run(self, command: str, timeout: float = 60.0) -> list[str]:
+        """Run ``command`` in the guest's shell; the console lines it printed,
+        its exit status last (the marker is built by the shell, so the echo
+        of the typed line never matches it)."""
+        tag = os.urandom(6).hex()
+        start = len(self.console_lines())
+        self.say(f"{command}; printf 'netstore-guest: %s-%s rc=%s\\n' done {tag} $?")
+        end_line = self.wait_for(f"netstore-guest: done-{tag} rc=", timeout, start)
+        lines = self.console_lines()[start:]
+        out = lines[:lines.index(end_line)]
+        typed = [i for i, ln in enumerate(out) if tag in ln]  # the echo of the command
+        if typed:
+            out = out[typed[-1] + 1:]
+        return [*out, end_line.rsplit(" ", 1)[1]]
+
+
+class HeadlessGuest(_Console):
+    """The test guest in a VM the daemon runs: its console log is read,
+    commands go to its console socket (netstore.vm.files)."""
+
+    def __init__(self, state_dir: Path, name: str) -> None:
+        from netstore.vm.files import VmFiles
+
+        self.name = name
+        self.files = VmFiles(Path(state_dir), name)
+        self._sock: socket.socket | None = None
+
+    def console_lines(self) -> list[str]:
+        try:
+            text = self.files.console_log.read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [ln.rstrip("\r") for ln in text.split("\n")]
+
+    def ended(self) -> bool:
+        return False
+
+    def say(self, command: str) -> None:
+        for _ in range(2):  # a VM started again has a new console socket
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self._sock.connect(str(self.files.console))
+                # What the guest prints is read from the log; the socket's copy
+                # must still be taken, or QEMU's writes to it (a byte each)
+                # fill it and the guest's console stalls.
+                threading.Thread(target=_discard, args=(self._sock,), daemon=True).start()
+            try:
+                self._sock.sendall(command.encode() + b"\n")
+                return
+            except OSError:
+                self.close()
+        raise AssertionError(f"{self.name}: its console socket takes nothing")
+
+    def restarted(self) -> None:
+        """The VM was started again: a new console (and a new log)."""
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def _discard(sock: socket.socket) -> None:
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+
+
+class Guest(_Console):
     """One running guest: ``lines`` is its console so far."""
 
     def __init__(self, workdir: Path, name: str, argv: list[str]) -> None:
@@ -79,41 +183,22 @@ class Guest:
             self._ended = True
             self._cond.notify_all()
 
-    def wait_for(self, text: str, timeout: float = BOOT_TIMEOUT_S) -> str:
-        """The first console line holding ``text`` (waits for it)."""
-        deadline = time.monotonic() + timeout
+    def console_lines(self) -> list[str]:
         with self._cond:
-            while True:
-                for line in self.lines:
-                    if text in line:
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0 or self._ended:
-                    raise AssertionError(f"{self.name}: no {text!r} on the console within "
-                                         f"{timeout:.0f} s (QEMU {'ended' if self._ended else 'runs'}); it said:\n" + "\n".join(self.lines[-40:]))
-                self._cond.wait(min(left, 0.5))
+            return list(self.lines)
+
+    def ended(self) -> bool:
+        return self._ended
+
+    def _pause(self) -> None:
+        with self._cond:
+            self._cond.wait(0.5)
 
     def say(self, command: str) -> None:
         """Type a command on the guest's console."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(command.encode() + b"\n")
         self.proc.stdin.flush()
-
-    def run(self, command: str, timeout: float = 60.0) -> list[str]:
-        """Run ``command`` in the guest's shell; the console lines it printed,
-        its exit status last (the marker is built by the shell, so the echo
-        of the typed line never matches it)."""
-        tag = os.urandom(6).hex()
-        start = len(self.lines)
-        self.say(f"{command}; printf 'netstore-guest: %s-%s rc=%s\\n' done {tag} $?")
-        end_line = self.wait_for(f"netstore-guest: done-{tag} rc=", timeout)
-        with self._cond:
-            lines = self.lines[start:]
-        out = lines[:lines.index(end_line)]
-        typed = [i for i, ln in enumerate(out) if tag in ln]  # the echo of the command
-        if typed:
-            out = out[typed[-1] + 1:]
-        return [*out, end_line.rsplit(" ", 1)[1]]
 
     def qmp(self, command: str, **arguments: object) -> dict:
         """One QMP command; its answer."""
