@@ -38,10 +38,16 @@ BROKEN = [
     ),
     pytest.param(
         "[deamon]\n",
-        'deamon: expected one of the keys daemon, iscsi, switches, got the unknown key "deamon" (did you mean "daemon"?)',
+        'deamon: expected one of the keys daemon, iscsi, switches, vms, got the unknown key "deamon" (did you mean "daemon"?)',
         id="unknown-section",
     ),
     pytest.param("daemon = 3\n", "daemon: expected a table, got 3", id="section-type"),
+    pytest.param("[vms]\naccel = 'xen'\n", 'vms.accel: expected one of auto, kvm, tcg, got "xen"',
+                 id="vms-accel"),
+    pytest.param("[vms]\nacel = 'kvm'\n", 'vms.acel: expected one of the keys accel, probe_kernel',
+                 id="vms-unknown-key"),
+    pytest.param("[vms]\nprobe_kernel = 3\n", "vms.probe_kernel: expected a path, got 3",
+                 id="vms-probe-kernel"),
     pytest.param(
         "[daemon]\nlog_level = 'loud'\n",
         'daemon.log_level: expected one of debug, info, warning, error, critical, got "loud"',

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -125,8 +126,9 @@ async def _probe(qemu: str, kernel: Path | None) -> tuple[str, str]:
             what = "a long-mode boot sector (no Linux kernel to probe with)"
         status = None
         with trio.move_on_after(ACCEL_PROBE_S):
-            done = await trio.run_process(argv, check=False, stdin=trio.DEVNULL,
-                                          stdout=trio.DEVNULL, stderr=trio.DEVNULL)
+            done = await trio.run_process(argv, check=False, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL)
             status = done.returncode
         try:
             serial = out.read_text(errors="replace")
