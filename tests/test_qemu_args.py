@@ -57,7 +57,7 @@ def test_cpus_hotplug_memory_range_and_balloon():
     argv = qemu_args(vm, [], [], [], portal="h:1", base_iqn="iqn.x")
     assert argv[argv.index("-smp") + 1] == "cpus=2,maxcpus=4"
     assert argv[argv.index("-m") + 1] == "size=1024M,slots=4,maxmem=2048M"
-    assert argv[argv.index("-machine") + 1] == "q35"
+    assert argv[argv.index("-machine") + 1] == "q35,mem-merge=off"
     assert "virtio-balloon-pci,id=balloon0" in argv
 
 
@@ -83,3 +83,10 @@ def test_nic_transports(transport, switch_addr, vm_addr, expect):
 def test_format_args_is_one_shell_line_per_option():
     text = format_args(["qemu", "-name", "a b", "-S"])
     assert text == "qemu \\\n  -name 'a b' \\\n  -S"
+
+
+def test_page_fusion_marks_guest_memory_mergeable():
+    fused = qemu_args(machine(page_fusion=True), [], [], [], portal="h:1", base_iqn="iqn.x")
+    assert fused[fused.index("-machine") + 1] == "pc,mem-merge=on"
+    plain = qemu_args(machine(), [], [], [], portal="h:1", base_iqn="iqn.x")
+    assert plain[plain.index("-machine") + 1] == "pc,mem-merge=off"

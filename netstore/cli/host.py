@@ -1,5 +1,6 @@
 # netstore/cli/host.py - `netstore host report`: the vCPUs and memory of the
-# running VMs against the host's.
+# running VMs against the host's, and page fusion: the host's KSM figures and
+# what it shares of each VM the daemon runs.
 """The ``netstore host`` commands."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from netstore.cli.common import (
 )
 from netstore.config import Config
 from netstore.registry.machines import host_report
+from netstore.vm.ksm import ksm_figures
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command]:
@@ -32,11 +34,26 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
 
 def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     """Run `host report`; warnings are relayed on stderr."""
-    return on_registry(config, lambda reg: _report(reg, as_json))
+    return on_registry(config, lambda reg: _report(config, reg, as_json))
 
 
-def _report(reg: Any, as_json: bool) -> int:
+def _shared(config: Config) -> dict[str, Any]:
+    """Each VM the daemon runs: the memory KSM shares of it, in MB ({} without a daemon)."""
+    from netstore.control import ControlError, request
+
+    try:
+        rows = request(config.daemon.state_dir, "vm_metrics", timeout=10)
+    except ControlError:
+        return {}
+    return {r["name"]: r.get("shared_mb") for r in rows}
+
+
+def _report(config: Config, reg: Any, as_json: bool) -> int:
     r = host_report(reg)
+    r["ksm"] = ksm_figures()
+    shared = _shared(config)
+    for v in r["vms"]:
+        v["shared_mb"] = shared.get(v["name"])
     if as_json:
         print_json(r)
     else:
@@ -46,12 +63,18 @@ def _report(reg: Any, as_json: bool) -> int:
         print(f"vCPUs:   {r['vcpus']} on {r['host_cores']} cores (ratio {r['cpu_ratio']:.2f})")
         print(f"memory:  {r['memory_committed_mb']} MB committed of {mem} (ratio {ratio}); "
               f"balloons {r['balloons_mb']} MB")
+        k = r["ksm"]
+        if k:
+            state = {1: "on", 0: "off", 2: "off (unmerging)"}.get(k["run"], str(k["run"]))
+            print(f"page fusion (KSM {state}): {k['pages_sharing']} pages sharing "
+                  f"{k['pages_shared']} shared ones, {k['saved_mb']} MB saved")
         if r["vms"]:
-            rows = table(("VM", "vCPUs", "cap", "weight", "memory", "balloon"))
+            rows = table(("VM", "vCPUs", "cap", "weight", "memory", "balloon", "shared"))
             for v in r["vms"]:
                 rows.add_row(v["name"], str(v["vcpus"]), f"{v['cpu_cap']} %", str(v["weight"]),
                              memory_text(v["memory_mb"], v["memory_min_mb"]),
-                             f"{v['balloon_mb']} MB")
+                             f"{v['balloon_mb']} MB",
+                             "-" if v["shared_mb"] is None else f"{v['shared_mb']} MB")
             console().print(rows)
     for w in r["warnings"]:
         print(f"netstore: warning: {w}", file=sys.stderr)

@@ -15,6 +15,7 @@ from typing import Any
 from netstore.cli.common import (
     EXIT_OK,
     on_registry,
+    print_json,
     positive_seconds,
     refused,
     said,
@@ -25,7 +26,8 @@ from netstore.config import Config
 
 __all__ = ["VERBS", "add_run_commands", "run"]
 
-VERBS = ("start", "stop", "reset", "pause", "resume", "console", "screenshot", "control")
+VERBS = ("start", "stop", "reset", "pause", "resume", "console", "screenshot", "control",
+         "metrics")
 # `vm start` waits for the daemon to start QEMU (an `accel = "auto"` probe included).
 START_TIMEOUT_S = 90.0
 CONTROL_ACTIONS = ("plugcpu", "unplugcpu", "balloon", "cpu-cap", "nic", "acpipowerbutton",
@@ -59,6 +61,9 @@ def add_run_commands(cmds: Any, common: argparse.ArgumentParser) -> None:
     p = cmds.add_parser("screenshot", parents=[common], help="save the VM's screen as PNG")
     p.add_argument("name", metavar="NAME")
     p.add_argument("file", metavar="OUT.png")
+    p = cmds.add_parser("metrics", parents=[common],
+                        help="CPU time, resident and shared (page fusion) memory of running VMs")
+    p.add_argument("name", metavar="NAME", nargs="?")
     p = cmds.add_parser("control", parents=[common],
                         help="change the running VM: plugcpu N, unplugcpu N, balloon MB, "
                              "cpu-cap PCT, nic N link on|off, acpipowerbutton, pause, "
@@ -96,7 +101,20 @@ def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
         path = os.path.abspath(args.file)
         return _ask(config, as_json, "vm_screenshot", 30, name=args.name, path=path,
                     show=lambda r: print(f"{r['name']}: screen saved to {r['file']}"))
+    if verb == "metrics":
+        return _ask(config, as_json, "vm_metrics", 30, show=_show_metrics, name=args.name)
     return _control(config, args, as_json)
+
+
+def _show_metrics(rows: list[dict[str, Any]]) -> None:
+    from netstore.cli.common import console, table
+
+    t = table(("VM", "QEMU pid", "CPU s", "RAM/VMM/Used MB", "RAM/VMM/Shared MB",
+               "page fusion"))
+    for r in rows:
+        t.add_row(r["name"], str(r["pid"]), str(r.get("cpu_s", "-")), str(r.get("rss_mb", "-")),
+                  str(r.get("shared_mb", "-")), "on" if r["page_fusion"] else "off")
+    console().print(t)
 
 
 def _control(config: Config, args: argparse.Namespace, as_json: bool) -> int:
@@ -139,8 +157,11 @@ def _ask(config: Config, as_json: bool, op: str, wait: float, show: Any = None,
             "QEMU yourself)")
     except ControlError as e:
         return refused(e)
-    if show is not None and not as_json:
-        show(result)
+    if show is not None:
+        if as_json:
+            print_json(result)
+        else:
+            show(result)
         return EXIT_OK
     return _said_machine(as_json, result)
 

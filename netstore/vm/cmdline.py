@@ -97,8 +97,10 @@ def qemu_args(vm: Machine, controllers: Sequence[Controller],
         portal: ``host:port`` of the iSCSI portal.
         base_iqn: the daemon's base IQN (targets are ``<base-iqn>:vm.<name>``).
     """
+    # page fusion: QEMU marks the guest's RAM mergeable for the host's KSM
+    machine = "q35" if vm.chipset == "ich9" else "pc"
     argv = [qemu, "-name", vm.name, "-uuid", vm.uuid,
-            "-machine", "q35" if vm.chipset == "ich9" else "pc"]
+            "-machine", f"{machine},mem-merge={'on' if vm.page_fusion else 'off'}"]
     online = vm.online_cpus
     if vm.cpu_hotplug:
         argv += ["-smp", f"cpus={online},maxcpus={vm.cpus}"]

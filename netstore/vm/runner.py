@@ -32,6 +32,7 @@ from netstore.registry.errors import MachineStateError, RegistryError
 from netstore.vm.accel import choose_accel, probe_kernel
 from netstore.vm.cmdline import QEMU, qemu_args
 from netstore.vm.files import VmFiles
+from netstore.vm.ksm import Ksm, merging_pages
 from netstore.vm.qmp import Qmp, QmpError
 
 __all__ = ["VmRunner", "QMP_CONNECT_S", "QUIT_GRACE_S"]
@@ -60,6 +61,7 @@ class _Vm:
     log_start: int
     qmp: Qmp | None = None
     ending: str | None = None  # set by the runner: "poweroff", or why it aborts
+    fusion: bool = False  # page fusion: holds the host's KSM on
     recorded: trio.Event = field(default_factory=trio.Event)
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -101,6 +103,7 @@ class VmRunner:
         self._accel: tuple[str, str] | None = None
         self._accel_lock = trio.Lock()
         self._starting: set[str] = set()
+        self.ksm = Ksm()
 
     # -- the daemon's side -----------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -136,7 +139,7 @@ class VmRunner:
         """The control socket's operations on VMs."""
         return {"vm_start": self.start, "vm_stop": self.stop, "vm_control": self.control,
                 "vm_screenshot": self.screenshot, "vm_runtime": self.runtime,
-                "vm_accel": self.accel}
+                "vm_metrics": self.metrics, "vm_accel": self.accel}
 
     # -- start -------------------------------------------------------------------------
     async def accel(self) -> dict[str, str]:
@@ -193,8 +196,13 @@ class VmRunner:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
                                        stderr=subprocess.STDOUT, start_new_session=True,
                                        preexec_fn=lambda: _die_with(parent))
-        vm = _Vm(name, files, process, accel, log_start)
+        vm = _Vm(name, files, process, accel, log_start, 
+                 fusion="mem-merge=on" in argv[argv.index("-machine") + 1])
         self.vms[name] = vm
+        if vm.fusion:
+            problem = await trio.to_thread.run_sync(self.ksm.acquire)
+            if problem:
+                self.log.warning("vm %s: page fusion: %s", name, problem)
         self.log.info("vm %s: QEMU started (pid %d, %s)", name, process.pid, accel)
         try:
             assert self._nursery is not None
@@ -234,6 +242,9 @@ class VmRunner:
             raise
         finally:
             self.vms.pop(vm.name, None)
+            if vm.fusion:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self.ksm.release)
         if vm.ending == "poweroff" or (vm.ending is None and code == 0):
             why = None
             self.log.info("vm %s: powered off", vm.name)
@@ -413,6 +424,12 @@ class VmRunner:
             pass
         return out
 
+    async def metrics(self, name: str | None = None) -> list[dict[str, Any]]:
+        """`vm metrics`: each running headless VM's (or ``name``'s) QEMU as the
+        host sees it: CPU seconds, resident and KSM-shared memory."""
+        vms = [self._vm(name)] if name is not None else list(self.vms.values())
+        return [await trio.to_thread.run_sync(_process_metrics, vm) for vm in vms if vm]
+
     # -- helpers -----------------------------------------------------------------------
     def _vm(self, name: str, required: bool = True) -> _Vm | None:
         vm = self.vms.get(name)
@@ -453,3 +470,22 @@ def _die_with(parent: int) -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
+
+
+def _process_metrics(vm: _Vm) -> dict[str, Any]:
+    """CPU seconds, RSS and KSM-merged memory of a VM's QEMU (from /proc)."""
+    pid = vm.process.pid
+    out: dict[str, Any] = {"name": vm.name, "pid": pid, "page_fusion": vm.fusion}
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        out["cpu_s"] = round((int(fields[11]) + int(fields[12])) / ticks, 2)
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                out["rss_mb"] = round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    pages = merging_pages(pid)
+    if pages is not None:
+        out["shared_mb"] = round(pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20), 1)
+    return out
