@@ -22,6 +22,7 @@ from netstore.cli.common import (
     on_registry,
     print_fields,
     print_json,
+    refused,
     said,
     table,
     usage,
@@ -144,6 +145,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
     p.add_argument("action", choices=("take", "restore", "delete", "list"))
     p.add_argument("snapshot", metavar="SNAP", nargs="?")
     p.add_argument("--description", default="")
+    p.add_argument("--no-memory", action="store_true",
+                   help="of a running VM: its disks only (crash-consistent), not its memory")
 
     p = cmds.add_parser("qemu-args", parents=[common],
                         help="a qemu-system command line running the VM on netstore: disks "
@@ -168,6 +171,8 @@ def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
         return on_registry(config, lambda reg: _qemu_args(config, reg, args, as_json))
     if args.vm_command == "info":
         return on_registry(config, lambda reg: _info(config, reg, args, as_json))
+    if args.vm_command == "snapshot":
+        return on_registry(config, lambda reg: _snapshot(config, reg, args, as_json))
     return on_registry(config, lambda reg: _COMMANDS[args.vm_command](reg, args, as_json))
 
 
@@ -271,8 +276,27 @@ def _remove(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     return said(as_json, {"removed": m.name, "uuid": m.uuid}, f"removed VM {m.name}")
 
 
-def _snapshot(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+def _live_snapshot(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    """`vm snapshot NAME take SNAP` of a VM the daemon runs: the daemon pauses it."""
+    from netstore.control import ControlError, request
+
+    try:
+        d = request(config.daemon.state_dir, "vm_snapshot", timeout=180, name=args.name,
+                    snapshot=args.snapshot, description=args.description,
+                    memory=not args.no_memory)
+    except ControlError as e:
+        return refused(e)
+    what = "disks and memory" if d["state_file"] else "disks only"
+    return said(as_json, d, f"{args.name}: snapshot {d['name']} taken while running ({what}; "
+                            f"paused {d['paused_s']:.2f} s)")
+
+
+def _snapshot(config: Config, reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     snaps = Snapshots(reg)
+    if args.action == "take" and args.snapshot is not None:
+        m = reg.machines.get(args.name)
+        if m.running and m.run_type == "headless":
+            return _live_snapshot(config, args, as_json)
     if args.action == "list":
         found = snaps.list(args.name)
         if as_json:
@@ -292,7 +316,8 @@ def _snapshot(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
         return said(as_json, s.to_dict(), f"{args.name}: snapshot {s.name} taken ({disks})")
     if args.action == "restore":
         s = snaps.restore(args.name, args.snapshot)
-        return said(as_json, s.to_dict(), f"{args.name}: restored snapshot {s.name}")
+        saved = "; its next start resumes the saved memory" if s.state_file else ""
+        return said(as_json, s.to_dict(), f"{args.name}: restored snapshot {s.name}{saved}")
     snaps.delete(args.name, args.snapshot)
     return said(as_json, {"deleted": args.snapshot},
                 f"{args.name}: snapshot {args.snapshot} deleted (its data merged)")
@@ -412,6 +437,5 @@ _COMMANDS = {
     "detach": _detach,
     "nic": _nic,
     "remove": _remove,
-    "snapshot": _snapshot,
     "list": _list,
 }

@@ -378,9 +378,11 @@ class Machines:
                     power_on_layer(conn, self.reg.diffs_dir, m, vm.name)
             if run_type not in RUN_TYPES:
                 raise ValueError(f"run type {run_type!r} is not one of {', '.join(RUN_TYPES)}")
+            # only the daemon's QEMU can resume a saved state; another start boots
+            saved = vm.saved_state if run_type == "headless" else None
             conn.execute("UPDATE machines SET power = 'running', started = ?, balloon_mb = 0, "
-                         "run_type = ?, paused = 0, aborted = NULL WHERE id = ?",
-                         (now(), run_type, vm.id))
+                         "run_type = ?, paused = 0, aborted = NULL, saved_state = ? "
+                         "WHERE id = ?", (now(), run_type, saved, vm.id))
             return get_machine(conn, name)
 
     def stop(self, name: str, *, aborted: str | None = None) -> Machine:
@@ -398,6 +400,13 @@ class Machines:
             conn.execute("UPDATE machines SET power = 'poweroff', started = NULL, "
                          "balloon_mb = 0, run_type = NULL, paused = 0, aborted = ? "
                          "WHERE id = ?", (aborted, vm.id))
+            return get_machine(conn, name)
+
+    def discard_saved_state(self, name: str) -> Machine:
+        """The saved state was resumed (or could not be): the next start boots."""
+        with self.reg.transaction() as conn:
+            vm = get_machine(conn, name)
+            conn.execute("UPDATE machines SET saved_state = NULL WHERE id = ?", (vm.id,))
             return get_machine(conn, name)
 
     def set_paused(self, name: str, paused: bool) -> Machine:
@@ -450,9 +459,11 @@ class Machines:
 
     # -- snapshots (snapshots.py) --------------------------------------------
 
-    def take_snapshot(self, name: str, snapshot: str, description: str = "") -> Snapshot:
+    def take_snapshot(self, name: str, snapshot: str, description: str = "", *,
+                      live: bool = False, state_file: str | None = None) -> Snapshot:
         """Snapshots.take."""
-        return self._snapshots.take(name, snapshot, description)
+        return self._snapshots.take(name, snapshot, description, live=live,
+                                    state_file=state_file)
 
     def restore_snapshot(self, name: str, snapshot: str) -> Snapshot:
         """Snapshots.restore."""

@@ -219,9 +219,17 @@ def _v7_runs(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE machines ADD COLUMN aborted TEXT")
 
 
+def _v8_saved_states(conn: sqlite3.Connection) -> None:
+    """Live snapshots (issue 13): a snapshot may keep the VM's memory and
+    device state (a QEMU migration stream in a file); restoring it leaves the
+    powered-off VM with that saved state, which its next start resumes."""
+    conn.execute("ALTER TABLE snapshots ADD COLUMN state_file TEXT")
+    conn.execute("ALTER TABLE machines ADD COLUMN saved_state TEXT")
+
+
 MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
                                _v4_nic_port_security, _v5_nic_impairments, _v6_boot,
-                               _v7_runs]
+                               _v7_runs, _v8_saved_states]
 
 
 def schema_version() -> int:

@@ -11,6 +11,11 @@
 #   (owner = the machine); so a power-on reset of an immutable disk (a new
 #   empty layer on the top's parent) returns to the current snapshot's state.
 # - writethrough, shareable, readonly disks are not in snapshots.
+# - a live snapshot (the daemon's runner, the VM paused and its QEMU's writes
+#   flushed) is taken the same way on normal disks, and may keep the VM's
+#   memory and device state in a file; restoring such a snapshot leaves the
+#   VM "saved": its next start resumes that state.  Immutable and multiattach
+#   disks (the machine's own layers) are not frozen live.
 # Every operation creates its new layers last, so "the newest layer is the
 # current state" holds; file work happens inside the registry's write
 # transaction (one writer at a time), new files are removed if it fails.
@@ -64,6 +69,7 @@ class Snapshot:
     description: str
     current: bool
     disks: dict[str, str]
+    state_file: str | None = None  # the VM's memory and device state (a live snapshot)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,17 +94,18 @@ class Snapshots:
         with self.reg.reading() as conn:
             vm = get_machine(conn, machine)
             rows = conn.execute(
-                "SELECT s.id, s.name, s.uuid, p.name, s.created, s.description FROM snapshots s "
+                "SELECT s.id, s.name, s.uuid, p.name, s.created, s.description, s.state_file "
+                "FROM snapshots s "
                 "LEFT JOIN snapshots p ON p.id = s.parent_id WHERE s.machine_id = ? "
                 "ORDER BY s.id", (vm.id,)).fetchall()
             out = []
-            for sid, name, u, parent, created, desc in rows:
+            for sid, name, u, parent, created, desc, state in rows:
                 disks = dict(conn.execute(
                     "SELECT m.name, l.name FROM snapshot_media sm JOIN media m "
                     "ON m.id = sm.medium_id JOIN media l ON l.id = sm.layer_id "
                     "WHERE sm.snapshot_id = ? ORDER BY m.name", (sid,)).fetchall())
                 out.append(Snapshot(name, u, parent, created, desc,
-                                    vm.current_snapshot == name, disks))
+                                    vm.current_snapshot == name, disks, state))
         return out
 
     def _refuse_running(self, vm: Machine, what: str) -> None:
@@ -135,11 +142,14 @@ class Snapshots:
             owner=owner,
         )
 
-    def take(self, machine: str, name: str, description: str = "") -> Snapshot:
+    def take(self, machine: str, name: str, description: str = "", *, live: bool = False,
+             state_file: str | None = None) -> Snapshot:
         """Freeze the state of every normal, immutable and multiattach disk of
         the powered-off VM: its current top layer becomes the snapshot's, and
         a new empty layer goes on top.  The snapshot becomes the current one,
-        a child of the one that was.
+        a child of the one that was.  ``live``: the VM may run (its QEMU is
+        paused and flushed by the caller), normal disks only; ``state_file``
+        holds its memory and device state.
 
         Raises:
             MachineStateError: the VM runs.
@@ -155,7 +165,8 @@ class Snapshots:
         try:
             with self.reg.transaction() as conn:
                 vm = get_machine(conn, machine)
-                self._refuse_running(vm, "taken")
+                if not live:
+                    self._refuse_running(vm, "taken")
                 if conn.execute("SELECT 1 FROM snapshots WHERE machine_id = ? AND name = ?",
                                 (vm.id, name)).fetchone():
                     raise NameTakenError(f"{machine} has a snapshot named {name} already")
@@ -164,12 +175,18 @@ class Snapshots:
                 ).fetchone()[0]
                 sid = conn.execute(
                     "INSERT INTO snapshots (machine_id, uuid, name, parent_id, description, "
-                    "created) VALUES (?, ?, ?, ?, ?, ?)",
-                    (vm.id, str(uuidlib.uuid4()), name, cur, description, now())).lastrowid
+                    "created, state_file) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (vm.id, str(uuidlib.uuid4()), name, cur, description, now(),
+                     state_file)).lastrowid
                 for a in attachments_of(conn, vm):
                     m = get_medium(conn, a.medium)
                     if m.type not in SNAPSHOT_TYPES:
                         continue
+                    if live and vm.running and m.type in LAYERED_TYPES:
+                        raise MachineRuleError(
+                            f"disk {m.name} of {machine} is {m.type}; a snapshot of a running "
+                            f"VM freezes normal disks only (netstore vm stop {machine} first)"
+                        )
                     if m.format not in LAYER_BASE_FORMATS:
                         raise MediumRuleError(
                             f"disk {m.name} is a {m.format} image; a snapshot layer stands on "
@@ -232,8 +249,10 @@ class Snapshots:
                         conn.execute("DELETE FROM media WHERE id = ?", (top.id,))
                         dropped.append(top.location)
                     self._new_layer(conn, m, frozen, vm, made)
-                conn.execute("UPDATE machines SET current_snapshot_id = ? WHERE id = ?",
-                             (sid, vm.id))
+                state = conn.execute("SELECT state_file FROM snapshots WHERE id = ?",
+                                     (sid,)).fetchone()[0]
+                conn.execute("UPDATE machines SET current_snapshot_id = ?, saved_state = ?, "
+                             "aborted = NULL WHERE id = ?", (sid, state, vm.id))
         except BaseException:
             for p in made:
                 remove_file(p)
@@ -282,6 +301,12 @@ class Snapshots:
             if cur == sid:
                 conn.execute("UPDATE machines SET current_snapshot_id = ? WHERE id = ?",
                              (parent_sid, vm.id))
+            state = conn.execute("SELECT state_file FROM snapshots WHERE id = ?",
+                                 (sid,)).fetchone()[0]
+            if state is not None:
+                conn.execute("UPDATE machines SET saved_state = NULL WHERE id = ? AND "
+                             "saved_state = ?", (vm.id, state))
+                later.append(state)
             conn.execute("DELETE FROM snapshots WHERE id = ?", (sid,))
         for p in later:
             remove_file(p)

@@ -44,6 +44,7 @@ class Machine:
     run_type: str | None = None
     paused: bool = False
     aborted: str | None = None
+    saved_state: str | None = None  # a restored snapshot's memory: the next start resumes it
 
     @property
     def online_cpus(self) -> int:
@@ -55,10 +56,13 @@ class Machine:
 
     @property
     def state(self) -> str:
-        """What `vm list` shows: running, paused, poweroff, or aborted (its
-        QEMU ended without the guest powering off)."""
+        """What `vm list` shows: running, paused, poweroff, saved (a restored
+        snapshot's memory waits for the next start), or aborted (its QEMU
+        ended without the guest powering off)."""
         if self.running:
             return "paused" if self.paused else "running"
+        if self.saved_state is not None:
+            return "saved"
         return "aborted" if self.aborted is not None else "poweroff"
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,7 +76,7 @@ class Machine:
 
 _MCOLS = ("id, uuid, name, ostype, cpus, cpu_hotplug, plugged_cpus, cpu_cap, weight, memory_mb, "
           "memory_min_mb, balloon_mb, page_fusion, chipset, power, started, current_snapshot_id, "
-          "created, boot_order, kernel, initrd, kernel_append, run_type, paused, aborted")
+          "created, boot_order, kernel, initrd, kernel_append, run_type, paused, aborted, saved_state")
 
 
 def cpu_list(text: str) -> tuple[int, ...]:
@@ -94,7 +98,7 @@ def machine_from_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> Machine:
     return Machine(row[0], row[1], row[2], row[3], row[4], bool(row[5]), cpu_list(row[6]),
                    row[7], row[8], row[9], row[10], row[11], bool(row[12]), row[13],
                    row[14], row[15], snap, row[17], Boot.from_columns(*row[18:22]),
-                   row[22], bool(row[23]), row[24])
+                   row[22], bool(row[23]), row[24], row[25])
 
 
 def get_machine(conn: sqlite3.Connection, name: str) -> Machine:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,9 @@ QMP_CONNECT_S = 15.0
 QUIT_GRACE_S = 5.0
 # How long a QMP command may take before the VM is reported unresponsive.
 QMP_COMMAND_S = 10.0
+# Saving or resuming a VM's memory and device state (a live snapshot).
+STATE_TIMEOUT_S = 120.0
+STATE_BANDWIDTH = 8 << 30  # bytes/s: QEMU's default cap (128 MiB/s) would stretch the pause
 PR_SET_PDEATHSIG = 1
 # Resolved before any fork: the child between fork and exec calls only this.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -139,7 +144,8 @@ class VmRunner:
         """The control socket's operations on VMs."""
         return {"vm_start": self.start, "vm_stop": self.stop, "vm_control": self.control,
                 "vm_screenshot": self.screenshot, "vm_runtime": self.runtime,
-                "vm_metrics": self.metrics, "vm_accel": self.accel}
+                "vm_metrics": self.metrics, "vm_snapshot": self.snapshot,
+                "vm_accel": self.accel}
 
     # -- start -------------------------------------------------------------------------
     async def accel(self) -> dict[str, str]:
@@ -161,7 +167,7 @@ class VmRunner:
             machine = await self._registry(lambda reg: reg.machines.start(name, "headless"))
             name = machine.name  # NAME may have been its UUID
             try:
-                vm = await self._launch(name, vnc)
+                vm = await self._launch(name, vnc, machine.saved_state)
             except BaseException as e:
                 why = str(e) if isinstance(e, Exception) else "start interrupted"
                 with trio.CancelScope(shield=True):
@@ -171,7 +177,7 @@ class VmRunner:
             self._starting.discard(name)
         return await self._machine(name, pid=vm.process.pid, accel=vm.accel)
 
-    async def _launch(self, name: str, vnc: int | None) -> _Vm:
+    async def _launch(self, name: str, vnc: int | None, saved: str | None) -> _Vm:
         await self.settle()  # its target and NIC ports are served before QEMU connects
         argv = await self._registry(lambda reg: self._argv(reg, name))
         accel = (await self.accel())["accel"]
@@ -184,6 +190,8 @@ class VmRunner:
                  "-serial", "chardev:console", "-monitor", "none"]
         if vnc is not None:
             argv += ["-vnc", f"127.0.0.1:{vnc}"]
+        if saved is not None:  # a restored live snapshot: resume its memory
+            argv += ["-incoming", f"exec:cat {shlex.quote(saved)}"]
         with open(files.log, "ab") as logf:
             logf.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} netstore starts {name}: "
                        f"{' '.join(argv)}\n".encode())
@@ -207,6 +215,8 @@ class VmRunner:
         try:
             assert self._nursery is not None
             await self._nursery.start(self._watch, vm)
+            if saved is not None:
+                await self._resumed(vm, saved)
         except BaseException:
             vm.ending = vm.ending or "start failed"
             if process.poll() is None:
@@ -214,6 +224,25 @@ class VmRunner:
             self.vms.pop(name, None)
             raise
         return vm
+
+    async def _resumed(self, vm: _Vm, saved: str) -> None:
+        """Wait for QEMU to take the saved state in and run; the state is
+        used up either way (a state QEMU refuses is not tried again)."""
+        try:
+            with trio.move_on_after(STATE_TIMEOUT_S):
+                while (await self._qmp(vm, "query-status"))["status"] == "inmigrate":
+                    await trio.sleep(0.05)
+                # the state was saved paused: a start runs it
+                await self._qmp(vm, "cont")
+                return
+            raise ControlError(f"{vm.name}: QEMU did not take its saved state in within "
+                               f"{STATE_TIMEOUT_S:g} s")
+        except ControlError as e:
+            raise ControlError(f"{e} (the saved state of {saved} is discarded: the next start "
+                               "boots)") from None
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._registry(lambda reg: reg.machines.discard_saved_state(vm.name))
 
     @staticmethod
     def _argv_for(reg: Registry, name: str, portal: str, base_iqn: str) -> list[str]:
@@ -402,6 +431,57 @@ class VmRunner:
                 await self._registry(lambda reg: reg.machines.modify(vm.name, **undo))
             raise
 
+    async def snapshot(self, name: str, snapshot: str, description: str = "",
+                       memory: bool = True) -> dict[str, Any]:
+        """`vm snapshot NAME take SNAP` while it runs: pause it (QEMU drains
+        and flushes its disks), save its memory and device state unless not
+        ``memory``, freeze its normal disks in the target (the units move onto
+        new layers between two SCSI commands; sessions stay), resume."""
+        vm = self._vm(name)
+        began = trio.current_time()
+        was_running = (await self._qmp(vm, "query-status"))["status"] == "running"
+        await self._qmp(vm, "stop")
+        state_file = None
+        try:
+            if memory:
+                states = vm.files.dir / "states"
+                await trio.to_thread.run_sync(lambda: states.mkdir(exist_ok=True))
+                state_file = str(states / f"{snapshot}-{uuid.uuid4().hex[:8]}.state")
+                await self._save_state(vm, state_file)
+            snap = await self._registry(lambda reg: reg.machines.take_snapshot(
+                vm.name, snapshot, description, live=True, state_file=state_file))
+            await self.settle()  # the target's units now write to the new layers
+        except BaseException:
+            if state_file is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_remove, state_file)
+            raise
+        finally:
+            if was_running:
+                with trio.CancelScope(shield=True):
+                    await self._qmp(vm, "cont")
+        paused = trio.current_time() - began
+        self.log.info("vm %s: snapshot %s taken live (%s), paused %.2f s", vm.name, snapshot,
+                      "with memory" if memory else "disks only", paused)
+        return {**snap.to_dict(), "paused_s": round(paused, 3)}
+
+    async def _save_state(self, vm: _Vm, path: str) -> None:
+        """QEMU's memory and device state into ``path`` (a migration to a file)."""
+        await self._qmp(vm, "migrate-set-parameters", **{"max-bandwidth": STATE_BANDWIDTH})
+        await self._qmp(vm, "migrate", uri=f"exec:cat > {shlex.quote(path)}")
+        with trio.move_on_after(STATE_TIMEOUT_S):
+            while True:
+                info = await self._qmp(vm, "query-migrate")
+                status = info.get("status")
+                if status == "completed":
+                    return
+                if status in ("failed", "cancelled"):
+                    raise ControlError(f"{vm.name}: saving its memory failed: "
+                                       f"{info.get('error-desc', status)}")
+                await trio.sleep(0.02)
+        await self._qmp(vm, "migrate_cancel")
+        raise ControlError(f"{vm.name}: saving its memory took over {STATE_TIMEOUT_S:g} s")
+
     async def screenshot(self, name: str, path: str) -> dict[str, Any]:
         """`vm screenshot NAME OUT.png` (QMP screendump)."""
         vm = self._vm(name)
@@ -489,3 +569,10 @@ def _process_metrics(vm: _Vm) -> dict[str, Any]:
     if pages is not None:
         out["shared_mb"] = round(pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20), 1)
     return out
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
