@@ -173,6 +173,8 @@ def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
         return on_registry(config, lambda reg: _info(config, reg, args, as_json))
     if args.vm_command == "snapshot":
         return on_registry(config, lambda reg: _snapshot(config, reg, args, as_json))
+    if args.vm_command == "modify":
+        return on_registry(config, lambda reg: _modify(config, reg, args, as_json))
     return on_registry(config, lambda reg: _COMMANDS[args.vm_command](reg, args, as_json))
 
 
@@ -189,7 +191,27 @@ def _create(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
                 f"{m.memory_mb} MB, {m.ostype}, UUID {m.uuid}")
 
 
-def _modify(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
+# What `vm modify` may change while the daemon runs the VM: the daemon tells
+# QEMU too (as `vm control` does).
+_LIVE_CHANGES = {"plug_cpu": "plugcpu", "unplug_cpu": "unplugcpu", "cpu_cap": "cpu-cap",
+                 "balloon_mb": "balloon"}
+
+
+def _modify_running(config: Config, name: str, live: dict[str, int], as_json: bool) -> int:
+    from netstore.control import ControlError, request
+
+    result: Any = None
+    for key, value in live.items():
+        try:
+            result = request(config.daemon.state_dir, "vm_control", timeout=60, name=name,
+                             action=_LIVE_CHANGES[key], value=value)
+        except ControlError as e:
+            return refused(e)
+    return said(as_json, result, f"{result['name']}: {_LIVE_CHANGES[key]} {value} applied to "
+                                 "the running VM")
+
+
+def _modify(config: Config, reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     asked = dict(cpus=args.cpus, cpu_hotplug=args.cpuhotplug, plug_cpu=args.plugcpu,
                  unplug_cpu=args.unplugcpu, cpu_cap=args.cpu_cap, weight=args.weight,
                  memory_mb=args.memory, memory_range=args.memory_range,
@@ -200,6 +222,10 @@ def _modify(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
         return usage("vm modify: nothing to change (see: netstore vm modify --help)")
     if args.memory is not None and args.memory_range is not None:
         return usage("vm modify: --memory and --memory-range exclude each other")
+    given = {k: v for k, v in asked.items() if v is not None}
+    vm = reg.machines.get(args.name)
+    if vm.running and vm.run_type == "headless" and given.keys() <= _LIVE_CHANGES.keys():
+        return _modify_running(config, vm.name, given, as_json)
     m = reg.machines.modify(args.name, **asked)
     boot = m.boot
     how = f"kernel {boot.kernel}" if boot.kernel else (
@@ -431,7 +457,6 @@ def _qemu_args(config: Config, reg: Any, args: argparse.Namespace, as_json: bool
 # qemu-args is run apart: it needs the configuration (the portal, the base IQN).
 _COMMANDS = {
     "create": _create,
-    "modify": _modify,
     "controller": _controller,
     "attach": _attach,
     "detach": _detach,

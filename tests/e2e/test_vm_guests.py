@@ -5,7 +5,8 @@
 # daemon, writes to it, and they ping each other through the daemon's switch
 # sw0 (a `netstore capture` of sw0, read by tshark, holds their echo requests
 # and replies both ways). While they run, `vm control` changes them: a
-# balloon (QMP's actual and the guest's MemTotal follow), a hot-plugged vCPU
+# balloon (QMP's actual and the guest's MemTotal follow; `vm modify
+# --balloon` of a running VM too), a hot-plugged vCPU
 # the guest brings online, a NIC link cut (ping fails) and restored. `vm
 # stop` powers both off through ACPI; their writes are in their disks and
 # `vm list` shows poweroff.
@@ -130,6 +131,11 @@ def test_two_vms_started_by_netstore_boot_write_ping_change_and_power_off(
             time.sleep(0.5)
         assert before - meminfo_kb(guests["a"]) >= 60 * 1024
         assert cli.json("vm", "info", "a")["balloon_mb"] == 64
+        cli.ok("vm", "modify", "b", "--balloon", "32")  # as vm control does, while it runs
+        deadline = time.monotonic() + 30
+        while cli.json("vm", "info", "b")["runtime"]["balloon_actual_mb"] != 224:
+            assert time.monotonic() < deadline, cli.json("vm", "info", "b")["runtime"]
+            time.sleep(0.5)
 
         # vCPU 1 plugged: QEMU has it, the guest brings it online
         cli.ok("vm", "control", "a", "plugcpu", "1")
