@@ -2,8 +2,8 @@
 
 import pytest
 
-from netstore.vm.cmdline import format_args, qemu_args
 from netstore.registry.machines import Attachment, Controller, Machine, Nic
+from netstore.vm.cmdline import format_args, qemu_args
 
 
 def machine(**kw):

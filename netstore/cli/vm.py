@@ -39,10 +39,10 @@ from netstore.cli.vmrun import add_run_commands
 from netstore.cli.vmrun import run as run_vm
 from netstore.config import Config
 from netstore.impairments import DIRECTIONS, ImpairmentError, parse_impairment
-from netstore.vm.cmdline import format_args, qemu_args
 from netstore.registry import NicImpairmentError
 from netstore.registry.machines import BUSES, CHIPSETS, TRANSPORTS
 from netstore.registry.snapshots import Snapshots
+from netstore.vm.cmdline import format_args, qemu_args
 
 
 def _memory_range(text: str) -> tuple[int, int]:

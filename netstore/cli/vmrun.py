@@ -15,8 +15,8 @@ from typing import Any
 from netstore.cli.common import (
     EXIT_OK,
     on_registry,
-    print_json,
     positive_seconds,
+    print_json,
     refused,
     said,
     usage,

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,9 +74,3 @@ class VmFiles:
         except OSError:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
-
-    def log_size(self) -> int:
-        try:
-            return os.stat(self.log).st_size
-        except OSError:
-            return 0

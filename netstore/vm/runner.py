@@ -45,6 +45,9 @@ QMP_CONNECT_S = 15.0
 QUIT_GRACE_S = 5.0
 # How long a QMP command may take before the VM is reported unresponsive.
 QMP_COMMAND_S = 10.0
+# Recording a VM's end (registry, then the children told) may take this long
+# even while the daemon stops.
+RECORD_END_S = 10.0
 # Saving or resuming a VM's memory and device state (a live snapshot).
 STATE_TIMEOUT_S = 120.0
 STATE_BANDWIDTH = 8 << 30  # bytes/s: QEMU's default cap (128 MiB/s) would stretch the pause
@@ -170,7 +173,7 @@ class VmRunner:
                 vm = await self._launch(name, vnc, machine.saved_state)
             except BaseException as e:
                 why = str(e) if isinstance(e, Exception) else "start interrupted"
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), trio.move_on_after(RECORD_END_S):
                     await self._record_end(name, why)
                 raise
         finally:
@@ -192,11 +195,8 @@ class VmRunner:
             argv += ["-vnc", f"127.0.0.1:{vnc}"]
         if saved is not None:  # a restored live snapshot: resume its memory
             argv += ["-incoming", f"exec:cat {shlex.quote(saved)}"]
-        with open(files.log, "ab") as logf:
-            logf.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} netstore starts {name}: "
-                       f"{' '.join(argv)}\n".encode())
-            logf.flush()
-            log_start = logf.tell()  # QEMU's own words start here
+        logf, log_start = await trio.to_thread.run_sync(_open_log, files, name, argv)
+        with logf:
             parent = os.getpid()
             # Forked from the loop's thread (PR_SET_PDEATHSIG follows the thread
             # that forked), in a session of its own (a terminal's Ctrl-C is the
@@ -204,7 +204,7 @@ class VmRunner:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
                                        stderr=subprocess.STDOUT, start_new_session=True,
                                        preexec_fn=lambda: _die_with(parent))
-        vm = _Vm(name, files, process, accel, log_start, 
+        vm = _Vm(name, files, process, accel, log_start,
                  fusion="mem-merge=on" in argv[argv.index("-machine") + 1])
         self.vms[name] = vm
         if vm.fusion:
@@ -279,11 +279,11 @@ class VmRunner:
             self.log.info("vm %s: powered off", vm.name)
         else:
             why = vm.ending or _exit_text(code)
-            tail = vm.files.log_tail(since=vm.log_start)
+            tail = await trio.to_thread.run_sync(vm.files.log_tail, 8, vm.log_start)
             if tail:
                 why = f"{why}; QEMU's last words: {tail}"
             self.log.warning("vm %s: aborted: %s", vm.name, why)
-        with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True), trio.move_on_after(RECORD_END_S):
             await self._record_end(vm.name, why)
         vm.recorded.set()
 
@@ -292,14 +292,13 @@ class VmRunner:
             while True:
                 if vm.process.poll() is not None:
                     await trio.sleep(0.05)  # let its last words reach the log
-                    raise ControlError(
-                        f"{vm.name}: {_exit_text(vm.process.returncode)} at start: "
-                        f"{vm.files.log_tail(since=vm.log_start) or 'nothing logged'}")
-                if vm.files.qmp.exists():
-                    try:
-                        return await Qmp.connect(vm.files.qmp, nursery)
-                    except (OSError, QmpError):
-                        pass
+                    tail = await trio.to_thread.run_sync(vm.files.log_tail, 8, vm.log_start)
+                    raise ControlError(f"{vm.name}: {_exit_text(vm.process.returncode)} at "
+                                       f"start: {tail or 'nothing logged'}")
+                try:  # the socket appears once QEMU has set it up
+                    return await Qmp.connect(vm.files.qmp, nursery)
+                except (OSError, QmpError):
+                    pass
                 await trio.sleep(0.05)
         raise ControlError(f"{vm.name}: QEMU opened no QMP socket within {QMP_CONNECT_S:g} s")
 
@@ -543,6 +542,16 @@ class VmRunner:
             return await trio.to_thread.run_sync(call)
         except RegistryError as e:
             raise ControlError(str(e)) from None
+
+
+def _open_log(files: VmFiles, name: str, argv: list[str]) -> tuple[Any, int]:
+    """The VM's log opened for QEMU, with netstore's line first; and where
+    QEMU's own words start."""
+    logf = open(files.log, "ab")
+    logf.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} netstore starts {name}: "
+               f"{' '.join(argv)}\n".encode())
+    logf.flush()
+    return logf, logf.tell()
 
 
 def _die_with(parent: int) -> None:
