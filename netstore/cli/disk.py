@@ -24,6 +24,7 @@ from netstore.cli.common import (
     table,
     usage,
 )
+from netstore.cli.diskmanage import MANAGER_COMMANDS, add_manager_commands, tree
 from netstore.config import Config
 from netstore.disk import layers
 from netstore.disk.api import DiskError
@@ -35,7 +36,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
     """Add `disk` and its subcommands to ``sub``; returns its command."""
     writable = [f for f, spec in FORMATS.items() if spec.write]
     cmds = add_noun(
-        sub, common, "disk", help="media: create, import, list, modify, clone, convert, remove",
+        sub, common, "disk", help="media: create, import, list, modify, clone, convert, remove, "
+        "move, release, compact",
         description="The media registry of the state directory (works without the daemon).",
     )
 
@@ -62,6 +64,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
 
     p = cmds.add_parser("list", parents=[common], help="registered media")
     p.add_argument("--layers", action="store_true", help="list differencing layers too")
+    p.add_argument("--tree", action="store_true",
+                   help="each base with its layers beneath, and whose each layer is")
 
     p = cmds.add_parser("info", parents=[common], help="everything about one medium")
     p.add_argument("name", metavar="NAME")
@@ -91,6 +95,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
     p = cmds.add_parser("remove", parents=[common], help="unregister a medium")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--delete", action="store_true", help="delete its file too")
+    add_manager_commands(cmds, common)
     return {"disk": run}
 
 
@@ -134,6 +139,8 @@ def _import(config: Config, args: argparse.Namespace, as_json: bool) -> int:
 
 
 def _list(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    if args.tree:
+        return tree(config, as_json)
     with registry(config) as reg:
         media = reg.media(layers=args.layers)
         if as_json:
@@ -233,4 +240,5 @@ _COMMANDS: dict[str, Command] = {
     "clone": _clone,
     "convert": _convert,
     "remove": _remove,
+    **MANAGER_COMMANDS,
 }

@@ -27,6 +27,7 @@ from netstore.disk.qcow2.format import (
     OFFSET_MASK,
     ZERO,
     Q,
+    Qcow2Header,
     bad,
     build_header_cluster,
     check_features,
@@ -572,13 +573,7 @@ class Qcow2Image:
                 new_backing = open_backing(
                     self.path, backing, backing_format, [os.path.realpath(self.path)], _open_layer
                 )
-            old_used = h.extensions_end + (h.backing_file_size or 0)
-            h.backing_file, h.backing_format = backing, backing_format
-            hdr = build_header_cluster(h, self._cs, feature_table=False)
-            h.extensions_end = len(hdr) - h.backing_file_size
-            os.fsync(self._fd)  # copied data durable before the header changes
-            pwrite_all(self._fd, hdr + bytes(max(0, old_used - len(hdr))), 0)
-            os.fsync(self._fd)
+            _write_backing(self._fd, h, self._cs, backing, backing_format)
             if self.backing is not None:
                 self.backing.close()
             self.backing = new_backing
@@ -612,6 +607,33 @@ class Qcow2Image:
         """Allocated (data here or in the chain) and unallocated runs, covering the disk."""
         below = self.backing.extents if self.backing is not None else None
         return chain_extents(self.layer_runs, below, self.virtual_size)
+
+
+def _write_backing(fd: int, h: Qcow2Header, cs: int, backing: str | None,
+                   backing_format: str | None) -> None:
+    """Rewrite the header of the file on ``fd`` to name another backing file:
+    one write, last, between two fsyncs."""
+    old_used = h.extensions_end + (h.backing_file_size or 0)
+    h.backing_file, h.backing_format = backing, backing_format
+    hdr = build_header_cluster(h, cs, feature_table=False)
+    h.extensions_end = len(hdr) - h.backing_file_size
+    os.fsync(fd)  # copied data durable before the header changes
+    pwrite_all(fd, hdr + bytes(max(0, old_used - len(hdr))), 0)
+    os.fsync(fd)
+
+
+def rename_backing(path: str, backing: str, backing_format: str) -> None:
+    """Point the layer ``path`` at ``backing`` without opening its present
+    backing chain (which may be gone: the files are being moved); the new
+    backing must exist.  The caller guarantees it reads the same."""
+    probe_backing(path, backing)  # raises if the new backing cannot be read
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        h = parse_header(path, fd, os.fstat(fd).st_size)
+        check_features(path, h, False)
+        _write_backing(fd, h, 1 << h.cluster_bits, backing, backing_format)
+    finally:
+        os.close(fd)
 
 
 def _open_layer(path: str, seen: list[str]) -> Qcow2Image:

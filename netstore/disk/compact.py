@@ -1,0 +1,81 @@
+# netstore/disk/compact.py - `disk compact`: give back the clusters of a qcow2
+# image (a base or a differencing layer) that hold only zeros, as VBoxManage
+# modifymedium --compact does. The image is rewritten beside itself with the
+# same cluster size and backing reference: its own data clusters are copied
+# unless all zero; an all-zero cluster of a layer keeps qcow2's "reads as
+# zeros" flag (so its parent's data never shows through), of a base it is
+# left unallocated. The new file replaces the old one with one rename, so a
+# failure leaves the old image as it was.
+"""Compact a qcow2 image: zero-filled clusters are given back."""
+
+from __future__ import annotations
+
+import os
+
+from netstore.disk.api import DiskError
+from netstore.disk.qcow2 import Qcow2Image
+from netstore.disk.qcow2.create import create_qcow2
+
+__all__ = ["compact_qcow2"]
+
+# Bytes read and compared at a time (a whole number of clusters).
+CHUNK = 1 << 20
+
+
+def compact_qcow2(path: str) -> tuple[int, int]:
+    """Rewrite ``path`` without its zero-filled clusters; (bytes on disk
+    before, after).  The image must not be open for writing elsewhere."""
+    before = _allocated(path)
+    tmp = f"{path}.compacting"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    try:
+        with Qcow2Image(path, read_only=True) as src:
+            cs = src.cluster_size
+            # beside the original, the same backing reference resolves the same
+            create_qcow2(tmp, src.virtual_size, backing=src.header.backing_file,
+                         backing_format=src.header.backing_format, cluster_size=cs)
+            with Qcow2Image(tmp) as dst:
+                for offset, length, what in src.layer_runs():
+                    if what == "zero":
+                        dst.discard(offset, length)
+                        continue
+                    _copy_data(src, dst, offset, length, cs)
+                dst.flush()
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return before, _allocated(path)
+
+
+def _copy_data(src: Qcow2Image, dst: Qcow2Image, offset: int, length: int, cs: int) -> None:
+    end = offset + length
+    zero = bytes(CHUNK)
+    while offset < end:
+        n = min(CHUNK, end - offset)
+        data = src.pread(offset, n)
+        if data == zero[:n]:
+            if src.backing is not None:
+                dst.discard(offset, n)  # reads as zeros, hides the parent
+            offset += n
+            continue
+        for c in range(0, n, cs):  # only the clusters that hold data
+            piece = data[c : c + cs]
+            if piece.count(0) != len(piece):
+                dst.pwrite(offset + c, piece)
+            elif src.backing is not None:
+                dst.discard(offset + c, len(piece))
+        offset += n
+
+
+def _allocated(path: str) -> int:
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError as e:
+        raise DiskError(f"{path}: {e.strerror}") from None
