@@ -1,8 +1,9 @@
-# OVF/OVA export and import (issue 5): envelope.py builds and parses the
-# descriptor (pure), package.py reads and writes the tar and the manifest,
-# appliance.py wires both to the registry and the disk images; errors.py
-# holds what a user can meet.  The CLI's `netstore ovf` calls export_vm and
-# import_appliance.
+# OVF/OVA export and import (issues 5 and 14): envelope.py builds and parses
+# the descriptor (pure; eula.py its licences, links.py NIC impairments),
+# package.py reads and writes the tar and the manifest, files.py gzip and
+# chunked files, signing.py the .cert, appliance.py wires them to the
+# registry and the disk images; errors.py holds what a user can meet.  The
+# CLI's `netstore ovf` calls export_vm and import_appliance.
 """OVF 1.x packages: export a VM as an OVA, import an OVA or OVF as a new VM."""
 
 from netstore.ovf.appliance import (
@@ -14,11 +15,14 @@ from netstore.ovf.appliance import (
 )
 from netstore.ovf.envelope import Appliance, build_envelope, parse_envelope
 from netstore.ovf.errors import (
+    EulaNotAcceptedError,
     ManifestError,
     OvfError,
     OvfFormatError,
     OvfWarning,
+    SignatureError,
     UnsupportedOvfError,
+    UntrustedError,
 )
 
 __all__ = [
@@ -34,5 +38,8 @@ __all__ = [
     "OvfFormatError",
     "ManifestError",
     "UnsupportedOvfError",
+    "SignatureError",
+    "UntrustedError",
+    "EulaNotAcceptedError",
     "OvfWarning",
 ]

@@ -1,12 +1,16 @@
 # OVF export and import against the registry.  Export writes the current
 # state of each attached disk (a normal disk's current top, a VM's own layer
 # on an immutable or multiattach disk, read through the chain) as a
-# streamOptimized VMDK, dvd and floppy images as they are, the descriptor
-# first and the SHA256 manifest last, into a temporary file renamed over
-# OUT.ova only when complete.  Import checks the manifest before anything
-# else reads the package, parses the descriptor, converts each disk to qcow2
-# under <state>/media/ and recreates the VM with new UUIDs; any failure
-# unregisters and deletes everything it made, so nothing is half-registered.
+# streamOptimized VMDK, dvd and floppy images as they are (each gzipped
+# and cut in chunks if asked: files.py), the descriptor first (with an
+# EulaSection if asked: eula.py), the manifest (SHA256, SHA1 or SHA512)
+# and the signed .cert (signing.py) last, into a temporary file renamed
+# over OUT.ova only when complete.  Import checks the signature, then the
+# manifest, before anything else reads the package, parses the descriptor,
+# refuses a licence not accepted, joins chunks and unpacks gzip files,
+# converts each disk to qcow2 under <state>/media/ and recreates the VM with
+# new UUIDs; any failure unregisters and deletes everything it made, so
+# nothing is half-registered.
 """Export a registered VM as an OVA; import an OVA or OVF as a new VM."""
 
 from __future__ import annotations
@@ -38,8 +42,16 @@ from netstore.ovf.envelope import (
     build_envelope,
     parse_envelope,
 )
-from netstore.ovf.errors import OvfError, OvfFormatError, OvfWarning, UnsupportedOvfError
+from netstore.ovf.errors import (
+    EulaNotAcceptedError,
+    OvfError,
+    OvfFormatError,
+    OvfWarning,
+    UnsupportedOvfError,
+)
+from netstore.ovf.files import chunk_name, chunk_ranges, gzip_file, stored_names, unpack_stored
 from netstore.ovf.package import (
+    MANIFEST_ALGORITHMS,
     USTAR_MAX_SIZE,
     OvaWriter,
     Unpacked,
@@ -48,11 +60,13 @@ from netstore.ovf.package import (
     unpack_ova,
     verify_coverage,
     verify_digests,
+    verify_signature,
 )
 from netstore.registry.errors import NameTakenError, NotFoundError
 from netstore.registry.machines import NIC_SLOTS, check_cpus, check_machine_name, normal_mac
 
 if TYPE_CHECKING:
+    from netstore.ovf.signing import Signer
     from netstore.registry import Machine, Medium, Registry
 
 # File name extensions of the package's members, by drive kind.
@@ -127,20 +141,61 @@ def current_state(reg: Registry, medium: Medium, machine: str) -> str:
     return str(reg.current_top(medium))
 
 
+# A package member: (name, local file, offset, length); a chunk is a range.
+_Part = tuple[str, Path, int, int]
+
+
+def _store(files: list[FileRef], sources: list[tuple[str, Path]], tmp: Path, compress: bool,
+           chunk_size: int | None, meter: _Meter) -> list[_Part]:
+    """Gzip each file (when `compress`) and cut it in chunks (when
+    `chunk_size`), setting its FileRef's attributes; the members to write."""
+    parts: list[_Part] = []
+    for f, (member, local) in zip(files, sources, strict=True):
+        if compress:
+            gz = tmp / f"{member}.gz"
+            meter.grow(local.stat().st_size)
+            gzip_file(local, gz, meter.count)
+            local, f.compression = gz, "gzip"
+        f.size = size = local.stat().st_size
+        if chunk_size is None:
+            parts.append((member, local, 0, size))
+            continue
+        f.chunk_size = chunk_size
+        parts += [(chunk_name(member, i), local, off, n)
+                  for i, (off, n) in enumerate(chunk_ranges(size, chunk_size))]
+    return parts
+
+
 def export_vm(reg: Registry, name: str, out: str | os.PathLike[str], *,
-              progress: Progress | None = None) -> ExportResult:
+              progress: Progress | None = None, compress: bool = False,
+              chunk_size: int | None = None, manifest: str = "SHA256",
+              signer: Signer | None = None, eula: str | None = None) -> ExportResult:
     """Write VM `name` as the OVA `out`.
 
     Args:
         progress: (bytes done, bytes total) over disk conversion and packing.
+        compress: gzip every file (ovf:compression="gzip").
+        chunk_size: cut every file in chunks of this many bytes (ovf:chunkSize).
+        manifest: the manifest's digest: SHA1, SHA256 or SHA512.
+        signer: sign the manifest into NAME.cert (signing.Signer.load).
+        eula: a licence text, written as an EulaSection.
 
-    Returns: the members written, descriptor first, manifest last.
+    Returns: the members written, descriptor first, manifest (and .cert) last.
 
     Raises:
         NotFoundError: no such VM.
-        OvfError: the VM runs, `out` exists or its directory does not.
+        OvfError: the VM runs, `out` exists or its directory does not, a bad
+            digest name or chunk size.
         DiskError: a disk cannot be read (nothing is left behind).
     """
+    manifest = manifest.upper()
+    if manifest not in MANIFEST_ALGORITHMS:
+        raise OvfError(f"manifest digest {manifest!r}: expected one of "
+                       f"{', '.join(a.lower() for a in MANIFEST_ALGORITHMS)}")
+    if chunk_size is not None and chunk_size <= 0:
+        raise OvfError(f"chunk size {chunk_size}: expected a positive number of bytes")
+    if eula is not None and not eula.strip():
+        raise OvfError("the licence text is empty")
     vm = reg.machines.get(name)
     if vm.running:
         raise OvfError(f"{vm.name} is running; export a powered-off VM so its disks hold still "
@@ -156,7 +211,8 @@ def export_vm(reg: Registry, name: str, out: str | os.PathLike[str], *,
     nics = reg.machines.nics(vm.name)
     app = Appliance(MachineDesc(
         vm.name, vm.ostype, vm.cpus, vm.memory_mb, vm.cpu_hotplug, tuple(vm.plugged_cpus),
-        vm.cpu_cap, vm.weight, vm.memory_min_mb, vm.page_fusion, vm.chipset))
+        vm.cpu_cap, vm.weight, vm.memory_min_mb, vm.page_fusion, vm.chipset),
+        eulas=[eula.strip()] if eula is not None else [])
     ids = iter(range(3, 1 << 30))  # 1 and 2 are the processor and memory Items
     by_name: dict[str, str] = {}
     for c in controllers:
@@ -200,18 +256,24 @@ def export_vm(reg: Registry, name: str, out: str | os.PathLike[str], *,
             app.nics.append(NicDesc(str(next(ids)), nic.switch, nic.mac, None, nic.slot,
                                     nic.switch, nic.vlan, nic.transport, nic.impair_in,
                                     nic.impair_out))
+        parts = _store(app.files, sources, tmp, compress, chunk_size, meter)
         descriptor = build_envelope(app)
-        sizes = [(f"{vm.name}.ovf", len(descriptor))] + [(m, p.stat().st_size)
-                                                         for m, p in sources]
+        sizes = [(f"{vm.name}.ovf", len(descriptor))] + [(m, n) for m, _, _, n in parts]
         meter.grow(sum(s for _, s in sizes[1:]))
         package = tmp / "package.ova"
-        writer = OvaWriter(package, large=any(s > USTAR_MAX_SIZE for _, s in sizes))
+        writer = OvaWriter(package, large=any(s > USTAR_MAX_SIZE for _, s in sizes),
+                           algorithm=manifest)
         try:
             writer.add_bytes(f"{vm.name}.ovf", descriptor)
-            for member, local in sources:
-                writer.add_file(member, local, meter.count)
-            manifest = f"{vm.name}.mf"
-            sizes.append((manifest, writer.add_manifest(manifest)))
+            for member, local, offset, length in parts:
+                writer.add_file(member, local, meter.count, offset=offset, length=length)
+            mf_name = f"{vm.name}.mf"
+            mf = writer.add_manifest(mf_name)
+            sizes.append((mf_name, len(mf)))
+            if signer is not None:
+                cert = signer.cert_file(mf_name, mf, manifest)
+                writer.add_bytes(f"{vm.name}.cert", cert, digest=False)
+                sizes.append((f"{vm.name}.cert", len(cert)))
         finally:
             writer.close()
         if os.path.lexists(out_path):
@@ -294,20 +356,29 @@ class _Import:
 
 
 def import_appliance(reg: Registry, path: str | os.PathLike[str], *, name: str | None = None,
-                     progress: Progress | None = None) -> ImportResult:
+                     progress: Progress | None = None, accept_eula: bool = False,
+                     require_trusted: bool = False) -> ImportResult:
     """Register the VM of the OVA (or .ovf with its files beside it) at `path`.
 
-    The manifest is checked first; then the descriptor is parsed, each disk
+    The signature (a .cert) and the manifest are checked first; then the
+    descriptor is parsed, its licences must be accepted (`accept_eula`),
+    chunked and gzip files are joined and unpacked, each disk
     converted to qcow2 under ``<state>/media/`` and registered (new UUIDs),
     and the VM created with its controllers, attachments at the same ports
     and NICs on the same switches and VLANs.  MACs are kept unless the
     registry has them already (then new ones are generated, with a warning).
 
     Warns:
-        OvfWarning: Items skipped, MACs replaced, a type that could not be kept.
+        OvfWarning: Items skipped, MACs replaced, a type that could not be
+            kept, a signature by a certificate this host does not trust.
 
     Raises:
-        ManifestError: a file missing or changed (named).
+        ManifestError: a file missing or changed (named); SignatureError: a
+            .cert that does not match the manifest.
+        UntrustedError: `require_trusted` and the package is unsigned or its
+            certificate not trusted.
+        EulaNotAcceptedError: a licence and not `accept_eula` (its texts in
+            ``licences``).
         OvfFormatError: not a tar, descriptor not first, a name leaving the
             package, XML that is not an OVF envelope.
         UnsupportedOvfError: a disk that is not a streamOptimized VMDK, several VMs.
@@ -329,13 +400,25 @@ def import_appliance(reg: Registry, path: str | os.PathLike[str], *, name: str |
         else:
             raise OvfFormatError(f"{src.name}: neither an OVA (a tar archive) nor an OVF "
                                  "descriptor (XML)")
-        for w in verify_digests(pkg):
+        for w in verify_signature(pkg, require_trusted) + verify_digests(pkg):
             job.warn(w)
         app = parse_envelope(pkg.descriptor.read_bytes(), pkg.descriptor.name)
-        verify_coverage(pkg, [f.href for f in app.files])
+        if app.eulas and not accept_eula:
+            raise EulaNotAcceptedError(
+                f"{pkg.descriptor.name} holds a licence agreement; read it and import again "
+                "with --accept-eula to accept it", app.eulas)
+        stored = {f.href: stored_names(f.href, f.size, f.chunk_size,
+                                       lambda n: pkg.path(n) is not None) for f in app.files}
+        verify_coverage(pkg, [n for names in stored.values() for n in names])
         for w in app.warnings:
             job.warn(w)
-        return _build(job, pkg, app, name, moved=pkg.base is None)
+        own = Path(tempfile.mkdtemp(prefix=".resolved-", dir=tmp))
+        for f in app.files:
+            local = unpack_stored(f.href, [(n, pkg.path(n)) for n in stored[f.href]], f.size,
+                                  f.compression, f.chunk_size, own, job.meter.count)
+            if local is not None:
+                pkg.resolved[f.href] = local
+        return _build(job, pkg, app, name)
     except BaseException:
         job.undo()
         raise
@@ -347,6 +430,8 @@ def _check_files(pkg: Unpacked, app: Appliance) -> None:
     for f in app.files:
         local = pkg.path(f.href)
         assert local is not None  # verify_coverage saw it
+        if f.href in pkg.resolved:
+            continue  # its stored size was checked as it was joined or unpacked
         actual = local.stat().st_size
         if f.size is not None and f.size != actual:
             raise OvfFormatError(f"{f.href}: {actual} bytes, but the descriptor says {f.size}")
@@ -363,8 +448,7 @@ def _check_files(pkg: Unpacked, app: Appliance) -> None:
                                       "disk must be a streamOptimized VMDK")
 
 
-def _build(job: _Import, pkg: Unpacked, app: Appliance, name: str | None,
-           moved: bool) -> ImportResult:
+def _build(job: _Import, pkg: Unpacked, app: Appliance, name: str | None) -> ImportResult:
 
     reg = job.reg
     m = app.machine
@@ -418,13 +502,14 @@ def _build(job: _Import, pkg: Unpacked, app: Appliance, name: str | None,
                 job.warn(f"the {d.kind} drive at {where} is empty in the descriptor; netstore "
                          "attaches media only, so it is left out")
                 continue
-            local = pkg.path(app.file(d.file_ref).href)
+            href = app.file(d.file_ref).href
+            local = pkg.path(href)
             assert local is not None
             mname = job.free_medium_name(f"{vm_name}-{d.kind}{counts[d.kind]}")
             ext = "iso" if d.kind == "dvd" else "img"
             dst = reg.media_dir / f"{mname}.{ext}"
             job.files.append(dst)
-            copy_into(local, dst, move=moved)
+            copy_into(local, dst, move=pkg.movable(href))
             medium = reg.import_image(dst, name=mname, kind=d.kind, description=d.description)
             job.media.append(medium)
         attach.append((d, medium))

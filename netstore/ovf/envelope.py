@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 from netstore.impairments import Impairment
 from netstore.ovf.errors import OvfError, OvfFormatError, UnsupportedOvfError
+from netstore.ovf.eula import add_eula_section, read_eulas
+from netstore.ovf.files import read_file_attrs
 from netstore.ovf.links import IMPAIRMENT_TAG, impairment_attrs, read_impairment
 
 NS_OVF = "http://schemas.dmtf.org/ovf/envelope/1"
@@ -88,11 +90,14 @@ _UNIT_WORDS = {"byte": 1, "bytes": 1, "kb": 1 << 10, "kilobytes": 1 << 10, "mb":
 
 @dataclass
 class FileRef:
-    """A References/File: a file of the package."""
+    """A References/File: a file of the package; gzip-compressed and cut in
+    chunks as files.py says (size: of the whole compressed file)."""
 
     id: str
     href: str
     size: int | None = None
+    compression: str | None = None
+    chunk_size: int | None = None
 
 
 @dataclass
@@ -184,6 +189,7 @@ class Appliance:
     drives: list[DriveDesc] = field(default_factory=list)
     nics: list[NicDesc] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    eulas: list[str] = field(default_factory=list)  # licence texts (EulaSection)
 
     def file(self, file_id: str) -> FileRef:
         for f in self.files:
@@ -288,6 +294,10 @@ def build_envelope(app: Appliance) -> bytes:
         attrs = {_ovf("href"): f.href, _ovf("id"): f.id}
         if f.size is not None:
             attrs[_ovf("size")] = str(f.size)
+        if f.compression is not None:
+            attrs[_ovf("compression")] = f.compression
+        if f.chunk_size is not None:
+            attrs[_ovf("chunkSize")] = str(f.chunk_size)
         _sub(refs, _ovf("File"), attrs=attrs)
     ds = _sub(env, _ovf("DiskSection"))
     _sub(ds, _ovf("Info"), "List of the virtual disks used in the package")
@@ -350,6 +360,8 @@ def build_envelope(app: Appliance) -> bytes:
                    "ElementName": f"Ethernet adapter on '{n.network}'",
                    "InstanceID": n.instance_id, "ResourceSubType": n.subtype or NIC_SUBTYPE,
                    "ResourceType": str(RT_ETHERNET)})
+    for text in app.eulas:
+        add_eula_section(vs, NS_OVF, text)
     _netstore_section(vs, app)
     ET.indent(env, space="  ")
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(env, encoding="unicode").encode() + b"\n"
@@ -490,14 +502,10 @@ def _parse(env: ET.Element, where: str) -> Appliance:
             fid, href = _attr(f, "id"), _attr(f, "href")
             if not fid or not href:
                 raise OvfFormatError("a References/File lacks ovf:id or ovf:href")
-            if _attr(f, "compression") not in (None, "identity"):
-                raise UnsupportedOvfError(f"file {href} is {_attr(f, 'compression')}-"
-                                          "compressed; netstore reads uncompressed files")
-            if _attr(f, "chunkSize") is not None:
-                raise UnsupportedOvfError(f"file {href} is split in chunks; netstore reads "
-                                          "whole files")
+            comp, chunk = read_file_attrs(href, _attr(f, "compression"), _attr(f, "chunkSize"))
             size = _attr(f, "size")
-            files.append(FileRef(fid, href, _int(size, f"size of {href}") if size else None))
+            files.append(FileRef(fid, href, _int(size, f"size of {href}") if size else None,
+                                 comp, chunk))
     disks: list[VirtualDisk] = []
     for ds in (e for e in env.iter() if _local(e.tag) == "DiskSection"):
         for d in _kids(ds, "Disk"):
@@ -521,7 +529,7 @@ def _parse(env: ET.Element, where: str) -> Appliance:
         raise OvfFormatError(f"VirtualSystem {name} has no VirtualHardwareSection")
     items = [i for i in hws[0] if _local(i.tag) in ("Item", "StorageItem", "EthernetPortItem")]
     extras, impairments = _netstore_extras(vs), _netstore_impairments(vs)
-    app = Appliance(machine, files, disks, warnings=warnings)
+    app = Appliance(machine, files, disks, warnings=warnings, eulas=read_eulas(env))
     controllers: dict[str, ControllerDesc] = {}
     unknown_controllers: dict[str, str] = {}
     drive_items, nic_items = [], []

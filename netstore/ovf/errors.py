@@ -23,6 +23,24 @@ class ManifestError(OvfError):
     (the message names the file)."""
 
 
+class SignatureError(ManifestError):
+    """The package's .cert file is malformed or its signature does not match
+    the manifest: the manifest or the certificate file was changed."""
+
+
+class UntrustedError(OvfError):
+    """A good signature by a certificate this host does not trust (self-signed,
+    unknown issuer, expired), refused because trust was required."""
+
+
+class EulaNotAcceptedError(OvfError):
+    """The package holds a licence agreement (``licences``) that was not accepted."""
+
+    def __init__(self, message: str, licences: list[str]) -> None:
+        super().__init__(message)
+        self.licences = licences
+
+
 class UnsupportedOvfError(OvfError):
     """A valid package using something netstore does not do (named): a disk
     format other than streamOptimized VMDK, several virtual systems."""
@@ -33,4 +51,5 @@ class OvfWarning(UserWarning):
     not model, a MAC that collided); the CLI prints it on stderr."""
 
 
-__all__ = ["OvfError", "OvfFormatError", "ManifestError", "UnsupportedOvfError", "OvfWarning"]
+__all__ = ["OvfError", "OvfFormatError", "ManifestError", "SignatureError", "UntrustedError",
+           "EulaNotAcceptedError", "UnsupportedOvfError", "OvfWarning"]

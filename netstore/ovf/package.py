@@ -1,9 +1,11 @@
 # The OVF package on disk: an OVA is a tar (ustar) whose first member is the
 # descriptor (DSP0243 section 5.3; VirtualBox refuses an OVA otherwise), then
 # the files, then the manifest; or a plain .ovf with its files beside it.
-# The manifest holds one "SHA256(name)= hex" line per file, as VirtualBox and
-# ovftool write it (SHA1 and SHA512 lines are read too).  Reading refuses
-# any member name that could land outside the directory it is unpacked into.
+# The manifest holds one "SHA256(name)= hex" line per file (SHA1 or SHA512
+# if asked), as VirtualBox and ovftool write it; any of the three is read.
+# A chunked file is listed chunk by chunk (files.py).  A signed package has
+# a NAME.cert after its manifest (signing.py).  Reading refuses any member
+# name that could land outside the directory it is unpacked into.
 """OVA tar files and OVF manifests: write, unpack, verify."""
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import shutil
 import tarfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from netstore.ovf.errors import ManifestError, OvfFormatError
+from netstore.ovf.errors import ManifestError, OvfFormatError, UntrustedError
+from netstore.ovf.signing import verify_cert_file
 
 COPY_CHUNK = 1 << 20
 # ustar keeps sizes in 11 octal digits: below 8 GiB.  A bigger member makes
@@ -28,7 +31,8 @@ COPY_CHUNK = 1 << 20
 USTAR_MAX_SIZE = (1 << 33) - 1
 MANIFEST_ALGORITHMS = {"SHA1": hashlib.sha1, "SHA256": hashlib.sha256,
                        "SHA512": hashlib.sha512}
-_MANIFEST_LINE = re.compile(r"\s*(SHA1|SHA256|SHA512)\s*\((.+)\)\s*=\s*([0-9A-Fa-f]+)\s*")
+_MANIFEST_LINE = re.compile(r"\s*([A-Za-z0-9-]+)\s*\((.+)\)\s*=\s*(\S*)\s*")
+_HEX = re.compile(r"[0-9A-Fa-f]+")
 # A manifest lists a few files; megabytes of it are not a manifest.
 MAX_MANIFEST_BYTES = 1 << 20
 
@@ -51,17 +55,18 @@ def check_member_name(name: str, where: str) -> str:
     return name
 
 
-def manifest_text(digests: list[tuple[str, str]]) -> bytes:
-    """The manifest listing (name, SHA256 hex) pairs."""
-    return "".join(f"SHA256({name})= {digest}\n" for name, digest in digests).encode()
+def manifest_text(digests: list[tuple[str, str]], algorithm: str = "SHA256") -> bytes:
+    """The manifest listing (name, hex digest) pairs, digests by `algorithm`."""
+    return "".join(f"{algorithm}({name})= {digest}\n" for name, digest in digests).encode()
 
 
 def parse_manifest(data: bytes, where: str) -> dict[str, tuple[str, str]]:
     """name -> (algorithm, lowercase hex digest) of a manifest.
 
     Raises:
-        ManifestError: a line that is not `ALG(name)= hex`, a digest of the
-            wrong length, a file listed twice.
+        ManifestError: a line that is not `ALG(name)= hex`, an algorithm
+            other than SHA1/SHA256/SHA512, a digest that is not hexadecimal
+            or of the wrong length, a file listed twice (each named).
     """
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"{where}: {len(data)} bytes is too large for a manifest")
@@ -76,7 +81,13 @@ def parse_manifest(data: bytes, where: str) -> dict[str, tuple[str, str]]:
         m = _MANIFEST_LINE.fullmatch(line)
         if not m:
             raise ManifestError(f"{where} line {n}: expected 'SHA256(file)= hex', got {line!r}")
-        alg, name, digest = m.group(1), m.group(2).strip(), m.group(3).lower()
+        alg, name, digest = m.group(1).upper(), m.group(2).strip(), m.group(3).lower()
+        if alg not in MANIFEST_ALGORITHMS:
+            raise ManifestError(f"{where} line {n}: digest algorithm {m.group(1)!r}; expected "
+                                f"one of {', '.join(MANIFEST_ALGORITHMS)}")
+        if not _HEX.fullmatch(digest):
+            raise ManifestError(f"{where} line {n}: the {alg} digest of {name} is not "
+                                f"hexadecimal: {m.group(3)[:80]!r}")
         if len(digest) != MANIFEST_ALGORITHMS[alg]().digest_size * 2:
             raise ManifestError(f"{where} line {n}: a {alg} digest has "
                                 f"{MANIFEST_ALGORITHMS[alg]().digest_size * 2} hex digits")
@@ -98,13 +109,16 @@ def file_digest(path: str | os.PathLike[str], algorithm: str = "SHA256",
 
 
 class OvaWriter:
-    """Writes an OVA member by member; each file's SHA256 is taken as it is
-    copied, so the manifest written last costs no second read."""
+    """Writes an OVA member by member; each file's digest (by `algorithm`)
+    is taken as it is copied, so the manifest written last costs no second
+    read."""
 
-    def __init__(self, path: str | os.PathLike[str], large: bool) -> None:
+    def __init__(self, path: str | os.PathLike[str], large: bool,
+                 algorithm: str = "SHA256") -> None:
         fmt = tarfile.GNU_FORMAT if large else tarfile.USTAR_FORMAT
         self._tar = tarfile.open(path, "w", format=fmt)
         self._mtime = int(time.time())
+        self.algorithm = algorithm
         self.digests: list[tuple[str, str]] = []
 
     def _info(self, name: str, size: int) -> tarfile.TarInfo:
@@ -118,20 +132,23 @@ class OvaWriter:
 
         self._tar.addfile(self._info(name, len(data)), io.BytesIO(data))
         if digest:
-            self.digests.append((name, hashlib.sha256(data).hexdigest()))
+            self.digests.append((name, MANIFEST_ALGORITHMS[self.algorithm](data).hexdigest()))
 
-    def add_file(self, name: str, path: str | os.PathLike[str], count: Counter | None = None) -> None:
-        size = os.stat(path).st_size
-        h = hashlib.sha256()
+    def add_file(self, name: str, path: str | os.PathLike[str], count: Counter | None = None,
+                 *, offset: int = 0, length: int | None = None) -> None:
+        """Add `path` (or `length` bytes of it from `offset`: a chunk) as `name`."""
+        size = os.stat(path).st_size - offset if length is None else length
+        h = MANIFEST_ALGORITHMS[self.algorithm]()
         with open(path, "rb") as f:
+            f.seek(offset)
             self._tar.addfile(self._info(name, size), _Hashing(f, h, count))
         self.digests.append((name, h.hexdigest()))
 
-    def add_manifest(self, name: str) -> int:
-        """Write the manifest of the files added so far; returns its size."""
-        text = manifest_text(self.digests)
+    def add_manifest(self, name: str) -> bytes:
+        """Write the manifest of the files added so far; returns it."""
+        text = manifest_text(self.digests, self.algorithm)
         self.add_bytes(name, text, digest=False)
-        return len(text)
+        return text
 
     def close(self) -> None:
         self._tar.close()
@@ -162,13 +179,19 @@ class Unpacked:
     sha256: dict[str, str]  # digests taken while unpacking (OVA only)
     source: str  # the OVA or OVF file name, for messages
     base: Path | None = None
+    cert: Path | None = None  # NAME.cert of a signed package
+    # a File's content unpacked from its gzip stream or chunks (files.py), by href
+    resolved: dict[str, Path] = field(default_factory=dict)
 
     def path(self, name: str) -> Path | None:
-        """The local file of package member `name`, None when it is absent.
+        """The local file of package member `name` (the content of File
+        `name` once resolved), None when it is absent.
 
         Raises:
             OvfFormatError: a name leaving the package (../x).
         """
+        if name in self.resolved:
+            return self.resolved[name]
         if name == self.descriptor.name:
             return self.descriptor
         if self.base is None:
@@ -176,6 +199,10 @@ class Unpacked:
         check_member_name(name, self.source)
         p = self.base / name
         return p if p.is_file() else None
+
+    def movable(self, name: str) -> bool:
+        """Whether the local file of `name` is the import's own (may be moved)."""
+        return self.base is None or name in self.resolved
 
 
 def unpack_ova(ova: str | os.PathLike[str], dest: Path, count: Counter | None = None) -> Unpacked:
@@ -236,14 +263,36 @@ def unpack_ova(ova: str | os.PathLike[str], dest: Path, count: Counter | None = 
     stem = ovfs[0][:-4]
     mfs = [n for n in files if n.lower().endswith(".mf")]
     manifest = files.get(stem + ".mf") or (files[mfs[0]] if len(mfs) == 1 else None)
-    return Unpacked(files.pop(ovfs[0]), manifest, files, digests, where)
+    cert = files.get((manifest.name[:-3] if manifest else stem) + ".cert")
+    return Unpacked(files.pop(ovfs[0]), manifest, files, digests, where, cert=cert)
 
 
 def open_ovf(path: str | os.PathLike[str]) -> Unpacked:
     """A plain .ovf; its files and manifest (NAME.mf) are beside it."""
     ovf = Path(path).absolute()
-    mf = ovf.with_suffix(".mf")
-    return Unpacked(ovf, mf if mf.is_file() else None, {}, {}, ovf.name, base=ovf.parent)
+    mf, cert = ovf.with_suffix(".mf"), ovf.with_suffix(".cert")
+    return Unpacked(ovf, mf if mf.is_file() else None, {}, {}, ovf.name, base=ovf.parent,
+                    cert=cert if cert.is_file() else None)
+
+
+def verify_signature(pkg: Unpacked, require_trusted: bool) -> list[str]:
+    """Check the package's .cert against its manifest (before the manifest is
+    trusted for anything).  Returns warnings (an untrusted certificate).
+
+    Raises:
+        SignatureError: a .cert without a manifest, a bad signature.
+        UntrustedError: unsigned or untrusted while `require_trusted`.
+    """
+    if pkg.cert is None:
+        if require_trusted:
+            raise UntrustedError(f"{pkg.source} is not signed (no .cert); refused "
+                                 "(--require-trusted)")
+        return []
+    if pkg.manifest is None:
+        raise ManifestError(f"{pkg.cert.name}: a certificate file but no manifest to check it "
+                            "against (refused)")
+    return verify_cert_file(pkg.cert.read_bytes(), pkg.cert.name, pkg.manifest.name,
+                            pkg.manifest.read_bytes(), require_trusted=require_trusted)
 
 
 def verify_digests(pkg: Unpacked, count: Counter | None = None) -> list[str]:
@@ -316,6 +365,7 @@ __all__ = [
     "unpack_ova",
     "open_ovf",
     "verify_digests",
+    "verify_signature",
     "verify_coverage",
     "copy_into",
     "USTAR_MAX_SIZE",
