@@ -38,6 +38,7 @@ from netstore.registry.errors import (
 )
 from netstore.registry.host import host_cores, host_memory_mb, host_report
 from netstore.registry.layers import Layers, power_on_layer
+from netstore.registry.startup import group_members, set_startup
 from netstore.registry.media import get_medium
 from netstore.registry.nics import (
     NIC_PORT_RANGE,
@@ -408,6 +409,20 @@ class Machines:
             vm = get_machine(conn, name)
             conn.execute("UPDATE machines SET saved_state = NULL WHERE id = ?", (vm.id,))
             return get_machine(conn, name)
+
+    def set_startup(self, name: str, *, group: str | None = None, order: int | None = None,
+                    delay_s: int | None = None) -> Machine:
+        """The VM's group, place in its start order and delay (netstore.registry.startup);
+        ``group=""`` takes it out of its group."""
+        with self.reg.transaction() as conn:
+            vm = get_machine(conn, name)
+            set_startup(conn, vm.id, vm.name, group=group, order=order, delay_s=delay_s)
+            return get_machine(conn, name)
+
+    def group(self, group: str) -> list[tuple[str, int, int]]:
+        """The VMs of ``group`` in start order: (name, order, delay in s)."""
+        with self.reg.reading() as conn:
+            return group_members(conn, group)
 
     def set_paused(self, name: str, paused: bool) -> Machine:
         """Record that the running VM's QEMU is paused (or runs again).

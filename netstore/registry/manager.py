@@ -19,6 +19,7 @@ from netstore.disk.compact import compact_qcow2
 from netstore.disk.qcow2.image import rename_backing
 from netstore.registry.errors import MediumInUseError, MediumRuleError, RegistryError
 from netstore.registry.layers import Layers
+from netstore.registry.machines import Machines
 from netstore.registry.media import COLUMNS, Medium, get_medium, medium_from_row, medium_users
 from netstore.registry.vm import get_machine
 
@@ -107,8 +108,6 @@ def _mark_current(node: dict[str, Any]) -> None:
 def release(reg: Layers, name: str) -> dict[str, Any]:
     """Detach the medium from every VM that is powered off; the slots it was
     taken out of, and the running VMs that keep it."""
-    from netstore.registry.machines import Machines
-
     machines = Machines(reg)
     with reg.reading() as conn:
         m = get_medium(conn, name)

@@ -227,9 +227,18 @@ def _v8_saved_states(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE machines ADD COLUMN saved_state TEXT")
 
 
+def _v9_startup(conn: sqlite3.Connection) -> None:
+    """VM groups started together (issue 14; an OVF VirtualSystemCollection and
+    its StartupSection): the group's name, the VM's place in its start order
+    and the seconds to wait after starting it before the next."""
+    conn.execute("ALTER TABLE machines ADD COLUMN start_group TEXT")
+    conn.execute("ALTER TABLE machines ADD COLUMN start_order INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE machines ADD COLUMN start_delay_s INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
                                _v4_nic_port_security, _v5_nic_impairments, _v6_boot,
-                               _v7_runs, _v8_saved_states]
+                               _v7_runs, _v8_saved_states, _v9_startup]
 
 
 def schema_version() -> int:
