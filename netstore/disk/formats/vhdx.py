@@ -5,18 +5,30 @@
 # identity) and the BAT, whose payload entries interleave with one sector
 # bitmap entry per chunk.  Every structure is CRC-32C protected.  A log with
 # entries means the image was not closed cleanly: netstore refuses it rather
-# than replay it.
-"""VHDX reader (fixed and dynamic)."""
+# than replay it.  The writer lays a new file out as QEMU and Hyper-V do:
+# identifier, headers and region tables in the first MiB, an empty log in the
+# second, the metadata region in the third, the BAT from the fourth, then the
+# payload blocks (appended as written when dynamic, all in place when fixed).
+"""VHDX reader (fixed and dynamic) and writer."""
 
 from __future__ import annotations
 
+import os
 import struct
 import uuid as uuidlib
 
 import crc32c as _crc32c
 
-from netstore.disk.api import SECTOR, UnsupportedImageError
-from netstore.disk.formats import BlockMappedImage, guid_le
+from netstore.disk.api import SECTOR, DiskError, Progress, UnsupportedImageError
+from netstore.disk.formats import (
+    BlockMappedImage,
+    StreamingBlockWriter,
+    check_uuid,
+    guid_le,
+    guid_le_bytes,
+    new_uuid,
+    preallocate,
+)
 
 KiB, MiB = 1024, 1 << 20
 FILE_SIGNATURE = b"vhdxfile"
@@ -51,6 +63,14 @@ _REGION_ENTRY = struct.Struct("<16sQII")
 _META_HEAD = struct.Struct("<8sHH20s")
 _META_ENTRY = struct.Struct("<16sIIII")
 _LOG_ENTRY = struct.Struct("<4sIIIQII16s")
+
+# Metadata entry flags ([MS-VHDX] 2.6.1.2)
+META_IS_VIRTUAL_DISK, META_IS_REQUIRED = 2, 4
+# Where the writer puts things (each region 1 MiB aligned, as the spec asks).
+LOG_OFFSET = LOG_LENGTH = METADATA_LENGTH = MiB
+METADATA_OFFSET = 2 * MiB
+BAT_OFFSET = 3 * MiB
+CREATOR = "netstore"
 
 
 def crc32c_with_zeroed(data: bytes, at: int) -> int:
@@ -212,4 +232,117 @@ class VhdxImage(BlockMappedImage):
         return self._read(self._offsets[index] + within, length, f"VHDX block {index}")
 
 
-__all__ = ["VhdxImage", "SECTOR"]
+def chunk_ratio(block: int, logical_sector: int = SECTOR) -> int:
+    """Payload blocks per sector bitmap block: 2^23 sectors over the block size."""
+    return (1 << 23) * logical_sector // block
+
+
+def _with_crc(data: bytearray) -> bytes:
+    """`data` (its checksum field at 4 zero) with its CRC-32C stored there."""
+    struct.pack_into("<I", data, 4, _crc32c.crc32c(bytes(data)))
+    return bytes(data)
+
+
+class VhdxWriter(StreamingBlockWriter):
+    """Writes a new VHDX (dynamic or fixed); data must come in increasing offsets."""
+
+    def __init__(self, path: str, size: int, *, variant: str = "dynamic", uuid: str | None = None,
+                 progress: Progress | None = None) -> None:
+        if variant not in ("dynamic", "fixed"):
+            raise DiskError(f"VHDX variants are dynamic and fixed, not {variant!r}")
+        size = -(-size // SECTOR) * SECTOR
+        if size > MAX_VIRTUAL_SIZE:
+            raise DiskError(f"{path}: a VHDX holds at most 64 TiB")
+        # small blocks keep a sparse disk small; large disks take Hyper-V's 32 MiB
+        self._block_bytes = 2 * MiB if size <= (1 << 40) else 32 * MiB
+        super().__init__(path, size)
+        self.uuid = check_uuid(uuid) if uuid else new_uuid()
+        self.fixed = variant == "fixed"
+        blocks = -(-size // self._block_bytes)
+        ratio = chunk_ratio(self._block_bytes)
+        self._entries = blocks + (blocks - 1) // ratio if blocks else 0
+        self._ratio = ratio
+        self._bat = [PAYLOAD_NOT_PRESENT] * self._entries
+        self._data = BAT_OFFSET + max(MiB, -(-self._entries * 8 // MiB) * MiB)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            if self.fixed:
+                preallocate(self._fd, self._data, blocks * self._block_bytes, progress)
+                for i in range(blocks):
+                    self._bat[i + i // ratio] = self._entry(i)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._next = self._data + (blocks * self._block_bytes if self.fixed else 0)
+
+    def _entry(self, index: int) -> int:
+        return (self._data + index * self._block_bytes) | PAYLOAD_FULLY_PRESENT
+
+    def _emit_block(self, index: int, data: bytes) -> None:
+        slot = index + index // self._ratio
+        if self.fixed:
+            os.pwrite(self._fd, data, self._bat[slot] & ~7)
+            return
+        self._bat[slot] = self._next | PAYLOAD_FULLY_PRESENT
+        os.pwrite(self._fd, data, self._next)
+        self._next += self._block_bytes
+
+    def _metadata(self) -> bytes:
+        items = [
+            (FILE_PARAMETERS, struct.pack("<II", self._block_bytes, 1 if self.fixed else 0),
+             META_IS_REQUIRED),
+            (VIRTUAL_DISK_SIZE, struct.pack("<Q", self.virtual_size),
+             META_IS_VIRTUAL_DISK | META_IS_REQUIRED),
+            (PAGE83_DATA, guid_le_bytes(self.uuid), META_IS_VIRTUAL_DISK | META_IS_REQUIRED),
+            (LOGICAL_SECTOR_SIZE, struct.pack("<I", SECTOR), META_IS_VIRTUAL_DISK | META_IS_REQUIRED),
+            (PHYSICAL_SECTOR_SIZE, struct.pack("<I", 4096), META_IS_VIRTUAL_DISK | META_IS_REQUIRED),
+        ]
+        table = bytearray(METADATA_TABLE_SIZE)
+        _META_HEAD.pack_into(table, 0, b"metadata", 0, len(items), bytes(20))
+        body = bytearray()
+        for i, (guid, value, flags) in enumerate(items):
+            off = METADATA_TABLE_SIZE + len(body)
+            _META_ENTRY.pack_into(table, _META_HEAD.size + 32 * i, guid.bytes_le, off, len(value),
+                                  flags, 0)
+            body += value + bytes(-len(value) % 8)
+        return bytes(table + body)
+
+    def _regions(self) -> bytes:
+        table = bytearray(REGION_SIZE)
+        _REGION_HEAD.pack_into(table, 0, b"regi", 0, 2, 0)
+        bat_len = self._data - BAT_OFFSET
+        for i, (guid, off, length) in enumerate(((BAT_GUID, BAT_OFFSET, bat_len),
+                                                 (METADATA_GUID, METADATA_OFFSET, METADATA_LENGTH))):
+            _REGION_ENTRY.pack_into(table, _REGION_HEAD.size + 32 * i, guid.bytes_le, off, length, 1)
+        return _with_crc(table)
+
+    def _header(self, sequence: int, file_write: bytes, data_write: bytes) -> bytes:
+        raw = bytearray(HEADER_SIZE)
+        _HEADER.pack_into(raw, 0, b"head", 0, sequence, file_write, data_write, bytes(16), 0, 1,
+                          LOG_LENGTH, LOG_OFFSET)
+        return _with_crc(raw)
+
+    def _finish(self) -> None:
+        try:
+            ident = FILE_SIGNATURE + CREATOR.encode("utf-16-le")
+            file_write, data_write = uuidlib.uuid4().bytes_le, uuidlib.uuid4().bytes_le
+            regions = self._regions()
+            writes = [(ident, 0), (regions, REGION_OFFSETS[0]), (regions, REGION_OFFSETS[1]),
+                      (self._metadata(), METADATA_OFFSET),
+                      (struct.pack(f"<{self._entries}Q", *self._bat), BAT_OFFSET)]
+            for data, off in writes:
+                os.pwrite(self._fd, data, off)
+            os.ftruncate(self._fd, max(self._next, self._data))  # the empty log: a hole
+            os.fsync(self._fd)
+            # the headers last: until they are there, the file is no VHDX
+            for seq, off in enumerate(HEADER_OFFSETS):
+                os.pwrite(self._fd, self._header(seq, file_write, data_write), off)
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+
+    def abort(self) -> None:
+        os.close(self._fd)
+
+
+__all__ = ["VhdxImage", "VhdxWriter", "SECTOR"]
