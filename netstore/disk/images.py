@@ -8,9 +8,9 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
-from netstore.disk import qcow2
 from netstore.disk.api import (
     SECTOR,
     DiskError,
@@ -20,18 +20,19 @@ from netstore.disk.api import (
     Progress,
     UnsupportedImageError,
 )
-from netstore.disk.formats import check_uuid, new_uuid, vdi, vhd, vhdx, vmdk
+from netstore.disk.formats import check_uuid, detect, new_uuid, vdi, vhd, vmdk
+from netstore.disk.formats.parallels import ParallelsImage
 from netstore.disk.formats.vdi import VdiImage, VdiWriter
 from netstore.disk.formats.vhd import VhdImage, VhdWriter
-from netstore.disk.formats.vhdx import VhdxImage
+from netstore.disk.formats.vhdx import VhdxImage, VhdxWriter
 from netstore.disk.formats.vmdk import StreamOptimizedWriter, VmdkImage
+from netstore.disk.formats.vmdk_sparse import MonolithicSparseWriter
 from netstore.disk.qcow2 import Qcow2Image, create_qcow2, probe_qcow2
 from netstore.disk.raw import RawImage, create_raw, resize_raw
 
 # convert copies in chunks this large; all-zero chunks are not written.
 COPY_CHUNK = 1 << 20
 _ZERO_CHUNK = bytes(COPY_CHUNK)
-# A text VMDK descriptor starts with this (VMware's Virtual Disk Format 1.1, 4).
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +52,15 @@ FORMATS: dict[str, FormatSpec] = {
     "raw": FormatSpec("raw", True, True, True, ("dynamic", "fixed"), False, "raw"),
     "qcow2": FormatSpec("qcow2", True, True, True, ("dynamic", "fixed"), False, "qcow2"),
     "vdi": FormatSpec("vdi", True, True, False, ("dynamic", "fixed"), True, "vdi"),
-    "vmdk": FormatSpec("vmdk", True, True, False, ("streamOptimized",), True, "vmdk"),
+    "vmdk": FormatSpec("vmdk", True, True, False, ("streamOptimized", "monolithicSparse"), True,
+                       "vmdk"),
     "vhd": FormatSpec("vhd", True, True, False, ("dynamic", "fixed"), True, "vpc"),
-    "vhdx": FormatSpec("vhdx", True, False, False, (), True, "vhdx"),
+    "vhdx": FormatSpec("vhdx", True, True, False, ("dynamic", "fixed"), True, "vhdx"),
+    "parallels": FormatSpec("parallels", True, False, False, (), False, "parallels"),
 }
+# The read-only readers, by format.
+_READERS = {"vdi": VdiImage, "vmdk": VmdkImage, "vhd": VhdImage, "vhdx": VhdxImage,
+            "parallels": ParallelsImage}
 
 
 def _spec(fmt: str) -> FormatSpec:
@@ -64,48 +70,56 @@ def _spec(fmt: str) -> FormatSpec:
         raise DiskError(f"unknown image format {fmt!r} (known: {', '.join(FORMATS)})") from None
 
 
-def detect_format(path: str) -> str:
-    """The format of the file at `path`, from its magic numbers and footers.
+def identify(path: str) -> str:
+    """What the bytes of the file at `path` say it is (never its name): a key
+    of FORMATS, a format netstore does not read (a key of
+    formats.detect.FOREIGN: "qed", "luks", ...), or "raw" when no known
+    magic matches.  Most callers want detect_format, which refuses the latter.
 
-    qcow2 "QFI\\xfb" at 0; VHDX "vhdxfile" at 0; VDI signature 0xbeda107f at
-    0x40; VMDK "KDMV" at 0 or a text descriptor; VHD "conectix" in the last
-    512 bytes (fixed) or at 0 (a dynamic disk's footer copy); else raw.
+    Raises:
+        DiskError: the file cannot be opened or read, or is a directory.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise DiskError(f"{path}: cannot open: {e.strerror}") from e
     try:
-        size = os.fstat(fd).st_size
-        head = os.pread(fd, 4096, 0)
-        tail = os.pread(fd, 512, size - 512) if size >= 512 else b""
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise DiskError(f"{path} is a directory, not an image file (for a Parallels .hdd "
+                            "bundle give the .hds file inside it)")
+        size = st.st_size
+        head = os.pread(fd, detect.HEAD_BYTES, 0)
+        tail = os.pread(fd, detect.TAIL_BYTES, size - detect.TAIL_BYTES) if size >= detect.TAIL_BYTES else b""
     except OSError as e:
         raise DiskError(f"{path}: cannot read: {e.strerror}") from e
     finally:
         os.close(fd)
-    if head[:4] == qcow2.MAGIC:
-        return "qcow2"
-    if head[:8] == vhdx.FILE_SIGNATURE:
-        return "vhdx"
-    if vdi.probe_bytes_match(head):
-        return "vdi"
-    if head[:4] == vmdk.MAGIC or head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(vmdk.DESCRIPTOR_MAGIC):
-        return "vmdk"
-    if vhd.FOOTER_COOKIE in (head[:8], tail[:8]):
-        return "vhd"
-    return "raw"
+    return detect.sniff(head, tail)
+
+
+def detect_format(path: str) -> str:
+    """The format of the file at `path`, from its magic numbers and footers
+    (formats.detect has them all); "raw" when none matches.
+
+    Raises:
+        UnsupportedImageError: an image of a format qemu-img knows and netstore
+            does not read (qcow version 1, QED, LUKS, DMG, cloop, bochs, VMDK
+            version 3), the format named in the message.
+        DiskError: the file cannot be opened or read.
+    """
+    path = str(path)
+    fmt = identify(path)
+    if fmt in detect.FOREIGN:
+        raise detect.refusal(path, fmt)
+    return fmt
 
 
 def _reader_class(fmt: str):  # type: ignore[no-untyped-def]
-    if fmt == "vdi":
-        return VdiImage
-    if fmt == "vmdk":
-        return VmdkImage
-    if fmt == "vhd":
-        return VhdImage
-    if fmt == "vhdx":
-        return VhdxImage
-    raise DiskError(f"no reader for format {fmt!r}")
+    try:
+        return _READERS[fmt]
+    except KeyError:
+        raise DiskError(f"no reader for format {fmt!r}") from None
 
 
 def open_image(path: str, *, read_only: bool = False, format: str | None = None) -> DiskImage:
@@ -114,9 +128,9 @@ def open_image(path: str, *, read_only: bool = False, format: str | None = None)
     Args:
         path: the image file.
         read_only: refuse writes.  raw and qcow2 open writable otherwise;
-            vdi, vmdk, vhd and vhdx are always read-only (their
+            vdi, vmdk, vhd, vhdx and parallels are always read-only (their
             ``read_only`` is True and ``pwrite`` raises DiskError).
-        format: skip detection and open as this format.
+        format: skip detection and open as this format (a key of FORMATS).
 
     Raises:
         ImageFormatError / UnsupportedImageError: damaged or unsupported file.
@@ -193,7 +207,11 @@ def _new_writer(path: str, fmt: str, size: int, variant: str, uuid: str | None,
         return VdiWriter(path, size, variant=variant, uuid=uuid, progress=progress)
     if fmt == "vhd":
         return VhdWriter(path, size, variant=variant, uuid=uuid, progress=progress)
-    return StreamOptimizedWriter(path, size, uuid=uuid)
+    if fmt == "vhdx":
+        return VhdxWriter(path, size, variant=variant, uuid=uuid, progress=progress)
+    if variant == "monolithicSparse":
+        return MonolithicSparseWriter(path, size, uuid=uuid)
+    return StreamOptimizedWriter(path, size, uuid=uuid)  # "dynamic" too, as it always was
 
 
 def _remove_partial(path: str) -> None:
@@ -209,11 +227,12 @@ def create_image(path: str, format: str, size: int, *, variant: str = "dynamic",
 
     Args:
         path: the new file; it must not exist.
-        format: raw, qcow2, vdi, vhd or vmdk (vmdk: streamOptimized only).
+        format: raw, qcow2, vdi, vhd, vhdx or vmdk (vmdk: streamOptimized,
+            the default, or monolithicSparse).
         size: virtual size in bytes (vhd rounds up to a whole CHS geometry,
             others to a 512-byte sector).
         variant: "dynamic" (grows as written) or "fixed" (allocated now).
-        uuid: stored inside where the format keeps one (vdi, vhd, vmdk); a
+        uuid: stored inside where the format keeps one (vdi, vhd, vhdx, vmdk); a
             new one is generated there when None.  raw and qcow2 keep none.
         progress: (bytes done, bytes total) while a fixed image is allocated.
 

@@ -30,6 +30,7 @@ SOURCES = [
     ("vpc-fixed", "vpc", "subformat=fixed", "vhd", "fixed"),
     ("vhdx-dynamic", "vhdx", "subformat=dynamic", "vhdx", "dynamic"),
     ("vhdx-fixed", "vhdx", "subformat=fixed", "vhdx", "fixed"),
+    ("parallels", "parallels", "cluster_size=256k", "parallels", "dynamic"),
     ("qcow2", "qcow2", None, "qcow2", None),
 ]
 
@@ -44,6 +45,9 @@ TARGETS = [
     ("vhd", "dynamic"),
     ("vhd", "fixed"),
     ("vmdk", "streamOptimized"),
+    ("vmdk", "monolithicSparse"),
+    ("vhdx", "dynamic"),
+    ("vhdx", "fixed"),
 ]
 QEMU_NAME = {name: spec.qemu_name for name, spec in images.FORMATS.items()}
 # qemu-img has no check for these formats

@@ -22,7 +22,8 @@ UUID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 CREATE = [
     ("raw", "dynamic"), ("raw", "fixed"), ("qcow2", "dynamic"), ("qcow2", "fixed"),
     ("vdi", "dynamic"), ("vdi", "fixed"), ("vhd", "dynamic"), ("vhd", "fixed"),
-    ("vmdk", "streamOptimized"),
+    ("vmdk", "streamOptimized"), ("vmdk", "monolithicSparse"), ("vhdx", "dynamic"),
+    ("vhdx", "fixed"),
 ]  # fmt: skip
 
 
@@ -39,6 +40,7 @@ def test_formats_table() -> None:
         "vdi",
         "vmdk",
         "vhd",
+        "vhdx",
     }
     assert all(s.read for s in images.FORMATS.values())
     assert {n for n, s in images.FORMATS.items() if s.read_write_open} == {"raw", "qcow2"}
@@ -63,7 +65,7 @@ def test_create_image_seen_by_qemu(tmp_path: Path, fmt: str, variant: str) -> No
     if variant == "fixed":
         assert seen and seen[-1][0] == seen[-1][1] >= size
         assert info.variant == "fixed"
-    if fmt in ("qcow2", "vdi", "vmdk"):
+    if fmt in ("qcow2", "vdi", "vmdk", "vhdx"):
         assert (
             qemu_img(
                 "check", "-f", images.FORMATS[fmt].qemu_name, str(path), check=False
@@ -209,5 +211,6 @@ def test_unknown_format_and_variant(tmp_path: Path) -> None:
     with pytest.raises(DiskError, match="not 'sparse'"):
         images.create_image(str(tmp_path / "a"), "vdi", MiB, variant="sparse")
     assert not (tmp_path / "a").exists()
-    with pytest.raises(UnsupportedImageError):
-        images.create_image(str(tmp_path / "b"), "vhdx", MiB)
+    with pytest.raises(UnsupportedImageError, match="does not write"):
+        images.create_image(str(tmp_path / "b"), "parallels", MiB)
+    assert not (tmp_path / "b").exists()
