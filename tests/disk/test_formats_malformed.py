@@ -2,7 +2,7 @@
 # each named defect gives ImageFormatError/UnsupportedImageError naming the
 # file and the problem; random bytes and random corruptions of valid headers
 # never raise anything but DiskError subclasses.
-"""Malformed VDI/VMDK/VHD/VHDX input."""
+"""Malformed VDI/VMDK/VHD/VHDX/Parallels input."""
 
 from __future__ import annotations
 
@@ -43,10 +43,13 @@ def valid_images(tmp_path_factory) -> dict[str, bytes]:  # type: ignore[no-untyp
         "vhd": _netstore_image(tmp, "vhd", "dynamic"),
         "vhd-fixed": _netstore_image(tmp, "vhd", "fixed"),
         "vmdk-stream": _netstore_image(tmp, "vmdk", "streamOptimized"),
+        "vmdk-sparse-netstore": _netstore_image(tmp, "vmdk", "monolithicSparse"),
+        "vhdx-netstore": _netstore_image(tmp, "vhdx", "dynamic"),
     }
     if HAVE_QEMU:
         for name, fmt, opts in (("vmdk-sparse", "vmdk", "subformat=monolithicSparse"),
-                                ("vhdx", "vhdx", "block_size=1M,log_size=1M")):
+                                ("vhdx", "vhdx", "block_size=1M,log_size=1M"),
+                                ("parallels", "parallels", "cluster_size=64k")):
             p = tmp / f"{name}.img"
             qemu_img("create", "-f", fmt, "-o", opts, str(p), str(3 * MiB))
             qemu_io(str(p), "write -P 0xcd 1M 64k", fmt=fmt)
@@ -98,7 +101,7 @@ def test_corrupted_headers_only_raise_disk_errors(tmp_path: Path, valid_images: 
     zones = [(0, min(len(raw), 2048)), (max(0, len(raw) - 1536), len(raw))]
     if name.startswith("vhdx"):
         zones.append((0, min(len(raw), 320 * 1024)))
-        zones.append((min(len(raw), 1 * MiB), min(len(raw), 3 * MiB)))  # metadata, BAT
+        zones.append((min(len(raw), 1 * MiB), min(len(raw), 4 * MiB)))  # metadata, BAT
     for _ in range(data.draw(st.integers(1, 8))):
         lo, hi = data.draw(st.sampled_from(zones))
         if hi <= lo:
