@@ -42,6 +42,7 @@ from netstore.impairments import DIRECTIONS, ImpairmentError, parse_impairment
 from netstore.registry import NicImpairmentError
 from netstore.registry.machines import BUSES, CHIPSETS, TRANSPORTS
 from netstore.registry.snapshots import Snapshots
+from netstore.registry.startup import check_startup
 from netstore.vm.cmdline import format_args, qemu_args
 
 
@@ -92,6 +93,12 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
                    "-kernel); none: boot from the devices again")
     p.add_argument("--initrd", metavar="FILE", help="its initrd (none: without)")
     p.add_argument("--append", metavar="ARGS", help="its command line")
+    p.add_argument("--group", metavar="G", help="the group `vm start --group` starts it with "
+                   "(none: no group)")
+    p.add_argument("--start-order", type=whole_number, metavar="N",
+                   help="its place in the group's start order (lower first)")
+    p.add_argument("--start-delay", type=whole_number, metavar="S",
+                   help="seconds `vm start --group` waits after starting it")
 
     p = cmds.add_parser("controller", parents=[common], help="add or remove a storage controller")
     p.add_argument("name", metavar="NAME")
@@ -197,18 +204,17 @@ _LIVE_CHANGES = {"plug_cpu": "plugcpu", "unplug_cpu": "unplugcpu", "cpu_cap": "c
                  "balloon_mb": "balloon"}
 
 
-def _modify_running(config: Config, name: str, live: dict[str, int], as_json: bool) -> int:
-    from netstore.control import ControlError, request
+def _modify_running(config: Config, name: str, live: dict[str, int]) -> None:
+    """Apply the changes to the VM's QEMU through the daemon (which records them).
 
-    result: Any = None
+    Raises:
+        ControlError: the daemon refused one (those before it are applied).
+    """
+    from netstore.control import request
+
     for key, value in live.items():
-        try:
-            result = request(config.daemon.state_dir, "vm_control", timeout=60, name=name,
-                             action=_LIVE_CHANGES[key], value=value)
-        except ControlError as e:
-            return refused(e)
-    return said(as_json, result, f"{result['name']}: {_LIVE_CHANGES[key]} {value} applied to "
-                                 "the running VM")
+        request(config.daemon.state_dir, "vm_control", timeout=60, name=name,
+                action=_LIVE_CHANGES[key], value=value)
 
 
 def _modify(config: Config, reg: Any, args: argparse.Namespace, as_json: bool) -> int:
@@ -218,21 +224,36 @@ def _modify(config: Config, reg: Any, args: argparse.Namespace, as_json: bool) -
                  balloon_mb=args.balloon, page_fusion=args.pagefusion, ostype=args.ostype,
                  chipset=args.chipset, boot_order=args.boot, kernel=args.kernel,
                  initrd=args.initrd, append=args.append)
-    if all(v is None for v in asked.values()):
+    startup = dict(group=None if args.group is None else
+                   ("" if args.group == "none" else args.group),
+                   order=args.start_order, delay_s=args.start_delay)
+    if all(v is None for v in (*asked.values(), *startup.values())):
         return usage("vm modify: nothing to change (see: netstore vm modify --help)")
     if args.memory is not None and args.memory_range is not None:
         return usage("vm modify: --memory and --memory-range exclude each other")
     given = {k: v for k, v in asked.items() if v is not None}
     vm = reg.machines.get(args.name)
-    if vm.running and vm.run_type == "headless" and given.keys() <= _LIVE_CHANGES.keys():
-        return _modify_running(config, vm.name, given, as_json)
-    m = reg.machines.modify(args.name, **asked)
+    check_startup(vm.name, **startup)  # refused before anything changes
+    if given and vm.running and vm.run_type == "headless" and \
+            given.keys() <= _LIVE_CHANGES.keys():
+        from netstore.control import ControlError
+
+        try:  # its QEMU is told too, as by vm control
+            _modify_running(config, vm.name, given)
+        except ControlError as e:
+            return refused(e)
+    elif given:
+        reg.machines.modify(args.name, **asked)
+    m = reg.machines.set_startup(args.name, **startup)
     boot = m.boot
     how = f"kernel {boot.kernel}" if boot.kernel else (
         f"boot order {','.join(boot.order)}" if boot.order else "QEMU's boot order")
+    group = (f", group {m.startup.group} (order {m.startup.order}, delay "
+             f"{m.startup.delay_s} s)") if m.startup.group else ""
     return said(as_json, m.to_dict(), f"{m.name}: {_cpus_text(m)} vCPU(s), cap "
                 f"{m.cpu_cap} %, memory {memory_text(m.memory_mb, m.memory_min_mb)}, "
-                f"balloon {m.balloon_mb} MB, page fusion {on_or_off(m.page_fusion)}, {how}")
+                f"balloon {m.balloon_mb} MB, page fusion {on_or_off(m.page_fusion)}, {how}"
+                f"{group}")
 
 
 def _controller(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
@@ -407,6 +428,8 @@ def _info(config: Config, reg: Any, args: argparse.Namespace, as_json: bool) -> 
         ("boot order", ",".join(m.boot.order) or "QEMU's"),
         ("kernel", m.boot.kernel or "-"), ("initrd", m.boot.initrd or "-"),
         ("kernel command line", m.boot.append or "-"),
+        ("group", f"{m.startup.group} (order {m.startup.order}, delay {m.startup.delay_s} s)"
+         if m.startup.group else "-"),
         ("created", m.created)])
     out = console()
     rows = table(("controller", "bus", "chipset", "port", "device", "kind", "medium", "type"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from netstore.cli.common import (
@@ -39,7 +40,10 @@ DETACH = b"\x1d"  # Ctrl-]
 def add_run_commands(cmds: Any, common: argparse.ArgumentParser) -> None:
     p = cmds.add_parser("start", parents=[common],
                         help="power on (applies the disk rules) and run its QEMU headless")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", nargs="?")
+    p.add_argument("--group", metavar="G",
+                   help="start every VM of group G in its start order, waiting each one's "
+                        "start delay (instead of NAME)")
     p.add_argument("--type", choices=("headless", "external"), default="headless",
                    help="headless: the daemon runs QEMU (default); external: you run it "
                         "(netstore vm qemu-args), netstore only serves its disks and NICs")
@@ -81,6 +85,10 @@ def _seconds(text: str) -> float:
 
 def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     verb = args.vm_command
+    if verb == "start" and (args.name is None) == (args.group is None):
+        return usage("vm start: give NAME or --group G (one of them)")
+    if verb == "start" and args.group is not None:
+        return _start_group(config, args, as_json)
     if verb == "start" and args.type == "external":
         return on_registry(config, lambda reg: _said_machine(
             as_json, reg.machines.start(args.name, "external").to_dict()))
@@ -115,6 +123,56 @@ def _show_metrics(rows: list[dict[str, Any]]) -> None:
         t.add_row(r["name"], str(r["pid"]), str(r.get("cpu_s", "-")), str(r.get("rss_mb", "-")),
                   str(r.get("shared_mb", "-")), "on" if r["page_fusion"] else "off")
     console().print(t)
+
+
+def _start_group(config: Config, args: argparse.Namespace, as_json: bool) -> int:
+    """`vm start --group G`: its VMs in start order, each start delay waited."""
+    import time
+
+    from netstore.cli.common import registry
+
+    from netstore.registry.errors import RegistryError
+
+    try:
+        with registry(config) as reg:
+            members = reg.machines.group(args.group)
+    except RegistryError as e:
+        return refused(e)
+    import contextlib
+    import io
+
+    started: list[dict[str, Any]] = []
+    for i, (name, _, delay) in enumerate(members):
+        one = argparse.Namespace(**{**vars(args), "name": name, "group": None})
+        why = io.StringIO()
+        with contextlib.redirect_stderr(why):
+            code = run(config, one, as_json=False) if not as_json else \
+                _quiet_start(config, one, started)
+        if code:
+            done = ", ".join(m for m, _, _ in members[:i]) or "none"
+            reason = why.getvalue().strip().removeprefix("netstore: ")
+            return refused(f"vm start --group {args.group}: {reason} (started before it: "
+                           f"{done})")
+        sys.stderr.write(why.getvalue())  # warnings of a start that went through
+        if delay and i < len(members) - 1:
+            time.sleep(delay)
+    if as_json:
+        print_json(started)
+    return EXIT_OK
+
+
+def _quiet_start(config: Config, args: argparse.Namespace, into: list[dict[str, Any]]) -> int:
+    """One VM of a group started for --json: its answer kept, nothing printed."""
+    import contextlib
+    import io
+    import json
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = run(config, args, as_json=True)
+    if code == 0:
+        into.append(json.loads(out.getvalue()))
+    return code
 
 
 def _control(config: Config, args: argparse.Namespace, as_json: bool) -> int:

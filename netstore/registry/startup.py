@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from netstore.registry.errors import MachineRuleError, NotFoundError
 
-__all__ = ["GROUP_RE", "MAX_START_DELAY_S", "Startup", "group_members", "set_startup"]
+__all__ = ["GROUP_RE", "MAX_START_DELAY_S", "Startup", "check_startup", "group_members",
+           "set_startup"]
 
 GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # A day: a longer wait between two starts is a mistake, not a plan.
@@ -33,6 +34,18 @@ class Startup:
 def set_startup(conn: sqlite3.Connection, vm_id: int, name: str, *, group: str | None,
                 order: int | None, delay_s: int | None) -> None:
     """Change what is given (``group=""`` leaves the group); refusals change nothing."""
+    check_startup(name, group=group, order=order, delay_s=delay_s)
+    if group is not None:
+        conn.execute("UPDATE machines SET start_group = ? WHERE id = ?", (group or None, vm_id))
+    if order is not None:
+        conn.execute("UPDATE machines SET start_order = ? WHERE id = ?", (order, vm_id))
+    if delay_s is not None:
+        conn.execute("UPDATE machines SET start_delay_s = ? WHERE id = ?", (delay_s, vm_id))
+
+
+def check_startup(name: str, *, group: str | None, order: int | None,
+                  delay_s: int | None) -> None:
+    """Raise MachineRuleError naming what is wrong with these settings of VM ``name``."""
     if group is not None and group != "" and not GROUP_RE.fullmatch(group):
         raise MachineRuleError(f"{group!r} is not a group name (1-64 letters, digits, '.', "
                                "'_', '-', starting with a letter or digit)")
@@ -41,12 +54,6 @@ def set_startup(conn: sqlite3.Connection, vm_id: int, name: str, *, group: str |
     if delay_s is not None and not 0 <= delay_s <= MAX_START_DELAY_S:
         raise MachineRuleError(
             f"{name}: start delay {delay_s} s is outside 0..{MAX_START_DELAY_S} s")
-    if group is not None:
-        conn.execute("UPDATE machines SET start_group = ? WHERE id = ?", (group or None, vm_id))
-    if order is not None:
-        conn.execute("UPDATE machines SET start_order = ? WHERE id = ?", (order, vm_id))
-    if delay_s is not None:
-        conn.execute("UPDATE machines SET start_delay_s = ? WHERE id = ?", (delay_s, vm_id))
 
 
 def group_members(conn: sqlite3.Connection, group: str) -> list[tuple[str, int, int]]:
