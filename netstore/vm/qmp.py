@@ -116,7 +116,7 @@ class Qmp:
                     continue
                 try:
                     obj = json.loads(line)
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:
                     raise QmpError(f"QMP sent something that is not JSON: {e}") from None
                 if not isinstance(obj, dict):
                     raise QmpError("QMP sent a JSON value that is not an object")
