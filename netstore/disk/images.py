@@ -1,5 +1,7 @@
 # Image files by format: detect a file's format from its bytes (never its
-# name), open it as a DiskImage, create new images, convert between formats
+# name; formats/detect.py knows the magic of every format qemu-img knows and
+# the ones netstore does not read are refused by name here, at every entry
+# point), open it as a DiskImage, create new images, convert between formats
 # (copying only allocated data), grow them, and set the UUID kept inside.
 # The media registry and the CLI work through these functions only; the
 # format modules (raw.py, qcow2/, formats/) stay behind them.
@@ -383,6 +385,7 @@ __all__ = [
     "COPY_CHUNK",
     "SECTOR",
     "ImageFormatError",
+    "identify",
     "detect_format",
     "open_image",
     "probe",

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netstore.disk import images
+from netstore.disk.api import DiskError
 from tests.peers import needs_qemu, qemu_img, qemu_io
 
 pytestmark = [needs_qemu, pytest.mark.peers]
@@ -198,3 +199,16 @@ def test_new_monolithic_sparse_vmdk_uuid_and_qemu_writes(tmp_path: Path) -> None
     assert q["format-specific"]["data"]["create-type"] == "monolithicSparse"
     with images.open_image(str(path)) as img:
         assert img.pread(64 * KiB, 200 * KiB) == b"\x5c" * (200 * KiB)
+
+
+@pytest.mark.parametrize(("fmt", "variant"), [("vhdx", "dynamic"), ("vmdk", "monolithicSparse")])
+def test_empty_disk_refused_where_qemu_cannot_open_it(tmp_path: Path, fmt: str, variant: str) -> None:
+    empty = tmp_path / "empty.raw"
+    empty.write_bytes(b"")
+    dst = tmp_path / f"out.{fmt}"
+    with pytest.raises(DiskError, match="at least one sector"):
+        images.convert(str(empty), str(dst), fmt, variant=variant)
+    assert not dst.exists()
+    info = images.create_image(str(dst), fmt, 1, variant=variant)  # one byte: one sector
+    assert info.virtual_size == 512
+    assert qemu_img("check", "-f", fmt, str(dst), check=False).returncode == 0

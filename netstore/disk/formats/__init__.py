@@ -1,9 +1,10 @@
-# The foreign image formats (VDI, VMDK, VHD, VHDX): what their readers and
-# writers share.  A reader maps the virtual disk in fixed-size blocks (a VDI
-# block, a VMDK grain, a VHD/VHDX block) to "here in the file", "zeros" or
-# "compressed here"; BlockMappedImage turns that into pread/extents.  A writer
-# is fed the virtual disk in increasing offsets (as `images.convert` copies)
-# and emits whole blocks; StreamingBlockWriter does the buffering.
+# The foreign image formats (VDI, VMDK, VHD, VHDX, Parallels): what their
+# readers and writers share.  A reader maps the virtual disk in fixed-size
+# blocks (a VDI block, a VMDK grain, a VHD/VHDX block, a Parallels cluster)
+# to "here in the file", "zeros" or "compressed here"; BlockMappedImage
+# turns that into pread/extents.  A writer is fed the virtual disk in
+# increasing offsets (as `images.convert` copies) and emits whole blocks;
+# StreamingBlockWriter does the buffering.  detect.py tells the formats apart.
 """Shared machinery of the foreign image format readers and writers."""
 
 from __future__ import annotations

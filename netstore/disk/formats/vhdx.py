@@ -253,6 +253,8 @@ class VhdxWriter(StreamingBlockWriter):
         size = -(-size // SECTOR) * SECTOR
         if size > MAX_VIRTUAL_SIZE:
             raise DiskError(f"{path}: a VHDX holds at most 64 TiB")
+        if size == 0:  # qemu cannot open one (its BAT size underflows)
+            raise DiskError(f"{path}: a VHDX holds at least one sector")
         # small blocks keep a sparse disk small; large disks take Hyper-V's 32 MiB
         self._block_bytes = 2 * MiB if size <= (1 << 40) else 32 * MiB
         super().__init__(path, size)

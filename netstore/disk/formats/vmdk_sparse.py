@@ -39,6 +39,8 @@ class MonolithicSparseWriter(StreamingBlockWriter):
         size = -(-size // SECTOR) * SECTOR
         if size // SECTOR > MAX_CAPACITY_SECTORS:
             raise DiskError(f"{path}: too large for a VMDK")
+        if size == 0:  # qemu cannot open one (no grain directory)
+            raise DiskError(f"{path}: a VMDK holds at least one sector")
         super().__init__(path, size)
         self.uuid = check_uuid(uuid) if uuid else new_uuid()
         self._sectors = size // SECTOR
