@@ -130,7 +130,6 @@ def _start_group(config: Config, args: argparse.Namespace, as_json: bool) -> int
     import time
 
     from netstore.cli.common import registry
-
     from netstore.registry.errors import RegistryError
 
     try:

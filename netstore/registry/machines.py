@@ -38,7 +38,6 @@ from netstore.registry.errors import (
 )
 from netstore.registry.host import host_cores, host_memory_mb, host_report
 from netstore.registry.layers import Layers, power_on_layer
-from netstore.registry.startup import group_members, set_startup
 from netstore.registry.media import get_medium
 from netstore.registry.nics import (
     NIC_PORT_RANGE,
@@ -52,6 +51,7 @@ from netstore.registry.nics import (
     normal_mac,
 )
 from netstore.registry.snapshots import Snapshot, Snapshots
+from netstore.registry.startup import group_members, set_startup
 from netstore.registry.vm import Machine, all_machines, cpu_text, get_machine
 
 # VM names become iSCSI target names (<base-iqn>:vm.<name>), which RFC 3720
