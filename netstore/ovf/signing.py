@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import re
 import ssl
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +114,10 @@ def system_trust_store() -> list[x509.Certificate]:
     for name in (paths.cafile, paths.openssl_cafile):
         if name and Path(name).is_file():
             try:
-                return x509.load_pem_x509_certificates(Path(name).read_bytes())
+                with warnings.catch_warnings():
+                    # a system CA with a non-positive serial is not this package's concern
+                    warnings.simplefilter("ignore")
+                    return x509.load_pem_x509_certificates(Path(name).read_bytes())
             except ValueError:
                 continue
     return []
