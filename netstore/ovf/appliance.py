@@ -50,6 +50,7 @@ from netstore.ovf.errors import (
     UnsupportedOvfError,
 )
 from netstore.ovf.files import chunk_name, chunk_ranges, gzip_file, stored_names, unpack_stored
+from netstore.ovf.legacy import RAW_URI
 from netstore.ovf.package import (
     MANIFEST_ALGORITHMS,
     USTAR_MAX_SIZE,
@@ -439,11 +440,15 @@ def _check_files(pkg: Unpacked, app: Appliance) -> None:
         if d.file_ref is None:
             continue
         href = app.file(d.file_ref).href
-        if d.format not in STREAM_URIS:
+        if d.format not in (*STREAM_URIS, RAW_URI):
             raise UnsupportedOvfError(f"disk {d.disk_id} ({href}) has format {d.format!r}; "
-                                      "netstore imports streamOptimized VMDK disks only")
+                                      "netstore imports streamOptimized VMDK disks, and raw "
+                                      f"ones ({RAW_URI}, as oVirt writes them)")
         info = probe(str(pkg.path(href)))
-        if info.format != "vmdk" or info.variant != "streamOptimized":
+        if d.format == RAW_URI and info.format != "raw":
+            raise UnsupportedOvfError(f"{href} is a {info.format} {info.variant} image; its "
+                                      f"format {RAW_URI} says raw")
+        if d.format != RAW_URI and (info.format != "vmdk" or info.variant != "streamOptimized"):
             raise UnsupportedOvfError(f"{href} is a {info.format} {info.variant} image; an OVF "
                                       "disk must be a streamOptimized VMDK")
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from netstore.impairments import Impairment
+from netstore.ovf import legacy
 from netstore.ovf.errors import OvfError, OvfFormatError, UnsupportedOvfError
 from netstore.ovf.eula import add_eula_section, read_eulas
 from netstore.ovf.files import read_file_attrs
@@ -110,6 +111,7 @@ class VirtualDisk:
     capacity: int
     format: str = VMDK_STREAM_URI
     populated_size: int | None = None
+    interface: tuple[str, str] | None = None  # oVirt's bus of a disk with no controller Item
 
 
 @dataclass
@@ -486,6 +488,7 @@ def parse_envelope(data: bytes, where: str = "descriptor") -> Appliance:
     if _local(env.tag) != "Envelope":
         raise OvfFormatError(f"{where}: the root element is {_local(env.tag)}, not an OVF "
                              "Envelope")
+    legacy.normalize(env)  # OVF 0.9 forms (legacy.py)
     try:
         return _parse(env, where)
     except OvfError as e:
@@ -516,9 +519,10 @@ def _parse(env: ET.Element, where: str) -> Appliance:
             cap *= parse_units(_attr(d, "capacityAllocationUnits"), f"disk {did}")
             pop = _attr(d, "populatedSize")
             disks.append(VirtualDisk(did, _attr(d, "fileRef"), cap, _attr(d, "format") or "",
-                                     _int(pop, f"populatedSize of {did}") if pop else None))
+                                     _int(pop, f"populatedSize of {did}") if pop else None,
+                                     legacy.disk_interface(d)))
     vs = _virtual_system(env)
-    name = _attr(vs, "id") or _prop(vs, "Name") or ""
+    name = _prop(vs, "Name") or _attr(vs, "id") or ""
     machine = MachineDesc(name=name)
     oss = next((e for e in vs.iter() if _local(e.tag) == "OperatingSystemSection"), None)
     if oss is not None:
@@ -537,8 +541,11 @@ def _parse(env: ET.Element, where: str) -> Appliance:
         iid = _prop(item, "InstanceID") or ""
         rtype = _int(_prop(item, "ResourceType"), f"ResourceType of Item {iid}")
         label = _prop(item, "ElementName") or _prop(item, "Caption") or f"Item {iid}"
-        if rtype == RT_PROCESSOR:
-            machine.cpus = _int(_prop(item, "VirtualQuantity"), "processor VirtualQuantity")
+        if (otype := legacy.ovirt_type(item)) in legacy.OVIRT_SKIPPED_TYPES:
+            warnings.append(f"skipped {label}: oVirt {otype} is not modelled by netstore")
+        elif rtype == RT_PROCESSOR:
+            cpus = legacy.ovirt_cpus(_prop(item, "num_of_sockets"), _prop(item, "cpu_per_socket"))
+            machine.cpus = cpus or _int(_prop(item, "VirtualQuantity"), "processor VirtualQuantity")
         elif rtype == RT_MEMORY:
             qty = _int(_prop(item, "VirtualQuantity"), "memory VirtualQuantity")
             unit = parse_units(_prop(item, "AllocationUnits") or "MegaBytes", "memory")
@@ -569,10 +576,18 @@ def _parse(env: ET.Element, where: str) -> Appliance:
             c.bus = x["bus"]
             c.chipset = x.get("chipset") or c.chipset
         c.name = x.get("name")
-    app.controllers = list(controllers.values())
     for item, iid, rtype, label in drive_items:
         parent = _prop(item, "Parent") or ""
         kind = "hdd" if rtype == RT_DISK else "floppy" if rtype == RT_FLOPPY else "dvd"
+        host = _prop(item, "HostResource")
+        if parent not in controllers and kind == "floppy" and not parent:
+            warnings.append(f"skipped {label}: a floppy drive on no controller; netstore has no "
+                            "floppy controller")
+            continue
+        bare = legacy.controllerless_disk(host, disks) if parent not in controllers else None
+        if bare is not None and bare.interface is not None:  # oVirt: the Disk names the bus
+            parent, host = f"{bare.interface[0]}-interface", f"ovf:/disk/{bare.disk_id}"
+            controllers.setdefault(parent, ControllerDesc(parent, *bare.interface))
         if parent not in controllers:
             if parent in unknown_controllers and kind == "hdd":
                 raise UnsupportedOvfError(f"disk drive {label} sits on a controller netstore "
@@ -588,12 +603,12 @@ def _parse(env: ET.Element, where: str) -> Appliance:
             port = _int(x["port"], f"port of {label}")
             device = _int(x.get("device", "0"), f"device of {label}")
         else:
-            port, device = slot_of(bus, _int(_prop(item, "AddressOnParent") or "0",
+            free = str(sum(d.controller == parent for d in app.drives))  # no address: next
+            port, device = slot_of(bus, _int(_prop(item, "AddressOnParent") or free,
                                              f"AddressOnParent of {label}"))
         drive = DriveDesc(iid, kind, parent, port, device, medium=x.get("medium"),
                           type=x.get("type"), variant=x.get("variant"),
                           description=x.get("description", ""))
-        host = _prop(item, "HostResource")
         if host:
             what, ref = _host_resource(host)
             if what == "disk":
@@ -605,6 +620,7 @@ def _parse(env: ET.Element, where: str) -> Appliance:
         elif kind == "hdd":
             raise OvfFormatError(f"disk drive {label} has no HostResource")
         app.drives.append(drive)
+    app.controllers = list(controllers.values())
     for item, iid in nic_items:
         x = extras.get(("Nic", iid), {})
         mac = _prop(item, "Address")
