@@ -64,6 +64,7 @@ from netstore.ovf.package import (
     verify_signature,
 )
 from netstore.registry.errors import NameTakenError, NotFoundError
+from netstore.registry.host import host_cores
 from netstore.registry.machines import NIC_SLOTS, check_cpus, check_machine_name, normal_mac
 
 if TYPE_CHECKING:
@@ -468,6 +469,11 @@ def _build(job: _Import, pkg: Unpacked, app: Appliance, name: str | None) -> Imp
                              "name with --name")
     except NotFoundError:
         pass
+    most = 2 * host_cores()  # check_cpus's bound: a descriptor from a bigger host still imports
+    if m.cpus > most:
+        job.warn(f"{vm_name}: the descriptor gives {m.cpus} vCPUs, more than twice this "
+                 f"host's {most // 2} cores; imported with {most} (vm modify --cpus to change)")
+        m.cpus = most
     check_cpus(vm_name, m.cpus)
     _check_files(pkg, app)
     controllers = {c.instance_id: c for c in app.controllers}

@@ -1,5 +1,6 @@
 # The OVF descriptor (DMTF DSP0243 1.x, the envelope/1 namespace VirtualBox
-# and ovftool write; envelope/2 read too) as plain data: build one from an
+# and ovftool write; envelope/2 read too; OVF 0.9 and oVirt's forms brought
+# to 1.x first: legacy.py) as plain data: build one from an
 # Appliance and parse one back, with no I/O.  Writing follows VirtualBox's
 # layout (References, DiskSection, NetworkSection, VirtualSystem with
 # OperatingSystemSection and VirtualHardwareSection); what OVF has no word
@@ -23,6 +24,7 @@ from netstore.ovf.errors import OvfError, OvfFormatError, UnsupportedOvfError
 from netstore.ovf.eula import add_eula_section, read_eulas
 from netstore.ovf.files import read_file_attrs
 from netstore.ovf.links import IMPAIRMENT_TAG, impairment_attrs, read_impairment
+from netstore.ovf.units import parse_units
 
 NS_OVF = "http://schemas.dmtf.org/ovf/envelope/1"
 NS_RASD = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
@@ -83,10 +85,6 @@ CIM_OS = {"Other": 1, "Linux": 36, "Linux_64": 101, "Ubuntu": 93, "Ubuntu_64": 9
           "Debian": 95, "Debian_64": 96, "Fedora": 103, "Fedora_64": 104, "FreeBSD": 42,
           "FreeBSD_64": 78, "Windows10": 116, "Windows10_64": 116, "WindowsNT": 18}
 NIC_SUBTYPE = "E1000"  # the adapter every OVF reader knows; netstore keeps no NIC model
-_UNITS_RE = re.compile(r"byte\s*\*\s*(\d+)\s*\^\s*(-?\d+)", re.IGNORECASE)
-_UNIT_WORDS = {"byte": 1, "bytes": 1, "kb": 1 << 10, "kilobytes": 1 << 10, "mb": 1 << 20,
-               "megabytes": 1 << 20, "gb": 1 << 30, "gigabytes": 1 << 30, "tb": 1 << 40,
-               "terabytes": 1 << 40}
 
 
 @dataclass
@@ -239,23 +237,6 @@ def bus_of(rtype: int, subtype: str | None) -> tuple[str, str] | None:
         chip = [c for c in IDE_CHIPSETS if c.lower() == sub.lower()]
         return "ide", chip[0] if chip else IDE_CHIPSETS[0]
     return _SUBTYPES.get(rtype, {}).get(sub.lower())
-
-
-def parse_units(text: str | None, where: str) -> int:
-    """Bytes per unit of an AllocationUnits / capacityAllocationUnits value
-    ("byte * 2^20", "MegaBytes", "MB"; absent = bytes)."""
-    if text is None or not text.strip():
-        return 1
-    t = text.strip()
-    m = _UNITS_RE.fullmatch(t)
-    if m:
-        base, exp = int(m.group(1)), int(m.group(2))
-        if exp < 0 or base < 1 or base ** exp > 1 << 60:
-            raise OvfFormatError(f"{where}: allocation units {t!r} are out of range")
-        return base ** exp
-    if t.lower() in _UNIT_WORDS:
-        return _UNIT_WORDS[t.lower()]
-    raise OvfFormatError(f"{where}: unknown allocation units {t!r} (expected 'byte * 2^20')")
 
 
 # -- writing ------------------------------------------------------------------
@@ -521,6 +502,7 @@ def _parse(env: ET.Element, where: str) -> Appliance:
             disks.append(VirtualDisk(did, _attr(d, "fileRef"), cap, _attr(d, "format") or "",
                                      _int(pop, f"populatedSize of {did}") if pop else None,
                                      legacy.disk_interface(d)))
+    legacy.resolve_file_refs(disks, files)
     vs = _virtual_system(env)
     name = _prop(vs, "Name") or _attr(vs, "id") or ""
     machine = MachineDesc(name=name)
@@ -584,7 +566,7 @@ def _parse(env: ET.Element, where: str) -> Appliance:
             warnings.append(f"skipped {label}: a floppy drive on no controller; netstore has no "
                             "floppy controller")
             continue
-        bare = legacy.controllerless_disk(host, disks) if parent not in controllers else None
+        bare = legacy.controllerless_disk(host, disks, files) if parent not in controllers else None
         if bare is not None and bare.interface is not None:  # oVirt: the Disk names the bus
             parent, host = f"{bare.interface[0]}-interface", f"ovf:/disk/{bare.disk_id}"
             controllers.setdefault(parent, ControllerDesc(parent, *bare.interface))

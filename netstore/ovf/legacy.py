@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from netstore.ovf.errors import OvfFormatError
 
 if TYPE_CHECKING:
-    from netstore.ovf.envelope import VirtualDisk
+    from netstore.ovf.envelope import FileRef, VirtualDisk
 
 # Disk ovf:format URIs import reads -> (image format, variant or None = any)
 # as netstore.disk.images.probe names them.  The VMDK URIs are envelope.py's
@@ -84,11 +84,24 @@ def disk_interface(disk: ET.Element) -> tuple[str, str] | None:
     return None
 
 
-def controllerless_disk(host: str | None, disks: list[VirtualDisk]) -> VirtualDisk | None:
-    """The Disk an oVirt HostResource ("<image-group>/<volume>", the Disk's
-    fileRef) names when that Disk gives its bus in ovf:disk-interface."""
-    return next((d for d in disks if host and d.interface and d.file_ref == host), None)
+def resolve_file_refs(disks: list[VirtualDisk], files: list[FileRef]) -> None:
+    """oVirt's Disk ovf:fileRef is the File's href ("<image-group>/<volume>"),
+    not its ovf:id: make each such fileRef the File's id."""
+    ids = {f.id for f in files}
+    by_href = {f.href: f.id for f in files}
+    for d in disks:
+        if d.file_ref is not None and d.file_ref not in ids and d.file_ref in by_href:
+            d.file_ref = by_href[d.file_ref]
 
 
-__all__ = ["controllerless_disk", "normalize", "ovirt_type", "ovirt_cpus", "disk_interface", "RAW_URI",
+def controllerless_disk(host: str | None, disks: list[VirtualDisk],
+                        files: list[FileRef]) -> VirtualDisk | None:
+    """The Disk an oVirt HostResource ("<image-group>/<volume>", the href of
+    the Disk's File) names when that Disk gives its bus in ovf:disk-interface."""
+    hrefs = {f.id: f.href for f in files}
+    return next((d for d in disks if host and d.interface and d.file_ref is not None
+                 and host in (d.file_ref, hrefs.get(d.file_ref))), None)
+
+
+__all__ = ["controllerless_disk", "resolve_file_refs", "normalize", "ovirt_type", "ovirt_cpus", "disk_interface", "RAW_URI",
            "OVIRT_INTERFACES", "OVIRT_SKIPPED_TYPES"]
