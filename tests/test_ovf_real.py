@@ -31,7 +31,7 @@ SINGLE = sorted(f for f, v in EXPECTED.items()
 # expected.json's controller (kind, subtype) -> netstore's chipset
 CHIPSETS = {None: "PIIX4", "piix3": "PIIX3", "ich6": "ICH6", "lsilogic": "LsiLogic",
             "buslogic": "BusLogic", "lsilogicsas": "LsiLogicSas", "ahci": "AHCI",
-            "vmware.sata.ahci": "AHCI"}
+            "vmware.sata.ahci": "AHCI", "virtualscsi": "LsiLogic"}  # pvscsi: warned, below
 RAW_URI = "http://en.wikipedia.org/wiki/Byte"
 SECTOR = 512
 
@@ -131,10 +131,16 @@ def test_real_descriptor_imports(tmp_path: Path, fixture: str) -> None:
         args += ["--name", vm]
     p = cli.run(*args)
     assert p.returncode == 0, p.stderr
+    check_vm(cli, vs, vm, p.stderr, descriptor.parent)
+
+
+def check_vm(cli: Cli, vs: dict, vm: str, stderr: str, pkg: Path) -> None:  # type: ignore[type-arg]
+    """VM `vm` of the registry is what expected.json's system `vs` says, and
+    the import's `stderr` warned of what it skipped."""
     info = cli.json("vm", "info", vm)
     most = 2 * (os.cpu_count() or 1)  # more vCPUs than that: imported with that many, warned
     assert (info["cpus"], info["memory_mb"]) == (min(vs["vcpus"], most), vs["memory_mb"])
-    assert ("more than twice this host's" in p.stderr) == (vs["vcpus"] > most)
+    assert ("more than twice this host's" in stderr) == (vs["vcpus"] > most)
 
     # controllers, in descriptor order; oVirt's disk brings its bus along
     want = [(c["kind"], CHIPSETS[c["subtype"] and c["subtype"].lower()])
@@ -143,6 +149,8 @@ def test_real_descriptor_imports(tmp_path: Path, fixture: str) -> None:
              if h["controller_instance"] is None][:1]
     got = [(c["bus"], c["chipset"]) for c in info["controllers"]]
     assert got == want
+    pvscsi = sum(c["subtype"] == "VirtualSCSI" for c in vs["controllers"])
+    assert stderr.count("(VirtualSCSI) is taken as LsiLogic") == pvscsi
     names = {c["instance_id"]: info["controllers"][i]["name"]
              for i, c in enumerate(vs["controllers"])}
     names[None] = info["controllers"][-1]["name"]
@@ -166,18 +174,45 @@ def test_real_descriptor_imports(tmp_path: Path, fixture: str) -> None:
             want_slots.add(slot)
             assert attached[slot]["slot_kind"] == "dvd"
             assert Path(attached[slot]["location"]).stat().st_size == \
-                (descriptor.parent / c["image"]).stat().st_size
+                (pkg / c["image"]).stat().st_size
         else:
             empty += 1
     assert set(attached) == want_slots
-    assert p.stderr.count("is empty in the descriptor") == empty
+    assert stderr.count("is empty in the descriptor") == empty
     assert len(info["nics"]) == len(vs["nics"])
 
     # one warning per device netstore does not model, floppies included
-    skipped = [line for line in p.stderr.splitlines()
-               if line.startswith("netstore: warning: skipped")]
+    skipped = [line for line in stderr.splitlines() if "skipped" in line]
     assert len(skipped) == len(vs["skipped_devices"]) + len(vs.get("floppies") or [])
-    assert p.stderr.count("floppy drive on no controller") == len(vs.get("floppies") or [])
+    assert stderr.count("floppy drive on no controller") == len(vs.get("floppies") or [])
+
+
+def test_collection_imports_as_a_group(tmp_path: Path) -> None:
+    """A VirtualSystemCollection: every VM, named from the descriptor with
+    --name as a prefix, in one group in the StartupSection's order."""
+    fixture = "vmware-vc-sunvhw-disktypes-vsc.ovf"
+    exp = EXPECTED[fixture]
+    descriptor = make_package(tmp_path, fixture)
+    cli = Cli(tmp_path)
+    p = cli.run("ovf", "import", str(descriptor), "--name", "lab", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["group"] == "lab"
+    names = [out["machine"]["name"]] + [m["name"] for m in out["others"]]
+    assert names == [f"lab-{vs['name']}" for vs in exp["virtual_systems"]]
+    for vs in exp["virtual_systems"]:
+        vm = f"lab-{vs['name']}"
+        mine = "\n".join(line for line in p.stderr.splitlines() if f" {vs['id']}: " in line)
+        check_vm(cli, vs, vm, mine, descriptor.parent)
+        start = next(e for e in exp["virtual_system_collection"]["startup_order"]
+                     if e["id"] == vs["id"])
+        assert cli.json("vm", "info", vm)["startup"] == {
+            "group": "lab", "order": start["order"], "delay_s": start["startDelay"]}
+    # without --name: the descriptor's names, the collection's id as the group
+    p = cli.run("ovf", "import", str(descriptor), "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["group"] == exp["virtual_system_collection"]["id"]
+    assert cli.json("vm", "info", "sunvhw-pv")["startup"]["order"] == 1
 
 
 def test_sized_vmdk_reads_as_an_empty_disk(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 # OVF/OVA export and import (issues 5 and 14): envelope.py builds and parses
 # the descriptor (pure; eula.py its licences, links.py NIC impairments,
-# units.py allocation units, legacy.py the OVF 0.9 and oVirt forms),
+# units.py allocation units, legacy.py the OVF 0.9 and oVirt forms,
+# collection.py a VirtualSystemCollection's members and start order),
 # package.py reads and writes the tar and the manifest, files.py gzip and
 # chunked files, signing.py the .cert, appliance.py wires them to the
 # registry and the disk images; errors.py holds what a user can meet.  The

@@ -9,7 +9,8 @@
 # manifest, before anything else reads the package, parses the descriptor,
 # refuses a licence not accepted, joins chunks and unpacks gzip files,
 # converts each disk to qcow2 under <state>/media/ and recreates the VM with
-# new UUIDs; any failure unregisters and deletes everything it made, so
+# new UUIDs (each VM of a VirtualSystemCollection, in one VM group in its
+# StartupSection's order: collection.py); any failure unregisters and deletes everything it made, so
 # nothing is half-registered.
 """Export a registered VM as an OVA; import an OVA or OVF as a new VM."""
 
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from netstore.disk.api import DiskError, Progress
 from netstore.disk.images import convert, create_image, open_image, probe, resize_image
 from netstore.disk.media import LAYERED_TYPES, MediumRuleError
+from netstore.ovf.collection import Package, parse_package
 from netstore.ovf.envelope import (
     STREAM_URIS,
     VMDK_STREAM_URI,
@@ -40,7 +42,6 @@ from netstore.ovf.envelope import (
     NicDesc,
     VirtualDisk,
     build_envelope,
-    parse_envelope,
 )
 from netstore.ovf.errors import (
     EulaNotAcceptedError,
@@ -295,10 +296,13 @@ class ImportResult:
     machine: Machine
     media: list[Medium]
     warnings: list[str] = field(default_factory=list)
+    others: list[Machine] = field(default_factory=list)  # a collection's other members
+    group: str | None = None  # a collection's VM group (its StartupSection)
 
     def to_dict(self) -> dict[str, Any]:
         return {"machine": self.machine.to_dict(), "media": [m.to_dict() for m in self.media],
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "others": [m.to_dict() for m in self.others],
+                "group": self.group}
 
 
 def _looks_like_xml(path: Path) -> bool:
@@ -322,17 +326,19 @@ class _Import:
         self.meter = _Meter(progress)
         self.files: list[Path] = []
         self.media: list[Medium] = []
-        self.machine: str | None = None
+        self.machines: list[str] = []
         self.warnings: list[str] = []
+        self.about = ""  # "ID: " while a collection's member ID is built
 
     def warn(self, text: str) -> None:
+        text = self.about + text
         self.warnings.append(text)
         warnings.warn(OvfWarning(text), stacklevel=3)
 
     def undo(self) -> None:
-        if self.machine is not None:
+        for vm in reversed(self.machines):
             try:
-                self.reg.machines.remove(self.machine)
+                self.reg.machines.remove(vm)
             except DiskError:
                 pass
         for m in reversed(self.media):
@@ -383,7 +389,7 @@ def import_appliance(reg: Registry, path: str | os.PathLike[str], *, name: str |
             ``licences``).
         OvfFormatError: not a tar, descriptor not first, a name leaving the
             package, XML that is not an OVF envelope.
-        UnsupportedOvfError: a disk that is not a streamOptimized VMDK, several VMs.
+        UnsupportedOvfError: a disk that is neither a streamOptimized VMDK nor raw.
         MachineRuleError, NameTakenError, ...: the registry refused the VM.
         In every case nothing stays registered and no file is left behind.
     """
@@ -404,7 +410,8 @@ def import_appliance(reg: Registry, path: str | os.PathLike[str], *, name: str |
                                  "descriptor (XML)")
         for w in verify_signature(pkg, require_trusted) + verify_digests(pkg):
             job.warn(w)
-        app = parse_envelope(pkg.descriptor.read_bytes(), pkg.descriptor.name)
+        package = parse_package(pkg.descriptor.read_bytes(), pkg.descriptor.name)
+        app = package.systems[0][1]  # the envelope's files, disks and licences
         if app.eulas and not accept_eula:
             raise EulaNotAcceptedError(
                 f"{pkg.descriptor.name} holds a licence agreement; read it and import again "
@@ -412,15 +419,18 @@ def import_appliance(reg: Registry, path: str | os.PathLike[str], *, name: str |
         stored = {f.href: stored_names(f.href, f.size, f.chunk_size,
                                        lambda n: pkg.path(n) is not None) for f in app.files}
         verify_coverage(pkg, [n for names in stored.values() for n in names])
-        for w in app.warnings:
-            job.warn(w)
+        for sid, system in package.systems:
+            for w in system.warnings:
+                job.warn(f"{sid}: {w}" if package.collection else w)
         own = Path(tempfile.mkdtemp(prefix=".resolved-", dir=tmp))
         for f in app.files:
             local = unpack_stored(f.href, [(n, pkg.path(n)) for n in stored[f.href]], f.size,
                                   f.compression, f.chunk_size, own, job.meter.count)
             if local is not None:
                 pkg.resolved[f.href] = local
-        return _build(job, pkg, app, name)
+        if package.collection is None:
+            return _build(job, pkg, app, name)
+        return _build_collection(job, pkg, package, name)
     except BaseException:
         job.undo()
         raise
@@ -452,6 +462,27 @@ def _check_files(pkg: Unpacked, app: Appliance) -> None:
         if d.format != RAW_URI and (info.format != "vmdk" or info.variant != "streamOptimized"):
             raise UnsupportedOvfError(f"{href} is a {info.format} {info.variant} image; an OVF "
                                       "disk must be a streamOptimized VMDK")
+
+
+def _build_collection(job: _Import, pkg: Unpacked, package: Package,
+                      prefix: str | None) -> ImportResult:
+    # every member as a VM (named PREFIX-NAME with --name), then one group of
+    # them in the StartupSection's order (group: --name, else the collection's id)
+    group = prefix or package.collection
+    made = []
+    for sid, app in package.systems:
+        job.about = f"{sid}: "
+        made.append((sid, _build(job, pkg, app, f"{prefix}-{app.machine.name}" if prefix
+                                 else None)))
+    job.about = ""
+    for sid, r in made:
+        entry = package.startup_of(sid)
+        job.reg.machines.set_startup(r.machine.name, group=group,
+                                     order=entry.order if entry else 0,
+                                     delay_s=entry.delay_s if entry else 0)
+    vms = [job.reg.machines.get(r.machine.name) for _, r in made]
+    return ImportResult(vms[0], [job.reg.medium(x.id) for x in job.media], job.warnings,
+                        vms[1:], group)
 
 
 def _build(job: _Import, pkg: Unpacked, app: Appliance, name: str | None) -> ImportResult:
@@ -526,7 +557,7 @@ def _build(job: _Import, pkg: Unpacked, app: Appliance, name: str | None) -> Imp
         attach.append((d, medium))
     vm = reg.machines.create(vm_name, cpus=m.cpus, memory_mb=m.memory_mb, ostype=m.ostype,
                              chipset=m.chipset)
-    job.machine = vm_name
+    job.machines.append(vm_name)
     changes: dict[str, Any] = {}
     if m.cpu_cap != vm.cpu_cap:
         changes["cpu_cap"] = m.cpu_cap

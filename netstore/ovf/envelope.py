@@ -1,14 +1,15 @@
 # The OVF descriptor (DMTF DSP0243 1.x, the envelope/1 namespace VirtualBox
 # and ovftool write; envelope/2 read too; OVF 0.9 and oVirt's forms brought
-# to 1.x first: legacy.py) as plain data: build one from an
-# Appliance and parse one back, with no I/O.  Writing follows VirtualBox's
-# layout (References, DiskSection, NetworkSection, VirtualSystem with
-# OperatingSystemSection and VirtualHardwareSection); what OVF has no word
-# for (controller names, CPU hot-plug, VLANs, transports, disk types, a NIC's
-# impairments: links.py) goes in
-# a netstore:MachineSection marked ovf:required="false", which other tools
-# skip and import reads back.  Reading matches elements and attributes by
-# local name, so prefixes, namespace versions and section order do not matter.
+# to 1.x first: legacy.py) as plain data: build one from an Appliance and
+# parse one back (each VirtualSystem of a collection: collection.py), with no
+# I/O.  Writing follows VirtualBox's layout (References, DiskSection,
+# NetworkSection, VirtualSystem with OperatingSystemSection and
+# VirtualHardwareSection); what OVF has no word for (controller names, CPU
+# hot-plug, VLANs, transports, disk types, a NIC's impairments: links.py)
+# goes in a netstore:MachineSection marked ovf:required="false", which other
+# tools skip and import reads back.  Reading matches elements and attributes
+# by local name, so prefixes, namespace versions and section order do not
+# matter.
 """Build and parse OVF descriptors (pure: bytes in, Appliance out, and back)."""
 
 from __future__ import annotations
@@ -446,10 +447,9 @@ def _virtual_system(env: ET.Element) -> ET.Element:
 
 
 def parse_envelope(data: bytes, where: str = "descriptor") -> Appliance:
-    """The Appliance an OVF descriptor describes.
-
-    Items netstore does not model (sound, USB, serial, graphics) are skipped,
-    each with a line in ``warnings``.
+    """The Appliance an OVF descriptor describes.  Items netstore does not
+    model (sound, USB, serial, graphics) are skipped, each with a line in
+    ``warnings``.
 
     Raises:
         OvfFormatError: not XML, not an OVF Envelope, a value that is not a
@@ -457,6 +457,11 @@ def parse_envelope(data: bytes, where: str = "descriptor") -> Appliance:
         UnsupportedOvfError: more than one virtual system, a disk on a
             controller netstore has no bus for.
     """
+    return parse_system(read_envelope(data, where), None, where)
+
+
+def read_envelope(data: bytes, where: str) -> ET.Element:
+    """The Envelope of a descriptor, its OVF 0.9 forms renamed (legacy.py)."""
     if len(data) > MAX_DESCRIPTOR_BYTES:
         raise OvfFormatError(f"{where}: {len(data)} bytes is too large for an OVF descriptor")
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
@@ -469,16 +474,21 @@ def parse_envelope(data: bytes, where: str = "descriptor") -> Appliance:
     if _local(env.tag) != "Envelope":
         raise OvfFormatError(f"{where}: the root element is {_local(env.tag)}, not an OVF "
                              "Envelope")
-    legacy.normalize(env)  # OVF 0.9 forms (legacy.py)
+    legacy.normalize(env)
+    return env
+
+
+def parse_system(env: ET.Element, vs: ET.Element | None, where: str) -> Appliance:
+    """The Appliance of VirtualSystem `vs` of `env` (None: its only one)."""
     try:
-        return _parse(env, where)
+        return _parse(env, vs)
     except OvfError as e:
         if str(e).startswith(where):
             raise
         raise type(e)(f"{where}: {e}") from None
 
 
-def _parse(env: ET.Element, where: str) -> Appliance:
+def _parse(env: ET.Element, vs: ET.Element | None) -> Appliance:
     warnings: list[str] = []
     files: list[FileRef] = []
     for refs in _kids(env, "References"):
@@ -503,7 +513,7 @@ def _parse(env: ET.Element, where: str) -> Appliance:
                                      _int(pop, f"populatedSize of {did}") if pop else None,
                                      legacy.disk_interface(d)))
     legacy.resolve_file_refs(disks, files)
-    vs = _virtual_system(env)
+    vs = _virtual_system(env) if vs is None else vs
     name = _prop(vs, "Name") or _attr(vs, "id") or ""
     machine = MachineDesc(name=name)
     oss = next((e for e in vs.iter() if _local(e.tag) == "OperatingSystemSection"), None)
@@ -563,8 +573,7 @@ def _parse(env: ET.Element, where: str) -> Appliance:
         kind = "hdd" if rtype == RT_DISK else "floppy" if rtype == RT_FLOPPY else "dvd"
         host = _prop(item, "HostResource")
         if parent not in controllers and kind == "floppy" and not parent:
-            warnings.append(f"skipped {label}: a floppy drive on no controller; netstore has no "
-                            "floppy controller")
+            warnings.append(f"skipped {label}: a floppy drive on no controller (netstore has none)")
             continue
         bare = legacy.controllerless_disk(host, disks, files) if parent not in controllers else None
         if bare is not None and bare.interface is not None:  # oVirt: the Disk names the bus
@@ -674,6 +683,8 @@ __all__ = [
     "VirtualDisk",
     "build_envelope",
     "parse_envelope",
+    "parse_system",
+    "read_envelope",
     "parse_units",
     "bus_of",
     "bus_resource",

@@ -43,7 +43,7 @@ class EulaNotAcceptedError(OvfError):
 
 class UnsupportedOvfError(OvfError):
     """A valid package using something netstore does not do (named): a disk
-    format other than streamOptimized VMDK, several virtual systems."""
+    format other than streamOptimized VMDK or raw, nested collections."""
 
 
 class OvfWarning(UserWarning):
