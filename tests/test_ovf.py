@@ -46,9 +46,9 @@ from netstore.ovf.envelope import (
     MachineDesc,
     NicDesc,
     VirtualDisk,
-    build_envelope,
     parse_envelope,
 )
+from netstore.ovf.writer import build_envelope
 from netstore.registry import MachineRuleError, NameTakenError, Registry
 
 MiB = 1 << 20

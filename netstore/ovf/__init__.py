@@ -15,7 +15,7 @@ from netstore.ovf.appliance import (
     export_vm,
     import_appliance,
 )
-from netstore.ovf.envelope import Appliance, build_envelope, parse_envelope
+from netstore.ovf.envelope import Appliance, parse_envelope
 from netstore.ovf.errors import (
     EulaNotAcceptedError,
     ManifestError,
@@ -26,6 +26,7 @@ from netstore.ovf.errors import (
     UnsupportedOvfError,
     UntrustedError,
 )
+from netstore.ovf.writer import build_envelope
 
 __all__ = [
     "export_vm",

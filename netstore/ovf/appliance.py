@@ -41,7 +41,6 @@ from netstore.ovf.envelope import (
     MachineDesc,
     NicDesc,
     VirtualDisk,
-    build_envelope,
 )
 from netstore.ovf.errors import (
     EulaNotAcceptedError,
@@ -64,6 +63,7 @@ from netstore.ovf.package import (
     verify_digests,
     verify_signature,
 )
+from netstore.ovf.writer import build_envelope
 from netstore.registry.errors import NameTakenError, NotFoundError
 from netstore.registry.host import host_cores
 from netstore.registry.machines import NIC_SLOTS, check_cpus, check_machine_name, normal_mac
