@@ -444,7 +444,11 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
         except DaemonError:
             raise
         except Exception as e:
-            raise DaemonError(f"cannot start: {e}") from None
+            log.debug("starting the children failed", exc_info=e)
+            inner = _innermost(e)
+            if isinstance(inner, DaemonError):
+                raise inner from None
+            raise DaemonError(f"cannot start: {inner}") from None
         nursery.start_soon(sup.pusher)
         nursery.start_soon(watcher.run)
 
@@ -521,6 +525,13 @@ def serve(config: Config) -> int:
         log.error("netstore daemon failed", exc_info=e)
         return 1
     return 0
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups: what went wrong."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
