@@ -91,7 +91,7 @@ def test_sizes(cli: Cli) -> None:
     ["disk", "create", "x", "--size", "0"],
     ["disk", "create", "x"],
     ["disk", "create", "x", "--size", "1M", "--type", "weird"],
-    ["disk", "create", "x", "--size", "1M", "--format", "parallels"],  # read only,
+    ["disk", "create", "x", "--size", "1M", "--format", "parallels"],  # read only
     ["disk", "modify", "x", "--autoreset", "maybe"],
     ["disk", "modify", "x"],
     ["disk", "convert", "a", "b"],
