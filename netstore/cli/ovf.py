@@ -38,7 +38,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
                         description="Write VM as OUT.ova: its OVF descriptor, each disk's "
                         "current state as a streamOptimized VMDK, dvd/floppy images, and a "
                         "manifest (SHA256 unless --manifest), signed with --sign/--cert.")
-    p.add_argument("vm", metavar="VM")
+    p.add_argument("vms", metavar="VM", nargs="+",
+                   help="one VM, or several: one VirtualSystemCollection started in the "
+                        "order of their VM group")
     p.add_argument("out", metavar="OUT.ova")
     p.add_argument("--compress", action="store_true",
                    help="gzip each file (ovf:compression=\"gzip\")")
@@ -78,7 +80,7 @@ def _show_licences(licences: list[str], as_json: bool) -> None:
 def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     """Run `ovf export` or `ovf import`; warnings are relayed on stderr."""
     # netstore.ovf (tarfile, XML, cryptography) is imported when an ovf command runs: a fast --help
-    from netstore.ovf import EulaNotAcceptedError, OvfError, export_vm, import_appliance
+    from netstore.ovf import EulaNotAcceptedError, OvfError, export_vms, import_appliance
 
     if args.ovf_command == "export" and (args.sign is None) != (args.cert is None):
         return usage("--sign and --cert go together (see: netstore ovf export --help)")
@@ -94,10 +96,10 @@ def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
                 eula = Path(args.eula).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as e:
                 raise OvfError(f"{args.eula}: cannot read the licence ({e})") from None
-        with ProgressBar(f"exporting {args.vm}", not as_json) as bar:
-            r = export_vm(reg, args.vm, args.out, progress=bar, compress=args.compress,
-                          chunk_size=args.chunk_size, manifest=args.manifest, signer=signer,
-                          eula=eula)
+        with ProgressBar(f"exporting {', '.join(args.vms)}", not as_json) as bar:
+            r = export_vms(reg, args.vms, args.out, progress=bar, compress=args.compress,
+                           chunk_size=args.chunk_size, manifest=args.manifest, signer=signer,
+                           eula=eula)
         return said(as_json, r.to_dict(), f"exported {r.machine} to {r.path} "
                     f"({format_size(r.size)}: {', '.join(n for n, _ in r.members)})")
 

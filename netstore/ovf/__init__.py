@@ -5,7 +5,7 @@
 # package.py reads and writes the tar and the manifest, files.py gzip and
 # chunked files, signing.py the .cert, appliance.py wires them to the
 # registry and the disk images; errors.py holds what a user can meet.  The
-# CLI's `netstore ovf` calls export_vm and import_appliance.
+# CLI's `netstore ovf` calls export_vms and import_appliance.
 """OVF 1.x packages: export a VM as an OVA, import an OVA or OVF as a new VM."""
 
 from netstore.ovf.appliance import (
@@ -13,6 +13,7 @@ from netstore.ovf.appliance import (
     ImportResult,
     current_state,
     export_vm,
+    export_vms,
     import_appliance,
 )
 from netstore.ovf.envelope import Appliance, parse_envelope
@@ -30,6 +31,7 @@ from netstore.ovf.writer import build_envelope
 
 __all__ = [
     "export_vm",
+    "export_vms",
     "import_appliance",
     "current_state",
     "ExportResult",

@@ -63,7 +63,7 @@ from netstore.ovf.package import (
     verify_digests,
     verify_signature,
 )
-from netstore.ovf.writer import build_envelope
+from netstore.ovf.writer import Startup, build_collection, build_envelope
 from netstore.registry.errors import NameTakenError, NotFoundError
 from netstore.registry.host import host_cores
 from netstore.registry.machines import NIC_SLOTS, check_cpus, check_machine_name, normal_mac
@@ -169,11 +169,20 @@ def _store(files: list[FileRef], sources: list[tuple[str, Path]], tmp: Path, com
     return parts
 
 
-def export_vm(reg: Registry, name: str, out: str | os.PathLike[str], *,
-              progress: Progress | None = None, compress: bool = False,
-              chunk_size: int | None = None, manifest: str = "SHA256",
-              signer: Signer | None = None, eula: str | None = None) -> ExportResult:
-    """Write VM `name` as the OVA `out`.
+def export_vm(reg: Registry, name: str, out: str | os.PathLike[str], **options: Any
+              ) -> ExportResult:
+    """Write VM `name` as the OVA `out` (export_vms with one VM)."""
+    return export_vms(reg, [name], out, **options)
+
+
+def export_vms(reg: Registry, names: list[str], out: str | os.PathLike[str], *,
+               progress: Progress | None = None, compress: bool = False,
+               chunk_size: int | None = None, manifest: str = "SHA256",
+               signer: Signer | None = None, eula: str | None = None) -> ExportResult:
+    """Write the VMs `names` as the OVA `out`: one VirtualSystem, or for
+    several a VirtualSystemCollection whose StartupSection follows their VM
+    group (the group's name, each VM's start order and delay; without a
+    group, the order given).
 
     Args:
         progress: (bytes done, bytes total) over disk conversion and packing.
@@ -187,8 +196,8 @@ def export_vm(reg: Registry, name: str, out: str | os.PathLike[str], *,
 
     Raises:
         NotFoundError: no such VM.
-        OvfError: the VM runs, `out` exists or its directory does not, a bad
-            digest name or chunk size.
+        OvfError: a VM runs or is named twice, `out` exists or its directory
+            does not, a bad digest name or chunk size.
         DiskError: a disk cannot be read (nothing is left behind).
     """
     manifest = manifest.upper()
@@ -199,84 +208,56 @@ def export_vm(reg: Registry, name: str, out: str | os.PathLike[str], *,
         raise OvfError(f"chunk size {chunk_size}: expected a positive number of bytes")
     if eula is not None and not eula.strip():
         raise OvfError("the licence text is empty")
-    vm = reg.machines.get(name)
-    if vm.running:
-        raise OvfError(f"{vm.name} is running; export a powered-off VM so its disks hold still "
-                       f"(netstore vm stop {vm.name})")
+    vms = [reg.machines.get(n) for n in names]
+    if not vms:
+        raise OvfError("no VM to export")
+    if len({vm.name for vm in vms}) != len(vms):
+        raise OvfError("a VM is named twice; each VM goes in the package once")
+    for vm in vms:
+        if vm.running:
+            raise OvfError(f"{vm.name} is running; export a powered-off VM so its disks hold "
+                           f"still (netstore vm stop {vm.name})")
     out_path = Path(out).absolute()
     if os.path.lexists(out_path):
         raise OvfError(f"{out_path} exists already; remove it or choose another name")
     if not out_path.parent.is_dir():
         raise OvfError(f"{out_path.parent}: no such directory")
     meter = _Meter(progress)
-    controllers = reg.machines.controllers(vm.name)
-    attachments = reg.machines.attachments(vm.name)
-    nics = reg.machines.nics(vm.name)
-    app = Appliance(MachineDesc(
-        vm.name, vm.ostype, vm.cpus, vm.memory_mb, vm.cpu_hotplug, tuple(vm.plugged_cpus),
-        vm.cpu_cap, vm.weight, vm.memory_min_mb, vm.page_fusion, vm.chipset),
-        eulas=[eula.strip()] if eula is not None else [])
-    ids = iter(range(3, 1 << 30))  # 1 and 2 are the processor and memory Items
-    by_name: dict[str, str] = {}
-    for c in controllers:
-        iid = str(next(ids))
-        by_name[c.name] = iid
-        app.controllers.append(ControllerDesc(iid, c.bus, c.chipset, c.name))
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
     try:
+        apps: list[Appliance] = []
         sources: list[tuple[str, Path]] = []  # package member name, local file
-        counts = {"hdd": 0, "dvd": 0, "floppy": 0}
-        for a in attachments:
-            m = reg.medium(a.medium)
-            counts[a.slot_kind] += 1
-            n = counts[a.slot_kind]
-            member = f"{vm.name}-{'disk' if a.slot_kind == 'hdd' else a.slot_kind}{n}." \
-                     f"{MEMBER_EXTENSIONS[a.slot_kind]}"
-            file_id = f"file{len(app.files) + 1}"
-            src = current_state(reg, m, vm.name)
-            drive = DriveDesc(str(next(ids)), a.slot_kind, by_name[a.controller], a.port,
-                              a.device, medium=m.name, type=m.type, variant=m.variant,
-                              description=m.description)
-            if a.slot_kind == "hdd":
-                local = tmp / member
-                populated = _allocated(src)
-                convert(src, str(local), "vmdk", variant="streamOptimized", progress=meter.step())
-                disk_id = f"vmdisk{n}"
-                app.disks.append(VirtualDisk(disk_id, file_id, m.virtual_size, VMDK_STREAM_URI,
-                                             populated))
-                drive.disk_id = disk_id
-            elif m.format == "raw":
-                local = Path(src)
-            else:  # a floppy kept as qcow2 travels as the raw image it holds
-                local = tmp / member
-                convert(src, str(local), "raw", progress=meter.step())
-            if a.slot_kind != "hdd":
-                drive.file_ref = file_id
-            app.files.append(FileRef(file_id, member, local.stat().st_size))
-            app.drives.append(drive)
-            sources.append((member, local))
-        for nic in nics:
-            app.nics.append(NicDesc(str(next(ids)), nic.switch, nic.mac, None, nic.slot,
-                                    nic.switch, nic.vlan, nic.transport, nic.impair_in,
-                                    nic.impair_out))
-        parts = _store(app.files, sources, tmp, compress, chunk_size, meter)
-        descriptor = build_envelope(app)
-        sizes = [(f"{vm.name}.ovf", len(descriptor))] + [(m, n) for m, _, _, n in parts]
+        for vm in vms:
+            app = _describe(reg, vm, tmp, meter, sources,
+                            prefix=f"{vm.name}-" if len(vms) > 1 else "")
+            if eula is not None and len(vms) == 1:
+                app.eulas.append(eula.strip())
+            apps.append(app)
+        files = [f for a in apps for f in a.files]
+        parts = _store(files, sources, tmp, compress, chunk_size, meter)
+        if len(vms) == 1:
+            stem, descriptor = vms[0].name, build_envelope(apps[0])
+        else:
+            stem, startup = _startup(vms)
+            if eula is not None:
+                apps[0].eulas.append(eula.strip())  # written once, at the collection
+            descriptor = build_collection(stem, apps, startup)
+        sizes = [(f"{stem}.ovf", len(descriptor))] + [(m, n) for m, _, _, n in parts]
         meter.grow(sum(s for _, s in sizes[1:]))
         package = tmp / "package.ova"
         writer = OvaWriter(package, large=any(s > USTAR_MAX_SIZE for _, s in sizes),
                            algorithm=manifest)
         try:
-            writer.add_bytes(f"{vm.name}.ovf", descriptor)
+            writer.add_bytes(f"{stem}.ovf", descriptor)
             for member, local, offset, length in parts:
                 writer.add_file(member, local, meter.count, offset=offset, length=length)
-            mf_name = f"{vm.name}.mf"
+            mf_name = f"{stem}.mf"
             mf = writer.add_manifest(mf_name)
             sizes.append((mf_name, len(mf)))
             if signer is not None:
                 cert = signer.cert_file(mf_name, mf, manifest)
-                writer.add_bytes(f"{vm.name}.cert", cert, digest=False)
-                sizes.append((f"{vm.name}.cert", len(cert)))
+                writer.add_bytes(f"{stem}.cert", cert, digest=False)
+                sizes.append((f"{stem}.cert", len(cert)))
         finally:
             writer.close()
         if os.path.lexists(out_path):
@@ -284,7 +265,74 @@ def export_vm(reg: Registry, name: str, out: str | os.PathLike[str], *,
         os.replace(package, out_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return ExportResult(str(out_path), vm.name, sizes, out_path.stat().st_size)
+    return ExportResult(str(out_path), ", ".join(vm.name for vm in vms), sizes,
+                        out_path.stat().st_size)
+
+
+def _startup(vms: list[Machine]) -> tuple[str, list[Startup]]:
+    """A collection's name and start order: the VMs' common group, else the order given."""
+    groups = {vm.startup.group for vm in vms}
+    if len(groups) == 1 and None not in groups:
+        name = groups.pop()
+        ranked = sorted(vms, key=lambda vm: (vm.startup.order, vm.name))
+        return str(name), [Startup(vm.name, vm.startup.order, vm.startup.delay_s)
+                           for vm in ranked]
+    return f"{vms[0].name}-collection", [Startup(vm.name, i + 1, 0)
+                                         for i, vm in enumerate(vms)]
+
+
+def _describe(reg: Registry, vm: Machine, tmp: Path, meter: _Meter,
+              sources: list[tuple[str, Path]], prefix: str) -> Appliance:
+    """VM `vm` as an Appliance: its hardware, each disk converted into `tmp`
+    (its package member appended to `sources`); file and disk ids start
+    with `prefix` (a collection's members must not share them)."""
+    controllers = reg.machines.controllers(vm.name)
+    attachments = reg.machines.attachments(vm.name)
+    nics = reg.machines.nics(vm.name)
+    app = Appliance(MachineDesc(
+        vm.name, vm.ostype, vm.cpus, vm.memory_mb, vm.cpu_hotplug, tuple(vm.plugged_cpus),
+        vm.cpu_cap, vm.weight, vm.memory_min_mb, vm.page_fusion, vm.chipset))
+    ids = iter(range(3, 1 << 30))  # 1 and 2 are the processor and memory Items
+    by_name: dict[str, str] = {}
+    for c in controllers:
+        iid = str(next(ids))
+        by_name[c.name] = iid
+        app.controllers.append(ControllerDesc(iid, c.bus, c.chipset, c.name))
+    counts = {"hdd": 0, "dvd": 0, "floppy": 0}
+    for a in attachments:
+        m = reg.medium(a.medium)
+        counts[a.slot_kind] += 1
+        n = counts[a.slot_kind]
+        member = f"{vm.name}-{'disk' if a.slot_kind == 'hdd' else a.slot_kind}{n}." \
+                 f"{MEMBER_EXTENSIONS[a.slot_kind]}"
+        file_id = f"{prefix}file{len(app.files) + 1}"
+        src = current_state(reg, m, vm.name)
+        drive = DriveDesc(str(next(ids)), a.slot_kind, by_name[a.controller], a.port,
+                          a.device, medium=m.name, type=m.type, variant=m.variant,
+                          description=m.description)
+        if a.slot_kind == "hdd":
+            local = tmp / member
+            populated = _allocated(src)
+            convert(src, str(local), "vmdk", variant="streamOptimized", progress=meter.step())
+            disk_id = f"{prefix}vmdisk{n}"
+            app.disks.append(VirtualDisk(disk_id, file_id, m.virtual_size, VMDK_STREAM_URI,
+                                         populated))
+            drive.disk_id = disk_id
+        elif m.format == "raw":
+            local = Path(src)
+        else:  # a floppy kept as qcow2 travels as the raw image it holds
+            local = tmp / member
+            convert(src, str(local), "raw", progress=meter.step())
+        if a.slot_kind != "hdd":
+            drive.file_ref = file_id
+        app.files.append(FileRef(file_id, member, local.stat().st_size))
+        app.drives.append(drive)
+        sources.append((member, local))
+    for nic in nics:
+        app.nics.append(NicDesc(str(next(ids)), nic.switch, nic.mac, None, nic.slot,
+                                nic.switch, nic.vlan, nic.transport, nic.impair_in,
+                                nic.impair_out))
+    return app
 
 
 # -- import -------------------------------------------------------------------

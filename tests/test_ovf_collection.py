@@ -1,0 +1,107 @@
+# tests/test_ovf_collection.py - a two-VM collection round trip: two VMs of
+# one group (start order and delay) exported together as one OVA hold one
+# VirtualSystemCollection with a StartupSection in that order; imported into
+# another registry they come back as the same VMs (hardware, disk content
+# compared with qemu-img, NICs) in one group with the same order and delay,
+# and `vm start --group` starts them in that order. A licence given on export
+# is written once, at the collection, and asked for on import.
+"""OVF collections: export several VMs, import them back as a group."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+import xml.etree.ElementTree as ET
+from datetime import datetime
+
+import pytest
+
+from tests.harness import Cli
+
+pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None,
+                                reason="qemu-img (qemu-utils) missing")
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def make_vm(cli: Cli, name: str, cpus: int, memory: int, fill: int) -> str:
+    cli.ok("disk", "create", f"{name}-disk", "--size", "8M")
+    loc = cli.json("disk", "info", f"{name}-disk")["location"]
+    p = subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P {fill} 0 2M", loc],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    cli.ok("vm", "create", name, "--cpus", str(cpus), "--memory", str(memory))
+    cli.ok("vm", "controller", name, "--add", "sata0", "--bus", "sata")
+    cli.ok("vm", "attach", name, "--controller", "sata0", "--port", "0", "--disk",
+           f"{name}-disk")
+    cli.ok("vm", "nic", name, "--slot", "0", "--switch", "sw0")
+    return loc
+
+
+def test_two_vm_collection_round_trips_with_its_start_order(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    src = Cli(tmp_path / "src")
+    disks = {"web": make_vm(src, "web", 2, 512, 7), "db": make_vm(src, "db", 1, 1024, 9)}
+    src.ok("vm", "modify", "db", "--group", "shop", "--start-order", "1", "--start-delay", "1")
+    src.ok("vm", "modify", "web", "--group", "shop", "--start-order", "2")
+    out = tmp_path / "shop.ova"
+    r = src.json("ovf", "export", "web", "db", str(out))
+    assert r["machine"] == "web, db"
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        assert names[0] == "shop.ovf" and names[-1] == "shop.mf"
+        env = ET.fromstring(tar.extractfile("shop.ovf").read())  # type: ignore[union-attr]
+    coll = next(e for e in env.iter() if _local(e.tag) == "VirtualSystemCollection")
+    assert [vs.get("{http://schemas.dmtf.org/ovf/envelope/1}id")
+            for vs in coll if _local(vs.tag) == "VirtualSystem"] == ["web", "db"]
+    items = [(i.get("{http://schemas.dmtf.org/ovf/envelope/1}id"),
+              i.get("{http://schemas.dmtf.org/ovf/envelope/1}order"),
+              i.get("{http://schemas.dmtf.org/ovf/envelope/1}startDelay"))
+             for sec in coll if _local(sec.tag) == "StartupSection"
+             for i in sec if _local(i.tag) == "Item"]
+    assert items == [("db", "1", "1"), ("web", "2", "0")]
+
+    dst = Cli(tmp_path / "dst")
+    imported = dst.json("ovf", "import", str(out))
+    assert imported["group"] == "shop"
+    for name, cpus, memory in (("web", 2, 512), ("db", 1, 1024)):
+        info = dst.json("vm", "info", name)
+        assert (info["cpus"], info["memory_mb"]) == (cpus, memory)
+        assert info["startup"]["group"] == "shop"
+        assert len(info["nics"]) == 1 and info["attachments"][0]["controller"] == "sata0"
+        loc = dst.json("disk", "info", info["attachments"][0]["medium"])["location"]
+        cmp = subprocess.run(["qemu-img", "compare", disks[name], loc], capture_output=True,
+                             text=True)
+        assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    assert dst.json("vm", "info", "db")["startup"] == {"group": "shop", "order": 1,
+                                                       "delay_s": 1}
+    started = dst.json("vm", "start", "--group", "shop", "--type", "external")
+    assert [m["name"] for m in started] == ["db", "web"]
+    t = {n: datetime.fromisoformat(dst.json("vm", "info", n)["started"]) for n in ("db", "web")}
+    assert (t["web"] - t["db"]).total_seconds() >= 0.9
+
+
+def test_collection_licence_is_written_once_and_asked_for(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    src = Cli(tmp_path / "src")
+    make_vm(src, "a", 1, 256, 1)
+    make_vm(src, "b", 1, 256, 2)
+    (tmp_path / "eula.txt").write_text("Use it well.\n")
+    out = tmp_path / "ab.ova"
+    src.ok("ovf", "export", "a", "b", str(out), "--eula", str(tmp_path / "eula.txt"))
+    with tarfile.open(out) as tar:
+        text = tar.extractfile(tar.getnames()[0]).read().decode()  # type: ignore[union-attr]
+    assert text.count("EulaSection") == 2  # one element: its start and end tags
+    dst = Cli(tmp_path / "dst")
+    p = dst.run("ovf", "import", str(out))
+    assert p.returncode == 1 and "Use it well." in p.stdout and "--accept-eula" in p.stderr
+    assert dst.json("vm", "list") == []
+    imported = dst.json("ovf", "import", str(out), "--accept-eula", "--name", "x")
+    assert imported["group"] == "x"
+    assert sorted(m["name"] for m in dst.json("vm", "list")) == ["x-a", "x-b"]
+    assert "twice" in src.refused("ovf", "export", "a", "a", str(tmp_path / "aa.ova"))
