@@ -36,6 +36,7 @@ from netstore.ovf import (
     import_appliance,
 )
 from netstore.ovf.envelope import (
+    NIC_SUBTYPES,
     NS_NETSTORE,
     NS_OVF,
     NS_RASD,
@@ -532,10 +533,11 @@ def appliances(draw):  # type: ignore[no-untyped-def]
             app.drives.append(d)
     for slot in draw(st.sets(st.integers(0, 7), max_size=3)):
         sw = draw(_names)
-        app.nics.append(NicDesc(str(next(ids)), sw, f"52:54:00:12:34:{slot:02x}", "E1000",
-                                slot, sw, draw(st.integers(1, 4094)),
+        model = draw(st.sampled_from(sorted(NIC_SUBTYPES)))
+        app.nics.append(NicDesc(str(next(ids)), sw, f"52:54:00:12:34:{slot:02x}",
+                                NIC_SUBTYPES[model], slot, sw, draw(st.integers(1, 4094)),
                                 draw(st.sampled_from(["udp", "stream", "vde"])),
-                                draw(_impairments), draw(_impairments)))
+                                draw(_impairments), draw(_impairments), model))
     return app
 
 

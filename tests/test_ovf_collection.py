@@ -4,7 +4,9 @@
 # another registry they come back as the same VMs (hardware, disk content
 # compared with qemu-img, NICs) in one group with the same order and delay,
 # and `vm start --group` starts them in that order. A licence given on export
-# is written once, at the collection, and asked for on import.
+# is written once, at the collection, and asked for on import. A NIC's model
+# and a disk's type travel through an OVA (ResourceSubType and netstore's
+# section), and the model reaches QEMU's command line.
 """OVF collections: export several VMs, import them back as a group."""
 
 from __future__ import annotations
@@ -105,3 +107,30 @@ def test_collection_licence_is_written_once_and_asked_for(tmp_path):
     assert imported["group"] == "x"
     assert sorted(m["name"] for m in dst.json("vm", "list")) == ["x-a", "x-b"]
     assert "twice" in src.refused("ovf", "export", "a", "a", str(tmp_path / "aa.ova"))
+
+
+def test_nic_model_and_disk_type_travel_in_netstores_section(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    src = Cli(tmp_path / "src")
+    make_vm(src, "m", 1, 256, 3)
+    src.ok("vm", "nic", "m", "--slot", "0", "--model", "e1000e")
+    src.ok("vm", "nic", "m", "--slot", "1", "--switch", "sw0", "--model", "vmxnet3")
+    src.ok("disk", "create", "m-imm", "--size", "4M", "--type", "immutable")
+    src.ok("vm", "attach", "m", "--controller", "sata0", "--port", "1", "--disk", "m-imm")
+    argv = src.json("vm", "qemu-args", "m")
+    assert any(a.startswith("e1000e,netdev=net0,") for a in argv)
+    assert any(a.startswith("vmxnet3,netdev=net1,") for a in argv)
+    p = src.run("vm", "nic", "m", "--slot", "0", "--model", "ne2k")
+    assert p.returncode == 2 and "--model" in p.stderr
+    out = tmp_path / "m.ova"
+    src.ok("ovf", "export", "m", str(out))
+    with tarfile.open(out) as tar:
+        text = tar.extractfile("m.ovf").read().decode()  # type: ignore[union-attr]
+    assert "<rasd:ResourceSubType>E1000e</rasd:ResourceSubType>" in text
+    assert "<rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>" in text
+    dst = Cli(tmp_path / "dst")
+    dst.ok("ovf", "import", str(out))
+    info = dst.json("vm", "info", "m")
+    assert [n["model"] for n in info["nics"]] == ["e1000e", "vmxnet3"]
+    assert [a["type"] for a in info["attachments"]] == ["normal", "immutable"]

@@ -227,7 +227,7 @@ def console() -> Any:
     from rich.console import Console  # rich is imported by output only: a fast --help
 
     # piped output keeps whole rows (no wrapping at 80 columns)
-    return Console(width=None if sys.stdout.isatty() else 250, highlight=False)
+    return Console(width=None if sys.stdout.isatty() else 320, highlight=False)
 
 
 def table(columns: tuple[str, ...], no_wrap: tuple[str, ...] | bool = True,

@@ -40,7 +40,7 @@ from netstore.cli.vmrun import run as run_vm
 from netstore.config import Config
 from netstore.impairments import DIRECTIONS, ImpairmentError, parse_impairment
 from netstore.registry import NicImpairmentError
-from netstore.registry.machines import BUSES, CHIPSETS, TRANSPORTS
+from netstore.registry.machines import BUSES, CHIPSETS, NIC_MODELS, TRANSPORTS
 from netstore.registry.snapshots import Snapshots
 from netstore.registry.startup import check_startup
 from netstore.vm.cmdline import format_args, qemu_args
@@ -132,6 +132,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
     p.add_argument("--mac", metavar="M")
     p.add_argument("--vlan", type=whole_number, metavar="V")
     p.add_argument("--transport", choices=TRANSPORTS)
+    p.add_argument("--model", choices=NIC_MODELS,
+                   help="the adapter the guest sees (a new NIC: virtio)")
     p.add_argument("--port-security", choices=("on", "off"),
                    help="the NIC's switch port admits only the NIC's MAC")
     p.add_argument("--remove", action="store_true", help="remove the NIC in --slot")
@@ -299,7 +301,7 @@ def _nic(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     security = None if args.port_security is None else args.port_security == "on"
     try:
         n = reg.machines.set_nic(args.name, args.slot, args.switch, mac=args.mac,
-                                 vlan=args.vlan, transport=args.transport,
+                                 vlan=args.vlan, transport=args.transport, model=args.model,
                                  port_security=security, **impairs)
     except NicImpairmentError as e:
         return usage(flag_error(e.key, e.expected, e.got) + see)
@@ -443,11 +445,11 @@ def _info(config: Config, reg: Any, args: argparse.Namespace, as_json: bool) -> 
                              str(a["port"]), str(a["device"]), a["slot_kind"], a["medium"],
                              a["type"])))
     out.print(rows)
-    rows = table(("slot", "mac", "switch", "vlan", "transport", "switch end", "VM end",
+    rows = table(("slot", "model", "mac", "switch", "vlan", "transport", "switch end", "VM end",
                   "impaired in (VM sends)", "impaired out (VM receives)"),
                  no_wrap=("slot", "mac", "switch end", "VM end"), title="NICs")
     for n in reg.machines.nics(args.name):
-        rows.add_row(str(n.slot), n.mac, n.switch, str(n.vlan), n.transport,
+        rows.add_row(str(n.slot), n.model, n.mac, n.switch, str(n.vlan), n.transport,
                      n.switch_addr, n.vm_addr or "-",
                      *(imp.describe() if imp else "-" for imp in (n.impair_in, n.impair_out)))
     out.print(rows)

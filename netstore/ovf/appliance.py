@@ -331,7 +331,7 @@ def _describe(reg: Registry, vm: Machine, tmp: Path, meter: _Meter,
     for nic in nics:
         app.nics.append(NicDesc(str(next(ids)), nic.switch, nic.mac, None, nic.slot,
                                 nic.switch, nic.vlan, nic.transport, nic.impair_in,
-                                nic.impair_out))
+                                nic.impair_out, nic.model))
     return app
 
 
@@ -660,9 +660,12 @@ def _build(job: _Import, pkg: Unpacked, app: Appliance, name: str | None) -> Imp
                 job.warn(f"NIC {slot}: MAC {mac} is taken in this registry; a new MAC is "
                          "generated")
                 mac = None
+        if n.model is None and n.subtype:
+            job.warn(f"NIC {slot}: adapter {n.subtype!r} is no model netstore has; it is "
+                     "virtio")
         nic = reg.machines.set_nic(vm_name, slot, switch, mac=mac, vlan=n.vlan,
                                    transport=n.transport, impair_in=n.impair_in,
-                                   impair_out=n.impair_out)
+                                   impair_out=n.impair_out, model=n.model)
         macs.add(nic.mac)
     return ImportResult(reg.machines.get(vm_name), [reg.medium(x.id) for x in job.media],
                         job.warnings)

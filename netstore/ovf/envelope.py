@@ -85,7 +85,20 @@ DRIVE_TYPES = {"hdd": RT_DISK, "dvd": RT_CD, "floppy": RT_FLOPPY}
 CIM_OS = {"Other": 1, "Linux": 36, "Linux_64": 101, "Ubuntu": 93, "Ubuntu_64": 94,
           "Debian": 95, "Debian_64": 96, "Fedora": 103, "Fedora_64": 104, "FreeBSD": 42,
           "FreeBSD_64": 78, "Windows10": 116, "Windows10_64": 116, "WindowsNT": 18}
-NIC_SUBTYPE = "E1000"  # the adapter every OVF reader knows; netstore keeps no NIC model
+# A NIC's model (netstore.registry NIC_MODELS) as the ResourceSubType other
+# tools write (VirtualBox: E1000, PCNet32, virtio; VMware: E1000, E1000e,
+# VmxNet3, PCNet32), and back: those, case aside, and others' spellings.
+NIC_SUBTYPES = {"virtio": "virtio", "e1000": "E1000", "e1000e": "E1000e",
+                "rtl8139": "RTL8139", "pcnet": "PCNet32", "vmxnet3": "VmxNet3"}
+_NIC_MODEL_OF = {**{v.lower(): k for k, v in NIC_SUBTYPES.items()},
+                 "pcnet": "pcnet", "am79c970a": "pcnet", "am79c973": "pcnet",
+                 "vmxnet": "vmxnet3", "vmxnet2": "vmxnet3", "virtio-net": "virtio",
+                 "82540em": "e1000", "82543gc": "e1000", "82545em": "e1000"}
+
+
+def nic_model(subtype: str | None) -> str | None:
+    """netstore's NIC model for a ResourceSubType (None: not one it knows)."""
+    return _NIC_MODEL_OF.get((subtype or "").strip().lower())
 
 
 @dataclass
@@ -159,6 +172,7 @@ class NicDesc:
     transport: str | None = None
     impair_in: Impairment | None = None
     impair_out: Impairment | None = None
+    model: str | None = None  # netstore's model (netstore section, else from the subtype)
 
 
 @dataclass
@@ -479,9 +493,10 @@ def _parse(env: ET.Element, vs: ET.Element | None) -> Appliance:
         mac = _prop(item, "Address")
         if mac and re.fullmatch(r"[0-9A-Fa-f]{12}", mac):
             mac = ":".join(mac[i:i + 2] for i in range(0, 12, 2))
-        nic = NicDesc(iid, _prop(item, "Connection") or "", mac or None,
-                      _prop(item, "ResourceSubType"), switch=x.get("switch"),
-                      transport=x.get("transport"))
+        subtype = _prop(item, "ResourceSubType")
+        nic = NicDesc(iid, _prop(item, "Connection") or "", mac or None, subtype,
+                      switch=x.get("switch"), transport=x.get("transport"),
+                      model=x.get("model") or nic_model(subtype))
         if "slot" in x:
             nic.slot = _int(x["slot"], f"slot of NIC {iid}")
         if "vlan" in x:
@@ -541,6 +556,8 @@ __all__ = [
     "ControllerDesc",
     "DriveDesc",
     "NicDesc",
+    "NIC_SUBTYPES",
+    "nic_model",
     "FileRef",
     "VirtualDisk",
     "parse_envelope",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from netstore.ovf.envelope import (
     CIM_OS,
     DRIVE_TYPES,
-    NIC_SUBTYPE,
+    NIC_SUBTYPES,
     NS_NETSTORE,
     NS_OVF,
     NS_RASD,
@@ -148,7 +148,7 @@ def _virtual_system(parent: ET.Element, app: Appliance) -> None:
         _item(hw, {"Address": n.mac, "AutomaticAllocation": "true",
                    "Caption": f"Ethernet adapter on '{n.network}'", "Connection": n.network,
                    "ElementName": f"Ethernet adapter on '{n.network}'",
-                   "InstanceID": n.instance_id, "ResourceSubType": n.subtype or NIC_SUBTYPE,
+                   "InstanceID": n.instance_id, "ResourceSubType": NIC_SUBTYPES.get(n.model or "", n.subtype or "E1000"),
                    "ResourceType": str(RT_ETHERNET)})
     for text in app.eulas:
         add_eula_section(vs, NS_OVF, text)
@@ -223,7 +223,7 @@ def _netstore_section(vs: ET.Element, app: Appliance) -> None:
     for n in app.nics:
         el = _sub(sec, _q(NS_NETSTORE, "Nic"), attrs=_attrs(
             instanceId=n.instance_id, slot=n.slot, switch=n.switch, vlan=n.vlan,
-            transport=n.transport))
+            transport=n.transport, model=n.model))
         for direction, imp in (("in", n.impair_in), ("out", n.impair_out)):
             if imp is not None and imp.active:
                 _sub(el, _q(NS_NETSTORE, IMPAIRMENT_TAG), attrs=impairment_attrs(direction, imp))

@@ -40,6 +40,7 @@ from netstore.registry.host import host_cores, host_memory_mb, host_report
 from netstore.registry.layers import Layers, power_on_layer
 from netstore.registry.media import get_medium
 from netstore.registry.nics import (
+    NIC_MODELS,
     NIC_PORT_RANGE,
     NIC_PORTS_ENV,
     NIC_SLOTS,
@@ -338,11 +339,11 @@ class Machines:
                 mac: str | None = None, vlan: int | None = None,
                 transport: str | None = None, port_security: bool | None = None,
                 impair_in: ImpairmentChange = None,
-                impair_out: ImpairmentChange = None) -> Nic:
+                impair_out: ImpairmentChange = None, model: str | None = None) -> Nic:
         """Add the NIC in `slot`, or change it (Nics.set_nic)."""
         return self._nics.set_nic(name, slot, switch, mac=mac, vlan=vlan, transport=transport,
                                   port_security=port_security, impair_in=impair_in,
-                                  impair_out=impair_out)
+                                  impair_out=impair_out, model=model)
 
     def remove_nic(self, name: str, slot: int) -> Nic:
         """Remove the NIC in `slot` (Nics.remove_nic)."""
@@ -501,6 +502,7 @@ __all__ = [
     "BUSES",
     "CHIPSETS",
     "TRANSPORTS",
+    "NIC_MODELS",
     "MAX_CPUS",
     "NIC_SLOTS",
     "NIC_PORT_RANGE",

@@ -31,6 +31,9 @@ from netstore.registry.vm import Machine, get_machine
 
 NIC_SLOTS = 8  # VirtualBox's 8 network adapters
 TRANSPORTS = ("udp", "unixgram", "stream", "tap", "vde")
+# The adapters a NIC may be (what the guest sees; VirtualBox's and VMware's
+# models that QEMU emulates); the first is a new NIC's.
+NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "pcnet", "vmxnet3")
 # IP ports handed to udp and stream NICs; NETSTORE_NIC_PORTS=LO-HI overrides.
 # Below Linux's ephemeral range (32768-60999): an outgoing connection of
 # anything on the host could hold a port taken from inside it.
@@ -41,7 +44,7 @@ MAC_PREFIX = "52:54:00"
 MAC_TRIES = 64
 # The columns a Nic is read from, in its fields' order (_nic_of).
 _NIC_COLUMNS = ("slot, mac, switch, vlan, transport, switch_addr, vm_addr, port_security, "
-                "impair_in, impair_out")
+                "impair_in, impair_out, model")
 # What set_nic takes for one direction of a NIC's link: None keeps it; a
 # table of text settings ({"delay": "80ms"}) is merged over the NIC's current
 # ones; an Impairment replaces them (Impairment(): a perfect link).
@@ -68,6 +71,7 @@ class Nic:
     port_security: bool = False  # the switch port admits only this NIC's MAC
     impair_in: Impairment | None = None
     impair_out: Impairment | None = None
+    model: str = "virtio"  # the adapter the guest sees (NIC_MODELS)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values; an impairment as its text settings (to_table()) or None."""
@@ -97,7 +101,8 @@ def _load(text: str | None, where: str) -> Impairment | None:
 def _nic_of(row: tuple[Any, ...], vm: str) -> Nic:
     """A Nic from the _NIC_COLUMNS of a row of ``vm``'s NICs."""
     where = f"{vm} NIC {row[0]}"
-    return Nic(*row[:7], bool(row[7]), _load(row[8], where + " in"), _load(row[9], where + " out"))
+    return Nic(*row[:7], bool(row[7]), _load(row[8], where + " in"), _load(row[9], where + " out"),
+               row[10])
 
 
 def nic_port_range() -> tuple[int, int]:
@@ -187,7 +192,7 @@ class Nics:
                 mac: str | None = None, vlan: int | None = None,
                 transport: str | None = None, port_security: bool | None = None,
                 impair_in: ImpairmentChange = None,
-                impair_out: ImpairmentChange = None) -> Nic:
+                impair_out: ImpairmentChange = None, model: str | None = None) -> Nic:
         """Add the NIC in `slot`, or change it (what is not given is kept;
         a new NIC needs a switch and gets a generated MAC, VLAN 1, udp, a
         perfect link).  Its switch-side and VM-side addresses are allocated
@@ -209,6 +214,8 @@ class Nics:
             raise MachineRuleError(
                 f"unknown transport {transport!r} (one of {', '.join(TRANSPORTS)})"
             )
+        if model is not None and model not in NIC_MODELS:
+            raise MachineRuleError(f"unknown NIC model {model!r} (one of {', '.join(NIC_MODELS)})")
         if switch is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", switch):
             raise MachineRuleError(f"{switch!r} is not a switch name")
         mac = normal_mac(mac) if mac is not None else None
@@ -255,6 +262,8 @@ class Nics:
             if port_security is not None:
                 conn.execute("UPDATE nics SET port_security = ? WHERE id = ?",
                              (int(port_security), nic_id))
+            if model is not None:
+                conn.execute("UPDATE nics SET model = ? WHERE id = ?", (model, nic_id))
             if transport == "vde" and any(imp is not None and imp.active
                                           for imp in impairs.values()):
                 raise MachineRuleError(

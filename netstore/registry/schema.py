@@ -236,9 +236,15 @@ def _v9_startup(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE machines ADD COLUMN start_delay_s INTEGER NOT NULL DEFAULT 0")
 
 
+def _v10_nic_model(conn: sqlite3.Connection) -> None:
+    """A NIC's model (issue 14): the adapter the guest sees (virtio, e1000,
+    ...; netstore.registry.nics.NIC_MODELS), kept through OVF."""
+    conn.execute("ALTER TABLE nics ADD COLUMN model TEXT NOT NULL DEFAULT 'virtio'")
+
+
 MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
                                _v4_nic_port_security, _v5_nic_impairments, _v6_boot,
-                               _v7_runs, _v8_saved_states, _v9_startup]
+                               _v7_runs, _v8_saved_states, _v9_startup, _v10_nic_model]
 
 
 def schema_version() -> int:

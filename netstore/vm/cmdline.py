@@ -26,9 +26,10 @@ _CONTROLLER_DEVICE = {
 }
 _SCSI_CHIPSET_DEVICE = {"buslogic": "lsi53c895a", "lsilogic": "lsi53c895a",
                         "lsilogicsas": "mptsas1068"}
-# The NIC model QEMU offers on every machine type, and the guest drivers of
-# every OS netstore labs run know it.
-NIC_MODEL = "virtio-net-pci"
+# A NIC's model (netstore.registry.nics.NIC_MODELS) as the QEMU device that
+# emulates it.
+NIC_DEVICES = {"virtio": "virtio-net-pci", "e1000": "e1000", "e1000e": "e1000e",
+               "rtl8139": "rtl8139", "pcnet": "pcnet", "vmxnet3": "vmxnet3"}
 
 
 def nic_id(slot: int) -> str:
@@ -130,7 +131,8 @@ def qemu_args(vm: Machine, controllers: Sequence[Controller],
     for n in nics:
         ident = f"net{n.slot}"
         argv += ["-netdev", _netdev(n, ident),
-                 "-device", f"{NIC_MODEL},netdev={ident},mac={n.mac},id={nic_id(n.slot)}"]
+                 "-device", f"{NIC_DEVICES[n.model]},netdev={ident},mac={n.mac},"
+                            f"id={nic_id(n.slot)}"]
     return argv + vm.boot.qemu_args()
 
 
