@@ -134,3 +134,34 @@ def test_nic_model_and_disk_type_travel_in_netstores_section(tmp_path):
     info = dst.json("vm", "info", "m")
     assert [n["model"] for n in info["nics"]] == ["e1000e", "vmxnet3"]
     assert [a["type"] for a in info["attachments"]] == ["normal", "immutable"]
+
+
+def test_product_section_is_kept_shown_and_written_back(tmp_path):
+    from netstore.ovf.collection import parse_package
+    from netstore.registry import Registry
+
+    data = open("tests/data/ovf-real/ovf09-vmware-studio-ubuntu.ovf", "rb").read()
+    (_, app), = parse_package(data, "studio").systems
+    assert app.product == {"product": "ubuntu-name",
+                           "vendor": "Independent Software Vendor, Inc.",
+                           "version": "1.0.0.0", "full_version": "1.0.0.0 alpha",
+                           "app_url": "http://${app.ip}/"}
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    src = Cli(tmp_path / "src")
+    make_vm(src, "appl", 1, 256, 4)
+    product = {"product": "Shop", "vendor": "Example Ltd", "version": "2.1",
+               "properties": [{"key": "admin.port", "type": "uint16", "value": "8080",
+                               "label": "Admin port"}]}
+    with Registry.open(tmp_path / "src" / "state") as reg:
+        reg.machines.set_product("appl", product)
+    out = tmp_path / "appl.ova"
+    src.ok("ovf", "export", "appl", str(out))
+    with tarfile.open(out) as tar:
+        text = tar.extractfile("appl.ovf").read().decode()  # type: ignore[union-attr]
+    assert "<ovf:Vendor>Example Ltd</ovf:Vendor>" in text and 'ovf:key="admin.port"' in text
+    dst = Cli(tmp_path / "dst")
+    dst.ok("ovf", "import", str(out))
+    assert dst.json("vm", "info", "appl")["product"] == product
+    shown = dst.ok("vm", "info", "appl")
+    assert "Shop 2.1 (Example Ltd)" in shown and "property admin.port" in shown

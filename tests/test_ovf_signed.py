@@ -69,8 +69,10 @@ def reg(tmp_path: Path):  # type: ignore[no-untyped-def]
     r.close()
 
 
-def _flip(ova: Path, member: str, at: int) -> Path:
-    """A copy of `ova` with one byte of `member` changed in place (at `at`, from its start)."""
+def _flip(ova: Path, member: str, at: int, *, hex_digit: bool = False) -> Path:
+    """A copy of `ova` with one byte of `member` changed in place (at `at`, from
+    its start); `hex_digit`: a hex digit becomes another hex digit (the text
+    stays well formed, only its value changes)."""
     bad = ova.with_name(f"bad-{member}-{at}.ova")
     bad.write_bytes(ova.read_bytes())
     with tarfile.open(bad) as t:
@@ -79,7 +81,10 @@ def _flip(ova: Path, member: str, at: int) -> Path:
         f.seek(m.offset_data + at)
         b = f.read(1)
         f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 0x01]))
+        if hex_digit:
+            f.write(b"1" if b == b"0" else b"0")
+        else:
+            f.write(bytes([b[0] ^ 0x01]))
     return bad
 
 
@@ -143,7 +148,7 @@ def test_changed_disk_or_cert_byte_is_refused(reg: Registry, tmp_path: Path,
     assert "its SHA512 digest does not match the manifest web1.mf" in msg
     cert_text = members(ova)["web1.cert"]
     sig_at = cert_text.index(b"= ") + 10  # inside the hex signature
-    _refused(reg, _flip(ova, "web1.cert", sig_at), SignatureError,
+    _refused(reg, _flip(ova, "web1.cert", sig_at, hex_digit=True), SignatureError,
              "web1.cert: the signature does not match the manifest web1.mf", name="w2")
     pem_at = cert_text.index(b"-----BEGIN CERTIFICATE-----") + 200  # inside the certificate
     _refused(reg, _flip(ova, "web1.cert", pem_at), SignatureError, "web1.cert: ", name="w2")

@@ -404,6 +404,19 @@ def _runtime(config: Config, m: Any) -> dict[str, Any] | None:
         return None
 
 
+def _product_fields(product: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """An imported appliance's ProductSection as `vm info` lines."""
+    if not product:
+        return []
+    what = " ".join(str(product[k]) for k in ("product", "version") if product.get(k))
+    rows = [("product", what + (f" ({product['vendor']})" if product.get("vendor") else ""))]
+    rows += [(f"  {k.replace('_', ' ')}", str(product[k]))
+             for k in ("full_version", "product_url", "vendor_url", "app_url") if product.get(k)]
+    rows += [(f"  property {p['key']}", f"{p.get('value', '')} ({p.get('type', 'string')})")
+             for p in product.get("properties", [])]
+    return rows
+
+
 def _info(config: Config, reg: Any, args: argparse.Namespace, as_json: bool) -> int:
     d = reg.machines.info(args.name)
     m = reg.machines.get(args.name)
@@ -432,6 +445,7 @@ def _info(config: Config, reg: Any, args: argparse.Namespace, as_json: bool) -> 
         ("kernel command line", m.boot.append or "-"),
         ("group", f"{m.startup.group} (order {m.startup.order}, delay {m.startup.delay_s} s)"
          if m.startup.group else "-"),
+        *_product_fields(m.product),
         ("created", m.created)])
     out = console()
     rows = table(("controller", "bus", "chipset", "port", "device", "kind", "medium", "type"),

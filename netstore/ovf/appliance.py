@@ -291,7 +291,8 @@ def _describe(reg: Registry, vm: Machine, tmp: Path, meter: _Meter,
     nics = reg.machines.nics(vm.name)
     app = Appliance(MachineDesc(
         vm.name, vm.ostype, vm.cpus, vm.memory_mb, vm.cpu_hotplug, tuple(vm.plugged_cpus),
-        vm.cpu_cap, vm.weight, vm.memory_min_mb, vm.page_fusion, vm.chipset))
+        vm.cpu_cap, vm.weight, vm.memory_min_mb, vm.page_fusion, vm.chipset),
+        product=vm.product)
     ids = iter(range(3, 1 << 30))  # 1 and 2 are the processor and memory Items
     by_name: dict[str, str] = {}
     for c in controllers:
@@ -667,6 +668,8 @@ def _build(job: _Import, pkg: Unpacked, app: Appliance, name: str | None) -> Imp
                                    transport=n.transport, impair_in=n.impair_in,
                                    impair_out=n.impair_out, model=n.model)
         macs.add(nic.mac)
+    if app.product:
+        reg.machines.set_product(vm_name, app.product)
     return ImportResult(reg.machines.get(vm_name), [reg.medium(x.id) for x in job.media],
                         job.warnings)
 

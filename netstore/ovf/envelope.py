@@ -18,6 +18,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from netstore.impairments import Impairment
 from netstore.ovf import legacy
@@ -25,6 +26,7 @@ from netstore.ovf.errors import OvfError, OvfFormatError, UnsupportedOvfError
 from netstore.ovf.eula import read_eulas
 from netstore.ovf.files import read_file_attrs
 from netstore.ovf.links import IMPAIRMENT_TAG, read_impairment
+from netstore.ovf.product import read_product
 from netstore.ovf.units import parse_units
 
 NS_OVF = "http://schemas.dmtf.org/ovf/envelope/1"
@@ -205,6 +207,7 @@ class Appliance:
     nics: list[NicDesc] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     eulas: list[str] = field(default_factory=list)  # licence texts (EulaSection)
+    product: dict[str, Any] | None = None  # its ProductSection (product.py)
 
     def file(self, file_id: str) -> FileRef:
         for f in self.files:
@@ -401,7 +404,8 @@ def _parse(env: ET.Element, vs: ET.Element | None) -> Appliance:
         raise OvfFormatError(f"VirtualSystem {name} has no VirtualHardwareSection")
     items = [i for i in hws[0] if _local(i.tag) in ("Item", "StorageItem", "EthernetPortItem")]
     extras, impairments = _netstore_extras(vs), _netstore_impairments(vs)
-    app = Appliance(machine, files, disks, warnings=warnings, eulas=read_eulas(env))
+    app = Appliance(machine, files, disks, warnings=warnings, eulas=read_eulas(env),
+                    product=read_product(vs))
     controllers: dict[str, ControllerDesc] = {}
     unknown_controllers: dict[str, str] = {}
     drive_items, nic_items = [], []

@@ -34,6 +34,7 @@ from netstore.ovf.envelope import (
 )
 from netstore.ovf.eula import add_eula_section
 from netstore.ovf.links import IMPAIRMENT_TAG, impairment_attrs
+from netstore.ovf.product import add_product_section
 
 __all__ = ["Startup", "build_collection", "build_envelope"]
 
@@ -150,6 +151,8 @@ def _virtual_system(parent: ET.Element, app: Appliance) -> None:
                    "ElementName": f"Ethernet adapter on '{n.network}'",
                    "InstanceID": n.instance_id, "ResourceSubType": NIC_SUBTYPES.get(n.model or "", n.subtype or "E1000"),
                    "ResourceType": str(RT_ETHERNET)})
+    if app.product:
+        add_product_section(vs, NS_OVF, app.product)
     for text in app.eulas:
         add_eula_section(vs, NS_OVF, text)
     _netstore_section(vs, app)

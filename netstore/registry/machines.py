@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid as uuidlib
 import warnings
@@ -418,6 +419,14 @@ class Machines:
         with self.reg.transaction() as conn:
             vm = get_machine(conn, name)
             set_startup(conn, vm.id, vm.name, group=group, order=order, delay_s=delay_s)
+            return get_machine(conn, name)
+
+    def set_product(self, name: str, product: dict[str, Any] | None) -> Machine:
+        """Keep what the appliance is (an OVF ProductSection's plain values; None forgets it)."""
+        text = json.dumps(product, sort_keys=True) if product else None
+        with self.reg.transaction() as conn:
+            vm = get_machine(conn, name)
+            conn.execute("UPDATE machines SET product = ? WHERE id = ?", (text, vm.id))
             return get_machine(conn, name)
 
     def group(self, group: str) -> list[tuple[str, int, int]]:

@@ -242,9 +242,16 @@ def _v10_nic_model(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE nics ADD COLUMN model TEXT NOT NULL DEFAULT 'virtio'")
 
 
+def _v11_product(conn: sqlite3.Connection) -> None:
+    """What an imported appliance is (issue 14: its OVF ProductSection, as
+    JSON: product, vendor, version, URLs, properties), written back on export."""
+    conn.execute("ALTER TABLE machines ADD COLUMN product TEXT")
+
+
 MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
                                _v4_nic_port_security, _v5_nic_impairments, _v6_boot,
-                               _v7_runs, _v8_saved_states, _v9_startup, _v10_nic_model]
+                               _v7_runs, _v8_saved_states, _v9_startup, _v10_nic_model,
+                               _v11_product]
 
 
 def schema_version() -> int:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -47,6 +48,7 @@ class Machine:
     aborted: str | None = None
     saved_state: str | None = None  # a restored snapshot's memory: the next start resumes it
     startup: Startup = Startup()
+    product_json: str | None = None  # an appliance's ProductSection (see product)
 
     @property
     def online_cpus(self) -> int:
@@ -55,6 +57,11 @@ class Machine:
     @property
     def running(self) -> bool:
         return self.power == "running"
+
+    @property
+    def product(self) -> dict[str, Any] | None:
+        """What the appliance is: product, vendor, version, URLs, properties."""
+        return json.loads(self.product_json) if self.product_json else None
 
     @property
     def state(self) -> str:
@@ -73,13 +80,15 @@ class Machine:
         d["boot"]["order"] = list(self.boot.order)
         d["online_cpus"] = self.online_cpus
         d["state"] = self.state
+        d["product"] = self.product
+        del d["product_json"]
         return d
 
 
 _MCOLS = ("id, uuid, name, ostype, cpus, cpu_hotplug, plugged_cpus, cpu_cap, weight, memory_mb, "
           "memory_min_mb, balloon_mb, page_fusion, chipset, power, started, current_snapshot_id, "
           "created, boot_order, kernel, initrd, kernel_append, run_type, paused, aborted, saved_state, start_group, start_order, "
-          "start_delay_s")
+          "start_delay_s, product")
 
 
 def cpu_list(text: str) -> tuple[int, ...]:
@@ -101,7 +110,7 @@ def machine_from_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> Machine:
     return Machine(row[0], row[1], row[2], row[3], row[4], bool(row[5]), cpu_list(row[6]),
                    row[7], row[8], row[9], row[10], row[11], bool(row[12]), row[13],
                    row[14], row[15], snap, row[17], Boot.from_columns(*row[18:22]),
-                   row[22], bool(row[23]), row[24], row[25], Startup(*row[26:29]))
+                   row[22], bool(row[23]), row[24], row[25], Startup(*row[26:29]), row[29])
 
 
 def get_machine(conn: sqlite3.Connection, name: str) -> Machine:
