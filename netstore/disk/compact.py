@@ -1,22 +1,25 @@
 # netstore/disk/compact.py - `disk compact`: give back the clusters of a qcow2
-# image (a base or a differencing layer) that hold only zeros, as VBoxManage
-# modifymedium --compact does. The image is rewritten beside itself with the
-# same cluster size and backing reference: its own data clusters are copied
-# unless all zero; an all-zero cluster of a layer keeps qcow2's "reads as
-# zeros" flag (so its parent's data never shows through), of a base it is
-# left unallocated. The new file replaces the old one with one rename, so a
-# failure leaves the old image as it was.
-"""Compact a qcow2 image: zero-filled clusters are given back."""
+# image (a base or a differencing layer) or the blocks of a dynamic VDI that
+# hold only zeros, as VBoxManage modifymedium --compact does. The image is
+# rewritten beside itself: a qcow2 with the same cluster size and backing
+# reference, its own data clusters copied unless all zero (an all-zero
+# cluster of a layer keeps qcow2's "reads as zeros" flag, so its parent's
+# data never shows through; of a base it is left unallocated); a VDI through
+# netstore's VDI writer (which allocates no all-zero block), its UUID kept.
+# The new file replaces the old one with one rename, so a failure leaves the
+# old image as it was.
+"""Compact a qcow2 image or a dynamic VDI: zero-filled clusters are given back."""
 
 from __future__ import annotations
 
 import os
 
 from netstore.disk.api import DiskError
+from netstore.disk.images import convert, probe, set_uuid
 from netstore.disk.qcow2 import Qcow2Image
 from netstore.disk.qcow2.create import create_qcow2
 
-__all__ = ["compact_qcow2"]
+__all__ = ["compact_qcow2", "compact_vdi"]
 
 # Bytes read and compared at a time (a whole number of clusters).
 CHUNK = 1 << 20
@@ -44,6 +47,33 @@ def compact_qcow2(path: str) -> tuple[int, int]:
                         continue
                     _copy_data(src, dst, offset, length, cs)
                 dst.flush()
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return before, _allocated(path)
+
+
+def compact_vdi(path: str) -> tuple[int, int]:
+    """Rewrite the dynamic VDI ``path`` without its zero-filled blocks, its
+    UUID kept; (bytes on disk before, after)."""
+    info = probe(path)
+    if info.variant != "dynamic":
+        raise DiskError(f"{path} is a {info.variant} VDI; only a dynamic VDI has blocks to "
+                        "give back")
+    before = _allocated(path)
+    tmp = f"{path}.compacting"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    try:
+        convert(path, tmp, "vdi", variant="dynamic")
+        if info.uuid:
+            set_uuid(tmp, info.uuid)
         os.replace(tmp, path)
     except BaseException:
         try:

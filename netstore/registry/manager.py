@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from netstore.disk.compact import compact_qcow2
+from netstore.disk.compact import compact_qcow2, compact_vdi
 from netstore.disk.qcow2.image import rename_backing
 from netstore.registry.errors import MediumInUseError, MediumRuleError, RegistryError
 from netstore.registry.layers import Layers
@@ -197,13 +197,13 @@ def _move_file(src: str, dst: str) -> None:
 
 # -- compact ------------------------------------------------------------------------------
 def compact(reg: Layers, name: str) -> dict[str, Any]:
-    """Give back the zero-filled clusters of a qcow2 medium or layer."""
+    """Give back the zero-filled clusters of a qcow2 medium or layer, or a dynamic VDI."""
     with reg.transaction() as conn:  # held: no VM starts on it meanwhile
         m = get_medium(conn, name)
-        if m.format != "qcow2":
+        if m.format not in ("qcow2", "vdi"):
             raise MediumRuleError(
                 f"{m.name} is a {m.format} image; disk compact gives back clusters of qcow2 "
-                f"(convert it: netstore disk clone {m.name} NEW --format qcow2)")
+                f"and VDI (convert it: netstore disk clone {m.name} NEW --format qcow2)")
         _refuse_running(conn, m, "compacted")
-        before, after = compact_qcow2(m.location)
+        before, after = (compact_qcow2 if m.format == "qcow2" else compact_vdi)(m.location)
     return {"name": m.name, "bytes_before": before, "bytes_after": after}

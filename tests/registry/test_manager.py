@@ -185,3 +185,21 @@ def test_compact_gives_back_zero_clusters(tmp_path):
     assert "running VM v" in cli.refused("disk", "compact", "z")
     cli.ok("disk", "create", "r", "--size", "1M", "--format", "raw")
     assert "qcow2" in cli.refused("disk", "compact", "r")
+
+
+def test_compact_gives_back_zero_blocks_of_a_dynamic_vdi(tmp_path):
+    cli = Cli(tmp_path)
+    cli.ok("disk", "create", "v", "--size", "32M", "--format", "vdi")
+    info = cli.json("disk", "info", "v")
+    qemu_io(info["location"], "write -P 0 0 8M", "write -P 6 8M 1M", fmt="vdi")
+    shutil.copy(info["location"], tmp_path / "v.orig")
+    r = cli.json("disk", "compact", "v")
+    assert r["bytes_after"] < r["bytes_before"] - (6 << 20), r
+    cmp = subprocess.run(["qemu-img", "compare", str(tmp_path / "v.orig"), info["location"]],
+                         capture_output=True, text=True)
+    assert cmp.returncode == 0, cmp.stdout
+    from netstore.disk.images import probe
+
+    assert probe(info["location"]).uuid == info["uuid"]  # the registry still knows it
+    cli.ok("disk", "create", "f", "--size", "1M", "--format", "vdi", "--variant", "fixed")
+    assert "dynamic VDI" in cli.refused("disk", "compact", "f")
