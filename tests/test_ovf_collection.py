@@ -165,3 +165,28 @@ def test_product_section_is_kept_shown_and_written_back(tmp_path):
     assert dst.json("vm", "info", "appl")["product"] == product
     shown = dst.ok("vm", "info", "appl")
     assert "Shop 2.1 (Example Ltd)" in shown and "property admin.port" in shown
+
+
+def test_an_ovf_2_0_descriptor_imports(tmp_path):
+    # written by hand in the 2.0 form VirtualBox uses (StorageItem,
+    # EthernetPortItem, /disk/ID); tests/data/ovf2 says why
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    shutil.copy("tests/data/ovf2/vbox-style-2.0.ovf", pkg / "lab2.ovf")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized",
+                    str(pkg / "lab2-disk001.vmdk"), "32M"], check=True)
+    (tmp_path / "dst").mkdir()
+    dst = Cli(tmp_path / "dst")
+    p = dst.run("ovf", "import", str(pkg / "lab2.ovf"))
+    assert p.returncode == 0, p.stderr
+    warned = [ln for ln in p.stderr.splitlines() if "manifest" not in ln]
+    assert len(warned) == 1 and "USB controller" in warned[0], p.stderr
+    info = dst.json("vm", "info", "lab2")
+    assert (info["cpus"], info["memory_mb"]) == (2, 768)
+    assert [(c["bus"], c["chipset"]) for c in info["controllers"]] == [("sata", "AHCI")]
+    (a,) = info["attachments"]
+    assert (a["slot_kind"], a["port"]) == ("hdd", 0)
+    assert dst.json("disk", "info", a["medium"])["virtual_size"] == 32 << 20
+    assert [n["model"] for n in info["nics"]] == ["virtio"]
+    assert info["product"] == {"product": "Lab Two", "vendor": "netstore tests",
+                               "version": "2.0"}
