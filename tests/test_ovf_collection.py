@@ -190,3 +190,21 @@ def test_an_ovf_2_0_descriptor_imports(tmp_path):
     assert [n["model"] for n in info["nics"]] == ["virtio"]
     assert info["product"] == {"product": "Lab Two", "vendor": "netstore tests",
                                "version": "2.0"}
+
+
+def test_a_gzip_file_that_unpacks_past_the_free_space_is_refused(tmp_path, monkeypatch):
+    import gzip
+
+    from netstore.ovf import files
+    from netstore.ovf.errors import OvfError
+
+    src = tmp_path / "bomb.vmdk.gz"
+    with gzip.open(src, "wb") as f:
+        f.write(bytes(8 << 20))  # 8 MiB of zeros: a few KiB packed
+    monkeypatch.setattr(files, "room", lambda directory: 1 << 20)
+    with pytest.raises(OvfError, match="grows past the 1048576 bytes free"):
+        files.gunzip_file("bomb.vmdk", src, tmp_path / "bomb.vmdk")
+    assert not (tmp_path / "bomb.vmdk").exists()
+    monkeypatch.undo()
+    files.gunzip_file("bomb.vmdk", src, tmp_path / "bomb.vmdk")
+    assert (tmp_path / "bomb.vmdk").stat().st_size == 8 << 20

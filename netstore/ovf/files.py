@@ -18,12 +18,14 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from netstore.ovf.errors import ManifestError, OvfFormatError, UnsupportedOvfError
+from netstore.ovf.errors import ManifestError, OvfError, OvfFormatError, UnsupportedOvfError
 
 COMPRESSIONS = ("identity", "gzip")
 CHUNK_DIGITS = 9  # ovftool's NAME.000000000
 COPY_CHUNK = 1 << 20
 GZIP_LEVEL = 6  # gzip(1)'s default, as ovftool
+# Free space an unpacked file must leave on its file system (the host's own).
+UNPACK_RESERVE = 256 << 20
 
 Counter = Callable[[int], None]
 
@@ -119,24 +121,43 @@ def gzip_file(src: Path, dst: Path, count: Counter | None = None) -> None:
                 count(len(data))
 
 
+def room(directory: Path) -> int:
+    """Bytes a file unpacked into `directory` may take: its file system's free
+    space less UNPACK_RESERVE (a gzip bomb must not fill the host's disk)."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize - UNPACK_RESERVE
+
+
 def gunzip_file(href: str, src: Path, dst: Path, count: Counter | None = None) -> None:
-    """Unpack the gzip stream `src` into `dst`.
+    """Unpack the gzip stream `src` into `dst` (removed again on failure).
 
     Raises:
         OvfFormatError: not gzip, damaged or cut short; names `href`.
+        OvfError: unpacked, it would not fit on the file system of `dst`.
     """
+    limit = room(dst.parent)
+    written = 0
     try:
         with gzip.open(src, "rb") as f, open(dst, "xb") as out:
             while data := f.read(COPY_CHUNK):
+                written += len(data)
+                if written > limit:
+                    raise OvfError(f"{href}: unpacked it grows past the {max(limit, 0)} bytes "
+                                   f"free on {dst.parent} (less a reserve); not imported")
                 out.write(data)
                 if count:
                     count(len(data))
     except EOFError:
+        dst.unlink(missing_ok=True)
         raise OvfFormatError(f"{href}: its gzip stream is cut short (the file is truncated)"
                              ) from None
     except (gzip.BadGzipFile, zlib.error) as e:
+        dst.unlink(missing_ok=True)
         raise OvfFormatError(f"{href}: ovf:compression says gzip but the file is not a whole "
                              f"gzip stream ({e})") from None
+    except BaseException:
+        dst.unlink(missing_ok=True)
+        raise
 
 
 def unpack_stored(href: str, parts: list[tuple[str, Path | None]], size: int | None,
