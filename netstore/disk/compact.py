@@ -13,6 +13,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from netstore.disk.api import DiskError
 from netstore.disk.images import convert, probe, set_uuid
@@ -29,31 +32,18 @@ def compact_qcow2(path: str) -> tuple[int, int]:
     """Rewrite ``path`` without its zero-filled clusters; (bytes on disk
     before, after).  The image must not be open for writing elsewhere."""
     before = _allocated(path)
-    tmp = f"{path}.compacting"
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    try:
-        with Qcow2Image(path, read_only=True) as src:
-            cs = src.cluster_size
-            # beside the original, the same backing reference resolves the same
-            create_qcow2(tmp, src.virtual_size, backing=src.header.backing_file,
-                         backing_format=src.header.backing_format, cluster_size=cs)
-            with Qcow2Image(tmp) as dst:
-                for offset, length, what in src.layer_runs():
-                    if what == "zero":
-                        dst.discard(offset, length)
-                        continue
-                    _copy_data(src, dst, offset, length, cs)
-                dst.flush()
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with _rewritten(path) as tmp, Qcow2Image(path, read_only=True) as src:
+        cs = src.cluster_size
+        # beside the original, the same backing reference resolves the same
+        create_qcow2(tmp, src.virtual_size, backing=src.header.backing_file,
+                     backing_format=src.header.backing_format, cluster_size=cs)
+        with Qcow2Image(tmp) as dst:
+            for offset, length, what in src.layer_runs():
+                if what == "zero":
+                    dst.discard(offset, length)
+                    continue
+                _copy_data(src, dst, offset, length, cs)
+            dst.flush()
     return before, _allocated(path)
 
 
@@ -65,23 +55,26 @@ def compact_vdi(path: str) -> tuple[int, int]:
         raise DiskError(f"{path} is a {info.variant} VDI; only a dynamic VDI has blocks to "
                         "give back")
     before = _allocated(path)
-    tmp = f"{path}.compacting"
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    try:
+    with _rewritten(path) as tmp:
         convert(path, tmp, "vdi", variant="dynamic")
         if info.uuid:
             set_uuid(tmp, info.uuid)
+    return before, _allocated(path)
+
+
+@contextmanager
+def _rewritten(path: str) -> Iterator[str]:
+    """A new file beside ``path`` to write the compacted image into: it
+    replaces ``path`` (one rename) when the block ends, and is removed if the
+    block fails."""
+    tmp = Path(f"{path}.compacting")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield str(tmp)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
-    return before, _allocated(path)
 
 
 def _copy_data(src: Qcow2Image, dst: Qcow2Image, offset: int, length: int, cs: int) -> None:
