@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CPU_PERIOD_US", "cap_cpu", "cgroup2_root"]
+__all__ = ["CPU_PERIOD_US", "cap_cpu", "cgroup2_root", "remove_group"]
 
 CPU_PERIOD_US = 100_000
 _MOUNTS = "/proc/self/mounts"

@@ -30,8 +30,10 @@ import trio
 from netstore.control import ControlError
 from netstore.procwait import wait_process
 from netstore.registry import Registry
+from netstore.registry.db import remove_file
 from netstore.registry.errors import MachineStateError, RegistryError
 from netstore.vm.accel import choose_accel, probe_kernel
+from netstore.vm.cgroups import cap_cpu, remove_group
 from netstore.vm.cmdline import QEMU, qemu_args
 from netstore.vm.files import VmFiles
 from netstore.vm.ksm import Ksm, merging_pages
@@ -182,7 +184,8 @@ class VmRunner:
 
     async def _launch(self, name: str, vnc: int | None, saved: str | None) -> _Vm:
         await self.settle()  # its target and NIC ports are served before QEMU connects
-        argv = await self._registry(lambda reg: self._argv(reg, name))
+        portal = self.portal()
+        argv = await self._registry(lambda reg: self._argv(reg, name, portal))
         accel = (await self.accel())["accel"]
         files = VmFiles(self.state_dir, name)
         await trio.to_thread.run_sync(files.prepare)
@@ -244,17 +247,10 @@ class VmRunner:
             with trio.CancelScope(shield=True):
                 await self._registry(lambda reg: reg.machines.discard_saved_state(vm.name))
 
-    @staticmethod
-    def _argv_for(reg: Registry, name: str, portal: str, base_iqn: str) -> list[str]:
+    def _argv(self, reg: Registry, name: str, portal: str) -> list[str]:
         m = reg.machines
-        vm = m.get(name)
-        return qemu_args(vm, m.controllers(name), m.attachments(name), m.nics(name),
-                         portal=portal, base_iqn=base_iqn)
-
-    def _argv(self, reg: Registry, name: str) -> list[str]:
-        argv = self._argv_for(reg, name, self.portal(), self.base_iqn)
-        argv[0] = self.qemu
-        return argv
+        return qemu_args(m.get(name), m.controllers(name), m.attachments(name), m.nics(name),
+                         portal=portal, base_iqn=self.base_iqn, qemu=self.qemu)
 
     # -- watching ----------------------------------------------------------------------
     async def _watch(self, vm: _Vm, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -271,9 +267,11 @@ class VmRunner:
             raise
         finally:
             self.vms.pop(vm.name, None)
-            if vm.fusion:
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                if vm.fusion:
                     await trio.to_thread.run_sync(self.ksm.release)
+                if "cpu_cap" in vm.state:
+                    await trio.to_thread.run_sync(remove_group, vm.name)
         if vm.ending == "poweroff" or (vm.ending is None and code == 0):
             why = None
             self.log.info("vm %s: powered off", vm.name)
@@ -374,8 +372,6 @@ class VmRunner:
         elif action in ("plugcpu", "unplugcpu"):
             await self._plug(vm, int(value), action == "plugcpu")
         elif action == "cpu-cap":
-            from netstore.vm.cgroups import cap_cpu
-
             machine = await self._registry(lambda reg: reg.machines.get(vm.name))
             pct = int(value)
             await self._registry(lambda reg: reg.machines.modify(vm.name, cpu_cap=pct))
@@ -386,6 +382,7 @@ class VmRunner:
                 await self._registry(
                     lambda reg: reg.machines.modify(vm.name, cpu_cap=machine.cpu_cap))
                 raise ControlError(f"{vm.name}: cpu-cap: {e}") from None
+            vm.state["cpu_cap"] = pct  # its cgroup goes when QEMU ends
         else:
             raise ControlError(f"unknown control action {action!r}")
         return await self._machine(vm.name)
@@ -453,7 +450,7 @@ class VmRunner:
         except BaseException:
             if state_file is not None:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(_remove, state_file)
+                    await trio.to_thread.run_sync(remove_file, state_file)
             raise
         finally:
             if was_running:
@@ -579,9 +576,3 @@ def _process_metrics(vm: _Vm) -> dict[str, Any]:
         out["shared_mb"] = round(pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20), 1)
     return out
 
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
