@@ -70,8 +70,9 @@ def media_tree(reg: Layers) -> list[dict[str, Any]]:
         for r in conn.execute(f"SELECT {COLUMNS} FROM media WHERE parent_id IS NULL "
                               "ORDER BY name").fetchall():
             base = medium_from_row(r)
-            nodes = {m.id: _node(m, snaps) for m in _subtree(conn, base)}
-            for m in _subtree(conn, base)[1:]:
+            tree = _subtree(conn, base)
+            nodes = {m.id: _node(m, snaps) for m in tree}
+            for m in tree[1:]:
                 assert m.parent_id is not None
                 nodes[m.parent_id]["children"].append(nodes[m.id])
             top = nodes[base.id]
