@@ -230,18 +230,16 @@ def export_vms(reg: Registry, names: list[str], out: str | os.PathLike[str], *,
         for vm in vms:
             app = _describe(reg, vm, tmp, meter, sources,
                             prefix=f"{vm.name}-" if len(vms) > 1 else "")
-            if eula is not None and len(vms) == 1:
-                app.eulas.append(eula.strip())
             apps.append(app)
         files = [f for a in apps for f in a.files]
         parts = _store(files, sources, tmp, compress, chunk_size, meter)
+        eulas = [eula.strip()] if eula is not None else []
         if len(vms) == 1:
+            apps[0].eulas = eulas
             stem, descriptor = vms[0].name, build_envelope(apps[0])
-        else:
+        else:  # the licence once, at the collection
             stem, startup = _startup(vms)
-            if eula is not None:
-                apps[0].eulas.append(eula.strip())  # written once, at the collection
-            descriptor = build_collection(stem, apps, startup)
+            descriptor = build_collection(stem, apps, startup, eulas)
         sizes = [(f"{stem}.ovf", len(descriptor))] + [(m, n) for m, _, _, n in parts]
         meter.grow(sum(s for _, s in sizes[1:]))
         package = tmp / "package.ova"

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from netstore.ovf.envelope import (
     CIM_OS,
@@ -170,10 +170,12 @@ def build_envelope(app: Appliance) -> bytes:
     return _finish(env)
 
 
-def build_collection(name: str, apps: list[Appliance], startup: list[Startup]) -> bytes:
+def build_collection(name: str, apps: list[Appliance], startup: list[Startup],
+                     eulas: list[str]) -> bytes:
     """One descriptor of several VMs: a VirtualSystemCollection ``name`` whose
     StartupSection lists ``startup`` (members in their start order), the
-    files, disks and networks of every member in the Envelope's sections."""
+    package's licences ``eulas`` once at the collection, the files, disks and
+    networks of every member in the Envelope's sections."""
     networks = list(dict.fromkeys(n for a in apps for n in a.networks()))
     env = _head([f for a in apps for f in a.files], [d for a in apps for d in a.disks],
                 networks)
@@ -187,16 +189,11 @@ def build_collection(name: str, apps: list[Appliance], startup: list[Startup]) -
             _sub(sec, _ovf("Item"), attrs={_ovf("id"): s.name, _ovf("order"): str(s.order),
                                             _ovf("startDelay"): str(s.delay_s),
                                             _ovf("startAction"): "powerOn"})
-    eulas = list(dict.fromkeys(t for a in apps for t in a.eulas))
-    for text in eulas:  # the package's licence, once, at the collection
+    for text in eulas:
         add_eula_section(coll, NS_OVF, text)
     for a in apps:
-        _virtual_system(coll, a if not eulas else _without_eulas(a))
+        _virtual_system(coll, a)
     return _finish(env)
-
-
-def _without_eulas(app: Appliance) -> Appliance:
-    return replace(app, eulas=[])
 
 
 def _attrs(**values: object) -> dict[str, str]:
