@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+import time
 from typing import Any
 
 from netstore.cli.common import (
@@ -19,11 +19,13 @@ from netstore.cli.common import (
     positive_seconds,
     print_json,
     refused,
+    registry,
     said,
     usage,
     whole_number,
 )
 from netstore.config import Config
+from netstore.disk.api import DiskError
 
 __all__ = ["VERBS", "add_run_commands", "run"]
 
@@ -89,14 +91,15 @@ def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
         return usage("vm start: give NAME or --group G (one of them)")
     if verb == "start" and args.group is not None:
         return _start_group(config, args, as_json)
-    if verb == "start" and args.type == "external":
-        return on_registry(config, lambda reg: _said_machine(
-            as_json, reg.machines.start(args.name, "external").to_dict()))
+    if verb == "start":
+        from netstore.control import ControlError
+
+        try:
+            return _said_machine(as_json, _start_one(config, args.name, args.type, args.vnc))
+        except (ControlError, DiskError) as e:
+            return refused(e)
     if verb == "console":
         return _console(config, args.name)
-    if verb == "start":
-        return _ask(config, as_json, "vm_start", START_TIMEOUT_S, name=args.name,
-                    vnc=args.vnc)
     if verb == "stop":
         # without a daemon no QEMU of netstore's runs: the VM is only marked off
         return _ask(config, as_json, "vm_stop", args.timeout + 30, name=args.name,
@@ -125,34 +128,45 @@ def _show_metrics(rows: list[dict[str, Any]]) -> None:
     console().print(t)
 
 
+def _start_one(config: Config, name: str, run_type: str, vnc: int | None) -> dict[str, Any]:
+    """Power VM ``name`` on: external, in the registry only; headless, by the
+    daemon, which runs its QEMU.  Its record (headless: with pid and accel).
+
+    Raises:
+        ControlError: the daemon refused, or there is none (saying what to do).
+        DiskError: the registry refused (the VM runs, a disk rule).
+    """
+    if run_type == "external":
+        with registry(config) as reg:
+            return reg.machines.start(name, "external").to_dict()  # type: ignore[no-any-return]
+    from netstore.control import ControlError, DaemonNotRunning, request
+
+    try:
+        return request(config.daemon.state_dir, "vm_start",  # type: ignore[no-any-return]
+                       timeout=START_TIMEOUT_S, name=name, vnc=vnc)
+    except DaemonNotRunning:
+        raise ControlError(_no_daemon(config, name)) from None
+
+
 def _start_group(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     """`vm start --group G`: its VMs in start order, each start delay waited."""
-    import time
-
-    from netstore.cli.common import registry
-    from netstore.registry.errors import RegistryError
+    from netstore.control import ControlError
 
     try:
         with registry(config) as reg:
             members = reg.machines.group(args.group)
-    except RegistryError as e:
+    except DiskError as e:
         return refused(e)
-    import contextlib
-    import io
-
     started: list[dict[str, Any]] = []
     for i, (name, _, delay) in enumerate(members):
-        one = argparse.Namespace(**{**vars(args), "name": name, "group": None})
-        why = io.StringIO()
-        with contextlib.redirect_stderr(why):
-            code = run(config, one, as_json=False) if not as_json else \
-                _quiet_start(config, one, started)
-        if code:
+        try:
+            machine = _start_one(config, name, args.type, args.vnc)
+        except (ControlError, DiskError) as e:
             done = ", ".join(m for m, _, _ in members[:i]) or "none"
-            reason = why.getvalue().strip().removeprefix("netstore: ")
-            return refused(f"vm start --group {args.group}: {reason} (started before it: "
-                           f"{done})")
-        sys.stderr.write(why.getvalue())  # warnings of a start that went through
+            return refused(f"vm start --group {args.group}: {e} (started before it: {done})")
+        started.append(machine)
+        if not as_json:
+            _said_machine(False, machine)
         if delay and i < len(members) - 1:
             time.sleep(delay)
     if as_json:
@@ -160,18 +174,9 @@ def _start_group(config: Config, args: argparse.Namespace, as_json: bool) -> int
     return EXIT_OK
 
 
-def _quiet_start(config: Config, args: argparse.Namespace, into: list[dict[str, Any]]) -> int:
-    """One VM of a group started for --json: its answer kept, nothing printed."""
-    import contextlib
-    import io
-    import json
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = run(config, args, as_json=True)
-    if code == 0:
-        into.append(json.loads(out.getvalue()))
-    return code
+def _no_daemon(config: Config, name: str | None) -> str:
+    return (f"vm {name}: no daemon serves {config.daemon.state_dir}; headless VMs run in it: "
+            "start `netstore serve` (or use `vm start --type external` and run QEMU yourself)")
 
 
 def _control(config: Config, args: argparse.Namespace, as_json: bool) -> int:
@@ -208,10 +213,7 @@ def _ask(config: Config, as_json: bool, op: str, wait: float, show: Any = None,
     except DaemonNotRunning:
         if alone is not None:
             return alone()  # type: ignore[no-any-return]
-        return refused(
-            f"vm {params.get('name')}: no daemon serves {config.daemon.state_dir}; headless "
-            "VMs run in it: start `netstore serve` (or use `vm start --type external` and run "
-            "QEMU yourself)")
+        return refused(_no_daemon(config, params.get("name")))
     except ControlError as e:
         return refused(e)
     if show is not None:
