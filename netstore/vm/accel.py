@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -85,33 +86,71 @@ def _boot_id() -> str:
 
 
 async def choose_accel(setting: str, qemu: str, state_dir: Path,
-                       kernel: Path | None, log: logging.Logger) -> tuple[str, str]:
-    """The accelerator to use ("kvm" or "tcg") and why, for ``[vms] accel``."""
+                       configured: Path | None, log: logging.Logger) -> tuple[str, str]:
+    """The accelerator to use ("kvm" or "tcg") and why, for ``[vms] accel``;
+    ``configured`` is ``[vms] probe_kernel``.  Files and devices are looked
+    at in a thread, never on the loop."""
     if setting in ("kvm", "tcg"):
         return setting, "[vms] accel says so"
-    problem = kvm_problem()
-    if problem is not None:
-        return "tcg", problem
-    cache = Path(state_dir) / "accel-probe.json"
-    key = {"boot_id": _boot_id(), "qemu": qemu, "kernel": str(kernel or "")}
-    try:
-        kept = json.loads(cache.read_text())
-        if kept.get("key") == key:
-            return kept["accel"], kept["why"] + " (probed earlier on this boot)"
-    except (OSError, ValueError, KeyError, AttributeError):
-        pass
+    answer, kernel, key = await trio.to_thread.run_sync(_known, qemu, state_dir, configured)
+    if answer is not None:
+        return answer
     accel, why = await _probe(qemu, kernel)
     log.info("vms: accel auto: %s (%s)", accel, why)
-    try:
-        cache.write_text(json.dumps({"key": key, "accel": accel, "why": why}))
-    except OSError:
-        pass
+    await trio.to_thread.run_sync(_keep, state_dir, key, accel, why)
     return accel, why
 
 
+def _cache(state_dir: Path) -> Path:
+    return Path(state_dir) / "accel-probe.json"
+
+
+def _known(qemu: str, state_dir: Path, configured: Path | None
+           ) -> tuple[tuple[str, str] | None, Path | None, dict[str, str]]:
+    """What is known without a probe: TCG when /dev/kvm is no use, or the
+    answer kept for this boot; else None.  And the kernel to probe with and
+    the key the answer is kept under."""
+    kernel = probe_kernel(configured)
+    key = {"boot_id": _boot_id(), "qemu": qemu, "kernel": str(kernel or "")}
+    problem = kvm_problem()
+    if problem is not None:
+        return ("tcg", problem), kernel, key
+    try:
+        kept = json.loads(_cache(state_dir).read_text())
+        if kept.get("key") == key:
+            return (kept["accel"], kept["why"] + " (probed earlier on this boot)"), kernel, key
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    return None, kernel, key
+
+
+def _keep(state_dir: Path, key: dict[str, str], accel: str, why: str) -> None:
+    try:
+        _cache(state_dir).write_text(json.dumps({"key": key, "accel": accel, "why": why}))
+    except OSError:
+        pass
+
+
+def _probe_dir(kernel: Path | None) -> Path:
+    """A temporary directory for the probe: its console file, and the boot
+    sector when there is no kernel."""
+    tmp = Path(tempfile.mkdtemp(prefix="netstore-accel."))
+    if kernel is None:
+        (tmp / "probe.img").write_bytes(_LONG_MODE_SECTOR.ljust(510, b"\0") + b"\x55\xaa")
+    return tmp
+
+
+def _serial(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 async def _probe(qemu: str, kernel: Path | None) -> tuple[str, str]:
-    with tempfile.TemporaryDirectory(prefix="netstore-accel.") as tmp:
-        out = Path(tmp) / "serial"
+    tmp = await trio.to_thread.run_sync(_probe_dir, kernel)
+    try:
+        out = tmp / "serial"
         argv = [qemu, "-accel", "kvm", "-nodefaults", "-no-user-config", "-display", "none",
                 "-m", "128", "-no-reboot", "-serial", f"file:{out}"]
         if kernel is not None:
@@ -119,10 +158,8 @@ async def _probe(qemu: str, kernel: Path | None) -> tuple[str, str]:
                      "-append", "console=ttyS0 panic=-1 root=/dev/netstore-probe"]
             what = f"a Linux kernel ({kernel})"
         else:
-            sector = Path(tmp) / "probe.img"
-            sector.write_bytes(_LONG_MODE_SECTOR.ljust(510, b"\0") + b"\x55\xaa")
             argv += ["-device", "isa-debug-exit,iobase=0xf4,iosize=1",
-                     "-drive", f"file={sector},format=raw,if=floppy", "-boot", "a"]
+                     "-drive", f"file={tmp / 'probe.img'},format=raw,if=floppy", "-boot", "a"]
             what = "a long-mode boot sector (no Linux kernel to probe with)"
         status = None
         with trio.move_on_after(ACCEL_PROBE_S):
@@ -130,10 +167,10 @@ async def _probe(qemu: str, kernel: Path | None) -> tuple[str, str]:
                                           stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL)
             status = done.returncode
-        try:
-            serial = out.read_text(errors="replace")
-        except OSError:
-            serial = ""
+        serial = await trio.to_thread.run_sync(_serial, out)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(shutil.rmtree, tmp, True)
     if status is None:
         last = serial.strip().splitlines()[-1:] or ["nothing"]
         return "tcg", (f"KVM did not boot {what} within {ACCEL_PROBE_S:g} s "

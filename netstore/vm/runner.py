@@ -32,7 +32,7 @@ from netstore.procwait import wait_process
 from netstore.registry import Registry
 from netstore.registry.db import remove_file
 from netstore.registry.errors import MachineStateError, RegistryError
-from netstore.vm.accel import choose_accel, probe_kernel
+from netstore.vm.accel import choose_accel
 from netstore.vm.cgroups import cap_cpu, remove_group
 from netstore.vm.cmdline import QEMU, qemu_args
 from netstore.vm.files import VmFiles
@@ -158,7 +158,7 @@ class VmRunner:
         async with self._accel_lock:
             if self._accel is None:
                 self._accel = await choose_accel(self.accel_setting, self.qemu, self.state_dir,
-                                                 probe_kernel(self.probe), self.log)
+                                                 self.probe, self.log)
         return {"accel": self._accel[0], "why": self._accel[1]}
 
     async def start(self, name: str, vnc: int | None = None) -> dict[str, Any]:
