@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.harness import ACTIVE, Daemons, pythonpath, report_sections
+from tests.pg import PgServer
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -22,6 +23,15 @@ def subprocesses_import_this_checkout() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONPATH", pythonpath())
         yield
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PgServer]:
+    """A private PostgreSQL server for the session (tests/pg.py); ``.fresh_url()``
+    gives each test an empty database of its own."""
+    server = PgServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,10 @@
 # another writer.  A committed change bumps the generation the daemon polls.
 # Opening migrates the schema (schema.py) under an flock on <state_dir>/registry.lock:
 # switching a new file to WAL takes an exclusive lock that SQLite does not wait
-# for, so processes creating one registry at once take turns.  Also the two small helpers every
+# for, so processes creating one registry at once take turns.  With a
+# [registry] url the database is PostgreSQL instead (registry/postgres.py,
+# shared by several hosts) and the state directory keeps only this host's
+# files.  Also the two small helpers every
 # record module uses: the time stamp of a row, removing a file after a commit.
 """The registry's SQLite database: opening, transactions, the generation counter."""
 
@@ -22,7 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
+import psycopg
+
 from netstore.registry.errors import RegistryError
+from netstore.registry.postgres import PgConnection, redacted
 from netstore.registry.schema import migrate
 
 DB_NAME = "registry.db"
@@ -79,20 +85,30 @@ class Database:
     :meth:`reading`.
     """
 
-    def __init__(self, state_dir: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, state_dir: Path, conn: sqlite3.Connection,
+                 url: str | None = None) -> None:
         self.state_dir = state_dir
         self.path = state_dir / DB_NAME
+        self.url = url
         self._conn = conn
 
+    @property
+    def where(self) -> str:
+        """The database, as messages name it (a file, or a URL without its password)."""
+        return redacted(self.url) if self.url else str(self.path)
+
     @classmethod
-    def open(cls, state_dir: str | os.PathLike[str]) -> Self:
-        """Open (creating and migrating as needed) ``<state_dir>/registry.db``.
+    def open(cls, state_dir: str | os.PathLike[str], url: str | None = None) -> Self:
+        """Open (creating and migrating as needed) ``<state_dir>/registry.db``,
+        or the PostgreSQL database at `url` (``[registry] url``).
 
         Raises:
             SchemaVersionError: the database is newer than this code.
             RegistryError: the database cannot be opened.
         """
         state_dir = Path(state_dir).absolute()
+        if url:
+            return cls._open_postgres(state_dir, url)
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -116,6 +132,24 @@ class Database:
             conn.close()
             raise
         return cls(state_dir, conn)
+
+    @classmethod
+    def _open_postgres(cls, state_dir: Path, url: str) -> Self:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RegistryError(f"{state_dir}: cannot make the state directory: {e}") from e
+        conn = PgConnection.connect(url)
+        try:
+            conn.prepare_schema()
+            migrate(conn, redacted(url))  # type: ignore[arg-type]
+        except psycopg.Error as e:
+            conn.close()
+            raise RegistryError(f"{redacted(url)}: not a usable registry: {e}") from e
+        except BaseException:
+            conn.close()
+            raise
+        return cls(state_dir, conn, url)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._conn.close()

@@ -76,7 +76,7 @@ def machine_top(conn: sqlite3.Connection, m: Medium, machine: str) -> Medium | N
             UNION SELECT c.id FROM media c JOIN sub ON c.parent_id = sub.id
             WHERE c.owner = ?
         )
-        SELECT {COLUMNS} FROM media WHERE id IN sub ORDER BY id DESC LIMIT 1
+        SELECT {COLUMNS} FROM media WHERE id IN (SELECT id FROM sub) ORDER BY id DESC LIMIT 1
         """,
         (m.id, machine, machine),
     ).fetchone()
@@ -163,7 +163,7 @@ def current_top_medium(conn: sqlite3.Connection, m: Medium) -> Medium:
             SELECT ? UNION SELECT c.id FROM media c JOIN sub ON c.parent_id = sub.id
             WHERE c.owner IS NULL
         )
-        SELECT {COLUMNS} FROM media WHERE id IN sub ORDER BY id DESC LIMIT 1
+        SELECT {COLUMNS} FROM media WHERE id IN (SELECT id FROM sub) ORDER BY id DESC LIMIT 1
         """,
         (m.id,),
     ).fetchone()

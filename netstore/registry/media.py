@@ -101,7 +101,7 @@ def _layer_users(conn: sqlite3.Connection, medium: Medium) -> list[MediumUser]:
         WITH RECURSIVE sub(id) AS (
             SELECT ? UNION SELECT m.id FROM media m JOIN sub ON m.parent_id = sub.id
         )
-        SELECT owner, name FROM media WHERE id IN sub AND owner IS NOT NULL ORDER BY id
+        SELECT owner, name FROM media WHERE id IN (SELECT id FROM sub) AND owner IS NOT NULL ORDER BY id
         """,
         (medium.id,),
     ).fetchall()
@@ -228,10 +228,11 @@ def insert_medium(conn: sqlite3.Connection, **f: Any) -> Medium:
     f.setdefault("owner", None)
     cols = [c.strip() for c in COLUMNS.split(",")][1:]
     cur = conn.execute(
-        f"INSERT INTO media ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+        f"INSERT INTO media ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        "RETURNING id",
         [int(f[c]) if c == "autoreset" else f[c] for c in cols],
     )
-    return get_medium(conn, cur.lastrowid)
+    return get_medium(conn, cur.fetchall()[0][0])
 
 
 class Media(Database):

@@ -245,9 +245,9 @@ class Nics:
                 transport = transport or "udp"
                 cur = conn.execute(
                     "INSERT INTO nics (machine_id, slot, mac, switch, vlan, transport, "
-                    "switch_addr, vm_addr) VALUES (?, ?, ?, ?, ?, ?, '', '')",
+                    "switch_addr, vm_addr) VALUES (?, ?, ?, ?, ?, ?, '', '') RETURNING id",
                     (vm.id, slot, mac or self._new_mac(conn), switch, vlan or 1, transport))
-                nic_id = cur.lastrowid
+                nic_id = cur.fetchall()[0][0]
                 assert nic_id is not None
                 redo = True
             else:

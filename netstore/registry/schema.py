@@ -17,6 +17,15 @@ from netstore.registry.errors import SchemaVersionError
 Migration = Callable[[sqlite3.Connection], None]
 
 
+def dialect(conn: sqlite3.Connection) -> str:
+    """The SQL dialect behind `conn`: "sqlite", or "postgresql" (registry/postgres.py)."""
+    return getattr(conn, "dialect", "sqlite")
+
+
+# machines.current_snapshot_id (v3); SQLite lets a table refer to one not yet created
+_CURRENT_SNAPSHOT_FK = "REFERENCES snapshots(id) ON DELETE SET NULL"
+
+
 def _in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
@@ -79,6 +88,7 @@ def _v3_machines(conn: sqlite3.Connection) -> None:
     children).  One first-level layer per machine and medium is kept by the
     code (store.py _machine_top).
     """
+    on_postgres = dialect(conn) == "postgresql"
     conn.execute("DROP INDEX media_machine_layer")
     conn.execute("CREATE INDEX media_owner ON media(owner) WHERE owner IS NOT NULL")
     conn.execute(
@@ -101,10 +111,10 @@ def _v3_machines(conn: sqlite3.Connection) -> None:
             power         TEXT NOT NULL DEFAULT 'poweroff'
                           CHECK (power IN ('poweroff', 'running')),
             started       TEXT,
-            current_snapshot_id INTEGER REFERENCES snapshots(id) ON DELETE SET NULL,
+            current_snapshot_id INTEGER {current_snapshot_fk},
             created       TEXT NOT NULL
         )
-        """
+        """.format(current_snapshot_fk="" if on_postgres else _CURRENT_SNAPSHOT_FK)
     )
     conn.execute(
         """
@@ -186,6 +196,9 @@ def _v3_machines(conn: sqlite3.Connection) -> None:
     )
     conn.execute("CREATE INDEX snapshot_media_layer ON snapshot_media(layer_id)")
     conn.execute("CREATE INDEX snapshot_media_medium ON snapshot_media(medium_id)")
+    if on_postgres:  # a reference to a table created later is added once it exists
+        conn.execute(f"ALTER TABLE machines ADD FOREIGN KEY (current_snapshot_id) "
+                     f"{_CURRENT_SNAPSHOT_FK}")
 
 
 # MIGRATIONS[i] takes a database from version i to i + 1.
@@ -288,4 +301,4 @@ def migrate(conn: sqlite3.Connection, path: str) -> int:
     return found
 
 
-__all__ = ["MIGRATIONS", "Migration", "migrate", "schema_version"]
+__all__ = ["MIGRATIONS", "Migration", "migrate", "schema_version", "dialect"]

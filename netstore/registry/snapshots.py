@@ -175,9 +175,9 @@ class Snapshots:
                 ).fetchone()[0]
                 sid = conn.execute(
                     "INSERT INTO snapshots (machine_id, uuid, name, parent_id, description, "
-                    "created, state_file) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "created, state_file) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (vm.id, str(uuidlib.uuid4()), name, cur, description, now(),
-                     state_file)).lastrowid
+                     state_file)).fetchall()[0][0]
                 for a in attachments_of(conn, vm):
                     m = get_medium(conn, a.medium)
                     if m.type not in SNAPSHOT_TYPES:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from netstore.registry import DB_NAME, MIGRATIONS, Registry, SchemaVersionError, schema_version
@@ -95,7 +96,7 @@ def test_not_a_database_is_a_registry_error(tmp_path: Path) -> None:
 
 
 def test_foreign_keys_enforced(reg: Registry) -> None:
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
         with reg.transaction() as conn:
             conn.execute(
                 "INSERT INTO media (uuid, name, location, format, variant, kind, type,"
