@@ -74,6 +74,10 @@ def _print_switch_list(switches: list[dict[str, Any]]) -> None:
 
 
 def _vlans(p: dict[str, Any]) -> str:
+    if p.get("vnis"):  # a vxlan trunk: each VLAN with its VNI
+        return "trunk " + ",".join(f"{v}=vni {n}" for v, n in p["vnis"].items())
+    if p.get("vni") is not None:
+        return f"{p.get('vlan', '-')} vni {p['vni']}"
     if p.get("trunk"):
         native = f" native {p['native']}" if p.get("native") else ""
         return "trunk " + ",".join(str(v) for v in p["trunk"]) + native
@@ -118,7 +122,9 @@ def _print_switch(sw: dict[str, Any]) -> None:
     if "macs" in sw:
         rows = table(("vlan", "mac", "port", "age"), title="MAC table")
         for m in sw["macs"]:
-            rows.add_row(str(m["vlan"]), m["mac"], m["port"], f"{m['age_s']:.0f} s")
+            # a MAC behind a vxlan port: the remote VTEP it was learnt from
+            port = m["port"] + (f" (vtep {m['vtep']})" if m.get("vtep") else "")
+            rows.add_row(str(m["vlan"]), m["mac"], port, f"{m['age_s']:.0f} s")
         out.print(rows)
 
 

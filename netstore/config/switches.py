@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from netstore.addresses import MAC_RE as _MAC_RE
@@ -33,6 +34,7 @@ from netstore.switch.limits import (
     VLAN_MAX,
     VLAN_MIN,
 )
+from netstore.switch.vxlan import OUTER_OVERHEAD, VNI_MAX, VXLAN_PORT
 
 
 def _switch(r: _Reader, value: Any, key: str) -> SwitchConfig:
@@ -64,7 +66,10 @@ _PORT_KEYS: dict[str, tuple[str, ...]] = {
     "stream": ("listen", "connect"),
     "tap": ("device",),
     "vde": ("path",),
+    "vxlan": ("local", "vni", "vnis", "remotes"),
 }
+# Kinds no VM NIC uses: the switch's own uplinks (PORT_KINDS lists the NIC ones).
+UPLINK_KINDS = ("vxlan",)
 _COMMON_PORT_KEYS = (
     "name", "kind", "vlan", "trunk", "native", "mtu",
     "mirror_to", "max_macs", "bound_mac", "storm_pps",
@@ -82,11 +87,12 @@ def _port(r: _Reader, value: Any, key: str) -> SwitchPortConfig:
         raise r.fail(f"{key}.name", "the port's name", "nothing")
     name = _name(r, t["name"], f"{key}.name")
     kind = t.get("kind")
-    if kind not in PORT_KINDS:
+    if kind not in PORT_KINDS + UPLINK_KINDS:
         raise r.fail(
             f"{key}.kind",
             "one of " + ", ".join(PORT_KINDS),
-            _describe(kind) if "kind" in t else "nothing",
+            (_describe(kind) if "kind" in t else "nothing")
+            + " (or vxlan, an uplink to VXLAN tunnel endpoints)",
         )
     own = _PORT_KEYS[kind]
     for k in t:
@@ -127,13 +133,18 @@ def _port(r: _Reader, value: Any, key: str) -> SwitchPortConfig:
                 _describe(dev),
             )
         values["device"] = dev
+    elif kind == "vxlan":
+        values.update(_vxlan(r, t, key))
     else:  # vde
         if "path" not in t:
             raise r.fail(f"{key}.path", "the VDE control directory path", "nothing")
         values["path"] = str(r.path(t["path"], f"{key}.path"))
     vlan: int | None = 1
     trunk = native = None
-    if "trunk" in t:
+    if "vnis" in values:  # the map says which VLANs the port carries, tagged
+        trunk = [v for v, _ in values["vnis"]]
+        vlan = None
+    elif "trunk" in t:
         if "vlan" in t:
             raise r.fail(f"{key}.vlan", "either vlan (access port) or trunk, not both", "both")
         trunk = r.array(
@@ -155,7 +166,13 @@ def _port(r: _Reader, value: Any, key: str) -> SwitchPortConfig:
             )
         if "vlan" in t:
             vlan = r.integer(t["vlan"], f"{key}.vlan", VLAN_MIN, VLAN_MAX)
-    mtu = r.integer(t.get("mtu", DEFAULT_MTU), f"{key}.mtu", MTU_MIN, MTU_MAX)
+    if kind == "vxlan":  # the underlay's path MTU; the frames' MTU is 50 bytes less
+        mtu = DEFAULT_MTU
+        if "mtu" in t:
+            values["path_mtu"] = r.integer(t["mtu"], f"{key}.mtu", MTU_MIN + OUTER_OVERHEAD,
+                                           MTU_MAX)
+    else:
+        mtu = r.integer(t.get("mtu", DEFAULT_MTU), f"{key}.mtu", MTU_MIN, MTU_MAX)
     if "mirror_to" in t:
         values["mirror_to"] = _name(r, t["mirror_to"], f"{key}.mirror_to")
         if values["mirror_to"] == name:
@@ -241,6 +258,67 @@ def _check_mirrors(r: _Reader, switch: str, ports: list[SwitchPortConfig]) -> No
             raise r.fail(f"{switch}.ports[{j}].mirror_to",
                          f'no mirror_to on a mirror destination (port "{ports[j].name}" gets '
                          f'the copies of port "{p.name}")', _describe(ports[j].mirror_to))
+
+
+def _vxlan(r: _Reader, t: dict[str, Any], key: str) -> dict[str, Any]:
+    """local, remotes and vni (access port) or vnis (VLAN -> VNI, a trunk)."""
+    values: dict[str, Any] = {
+        "local": _vtep_addr(r, t.get("local"), f"{key}.local", what="the local underlay address"),
+    }
+    if ("vni" in t) == ("vnis" in t):
+        raise r.fail(f"{key}.vni", f"exactly one of vni (0..{VNI_MAX}) or vnis (a table "
+                     "VLAN = VNI, for a trunk)", "both" if "vni" in t else "neither")
+    if "vni" in t:
+        if "trunk" in t or "native" in t:
+            k = "trunk" if "trunk" in t else "native"
+            raise r.fail(f"{key}.{k}", "no trunk or native with vni (an access port on vlan; "
+                         "map VLANs to VNIs with vnis = {10 = 5010, ...})", _describe(t[k]))
+        values["vni"] = r.integer(t["vni"], f"{key}.vni", 0, VNI_MAX)
+    else:
+        for k in ("vlan", "trunk", "native"):
+            if k in t:
+                raise r.fail(f"{key}.{k}", "no vlan, trunk or native with vnis (its VLANs are "
+                             "the VLANs it maps)", _describe(t[k]))
+        table = r.table(t["vnis"], f"{key}.vnis")
+        if not table:
+            raise r.fail(f"{key}.vnis", "at least one VLAN = VNI", "an empty table")
+        pairs: list[tuple[int, int]] = []
+        for text, vni in table.items():
+            k = f"{key}.vnis.{text}"
+            if not text.isascii() or not text.isdigit() or not VLAN_MIN <= int(text) <= VLAN_MAX:
+                raise r.fail(k, f"a VLAN {VLAN_MIN}..{VLAN_MAX} as the key", _describe(text))
+            pairs.append((int(text), r.integer(vni, k, 0, VNI_MAX)))
+        vnis = [v for _, v in pairs]
+        if len(set(vnis)) != len(vnis):
+            dup = next(v for v in vnis if vnis.count(v) > 1)
+            raise r.fail(f"{key}.vnis", "each VNI for one VLAN only", f"VNI {dup} twice")
+        values["vnis"] = tuple(sorted(pairs))
+    remotes = r.array(t.get("remotes", []), f"{key}.remotes",
+                      lambda v, k: _vtep_addr(r, v, k, what="a remote VTEP"))
+    for i, addr in enumerate(remotes):
+        if addr in remotes[:i]:
+            raise r.fail(f"{key}.remotes[{i}]", "each VTEP once", _describe(addr))
+    values["remotes"] = tuple(remotes)
+    return values
+
+
+def _vtep_addr(r: _Reader, value: Any, key: str, *, what: str) -> str:
+    """An IPv4 ``"ip"`` or ``"ip:port"`` (port 4789 when absent), as ``"ip:port"``."""
+    expected = f'{what}: "IPv4" or "IPv4:port" (port {VXLAN_PORT} when absent)'
+    if value is None:
+        raise r.fail(key, expected, "nothing")
+    text = r.string(value, key, what=expected)
+    host, sep, port = text.partition(":")
+    try:
+        ip = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise r.fail(key, expected, _describe(text)) from None
+    if sep and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise r.fail(key, expected + " with a port in 1..65535", _describe(text))
+    if ip.is_multicast:
+        raise r.fail(key, expected + " that is not multicast (flooding is head-end "
+                     "replication to each remote)", _describe(text))
+    return f"{ip}:{int(port) if sep else VXLAN_PORT}"
 
 
 def _udp_addr(r: _Reader, value: Any, key: str, *, required: bool) -> str:

@@ -442,10 +442,13 @@ class SwitchService:
                 rows.append(row)
             out["ports"] = rows
         if macs:
-            out["macs"] = [
-                {"vlan": vlan, "mac": mac_text(mac), "port": port, "age_s": round(age, 1)}
-                for vlan, mac, port, age in sw.macs()
-            ]
+            out["macs"] = rows = []
+            for vlan, mac, port, age in sw.macs():
+                row = {"vlan": vlan, "mac": mac_text(mac), "port": port, "age_s": round(age, 1)}
+                vtep_of = getattr(self.ports.get(port), "vtep_of", None)
+                if vtep_of is not None:  # a vxlan port: which remote VTEP it is behind
+                    row["vtep"] = vtep_of(vlan, mac)
+                rows.append(row)
         return out
 
     # -- links ------------------------------------------------------------------------

@@ -30,6 +30,10 @@ class PortSpec:
     ``impair_in``/``impair_out`` impair what the peer sends / receives (None:
     a perfect link); ``link`` is the port's administrative state ("up" or
     "down"); ``flap`` takes it down on a schedule.
+    vxlan: ``local`` is the ``"ip:port"`` bound, ``remotes`` the VTEPs
+    (``"ip:port"``) floods go to, and either ``vni`` (an access port on
+    ``vlan``) or ``vnis`` ((VLAN, VNI) pairs; ``trunk`` lists their VLANs);
+    ``path_mtu`` is the underlay's (None: asked of the kernel).
     """
 
     name: str
@@ -52,6 +56,10 @@ class PortSpec:
     impair_out: Impairment | None = None
     link: str = "up"
     flap: Flap | None = None
+    vni: int | None = None
+    vnis: tuple[tuple[int, int], ...] | None = None
+    remotes: tuple[str, ...] = ()
+    path_mtu: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
