@@ -108,7 +108,7 @@ class Command(NamedTuple):
     name: str
     usage: bytes  # CDB usage bitmap; its length is the CDB length
     # "method" of the logical unit, "part.method" of one of its parts
-    # (reservations, sbc, provisioning, copies), or
+    # (reservations, sbc, provisioning, copies, access, supported), or
     # None: known, not implemented (INVALID OPERATION CODE, not reported).
     handler: str | None
     # Bytes of Data-Out the CDB asks for, given the block size; None: unknown.
@@ -285,9 +285,9 @@ COMMANDS: tuple[Command, ...] = (
        "_report_luns", data_in=True, pr=PR_ALLOWED, spc2=PR_ALLOWED, ua_exempt=True, inline=True),
     _C(_MI, SA_REPORT_SUPPORTED_OPCODES, "REPORT SUPPORTED OPERATION CODES",
        _u(0xA3, SA_REPORT_SUPPORTED_OPCODES, 0x87, 0xFF, 0xFF, 0xFF, *_F4, 0, 0),
-       "_report_opcodes", data_in=True, pr=PR_READ, inline=True),
+       "supported.report_opcodes", data_in=True, pr=PR_READ, inline=True),
     _C(_MI, SA_REPORT_SUPPORTED_TMFS, "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS",
-       _u(0xA3, SA_REPORT_SUPPORTED_TMFS, 0x80, 0, 0, 0, *_F4, 0, 0), "_report_tmfs", data_in=True,
+       _u(0xA3, SA_REPORT_SUPPORTED_TMFS, 0x80, 0, 0, 0, *_F4, 0, 0), "supported.report_tmfs", data_in=True,
        pr=PR_READ, inline=True),
     _C(READ_12, None, "READ(12)", _u(0xA8, 0x18, *_F4, *_F4, 0x1F, 0), "_read12", data_in=True, cached=True, **_READS),
     _C(WRITE_12, None, "WRITE(12)", _u(0xAA, 0x18, *_F4, *_F4, 0x1F, 0), "_write12",
@@ -328,7 +328,7 @@ COMMANDS: tuple[Command, ...] = (
        "provisioning.get_lba_status", data_in=True, **_READS),
     _C(_MI, SA_REPORT_TARGET_PORT_GROUPS, "REPORT TARGET PORT GROUPS",
        _u(0xA3, 0xE0 | SA_REPORT_TARGET_PORT_GROUPS, 0, 0, 0, 0, *_F4, 0, 0),
-       "sbc.report_target_port_groups", data_in=True, pr=PR_READ, inline=True),
+       "access.report_target_port_groups", data_in=True, pr=PR_READ, inline=True),
     _C(READ_DEFECT_DATA_12, None, "READ DEFECT DATA(12)", _u(0xB7, 0x1F, 0, 0, 0, 0, *_F4, 0, 0),
        "sbc.read_defect_data12", data_in=True, pr=PR_READ, inline=True),
     # third-party copy (xcopy.py): EXTENDED COPY meets the reservations of its

@@ -1,10 +1,11 @@
 # The logical unit: runs the commands of its device type's command set
-# (commands.py) on a DiskImage, itself or through its parts (reservations,
-# sbc, provisioning, copies); keeps unit attentions, mode parameters and the
-# medium state. Pure and synchronous: CDB and Data-Out in, ScsiResponse out.
-# READ/WRITE go through a 256-entry table indexed by operation code with one
-# set-membership test for unit attentions in front.  Its task set (taskset.py)
-# orders the commands run off a transport's loop; a READ may try NOWAIT first.
+# (commands.py) on a DiskImage, itself or through its parts (reservations, sbc,
+# provisioning, copies, access: ALUA, supported: RSOC); keeps unit attentions,
+# mode parameters and the medium state. Pure and synchronous: CDB and Data-Out
+# in, ScsiResponse out. READ/WRITE go through a 256-entry table indexed by
+# operation code behind one set-membership test (unit attentions) and one
+# boolean (ALUA's `accessible`). Its task set (taskset.py) orders the commands
+# run off a transport's loop; a READ may try NOWAIT first.
 """LogicalUnit: a SCSI logical unit on a block backend, executing one command at a time."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from netstore.disk.api import DiskImage
 
 from . import modepages as mp
+from .alua import AsymmetricAccess, PortGroups
 from .attention import UnitAttentions
 from .cdb import BE16, BE32, FUA, PROTECT_MASK, U10, U12, U16
 from .commands import (
@@ -29,7 +31,7 @@ from .commands import (
 from .limits import MAX_TRANSFER_BYTES
 from .luns import encode_lun, report_luns_data
 from .reservations import ReservationCommands, Reservations, file_persister, load_state
-from .rsoc import supported_opcodes, supported_tmfs
+from .rsoc import SupportedCommands
 from .sbc import BlockCommands
 from .sense import (
     CHECK_CONDITION,
@@ -154,9 +156,11 @@ class LogicalUnit:
         self.sbc = BlockCommands(self)
         self.provisioning = Provisioning(self)
         self.copies = ThirdPartyCopy(self)
+        self.access = AsymmetricAccess(self)  # ALUA; keeps `accessible`, the hot path's test
         # The commands of the device type this unit has (UNMAP only when
         # thin); any other is INVALID OPERATION CODE, and not reported.
         self._commands: tuple[Command, ...] = commands.present(self._thin)
+        self.supported = SupportedCommands(self._commands)
         table = [self._invalid_opcode] * 256
         for op in SERVICE_ACTION_OPCODES:
             table[op] = self._service_action
@@ -329,6 +333,8 @@ class LogicalUnit:
                 exempt = cdb[0] in UA_EXEMPT_OPCODES  # an empty CDB fails first
                 if self._ua.pending(nexus) and not exempt:
                     return ScsiResponse(CHECK_CONDITION, b"", build_sense(self._ua.take(nexus)))
+            if not self.accessible and (refused := self.access.refusal(cdb)) is not None:
+                return ScsiResponse(CHECK_CONDITION, b"", refused)
             if self._reserved and self._pr.conflicts(nexus, cdb):
                 return ScsiResponse(RESERVATION_CONFLICT)
             if view is not None:
@@ -353,6 +359,10 @@ class LogicalUnit:
         nexus), skipping `except_nexus`. A reset (ASC 29h) replaces whatever
         was pending, as SAM-5 lets the highest-priority condition win."""
         self._ua.establish(sense, except_nexus=except_nexus, nexuses=nexuses)
+
+    def set_port_groups(self, groups: PortGroups) -> None:
+        """The target port groups and their states from now on (AsymmetricAccess.set)."""
+        self.access.set(groups)
 
     def clear_unit_attention(self, nexus: str, sense: Sense) -> None:
         """Drop a pending `sense` for `nexus` (REPORT LUNS clears 3F/0E)."""
@@ -688,11 +698,3 @@ class LogicalUnit:
     def _mode_select10(self, nexus: str, cdb: bytes, data: bytes | None) -> ScsiResponse:
         plen = BE16.unpack_from(cdb, 7)[0]
         return self._mode_select(nexus, cdb, data, plen, 7, mp.MODE10_HEADER_LEN)
-
-    # ------------------------------------------------ MAINTENANCE IN
-
-    def _report_opcodes(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        return ScsiResponse(GOOD, supported_opcodes(self._commands, cdb))
-
-    def _report_tmfs(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        return ScsiResponse(GOOD, supported_tmfs(cdb))

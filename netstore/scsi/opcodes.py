@@ -84,6 +84,11 @@ READ_BUFFER = 0x3C
 WRITE_BUFFER = 0x3B
 LOG_SENSE = 0x4D
 MAINTENANCE_OUT = 0xA4
+# Not implemented either; named where a target port group's state lets them
+# through (alua.py).
+RECEIVE_DIAGNOSTIC_RESULTS = 0x1C
+LOG_SELECT = 0x4C
+SA_SET_TARGET_PORT_GROUPS = 0x0A  # of MAINTENANCE OUT
 
 # Recommended command timeouts reported with RCTD (seconds).
 IO_TIMEOUT_S = 30

@@ -1,7 +1,8 @@
 # REPORT SUPPORTED OPERATION CODES (SPC-4 6.35) and REPORT SUPPORTED TASK
 # MANAGEMENT FUNCTIONS (SPC-4 6.36) parameter data, built from the rows of
-# a unit's command set (commands.py): CDB usage bitmaps and timeouts.
-"""Parameter data of REPORT SUPPORTED OPERATION CODES and REPORT SUPPORTED TMFS."""
+# a unit's command set (commands.py): CDB usage bitmaps and timeouts; and
+# SupportedCommands, the logical unit's part answering both.
+"""REPORT SUPPORTED OPERATION CODES and REPORT SUPPORTED TMFS: their data, the part answering them."""
 from __future__ import annotations
 
 import struct
@@ -9,7 +10,8 @@ from collections.abc import Collection
 
 from .cdb import BE16, BE32
 from .commands import BY_OPCODE, BY_SERVICE_ACTION, SERVICE_ACTION_OPCODES, Command
-from .sense import cdb_error
+from .sense import GOOD, cdb_error
+from .unit import ScsiResponse
 
 _RSOC_SUPPORTED = 0x03
 _RSOC_NOT_SUPPORTED = 0x01
@@ -82,3 +84,20 @@ def _all_commands_descriptor(cmd: Command, rctd: bool) -> bytes:
     )
     d = struct.pack(">BxHxBH", cmd.opcode, cmd.service_action or 0, flags, cmd.cdb_length)
     return d + _timeouts_descriptor(cmd.timeout_s) if rctd else d
+
+
+class SupportedCommands:
+    """The logical unit's part answering REPORT SUPPORTED OPERATION CODES
+    and REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS."""
+
+    def __init__(self, commands: Collection[Command]) -> None:
+        """`commands`: the unit's commands, in the order they are reported."""
+        self._commands = tuple(commands)
+
+    def report_opcodes(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+        """REPORT SUPPORTED OPERATION CODES."""
+        return ScsiResponse(GOOD, supported_opcodes(self._commands, cdb))
+
+    def report_tmfs(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
+        """REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS."""
+        return ScsiResponse(GOOD, supported_tmfs(cdb))

@@ -1,13 +1,14 @@
 # The SBC-3/SBC-4 commands of a direct-access logical unit beyond READ and
 # WRITE: READ CAPACITY 10/16, WRITE AND VERIFY 10/12/16, VERIFY 10/12/16, COMPARE AND WRITE, ORWRITE(16), WRITE ATOMIC(16),
-# PRE-FETCH 10/16, READ DEFECT DATA 10/12 and REPORT TARGET PORT GROUPS.
+# PRE-FETCH 10/16 and READ DEFECT DATA 10/12 (REPORT TARGET PORT GROUPS:
+# alua.py).
 # `BlockCommands` is the logical unit's part that runs them.
 #
 # Every handler checks everything before touching the medium, so a command
 # that fails changes nothing. The logical unit runs one command at a time, so
 # COMPARE AND WRITE's read, compare and write are atomic with respect to every
 # other command of the logical unit.
-"""READ CAPACITY, (WRITE AND) VERIFY, COMPARE AND WRITE, ORWRITE, WRITE ATOMIC, PRE-FETCH, READ DEFECT DATA, RTPG."""
+"""READ CAPACITY, (WRITE AND) VERIFY, COMPARE AND WRITE, ORWRITE, WRITE ATOMIC, PRE-FETCH, READ DEFECT DATA."""
 from __future__ import annotations
 
 import logging
@@ -38,15 +39,6 @@ _LBPRZ = 0x40
 # READ DEFECT DATA: defect list format 111b is reserved (SBC-4 table 14).
 _DEFECT_FORMAT_RESERVED = 0x7
 _DEFECT_FLAGS = 0x1F  # REQ_PLIST, REQ_GLIST, DEFECT LIST FORMAT
-
-# REPORT TARGET PORT GROUPS (SPC-4 6.36).
-_RTPG_FORMAT_LENGTH_ONLY = 0
-_RTPG_FORMAT_EXTENDED = 1
-_RTPG_EXTENDED_HEADER = 0x10  # FORMAT TYPE 001b
-_TPG_PREF = 0x80
-_TPG_ACTIVE_OPTIMIZED = 0x0
-_TPG_AO_SUP = 0x01
-
 
 def _first_difference(a: bytes, b: bytes) -> int:
     """Offset of the first byte where `a` and `b` differ (they do differ)."""
@@ -275,24 +267,3 @@ class BlockCommands:
         alloc = BE32.unpack_from(cdb, 6)[0]
         flags = self._defect_header(cdb[1], 1)
         return ScsiResponse(GOOD, struct.pack(">xBHI", flags, 0, 0)[:alloc])
-
-    # ----------------------------------------- REPORT TARGET PORT GROUPS
-
-    def report_target_port_groups(self, nexus: str, cdb: bytes, data: object) -> ScsiResponse:
-        fmt = cdb[1] >> 5
-        if fmt not in (_RTPG_FORMAT_LENGTH_ONLY, _RTPG_FORMAT_EXTENDED):
-            raise cdb_error(1, 7)
-        alloc = BE32.unpack_from(cdb, 6)[0]
-        ident = self._unit.identity
-        group = struct.pack(
-            ">BBHxBBB", _TPG_PREF | _TPG_ACTIVE_OPTIMIZED, _TPG_AO_SUP,
-            ident.port_group, 0, 0, 1,
-        ) + struct.pack(">xxH", ident.relative_port)
-        if fmt == _RTPG_FORMAT_EXTENDED:
-            # IMPLICIT TRANSITION TIME 0: the one state never changes.
-            body = struct.pack(">BBxx", _RTPG_EXTENDED_HEADER, 0) + group
-        else:
-            body = group
-        # RETURN DATA LENGTH counts every byte after itself (as Linux and
-        # sg3_utils read it, in both formats).
-        return ScsiResponse(GOOD, (BE32.pack(len(body)) + body)[:alloc])

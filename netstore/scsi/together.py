@@ -2,8 +2,9 @@
 # other on the medium written with one call, as a block layer merges
 # adjacent requests. A task set's batch runs in order in the unit's thread;
 # a run of consecutive plain WRITE(10)/WRITE(16) tasks (no FUA, no
-# protection, write cache on, no unit attention or reservation in the way,
-# the whole transfer in hand) whose LBAs touch becomes one pwritev, or on a
+# protection, write cache on, no unit attention, reservation or inaccessible
+# target port group in the way, the whole transfer in hand) whose LBAs
+# touch becomes one pwritev, or on a
 # backend without one (qcow2) one write of the joined bytes, up to JOIN_MAX
 # (one allocation, one L2 and one refcount update instead of one each). Each task
 # still gets its own GOOD; if the merged write fails, each is run alone, so
@@ -47,7 +48,8 @@ def plain_write(lu: Unit, nexus: str, cdb: bytes, data: Any) -> tuple[int, Any] 
         return None
     bs = lu.block_size
     if (lu.device_type != DEVICE_TYPE_DISK or cdb[1] & _NOT_PLAIN or not n or lu.read_only
-            or not lu.write_cache or nexus not in lu.attention_clear or lu.conflicts(nexus, cdb)
+            or not lu.write_cache or nexus not in lu.attention_clear or not lu.accessible
+            or lu.conflicts(nexus, cdb)
             or lba + n > lu.num_blocks or n > lu.max_blocks or len(data) != n * bs):
         return None
     return lba * bs, data

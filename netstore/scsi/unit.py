@@ -1,4 +1,4 @@
-# What a logical unit's parts (reservations.py, sbc.py, thin.py, xcopy.py)
+# What a logical unit's parts (reservations.py, sbc.py, thin.py, xcopy.py, alua.py)
 # see of it: the outcome of a command (ScsiResponse), how the unit names
 # itself (LunIdentity) and the Unit protocol, the unit's public face. The
 # parts are given the unit; they import this module, never lun.py.  NOWAIT
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from netstore.disk.api import DiskImage
+
+from .sense import Sense
 
 
 @dataclass(slots=True)
@@ -52,6 +54,8 @@ class LunIdentity:
     serial: str
     naa: bytes  # 8-byte NAA IEEE Registered (type 5) designator
     target_name: str
+    # This host's target port and target port group (VPD 83h designators);
+    # with several hosts, the own group of the unit's PortGroups (alua.py).
     relative_port: int = 1
     port_group: int = 1
 
@@ -64,6 +68,8 @@ class Unit(Protocol):
     device_type: int
     # Nexuses seen with no unit attention pending (the hot path's test).
     attention_clear: set[str]
+    # Every command may run: its own target port group is active (alua.py).
+    accessible: bool
 
     @property
     def block_size(self) -> int:
@@ -116,4 +122,8 @@ class Unit(Protocol):
 
     def conflicts(self, nexus: str, cdb: bytes | memoryview) -> bool:
         """Whether `cdb` from `nexus` meets a RESERVATION CONFLICT here."""
+        ...
+
+    def establish_unit_attention(self, sense: Sense) -> None:
+        """Queue unit attention `sense` for every nexus the unit knows."""
         ...

@@ -226,7 +226,7 @@ class ThirdPartyCopy:
         s: Unit = targets[src]
         t: Unit = targets[dst]
         for lu in (s, t):
-            if not lu.medium_loaded or lu.device_type != 0:
+            if not lu.medium_loaded or lu.device_type != 0 or not lu.accessible:
                 raise _CopyAborted(build_sense(COPY_TARGET_NOT_REACHABLE, information=index),
                                    index, 0)
         # Reservations of the copy's logical units, as a READ of the source
