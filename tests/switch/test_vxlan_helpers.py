@@ -68,6 +68,9 @@ class Net:
         run("ip", "netns", "add", full)
         self.namespaces.append(full)
         run("ip", "-n", full, "link", "set", "lo", "up")
+        # no IPv6 chatter (router solicitations, MLD) in the counters tests read
+        run("ip", "netns", "exec", full, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1", check=False)
         return full
 
     def veth(self, a: str, a_addr: str, b: str, b_addr: str, mtu: int = 1500) -> None:
