@@ -103,7 +103,7 @@ class _Supervisor:
         from netstore.exports.settings import iscsi_settings
 
         await child.call("start", iscsi_settings(self.config.iscsi), self.bound,
-                         str(self.config.daemon.state_dir), restarted)
+                         str(self.config.daemon.state_dir), restarted, self.config.registry.url)
         owner = self._owners()
         await child.call("set_targets", *self._worker_share(self.workers.index(child), owner))
 
@@ -416,13 +416,15 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
     from netstore.vm.runner import VmRunner
 
     state_dir = config.daemon.state_dir
-    wiring = TargetWiring(state_dir, config.iscsi.base_iqn, log=log.getChild("iscsi"))
+    url = config.registry.url
+    wiring = TargetWiring(state_dir, config.iscsi.base_iqn, log=log.getChild("iscsi"),
+                          registry_url=url)
     try:
         await trio.to_thread.run_sync(wiring.set_config, config.iscsi.targets)
     except Exception as e:
         raise DaemonError(f"cannot start the iSCSI target: {e}") from e
     sup = _Supervisor(config, wiring, NicPorts(log))
-    watcher = RegistryWatcher(state_dir, log)
+    watcher = RegistryWatcher(state_dir, log, url)
     watcher.subscribers += [sup.apply_targets, sup.apply_nics]
     try:
         await watcher.poll()
@@ -458,7 +460,8 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
 
         sup.runner = VmRunner(state_dir, accel=config.vms.accel, probe=config.vms.probe_kernel,
                               portal=sup.portal, base_iqn=config.iscsi.base_iqn,
-                              settle=settle, log=log.getChild("vm"))
+                              settle=settle, log=log.getChild("vm"), registry_url=url,
+                              host=config.registry.host)
         await nursery.start(sup.runner.run)
         handlers = {
             "status": sup.status,

@@ -391,12 +391,12 @@ def test_the_loader_asks_only_the_resolver_it_is_given(tmp_path: Path) -> None:
     image = tmp_path / "elsewhere.img"
     image.write_bytes(b"")
 
-    def resolve(state_dir: Path, name: str) -> str | None:
-        asked.append((state_dir, name))
+    def resolve(state_dir: Path, name: str, url: str | None) -> str | None:
+        asked.append((state_dir, name, url))
         return str(image)
 
     (lun,) = load_config(path, resolve_medium=resolve).iscsi.targets[0].luns
-    assert asked == [(tmp_path / "state", "base")]
+    assert asked == [(tmp_path / "state", "base", None)]
     assert lun == str(image) and lun.medium == "base"
     load_config(path, check_paths=False, resolve_medium=resolve)
     assert len(asked) == 1

@@ -38,7 +38,7 @@ BROKEN = [
     ),
     pytest.param(
         "[deamon]\n",
-        'deamon: expected one of the keys daemon, iscsi, switches, vms, got the unknown key "deamon" (did you mean "daemon"?)',
+        'deamon: expected one of the keys daemon, iscsi, switches, vms, registry, got the unknown key "deamon" (did you mean "daemon"?)',
         id="unknown-section",
     ),
     pytest.param("daemon = 3\n", "daemon: expected a table, got 3", id="section-type"),

@@ -126,8 +126,8 @@ def positive_seconds(text: str) -> float:
 # -- running a command and its output -------------------------------------------
 
 def registry(config: Config) -> Registry:
-    """The registry of the configuration's state directory."""
-    return Registry.open(config.daemon.state_dir)
+    """The registry of the configuration (its state directory's, or [registry] url's)."""
+    return Registry.open(config.daemon.state_dir, config.registry.url)
 
 
 def print_json(data: Any, sort_keys: bool = False) -> None:

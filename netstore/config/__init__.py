@@ -40,6 +40,7 @@ from netstore.config.model import (
     default_config,
 )
 from netstore.config.reader import MediumResolver
+from netstore.config.registryconf import RegistryConfig
 from netstore.switch.limits import (
     DEFAULT_MAC_AGING_S,
     DEFAULT_MAC_TABLE_SIZE,
@@ -55,6 +56,7 @@ from netstore.switch.limits import (
 )
 
 __all__ = [
+    "RegistryConfig",
     "ACCELS",
     "ALIAS_MAX",
     "CHAP_SECRET_MAX",

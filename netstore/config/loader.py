@@ -50,6 +50,14 @@ from netstore.config.model import (
     default_workers,
 )
 from netstore.config.reader import _NAME_RE, MediumResolver, _describe, _Reader
+from netstore.config.registryconf import (
+    DEFAULT_LEASE_S,
+    LEASE_MAX_S,
+    LEASE_MIN_S,
+    URL_SCHEMES,
+    RegistryConfig,
+    default_host,
+)
 from netstore.config.switches import _switch
 
 __all__ = ["iscsi_name_problem", "load_config", "parse_config"]
@@ -165,8 +173,10 @@ def parse_config(
 
 
 def _build_config(r: _Reader, doc: dict[str, Any], source: Path | None) -> Config:
-    r.keys(doc, "", ("daemon", "iscsi", "switches", "vms"))
+    r.keys(doc, "", ("daemon", "iscsi", "switches", "vms", "registry"))
     daemon = _daemon(r, r.table(doc.get("daemon", {}), "daemon"))
+    registry = _registry(r, r.table(doc.get("registry", {}), "registry"))
+    r.registry_url = registry.url  # where a LUN's bare medium name is looked up
     iscsi = _iscsi(r, r.table(doc.get("iscsi", {}), "iscsi"), daemon)
     if "switches" in doc:
         switches = r.array(doc["switches"], "switches", lambda v, k: _switch(r, v, k))
@@ -174,7 +184,8 @@ def _build_config(r: _Reader, doc: dict[str, Any], source: Path | None) -> Confi
         switches = [SwitchConfig(name=DEFAULT_SWITCH)]
     r.unique_names(switches, "switches")
     vms = _vms(r, r.table(doc.get("vms", {}), "vms"))
-    return Config(daemon=daemon, iscsi=iscsi, switches=switches, source=source, vms=vms)
+    return Config(daemon=daemon, iscsi=iscsi, switches=switches, source=source, vms=vms,
+                  registry=registry)
 
 
 def _vms(r: _Reader, t: dict[str, Any]) -> VmsConfig:
@@ -184,6 +195,33 @@ def _vms(r: _Reader, t: dict[str, Any]) -> VmsConfig:
         raise r.fail("vms.accel", "one of " + ", ".join(ACCELS), _describe(accel))
     kernel = r.path(t["probe_kernel"], "vms.probe_kernel") if "probe_kernel" in t else None
     return VmsConfig(accel=accel, probe_kernel=kernel)
+
+# A host name in a shared registry: a DNS label, or a few joined by dots.
+_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _registry(r: _Reader, t: dict[str, Any]) -> RegistryConfig:
+    """The ``[registry]`` table, checked."""
+    r.keys(t, "registry", ("url", "host", "lease"))
+    url = None
+    if "url" in t:
+        url = r.string(t["url"], "registry.url", what="a postgresql:// URL")
+        if url.split(":", 1)[0] not in URL_SCHEMES or "://" not in url:
+            raise r.fail("registry.url", 'a URL like "postgresql://user@server/netstore"',
+                         _describe(url))
+    host = default_host()
+    if "host" in t:
+        host = r.string(t["host"], "registry.host", what="a host name")
+        if not _HOST_NAME.match(host):
+            raise r.fail("registry.host", "a host name of letters, digits, '.', '-', '_' "
+                         "(at most 63)", _describe(host))
+    lease = DEFAULT_LEASE_S
+    if "lease" in t:
+        lease = r.positive_number(t["lease"], "registry.lease")
+        if not LEASE_MIN_S <= lease <= LEASE_MAX_S:
+            raise r.fail("registry.lease", f"seconds in {LEASE_MIN_S:g}..{LEASE_MAX_S:g}",
+                         _describe(t["lease"]))
+    return RegistryConfig(url=url, host=host, lease_s=lease)
 
 
 def _daemon(r: _Reader, t: dict[str, Any]) -> DaemonConfig:
@@ -422,7 +460,7 @@ def _lun_path(r: _Reader, value: Any, key: str,
         where = (f"a medium of the registry in {daemon.state_dir} or a file in "
                  f"{daemon.media_dir}")
         resolve = r.resolve_medium if r.check_paths else None
-        registered = resolve(daemon.state_dir, text) if resolve is not None else None
+        registered = resolve(daemon.state_dir, text, r.registry_url) if resolve is not None else None
         if registered is not None:
             path, medium = Path(registered), text
     if not r.check_paths:

@@ -21,6 +21,8 @@ from netstore.iscsi.settings import (  # the iSCSI service's own limits and defa
 from netstore.switch.spec import PortSpec as SwitchPortConfig
 from netstore.switch.spec import SwitchSpec as SwitchConfig
 
+from .registryconf import RegistryConfig
+
 __all__ = [
     "ACCELS",
     "LUN_KINDS",
@@ -231,6 +233,7 @@ class Config:
     switches: list[SwitchConfig]
     source: Path | None = None
     vms: VmsConfig = VmsConfig()
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
 
 def default_config() -> Config:

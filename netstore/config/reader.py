@@ -18,7 +18,7 @@ from netstore.config.model import ConfigError
 
 # Given a state directory and a bare LUN name: the registered base medium's
 # file, or None (load_config's resolve_medium).
-MediumResolver = Callable[[Path, str], "str | None"]
+MediumResolver = Callable[[Path, str, "str | None"], "str | None"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # switch, port and media names
 
@@ -52,6 +52,7 @@ class _Reader:
         self.base_dir = base_dir
         self.check_paths = check_paths
         self.resolve_medium = resolve_medium
+        self.registry_url: str | None = None  # [registry] url, once read
 
     def fail(self, key: str, expected: str, got: str) -> ConfigError:
         prefix = f"{self.file}: {key}: " if key else f"{self.file}: "

@@ -21,13 +21,15 @@ class TargetUnits:
 
     Args:
         state_dir: the daemon's state directory (registry, reservation files).
+        registry_url: a shared registry's URL ([registry] url), None for SQLite.
         restarted: this worker replaces one that died: a machine's first login
             here is not a power-on, so its own layer is kept, not reset.
     """
 
     def __init__(self, state_dir: Path, log: logging.Logger | None = None, *,
-                 restarted: bool = False) -> None:
+                 restarted: bool = False, registry_url: str | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.registry_url = registry_url
         self.log = log or logging.getLogger("netstore.exports")
         self.units = UnitCache(self.state_dir, self.log)
         self.restarted = restarted
@@ -107,7 +109,7 @@ class TargetUnits:
         old = self._private.pop(key, None)
         if old is not None and power_on:
             self.units.close(old)  # a power-on may make its layer afresh in place
-        with Registry.open(self.state_dir) as reg:
+        with Registry.open(self.state_dir, self.registry_url) as reg:
             if power_on:
                 path = reg.layer_at_power_on(p.medium, machine)
             else:

@@ -75,8 +75,9 @@ class TargetWiring:
     """
 
     def __init__(self, state_dir: Path, base_iqn: str,
-                 log: logging.Logger | None = None) -> None:
+                 log: logging.Logger | None = None, *, registry_url: str | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.registry_url = registry_url
         self.base_iqn = base_iqn
         self.log = log or logging.getLogger("netstore.exports")
         self._config: list[TargetPlan] = []
@@ -125,7 +126,7 @@ class TargetWiring:
         Returns the shared unit's spec, or None after putting the medium in
         `private` (immutable, multiattach: each machine's own unit).
         """
-        with Registry.open(self.state_dir) as reg:
+        with Registry.open(self.state_dir, self.registry_url) as reg:
             m = reg.medium(spec.medium)
             top = reg.current_top(m) if m.type == "normal" else None
         if m.type in PRIVATE_TYPES:

@@ -59,12 +59,14 @@ def _image(reg: Registry, vm: str, a: Any) -> str:
     return a.location
 
 
-def read_view(state_dir: Path, since: int | None = None) -> RegistryView | None:
+def read_view(state_dir: Path, since: int | None = None,
+              url: str | None = None) -> RegistryView | None:
     """The registry's view now; None when there is no registry yet or its
-    generation is still `since`.  Looking does not create a registry."""
-    if not (Path(state_dir) / REGISTRY_FILE).exists():
+    generation is still `since`.  Looking does not create a SQLite registry
+    (`url`: a shared registry's)."""
+    if url is None and not (Path(state_dir) / REGISTRY_FILE).exists():
         return None
-    with Registry.open(state_dir) as reg:
+    with Registry.open(state_dir, url) as reg:
         generation = reg.generation()
         if generation == since:
             return None
@@ -85,15 +87,18 @@ def read_view(state_dir: Path, since: int | None = None) -> RegistryView | None:
 class RegistryWatcher:
     """Calls every subscriber with a new :class:`RegistryView` when the registry changes."""
 
-    def __init__(self, state_dir: Path, log: logging.Logger | None = None) -> None:
+    def __init__(self, state_dir: Path, log: logging.Logger | None = None,
+                 url: str | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.url = url
         self.log = log or logging.getLogger("netstore.exports")
         self.generation: int | None = None
         self.subscribers: list[Callable[[RegistryView], None]] = []
 
     async def poll(self) -> bool:
         """Read the registry (in a worker thread) and tell the subscribers if it changed."""
-        view = await trio.to_thread.run_sync(read_view, self.state_dir, self.generation)
+        view = await trio.to_thread.run_sync(read_view, self.state_dir, self.generation,
+                                           self.url)
         return self._deliver(view)
 
     def _deliver(self, view: RegistryView | None) -> bool:

@@ -39,11 +39,12 @@ class IscsiWorker:
                 "status": self.status, "stop": self.aclose}
 
     async def start(self, settings: ServiceSettings, portals: list[tuple[str, int]],
-                    state_dir: str, restarted: bool) -> None:
+                    state_dir: str, restarted: bool, registry_url: str | None = None) -> None:
         """Serve with `settings` (no listening: connections come from the
         acceptor); discovery names `portals`."""
         assert self.nursery is not None
-        self.units = TargetUnits(Path(state_dir), self.log, restarted=restarted)
+        self.units = TargetUnits(Path(state_dir), self.log, restarted=restarted,
+                                 registry_url=registry_url)
         self.service = IscsiService(dataclasses.replace(settings, portals=()), log=self.log)
         await self.nursery.start(self.service.run)
         self.service.advertise(portals)

@@ -13,13 +13,14 @@ from netstore.registry.store import Registry
 __all__ = ["registered_medium"]
 
 
-def registered_medium(state_dir: Path, name: str) -> str | None:
+def registered_medium(state_dir: Path, name: str, url: str | None = None) -> str | None:
     """The file of the registered base medium `name`, or None (no registry,
-    no such medium).  Looking does not create a registry."""
-    if not (state_dir / "registry.db").exists():
+    no such medium).  Looking does not create a SQLite registry; `url` is a
+    shared registry's ([registry] url)."""
+    if url is None and not (state_dir / "registry.db").exists():
         return None
     try:
-        with Registry.open(state_dir) as reg:
+        with Registry.open(state_dir, url) as reg:
             m = reg.medium(name)
     except NotFoundError:
         return None

@@ -99,8 +99,11 @@ class VmRunner:
 
     def __init__(self, state_dir: Path, *, accel: str, probe: Path | None,
                  portal: Callable[[], str], base_iqn: str, settle: Settle,
-                 log: logging.Logger, qemu: str = QEMU) -> None:
+                 log: logging.Logger, qemu: str = QEMU, registry_url: str | None = None,
+                 host: str | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.registry_url = registry_url
+        self.host = host  # this host's name in a shared registry (None: one host)
         self.accel_setting = accel
         self.probe = probe
         self.portal = portal
@@ -532,7 +535,7 @@ class VmRunner:
 
     async def _registry(self, fn: Callable[[Registry], Any]) -> Any:
         def call() -> Any:
-            with Registry.open(self.state_dir) as reg:
+            with Registry.open(self.state_dir, self.registry_url) as reg:
                 return fn(reg)
 
         try:
