@@ -73,14 +73,18 @@ class Net:
             "net.ipv6.conf.default.disable_ipv6=1", check=False)
         return full
 
-    def veth(self, a: str, a_addr: str, b: str, b_addr: str, mtu: int = 1500) -> None:
-        """A veth pair between namespaces ``a`` and ``b`` with /24 addresses."""
+    def veth(self, a: str, a_addr: str | None, b: str, b_addr: str | None,
+             mtu: int = 1500) -> tuple[str, str]:
+        """A veth pair between namespaces ``a`` and ``b``, up, with /24 addresses
+        (None: none); returns the two device names."""
         ea, eb = f"va{self.tag}{len(self.namespaces)}", f"vb{self.tag}{len(self.namespaces)}"
         run("ip", "link", "add", ea, "mtu", str(mtu), "netns", a, "type", "veth", "peer",
             "name", eb, "mtu", str(mtu), "netns", b)
         for ns, dev, addr in ((a, ea, a_addr), (b, eb, b_addr)):
-            run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            if addr is not None:
+                run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
             run("ip", "-n", ns, "link", "set", dev, "up")
+        return ea, eb
 
     def exec(self, ns: str, *args: str, timeout: float = 20,
              check: bool = True) -> subprocess.CompletedProcess[str]:
