@@ -360,9 +360,9 @@ class LogicalUnit:
         was pending, as SAM-5 lets the highest-priority condition win."""
         self._ua.establish(sense, except_nexus=except_nexus, nexuses=nexuses)
 
-    def set_port_groups(self, groups: PortGroups) -> None:
-        """The target port groups and their states from now on (AsymmetricAccess.set)."""
-        self.access.set(groups)
+    def set_port_groups(self, groups: PortGroups) -> bool:
+        """The target port groups and their states from now on; whether they changed (AsymmetricAccess.set)."""
+        return self.access.set(groups)
 
     def clear_unit_attention(self, nexus: str, sense: Sense) -> None:
         """Drop a pending `sense` for `nexus` (REPORT LUNS clears 3F/0E)."""

@@ -251,11 +251,11 @@ def test_a_state_change_raises_the_unit_attention_once_per_nexus(tmp_path):
     lu.set_port_groups(three_hosts(1, (AO, S, S)))  # before any nexus: only POWER ON
     ready(lu, NEXUS)
     ready(lu, OTHER)
-    lu.set_port_groups(three_hosts(1, (S, AO, S)))
+    assert lu.set_port_groups(three_hosts(1, (S, AO, S)))
     for nexus in (NEXUS, OTHER):
         assert changed(lu.execute(nexus, tur(), None))
         check(lu.execute(nexus, tur(), None), NOT_READY, 0x04, 0x0B)  # once, then the state
-    lu.set_port_groups(three_hosts(1, (S, AO, S)))  # the same again: nothing to tell
+    assert not lu.set_port_groups(three_hosts(1, (S, AO, S)))  # the same again: nothing to tell
     check(lu.execute(NEXUS, tur(), None), NOT_READY, 0x04, 0x0B)
     # another host's group changing is news too
     lu.set_port_groups(three_hosts(1, (S, S, AO)))
