@@ -18,6 +18,7 @@ from typing import Any
 from netstore.disk.media import LAYERED_TYPES
 from netstore.registry.db import remove_file
 from netstore.registry.errors import MachineRuleError, MediumBusyError, NotFoundError
+from netstore.registry.hosts import claim_writes
 from netstore.registry.layers import Layers, drop_machine_layer, machine_layer
 from netstore.registry.media import Medium, get_medium
 from netstore.registry.vm import Machine, get_machine
@@ -282,6 +283,7 @@ class Attachments:
                 )
             if vm.running:
                 check_can_run(conn, m, vm)
+                claim_writes(conn, vm.id, vm.name, [(m.id, m.name, m.type)])
                 if m.type in LAYERED_TYPES:
                     machine_layer(conn, self.reg.diffs_dir, m, vm.name)
             conn.execute(
@@ -310,6 +312,8 @@ class Attachments:
             m = get_medium(conn, row[1])
             bus = conn.execute("SELECT bus FROM controllers WHERE id = ?", (cid,)).fetchone()[0]
             conn.execute("DELETE FROM attachments WHERE id = ?", (row[0],))
+            conn.execute("DELETE FROM medium_writers WHERE medium_id = ? AND machine_id = ?",
+                         (m.id, vm.id))
             in_snapshot = conn.execute(
                 "SELECT 1 FROM snapshot_media sm JOIN snapshots s ON s.id = sm.snapshot_id "
                 "WHERE s.machine_id = ? AND sm.medium_id = ?", (vm.id, m.id)).fetchone()

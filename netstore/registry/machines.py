@@ -38,6 +38,7 @@ from netstore.registry.errors import (
     NameTakenError,
 )
 from netstore.registry.host import host_cores, host_memory_mb, host_report
+from netstore.registry.hosts import claim_writes, release_writes
 from netstore.registry.layers import Layers, power_on_layer
 from netstore.registry.media import get_medium
 from netstore.registry.nics import (
@@ -352,17 +353,20 @@ class Machines:
 
     # -- power -------------------------------------------------------------
 
-    def start(self, name: str, run_type: str = "external") -> Machine:
+    def start(self, name: str, run_type: str = "external", *, host: str | None = None) -> Machine:
         """Power the VM on: apply the media rules of semantics.md section 1 to
         every attached disk, reset the VM's layer of each immutable disk with
         autoreset (to its current snapshot's state; reg.layer_at_power_on),
         make its layer of each multiattach disk, and mark it running (the
         registry generation moves; a daemon polling it opens the target).
         ``run_type`` says who runs its QEMU: "headless" (the daemon) or
-        "external" (the user).
+        "external" (the user); ``host`` the host that runs it (a shared registry).
+        Every check and the claim of its disks happen in this one transaction,
+        which holds the registry's write lock: of two hosts starting a VM at
+        once, one wins and the other is refused naming it.
 
         Raises:
-            MachineStateError: it runs already.
+            MachineStateError: it runs already (on the host named).
             MediumBusyError: a normal or writethrough disk is attached to another
                 running VM (named).
             MachineRuleError, MediumRuleError: a disk's file is missing, or an
@@ -371,11 +375,13 @@ class Machines:
         with self.reg.transaction() as conn:
             vm = get_machine(conn, name)
             if vm.running:
-                raise MachineStateError(f"{name} is running already")
+                on = f" on {vm.host}" if vm.host else ""
+                raise MachineStateError(f"{name} is running already{on}")
             atts = attachments_of(conn, vm)
             media = [get_medium(conn, a.medium) for a in atts]
             for m in media:
                 check_can_run(conn, m, vm)
+            claim_writes(conn, vm.id, vm.name, [(m.id, m.name, m.type) for m in media])
             for m in media:
                 if m.type in LAYERED_TYPES:
                     power_on_layer(conn, self.reg.diffs_dir, m, vm.name)
@@ -384,24 +390,30 @@ class Machines:
             # only the daemon's QEMU can resume a saved state; another start boots
             saved = vm.saved_state if run_type == "headless" else None
             conn.execute("UPDATE machines SET power = 'running', started = ?, balloon_mb = 0, "
-                         "run_type = ?, paused = 0, aborted = NULL, saved_state = ? "
-                         "WHERE id = ?", (now(), run_type, saved, vm.id))
+                         "run_type = ?, paused = 0, aborted = NULL, saved_state = ?, host = ? "
+                         "WHERE id = ?", (now(), run_type, saved, host, vm.id))
             return get_machine(conn, name)
 
-    def stop(self, name: str, *, aborted: str | None = None) -> Machine:
+    def stop(self, name: str, *, aborted: str | None = None,
+             host: str | None = None) -> Machine:
         """Power the VM off (its balloon goes with it).  The daemon, seeing the
         generation move, closes its sessions.  ``aborted`` says why its QEMU
         ended without the guest powering off (`vm list` shows it aborted).
+        With ``host``, only a VM that host runs is stopped (a host fenced
+        meanwhile no longer owns it, and must not write its state).
 
         Raises:
-            MachineStateError: it is powered off already.
+            MachineStateError: it is powered off already, or runs on another host.
         """
         with self.reg.transaction() as conn:
             vm = get_machine(conn, name)
             if not vm.running:
                 raise MachineStateError(f"{name} is powered off already")
+            if host is not None and vm.host not in (None, host):
+                raise MachineStateError(f"{name} runs on {vm.host}, not on {host}")
+            release_writes(conn, vm.id)
             conn.execute("UPDATE machines SET power = 'poweroff', started = NULL, "
-                         "balloon_mb = 0, run_type = NULL, paused = 0, aborted = ? "
+                         "balloon_mb = 0, run_type = NULL, paused = 0, aborted = ?, host = NULL "
                          "WHERE id = ?", (aborted, vm.id))
             return get_machine(conn, name)
 

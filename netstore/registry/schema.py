@@ -261,10 +261,47 @@ def _v11_product(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE machines ADD COLUMN product TEXT")
 
 
+def _v12_hosts(conn: sqlite3.Connection) -> None:
+    """Several hosts on one registry (issue 15, netstore.registry.hosts): each
+    daemon's host with its portal, size, epoch (bumped at every start and when
+    others fence it) and the database time it last renewed its lease; which
+    host runs each running VM; and the one machine writing each normal or
+    writethrough medium, a primary key the database itself keeps unique."""
+    conn.execute(
+        """
+        CREATE TABLE hosts (
+            id        INTEGER PRIMARY KEY,
+            name      TEXT NOT NULL UNIQUE,
+            portal    TEXT NOT NULL DEFAULT '',
+            cores     INTEGER NOT NULL DEFAULT 0,
+            memory_mb INTEGER NOT NULL DEFAULT 0,
+            epoch     INTEGER NOT NULL DEFAULT 0,
+            renewed   REAL NOT NULL,
+            up        INTEGER NOT NULL DEFAULT 1 CHECK (up IN (0, 1))
+        )
+        """
+    )
+    conn.execute("ALTER TABLE machines ADD COLUMN host TEXT")
+    conn.execute(
+        """
+        CREATE TABLE medium_writers (
+            medium_id  INTEGER PRIMARY KEY REFERENCES media(id) ON DELETE CASCADE,
+            machine_id INTEGER NOT NULL REFERENCES machines(id) ON DELETE CASCADE
+        )
+        """
+    )
+    conn.execute(
+        "INSERT INTO medium_writers (medium_id, machine_id) "
+        "SELECT a.medium_id, MIN(a.machine_id) FROM attachments a "
+        "JOIN machines m ON m.id = a.machine_id JOIN media d ON d.id = a.medium_id "
+        "WHERE m.power = 'running' AND d.type IN ('normal', 'writethrough') "
+        "GROUP BY a.medium_id")
+
+
 MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
                                _v4_nic_port_security, _v5_nic_impairments, _v6_boot,
                                _v7_runs, _v8_saved_states, _v9_startup, _v10_nic_model,
-                               _v11_product]
+                               _v11_product, _v12_hosts]
 
 
 def schema_version() -> int:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from netstore.registry.db import BUSY_TIMEOUT_MS, DB_NAME
+from netstore.registry.hosts import Hosts
 from netstore.registry.layers import Layers, machine_dir_name
 from netstore.registry.machines import Machines
 from netstore.registry.media import USER_SOURCES, Medium, MediumUser, UserSource
@@ -26,6 +27,11 @@ class Registry(Layers):
     def machines(self) -> Machines:
         """The machines (VMs) of this registry."""
         return Machines(self)
+
+    @property
+    def hosts(self) -> Hosts:
+        """The hosts sharing this registry (one, or several on PostgreSQL)."""
+        return Hosts(self)
 
 
 # Registry with the names importers took from this module before the split.

@@ -49,6 +49,7 @@ class Machine:
     saved_state: str | None = None  # a restored snapshot's memory: the next start resumes it
     startup: Startup = Startup()
     product_json: str | None = None  # an appliance's ProductSection (see product)
+    host: str | None = None  # the host running it, in a shared registry
 
     @property
     def online_cpus(self) -> int:
@@ -88,7 +89,7 @@ class Machine:
 _MCOLS = ("id, uuid, name, ostype, cpus, cpu_hotplug, plugged_cpus, cpu_cap, weight, memory_mb, "
           "memory_min_mb, balloon_mb, page_fusion, chipset, power, started, current_snapshot_id, "
           "created, boot_order, kernel, initrd, kernel_append, run_type, paused, aborted, saved_state, start_group, start_order, "
-          "start_delay_s, product")
+          "start_delay_s, product, host")
 
 
 def cpu_list(text: str) -> tuple[int, ...]:
@@ -110,7 +111,8 @@ def machine_from_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> Machine:
     return Machine(row[0], row[1], row[2], row[3], row[4], bool(row[5]), cpu_list(row[6]),
                    row[7], row[8], row[9], row[10], row[11], bool(row[12]), row[13],
                    row[14], row[15], snap, row[17], Boot.from_columns(*row[18:22]),
-                   row[22], bool(row[23]), row[24], row[25], Startup(*row[26:29]), row[29])
+                   row[22], bool(row[23]), row[24], row[25], Startup(*row[26:29]), row[29],
+                   row[30])
 
 
 def get_machine(conn: sqlite3.Connection, name: str) -> Machine:
