@@ -83,6 +83,7 @@ class _Supervisor:
         self.workers: list[Any] = []  # Child per iSCSI worker, by index
         self.switch_child: Any = None
         self.runner: Any = None  # netstore.vm.runner.VmRunner
+        self.membership: Any = None  # netstore.exports.membership.HostMembership (shared registry)
         self.bound: list[tuple[str, int]] = []  # the iSCSI portals as bound
         self.owner: dict[str, int] = {}  # target -> worker index
         self.started = time.time()
@@ -348,6 +349,8 @@ class _Supervisor:
         killed past the grace."""
         if self.runner is not None:
             await self.runner.stop_all(SHUTDOWN_GRACE_S)
+        if self.membership is not None:
+            await self.membership.leave()
         async with trio.open_nursery() as n:
             for child in [*self.workers, self.switch_child]:
                 if child is not None:
@@ -408,6 +411,7 @@ async def _start_all(nursery: trio.Nursery, children: list[Any]) -> None:
 
 
 async def _serve(config: Config, listener: Any, signals: Any) -> None:
+    from netstore.exports.membership import HostMembership
     from netstore.exports.ports import NicPorts
     from netstore.exports.targets import TargetWiring
     from netstore.exports.watcher import RegistryWatcher
@@ -461,7 +465,14 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
         sup.runner = VmRunner(state_dir, accel=config.vms.accel, probe=config.vms.probe_kernel,
                               portal=sup.portal, base_iqn=config.iscsi.base_iqn,
                               settle=settle, log=log.getChild("vm"), registry_url=url,
-                              host=config.registry.host)
+                              host=config.registry.host if url else None)
+        if url:  # a shared registry: join it, keep the lease, run VMs placed here
+            sup.membership = HostMembership(state_dir, url, config.registry.host,
+                                            config.registry.lease_s, sup.portal,
+                                            sup.runner.drop_all, log.getChild("hosts"))
+            await sup.membership.register()
+            nursery.start_soon(sup.membership.run)
+            watcher.subscribers.append(sup.runner.adopt)
         await nursery.start(sup.runner.run)
         handlers = {
             "status": sup.status,

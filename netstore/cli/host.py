@@ -1,6 +1,7 @@
 # netstore/cli/host.py - `netstore host report`: the vCPUs and memory of the
 # running VMs against the host's, and page fusion: the host's KSM figures and
-# what it shares of each VM the daemon runs.
+# what it shares of each VM the daemon runs.  `netstore host list`: the hosts
+# of the registry (several when it is shared), up or fenced, their VMs and load.
 """The ``netstore host`` commands."""
 
 from __future__ import annotations
@@ -29,12 +30,35 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Command
     cmds = add_noun(sub, common, "host", help="the host report")
     cmds.add_parser("report", parents=[common],
                     help="vCPUs and memory of running VMs against the host's")
+    cmds.add_parser("list", parents=[common],
+                    help="the hosts of the registry: up or down, their VMs and memory")
     return {"host": run}
 
 
 def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
-    """Run `host report`; warnings are relayed on stderr."""
+    """Run `host report` (warnings relayed on stderr) or `host list`."""
+    if args.host_command == "list":
+        return on_registry(config, lambda reg: _list(config, reg, as_json))
     return on_registry(config, lambda reg: _report(config, reg, as_json))
+
+
+def _list(config: Config, reg: Any, as_json: bool) -> int:
+    hosts = reg.hosts.list()
+    if as_json:
+        print_json([h.to_dict() for h in hosts])
+        return EXIT_OK
+    if not hosts:
+        shared = "" if config.registry.shared else " (one host: [registry] url is not set)"
+        print(f"no host has joined this registry{shared}")
+        return EXIT_OK
+    rows = table(("HOST", "STATE", "PORTAL", "CORES", "MEMORY", "FREE", "EPOCH", "LEASE", "VMS"),
+                 no_wrap=("HOST", "PORTAL"))
+    for h in hosts:
+        rows.add_row(h.name, "up" if h.up else "down", h.portal or "-", str(h.cores),
+                     f"{h.memory_mb} MB", f"{h.free_mb} MB", str(h.epoch),
+                     f"{h.renewed_ago_s:.0f} s ago", ", ".join(h.vms) or "-")
+    console().print(rows)
+    return EXIT_OK
 
 
 def _shared(config: Config) -> dict[str, Any]:

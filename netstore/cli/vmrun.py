@@ -51,6 +51,9 @@ def add_run_commands(cmds: Any, common: argparse.ArgumentParser) -> None:
                         "(netstore vm qemu-args), netstore only serves its disks and NICs")
     p.add_argument("--vnc", type=whole_number, metavar="DISPLAY",
                    help="a VNC display on 127.0.0.1 (port 5900 + DISPLAY)")
+    p.add_argument("--host", metavar="H",
+                   help="the host to run it on, in a shared registry (default: the host up "
+                        "with the most free memory)")
     p = cmds.add_parser("stop", parents=[common],
                         help="press the ACPI power button and wait for the guest to power off")
     p.add_argument("name", metavar="NAME")
@@ -95,7 +98,8 @@ def run(config: Config, args: argparse.Namespace, as_json: bool) -> int:
         from netstore.control import ControlError
 
         try:
-            return _said_machine(as_json, _start_one(config, args.name, args.type, args.vnc))
+            return _said_machine(as_json, _start_one(config, args.name, args.type, args.vnc,
+                                                     args.host))
         except (ControlError, DiskError) as e:
             return refused(e)
     if verb == "console":
@@ -128,18 +132,37 @@ def _show_metrics(rows: list[dict[str, Any]]) -> None:
     console().print(t)
 
 
-def _start_one(config: Config, name: str, run_type: str, vnc: int | None) -> dict[str, Any]:
+def _start_one(config: Config, name: str, run_type: str, vnc: int | None,
+               host: str | None = None) -> dict[str, Any]:
     """Power VM ``name`` on: external, in the registry only; headless, by the
     daemon, which runs its QEMU.  Its record (headless: with pid and accel).
+    In a shared registry it runs on ``host`` (default: placed); a headless VM
+    placed on another host is marked running there, and that host's daemon
+    starts its QEMU.
 
     Raises:
         ControlError: the daemon refused, or there is none (saying what to do).
         DiskError: the registry refused (the VM runs, a disk rule).
     """
+    from netstore.control import ControlError
+
+    if config.registry.shared:
+        with registry(config) as reg:
+            host = host or reg.hosts.place(reg.machines.get(name).memory_mb)
+            if host is not None and host != config.registry.host:
+                if not reg.hosts.get(host).up:
+                    raise ControlError(f"host {host} is down (see: netstore host list)")
+                return reg.machines.start(name, run_type,  # type: ignore[no-any-return]
+                                          host=host).to_dict()
+    elif host is not None and host != config.registry.host:
+        raise ControlError(f"vm start --host {host}: this registry is not shared by other "
+                           "hosts ([registry] url in the configuration)")
     if run_type == "external":
         with registry(config) as reg:
-            return reg.machines.start(name, "external").to_dict()  # type: ignore[no-any-return]
-    from netstore.control import ControlError, DaemonNotRunning, request
+            return reg.machines.start(  # type: ignore[no-any-return]
+                name, "external", host=config.registry.host if config.registry.shared else None
+            ).to_dict()
+    from netstore.control import DaemonNotRunning, request
 
     try:
         return request(config.daemon.state_dir, "vm_start",  # type: ignore[no-any-return]
@@ -160,7 +183,7 @@ def _start_group(config: Config, args: argparse.Namespace, as_json: bool) -> int
     started: list[dict[str, Any]] = []
     for i, (name, _, delay) in enumerate(members):
         try:
-            machine = _start_one(config, name, args.type, args.vnc)
+            machine = _start_one(config, name, args.type, args.vnc, args.host)
         except (ControlError, DiskError) as e:
             done = ", ".join(m for m, _, _ in members[:i]) or "none"
             return refused(f"vm start --group {args.group}: {e} (started before it: {done})")

@@ -39,6 +39,8 @@ class RunningVm:
     name: str
     started: object
     attachments: tuple[VmDisk, ...]
+    host: str | None = None  # the host running it (a shared registry)
+    run_type: str | None = None  # "headless": a daemon runs its QEMU
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,8 @@ def read_view(state_dir: Path, since: int | None = None,
                                  slot_kind=a.slot_kind, type=a.type,
                                  medium_uuid=a.medium_uuid)
                           for a in reg.machines.attachments(vm.name))
-            running.append(RunningVm(name=vm.name, started=vm.started, attachments=disks))
+            running.append(RunningVm(name=vm.name, started=vm.started, attachments=disks,
+                                     host=vm.host, run_type=vm.run_type))
     return RegistryView(generation=generation, running=tuple(running), nics=tuple(nics))
 
 

@@ -121,7 +121,7 @@ class VmRunner:
     # -- the daemon's side -----------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Mark VMs an earlier daemon ran aborted, then watch the VMs started."""
-        orphans = await self._registry(self._abort_orphans)
+        orphans = await self._registry(lambda reg: self._abort_orphans(reg, self.host))
         for name in orphans:
             self.log.warning("vm %s: its QEMU ended with the daemon that ran it; aborted", name)
         async with trio.open_nursery() as nursery:
@@ -130,12 +130,35 @@ class VmRunner:
             await trio.sleep_forever()
 
     @staticmethod
-    def _abort_orphans(reg: Registry) -> list[str]:
+    def _abort_orphans(reg: Registry, host: str | None) -> list[str]:
+        # this host's only: on a shared registry the others' VMs are theirs
         names = [m.name for m in reg.machines.list()
-                 if m.running and m.run_type == "headless"]
+                 if m.running and m.run_type == "headless" and m.host in (None, host)]
         for name in names:
-            reg.machines.stop(name, aborted="netstore serve that ran it ended")
+            reg.machines.stop(name, aborted="netstore serve that ran it ended", host=host)
         return names
+
+    def adopt(self, view: Any) -> None:
+        """A registry view (the watcher's subscriber): run the QEMU of every VM
+        another host's `vm start --host` placed here and nobody runs yet."""
+        if self._nursery is None or self.host is None:
+            return
+        for vm in view.running:
+            if (vm.host == self.host and vm.run_type == "headless"
+                    and vm.name not in self.vms and vm.name not in self._starting):
+                self._starting.add(vm.name)
+                self._nursery.start_soon(self._adopt, vm.name)
+
+    async def _adopt(self, name: str) -> None:
+        try:
+            saved = (await self._registry(lambda reg: reg.machines.get(name))).saved_state
+            await self._launch(name, None, saved)
+        except Exception as e:
+            self.log.error("vm %s: placed on this host, but starting it failed: %s", name, e)
+            with trio.CancelScope(shield=True), trio.move_on_after(RECORD_END_S):
+                await self._record_end(name, str(e))
+        finally:
+            self._starting.discard(name)
 
     async def stop_all(self, grace: float) -> None:
         """The daemon stops: every VM's QEMU quits (recorded as aborted)."""
@@ -145,6 +168,14 @@ class VmRunner:
                     vm.ending = vm.ending or "netstore serve stopped while it ran"
                     n.start_soon(self._quit, vm)
         for vm in list(self.vms.values()):
+            if vm.process.poll() is None:
+                vm.process.kill()
+
+    async def drop_all(self) -> None:
+        """This host was fenced: its VMs are no longer its own; their QEMU is
+        killed at once (another host may be starting them)."""
+        for vm in list(self.vms.values()):
+            vm.ending = vm.ending or "this host was fenced"
             if vm.process.poll() is None:
                 vm.process.kill()
 
@@ -172,7 +203,8 @@ class VmRunner:
             raise ControlError(f"{name} is running already")
         self._starting.add(name)
         try:
-            machine = await self._registry(lambda reg: reg.machines.start(name, "headless"))
+            machine = await self._registry(
+                lambda reg: reg.machines.start(name, "headless", host=self.host))
             name = machine.name  # NAME may have been its UUID
             try:
                 vm = await self._launch(name, vnc, machine.saved_state)
@@ -306,9 +338,9 @@ class VmRunner:
     async def _record_end(self, name: str, aborted: str | None) -> None:
         def stop(reg: Registry) -> None:
             try:
-                reg.machines.stop(name, aborted=aborted)
+                reg.machines.stop(name, aborted=aborted, host=self.host)
             except MachineStateError:
-                pass  # powered off in the registry already
+                pass  # powered off in the registry already, or fenced: another host owns it
 
         try:
             await self._registry(stop)

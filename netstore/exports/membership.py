@@ -1,0 +1,84 @@
+# A daemon's membership in a shared registry ([registry] url): it registers
+# its host (portal, cores, memory) with a new epoch, renews its lease every
+# third of [registry] lease, and fences every other host whose lease ran out
+# (registry/hosts.py: their VMs aborted, their disks freed for a new start).
+# A renewal that finds its epoch moved means this host was fenced while it
+# could not reach the database: its VMs belong to nobody now, or to another
+# host, so it drops them (on_fenced) and registers again as a new member.
+# Every database call runs in a worker thread; a database that does not
+# answer only delays the next renewal.
+"""This host's lease in a shared registry, and the fencing of hosts that lost theirs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from netstore.registry import Registry
+from netstore.registry.errors import RegistryError
+
+
+def _memory_mb() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+    except (ValueError, OSError):
+        return 0
+
+
+class HostMembership:
+    """Registers this host and keeps its lease (run it in the daemon's nursery)."""
+
+    def __init__(self, state_dir: Path, url: str, host: str, lease_s: float,
+                 portal: Callable[[], str], on_fenced: Callable[[], Awaitable[None]],
+                 log: logging.Logger) -> None:
+        self.state_dir, self.url, self.host, self.lease_s = state_dir, url, host, lease_s
+        self.portal = portal
+        self.on_fenced = on_fenced
+        self.log = log
+        self.epoch = 0
+
+    async def _call(self, fn: Callable[[Registry], Any]) -> Any:
+        def call() -> Any:
+            with Registry.open(self.state_dir, self.url) as reg:
+                return fn(reg)
+        return await trio.to_thread.run_sync(call)
+
+    async def register(self) -> int:
+        """Join the registry with a new epoch (the daemon's start)."""
+        portal, cores, mem = self.portal(), os.cpu_count() or 1, _memory_mb()
+        self.epoch = await self._call(lambda reg: reg.hosts.register(
+            self.host, portal=portal, cores=cores, memory_mb=mem))
+        self.log.info("host %s joined the shared registry (epoch %d, lease %g s)",
+                      self.host, self.epoch, self.lease_s)
+        return self.epoch
+
+    async def run(self) -> None:
+        """Renew the lease and fence late hosts until cancelled."""
+        while True:
+            await trio.sleep(self.lease_s / 3)
+            try:
+                renewed = await self._call(lambda reg: reg.hosts.renew(self.host, self.epoch))
+                if not renewed:
+                    self.log.error("host %s was fenced (its lease ran out): its VMs are "
+                                   "dropped and it joins again", self.host)
+                    await self.on_fenced()
+                    await self.register()
+                fenced = await self._call(lambda reg: reg.hosts.fence_expired(self.lease_s,
+                                                                              self.host))
+                for f in fenced:
+                    self.log.warning("host %s stopped renewing its lease: fenced; VMs aborted: %s",
+                                     f.host, ", ".join(f.vms) or "none")
+            except RegistryError as e:
+                self.log.error("the shared registry: %s", e)
+
+    async def leave(self) -> None:
+        """The daemon stops cleanly: the others need not wait for the lease."""
+        try:
+            await self._call(lambda reg: reg.hosts.leave(self.host, self.epoch))
+        except RegistryError as e:
+            self.log.error("the shared registry: %s", e)
