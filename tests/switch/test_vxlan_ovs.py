@@ -49,8 +49,8 @@ class Ovs:
         # every OVS path in the temporary directory, none of the host's
         env = {k: str(rundir) for k in ("OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR",
                                         "OVS_SYSCONFDIR")}
+        self.saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
-        self.env = env
 
     def start(self) -> None:
         d = self.dir
@@ -73,8 +73,11 @@ class Ovs:
                 os.kill(pid, signal.SIGTERM)
             except (OSError, ValueError):
                 pass
-        for k in self.env:
-            os.environ.pop(k, None)
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
     def log(self) -> str:
         try:
