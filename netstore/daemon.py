@@ -422,7 +422,7 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
     state_dir = config.daemon.state_dir
     url = config.registry.url
     wiring = TargetWiring(state_dir, config.iscsi.base_iqn, log=log.getChild("iscsi"),
-                          registry_url=url)
+                          registry_url=url, host=config.registry.host if url else None)
     try:
         await trio.to_thread.run_sync(wiring.set_config, config.iscsi.targets)
     except Exception as e:

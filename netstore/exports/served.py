@@ -12,6 +12,7 @@ from netstore.iscsi.portal import PrivateLunOpener, TargetExport
 from netstore.registry import Registry
 from netstore.scsi.lun import LogicalUnit
 
+from .multipath import take_over
 from .targets import PrivateSpec, TargetPlan
 from .units import UnitCache, UnitSpec
 
@@ -39,6 +40,8 @@ class TargetUnits:
         # (target, lun, machine) -> (power-on?, spec) opened ahead of a login
         self._prepared: dict[tuple[str, int, str], tuple[bool, UnitSpec]] = {}
         self._plans: dict[str, TargetPlan] = {}
+        # (target, LUN) -> the unit it was served by last (ALUA take-over)
+        self._lun_units: dict[tuple[str, int], tuple[UnitSpec, LogicalUnit]] = {}
 
     def exports(self, plans: list[TargetPlan]) -> list[TargetExport]:
         """The exports of `plans`, their units open; units of no plan are closed.
@@ -47,6 +50,7 @@ class TargetUnits:
         one bad image does not take the others down.
         """
         out: list[TargetExport] = []
+        served: set[tuple[str, int]] = set()
         self._plans = {p.entry.name: p for p in plans}
         keep: set[UnitSpec] = set(self._private.values())
         keep.update(spec for _, spec in list(self._prepared.values()))
@@ -56,12 +60,30 @@ class TargetUnits:
             except Exception as e:
                 self.log.error("target %s not served: %s", plan.entry.name, e)
                 continue
+            self._set_access(plan, luns)
+            served.update((plan.entry.name, i) for i in luns)
             keep.update(plan.luns.values())
             private = {i: self._opener(p) for i, p in plan.private.items()}
             out.append(TargetExport(entry=plan.entry, luns=luns, private=private,
                                     claims=plan.claims, end_sessions=plan.end_sessions))
         self.units.retain(keep)
+        self._lun_units = {k: v for k, v in self._lun_units.items() if k in served}
         return out
+
+    def _set_access(self, plan: TargetPlan, luns: dict[int, LogicalUnit]) -> None:
+        """Give each unit its ALUA port groups; a unit opened afresh for a LUN
+        (its owner host changed) takes over the old unit's nexuses."""
+        for i, lu in luns.items():
+            groups = plan.access.get(i)
+            if groups is None:
+                continue
+            spec = plan.luns[i]
+            old = self._lun_units.get((plan.entry.name, i))
+            # the same run of the same disk, reopened because its owner moved
+            if old is not None and old[1] is not lu and old[0].epoch[:3] == spec.epoch[:3]:
+                take_over(old[1], lu)
+            self._lun_units[(plan.entry.name, i)] = (spec, lu)
+            lu.set_port_groups(groups)
 
     def _opener(self, p: PrivateSpec) -> PrivateLunOpener:
         """Opens `machine`'s own layer of an immutable or multiattach medium;

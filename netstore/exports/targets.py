@@ -14,7 +14,9 @@ from netstore.config import ChapConfig, TargetConfig
 from netstore.iscsi.login import ChapCredentials, TargetEntry
 from netstore.iscsi.portal import Claim
 from netstore.registry import Registry
+from netstore.scsi.alua import PortGroups
 
+from .multipath import HostGroup, exported_here, port_groups
 from .units import UnitSpec, check_image
 from .watcher import RegistryView, RunningVm
 
@@ -62,6 +64,8 @@ class TargetPlan:
     private: dict[int, PrivateSpec] = field(default_factory=dict)
     claims: tuple[Claim, ...] = ()
     end_sessions: str | None = None
+    # ALUA port groups per LUN (multipath.py; none: the one host's single group)
+    access: dict[int, PortGroups] = field(default_factory=dict)
 
 
 class TargetWiring:
@@ -75,9 +79,11 @@ class TargetWiring:
     """
 
     def __init__(self, state_dir: Path, base_iqn: str,
-                 log: logging.Logger | None = None, *, registry_url: str | None = None) -> None:
+                 log: logging.Logger | None = None, *, registry_url: str | None = None,
+                 host: str | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.registry_url = registry_url
+        self.host = host  # this host's name in a shared registry (None: one host)
         self.base_iqn = base_iqn
         self.log = log or logging.getLogger("netstore.exports")
         self._config: list[TargetPlan] = []
@@ -154,9 +160,9 @@ class TargetWiring:
         vms: dict[str, TargetPlan] = {}
         for vm in view.running:
             iqn = vm_target_name(self.base_iqn, vm.name)
-            luns = dict(enumerate(self._vm_units(iqn, vm)))
+            luns, access = self._vm_units(iqn, vm, view.hosts)
             vms[iqn] = TargetPlan(entry=TargetEntry(name=iqn, alias=vm.name), luns=luns,
-                                  end_sessions=VM_POWERED_OFF)
+                                  end_sessions=VM_POWERED_OFF, access=access)
         for iqn in vms.keys() - self._vms.keys():
             self.log.info("VM %s running: target %s with %d LUN(s)", vms[iqn].entry.alias,
                           iqn, len(vms[iqn].luns))
@@ -164,10 +170,23 @@ class TargetWiring:
             self.log.info("VM target %s stopped", iqn)
         self._vms = vms
 
-    @staticmethod
-    def _vm_units(iqn: str, vm: RunningVm) -> list[UnitSpec]:
-        return [UnitSpec(target=iqn, index=i, path=a.image,
-                         kind="dvd" if a.slot_kind == "dvd" else "disk",
-                         readonly=a.type == "readonly", removable=a.slot_kind == "dvd",
-                         identity_path=a.location, epoch=(a.medium_uuid, a.type, vm.started))
-                for i, a in enumerate(vm.attachments)]
+    def _vm_units(self, iqn: str, vm: RunningVm, hosts: tuple[HostGroup, ...]
+                  ) -> tuple[dict[int, UnitSpec], dict[int, PortGroups]]:
+        """The units of a running VM's target here, and their ALUA port groups
+        when several hosts share the registry (multipath.py)."""
+        luns: dict[int, UnitSpec] = {}
+        access: dict[int, PortGroups] = {}
+        me = self.host
+        for i, a in enumerate(vm.attachments):
+            groups = port_groups(hosts, me, vm.host, a.type) if me else None
+            if groups is not None and not exported_here(a.type, me, vm.host):
+                continue
+            luns[i] = UnitSpec(target=iqn, index=i, path=a.image,
+                               kind="dvd" if a.slot_kind == "dvd" else "disk",
+                               readonly=a.type == "readonly", removable=a.slot_kind == "dvd",
+                               identity_path=a.location,
+                               epoch=(a.medium_uuid, a.type, vm.started, vm.host),
+                               group=groups.own if groups is not None else 1)
+            if groups is not None:
+                access[i] = groups
+        return luns, access

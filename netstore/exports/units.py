@@ -41,6 +41,8 @@ class UnitSpec:
             new top layer keeps the unit's NAA); default: ``path``.
         owner: the machine whose own unit this is (immutable, multiattach).
         epoch: anything whose change must give a new unit (a VM's start time).
+        group: the target port group (and relative port) of this host
+            (ALUA; the host's number in a shared registry, 1 on one host).
     """
 
     target: str
@@ -53,6 +55,7 @@ class UnitSpec:
     identity_path: str | None = None
     owner: str | None = None
     epoch: object = None
+    group: int = 1
 
 
 class UnitCache:
@@ -126,6 +129,7 @@ def open_unit(spec: UnitSpec, state_dir: Path) -> LogicalUnit:
     _exists(spec)
     named_by = spec.identity_path or spec.path
     identity = lun_identity(spec.target, named_by, spec.owner)
+    identity.port_group = identity.relative_port = spec.group
     store = reservation_file(state_dir, spec.target, named_by, spec.owner)
     if spec.kind == "dvd":
         backend = RawImage(spec.path, read_only=True, block_size=MMC_BLOCK_SIZE)

@@ -16,6 +16,8 @@ import trio
 
 from netstore.registry import Registry
 
+from .multipath import HostGroup
+
 # The registry is polled this often: a VM change shows within a second.
 REGISTRY_POLL_S = 0.5
 REGISTRY_FILE = "registry.db"
@@ -50,6 +52,7 @@ class RegistryView:
     generation: int
     running: tuple[RunningVm, ...]
     nics: tuple[tuple[str, Any], ...]  # (VM name, NIC record) of every VM
+    hosts: tuple[HostGroup, ...] = ()  # the hosts of a shared registry
 
 
 def _image(reg: Registry, vm: str, a: Any) -> str:
@@ -84,7 +87,9 @@ def read_view(state_dir: Path, since: int | None = None,
                           for a in reg.machines.attachments(vm.name))
             running.append(RunningVm(name=vm.name, started=vm.started, attachments=disks,
                                      host=vm.host, run_type=vm.run_type))
-    return RegistryView(generation=generation, running=tuple(running), nics=tuple(nics))
+        hosts = tuple(HostGroup(h.name, h.group, h.up) for h in reg.hosts.list())
+    return RegistryView(generation=generation, running=tuple(running), nics=tuple(nics),
+                        hosts=hosts)
 
 
 class RegistryWatcher:

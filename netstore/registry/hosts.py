@@ -129,13 +129,17 @@ class Hosts:
 
     def fence_expired(self, lease_s: float, me: str) -> list[Fenced]:
         """Fence every other host whose lease ran out `lease_s` ago: bump its
-        epoch, mark it down and abort the VMs it ran (their disks are free)."""
+        epoch, mark it down and abort the VMs whose QEMU it ran (their disks
+        are free).  A VM run elsewhere (external: its initiator is the
+        user's) lives on: `me` takes over its disks' writes (the ALUA owner)."""
         with self.reg.transaction() as conn:
             late = conn.execute("SELECT name FROM hosts WHERE up = 1 AND name != ? AND "
                                 "renewed < ?", (me, db_now(conn) - lease_s)).fetchall()
             out = []
             for (host,) in late:
                 conn.execute("UPDATE hosts SET epoch = epoch + 1, up = 0 WHERE name = ?", (host,))
+                conn.execute("UPDATE machines SET host = ? WHERE host = ? AND power = 'running' "
+                             "AND run_type = 'external'", (me, host))
                 vms = conn.execute("SELECT id, name FROM machines WHERE host = ? AND "
                                    "power = 'running' ORDER BY name", (host,)).fetchall()
                 for vm_id, _ in vms:

@@ -154,3 +154,19 @@ def test_postgres_unreachable_is_one_clear_error(tmp_path) -> None:  # type: ign
     with pytest.raises(RegistryError, match=r"postgresql://nobody:\*\*\*@.*cannot reach the registry"):
         Registry.open(tmp_path / "s", url)
     assert psycopg  # the dialect's driver is installed with netstore
+
+
+def test_fencing_moves_an_external_vm_to_the_fencing_host(reg: Registry) -> None:
+    # its QEMU is the user's, not the dead host's: it runs on, and the fencing
+    # host owns its disks' writes from now on (ALUA: active/optimized there)
+    reg.create("d", MiB)
+    _vm_with_disk(reg, "ext", "d")
+    reg.hosts.register("host1")
+    reg.hosts.register("host2")
+    reg.machines.start("ext", "external", host="host1")
+    time.sleep(1.2)
+    reg.hosts.renew("host2", 1)
+    (fenced,) = reg.hosts.fence_expired(1.0, "host2")
+    assert fenced.vms == ()
+    vm = reg.machines.get("ext")
+    assert vm.running and vm.host == "host2"
