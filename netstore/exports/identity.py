@@ -1,5 +1,6 @@
 # What names a logical unit across restarts: its NAA designator and serial
-# number (VPD 83h/80h) and the file its persistent reservations live in.
+# number (VPD 83h/80h) and where its persistent reservations live: a file of
+# this host's, or the shared registry for a unit several hosts export.
 """Identity of an exported logical unit, derived from where it is exported."""
 
 from __future__ import annotations
@@ -7,7 +8,10 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
+from netstore.registry import Registry
+from netstore.registry import reservations as kept
 from netstore.scsi.lun import LunIdentity
 
 RESERVATIONS_DIR = "reservations"
@@ -41,3 +45,26 @@ def reservation_file(state_dir: Path, target: str, path: str,
     """Where a LUN's persistent reservations live (APTPL, SPC-4 5.13.4)."""
     name = lun_digest(target, path, owner).hex()[:24]
     return Path(state_dir) / RESERVATIONS_DIR / f"{name}.json"
+
+
+class RegistryReservations:
+    """A netstore.scsi.reservations.ReservationStore in the registry of
+    ``(state_dir, url)``, for a unit several hosts export: every change is
+    kept (``shared``), so the host taking the unit over starts from it.  Its
+    calls open the registry: they run where the unit's commands run, off the
+    event loop."""
+
+    shared = True
+
+    def __init__(self, state_dir: Path, url: str | None, unit: str) -> None:
+        self.state_dir, self.url, self.unit = Path(state_dir), url, unit
+
+    def _with(self, fn: Any) -> Any:
+        with Registry.open(self.state_dir, self.url) as reg:
+            return fn(reg)
+
+    def load(self) -> bytes | None:
+        return self._with(lambda reg: kept.load(reg, self.unit))  # type: ignore[no-any-return]
+
+    def save(self, data: bytes) -> None:
+        self._with(lambda reg: kept.save(reg, self.unit, data))

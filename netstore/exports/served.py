@@ -32,7 +32,7 @@ class TargetUnits:
         self.state_dir = Path(state_dir)
         self.registry_url = registry_url
         self.log = log or logging.getLogger("netstore.exports")
-        self.units = UnitCache(self.state_dir, self.log)
+        self.units = UnitCache(self.state_dir, self.log, registry_url)
         self.restarted = restarted
         # (target, lun, machine) -> the spec of that machine's own unit now
         self._private: dict[tuple[str, int, str], UnitSpec] = {}

@@ -186,7 +186,8 @@ class TargetWiring:
                                readonly=a.type == "readonly", removable=a.slot_kind == "dvd",
                                identity_path=a.location,
                                epoch=(a.medium_uuid, a.type, vm.started, vm.host),
-                               group=groups.own if groups is not None else 1)
+                               group=groups.own if groups is not None else 1,
+                               shared=groups is not None)
             if groups is not None:
                 access[i] = groups
         return luns, access

@@ -17,7 +17,7 @@ from netstore.disk.raw import RawImage
 from netstore.scsi.lun import LogicalUnit
 from netstore.scsi.mmc import MMC_BLOCK_SIZE, OpticalUnit
 
-from .identity import lun_identity, reservation_file
+from .identity import RegistryReservations, lun_identity, reservation_file
 
 
 class ExportError(Exception):
@@ -56,13 +56,16 @@ class UnitSpec:
     owner: str | None = None
     epoch: object = None
     group: int = 1
+    shared: bool = False  # several hosts export it: reservations live in the registry
 
 
 class UnitCache:
     """Opens units from specs and hands the same unit back for the same spec."""
 
-    def __init__(self, state_dir: Path, log: logging.Logger | None = None) -> None:
+    def __init__(self, state_dir: Path, log: logging.Logger | None = None,
+                 registry_url: str | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.registry_url = registry_url
         self.log = log or logging.getLogger("netstore.exports")
         self._units: dict[UnitSpec, LogicalUnit] = {}
 
@@ -70,7 +73,7 @@ class UnitCache:
         """The unit `spec` describes, opened now unless it is open already."""
         lu = self._units.get(spec)
         if lu is None:
-            lu = open_unit(spec, self.state_dir)
+            lu = open_unit(spec, self.state_dir, self.registry_url)
             self._units[spec] = lu
         return lu
 
@@ -124,13 +127,16 @@ def _thin_backend(spec: UnitSpec):
     return backend
 
 
-def open_unit(spec: UnitSpec, state_dir: Path) -> LogicalUnit:
+def open_unit(spec: UnitSpec, state_dir: Path, registry_url: str | None = None) -> LogicalUnit:
     """A logical unit on the image at ``spec.path`` (any format netstore reads)."""
     _exists(spec)
     named_by = spec.identity_path or spec.path
     identity = lun_identity(spec.target, named_by, spec.owner)
     identity.port_group = identity.relative_port = spec.group
-    store = reservation_file(state_dir, spec.target, named_by, spec.owner)
+    store: Path | RegistryReservations = reservation_file(state_dir, spec.target, named_by,
+                                                          spec.owner)
+    if spec.shared:  # the next host serving it takes its reservations over
+        store = RegistryReservations(state_dir, registry_url, store.stem)
     if spec.kind == "dvd":
         backend = RawImage(spec.path, read_only=True, block_size=MMC_BLOCK_SIZE)
         return OpticalUnit(backend, identity, reservation_store=store)

@@ -298,10 +298,17 @@ def _v12_hosts(conn: sqlite3.Connection) -> None:
         "GROUP BY a.medium_id")
 
 
+def _v13_reservations(conn: sqlite3.Connection) -> None:
+    """SCSI persistent reservations of units several hosts export (issue 15,
+    netstore.registry.reservations): the JSON state per unit."""
+    conn.execute("CREATE TABLE reservations (unit TEXT PRIMARY KEY, state TEXT NOT NULL)")
+
+
 MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
                                _v4_nic_port_security, _v5_nic_impairments, _v6_boot,
                                _v7_runs, _v8_saved_states, _v9_startup, _v10_nic_model,
-                               _v11_product, _v12_hosts]
+                               _v11_product, _v12_hosts,
+                               _v13_reservations]
 
 
 def schema_version() -> int:

@@ -30,7 +30,7 @@ from .commands import (
 )
 from .limits import MAX_TRANSFER_BYTES
 from .luns import encode_lun, report_luns_data
-from .reservations import ReservationCommands, Reservations, file_persister, load_state
+from .reservations import ReservationCommands, Reservations, ReservationStore
 from .rsoc import SupportedCommands
 from .sbc import BlockCommands
 from .sense import (
@@ -89,7 +89,7 @@ class LogicalUnit:
         *,
         device_type: int = DEVICE_TYPE_DISK,
         write_cache: bool = True,
-        reservation_store: Path | None = None,
+        reservation_store: Path | ReservationStore | None = None,
         thin: bool = False,
         removable: bool = False,
         commands: CommandSet = DISK,
@@ -147,8 +147,7 @@ class LogicalUnit:
         # Reservations: the hot path tests only `_reserved` (reservations.py).
         self._pr = Reservations(
             ua=lambda sense, nexuses: self.establish_unit_attention(sense, nexuses=nexuses),
-            persist=None if reservation_store is None else file_persister(reservation_store),
-            state=load_state(reservation_store), relative_port=identity.relative_port,
+            store=reservation_store, relative_port=identity.relative_port,
         )
         self._reserved = self._pr.active
         # The unit's parts, which run the rest of its commands.

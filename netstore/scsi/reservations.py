@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from .cdb import BE16, BE32
 from .commands import (
@@ -124,16 +125,17 @@ class ReservationState:
         return json.dumps(doc, indent=1).encode() + b"\n"
 
     @classmethod
-    def from_json(cls, raw: bytes) -> ReservationState:
+    def from_json(cls, raw: bytes, *, shared: bool = False) -> ReservationState:
         """Parse what to_json wrote; a state saved without APTPL restores as
-        empty (SPC-4 5.13.5: it does not survive power loss)."""
+        empty (SPC-4 5.13.5: it does not survive power loss), unless `shared`:
+        the state of a unit another host served until now (ReservationStore)."""
         doc = json.loads(raw)
         if doc.get("version") != 1:
             raise ValueError(f"unknown reservation state version {doc.get('version')!r}")
         state = cls(generation=int(doc.get("generation", 0)) & 0xFFFFFFFF)
-        if not doc.get("aptpl"):
+        if not doc.get("aptpl") and not shared:
             return state
-        state.aptpl = True
+        state.aptpl = bool(doc.get("aptpl"))
         for r in doc.get("registrations", ()):
             key = int(r["key"])
             if not 0 < key < 1 << 64:
@@ -183,15 +185,51 @@ def file_persister(path: Path) -> Callable[[bytes], None]:
     return persist
 
 
-def load_state(path: Path | None) -> ReservationState:
-    """The state saved at `path`, or an empty one when there is no file."""
-    if path is None:
+class ReservationStore(Protocol):
+    """Where a unit's reservation state is kept.  `shared`: every change is
+    kept and restored, APTPL or not, because the unit is one several hosts
+    export (the next host serving it takes the state over); otherwise only
+    what APTPL keeps across a power loss."""
+
+    shared: bool
+
+    def load(self) -> bytes | None:
+        """The state saved, or None."""
+        ...
+
+    def save(self, data: bytes) -> None:
+        """Keep `data` (written whole or not at all)."""
+        ...
+
+
+class FileStore:
+    """The APTPL state in a file of its own (one host's state directory)."""
+
+    shared = False
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.save = file_persister(self.path)
+
+    def load(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+def open_store(where: Path | ReservationStore | None) -> ReservationStore | None:
+    """A store for `where`: a file's path, a store already, or none."""
+    return FileStore(where) if isinstance(where, str | Path) else where
+
+
+def load_state(where: Path | ReservationStore | None) -> ReservationState:
+    """The state `where` keeps, or an empty one when it keeps none."""
+    store = open_store(where)
+    raw = store.load() if store is not None else None
+    if raw is None:
         return ReservationState()
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        return ReservationState()
-    return ReservationState.from_json(raw)
+    return ReservationState.from_json(raw, shared=store.shared)
 
 
 def transport_id(nexus: str) -> bytes:
@@ -261,10 +299,17 @@ class Reservations:
         persist: Callable[[bytes], None] | None = None,
         state: ReservationState | None = None,
         relative_port: int = 1,
+        store: Path | ReservationStore | None = None,
     ) -> None:
+        """`store` (a file's path or a ReservationStore) gives both the state
+        and where it is persisted, instead of `state` and `persist`."""
+        kept = open_store(store)
+        if kept is not None:
+            state, persist = load_state(kept), kept.save
         self.state = state if state is not None else ReservationState()
         self._ua = ua
         self._persist = persist
+        self._keep_all = kept is not None and kept.shared  # persist every change
         self._relative_port = relative_port
         self.spc2_holder: str | None = None
 
@@ -399,7 +444,7 @@ class Reservations:
                 changed = self._clear(nexus)
             else:  # PREEMPT, PREEMPT AND ABORT (the iSCSI layer aborts tasks)
                 changed = self._preempt(nexus, sark, rtype)
-        if changed and (st.aptpl or was_aptpl) and self._persist is not None:
+        if changed and (st.aptpl or was_aptpl or self._keep_all) and self._persist is not None:
             self._persist(st.to_json())
 
     def _register_and_move(self, nexus: str, plen: int,
@@ -435,7 +480,7 @@ class Reservations:
             del st.registrations[nexus]
         st.aptpl = bool(flags & _APTPL)
         self._bump()
-        if (st.aptpl or was_aptpl) and self._persist is not None:
+        if (st.aptpl or was_aptpl or self._keep_all) and self._persist is not None:
             self._persist(st.to_json())
 
     def _bump(self) -> None:

@@ -10,7 +10,9 @@
 #   takes the VM's writes over, tells its session ASYMMETRIC ACCESS STATE
 #   CHANGED, and serves as active/optimized; qemu-io reading through it finds
 #   every write acknowledged through the dead host (a qcow2 disk: the new
-#   owner reopens the image, its standby copy of the metadata is stale).
+#   owner reopens the image, its standby copy of the metadata is stale), and
+#   the persistent reservation made through the dead host holds there (it
+#   lives in the shared registry).
 """Multipath across hosts: ALUA port groups of one LU on two daemons."""
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
 BASE_IQN = "iqn.2026-11.org.netstore"
 AO, AN, STANDBY = 0, 1, 2
+PR_KEY, WRITE_EXCLUSIVE = 0x1234, 1
 
 
 class Lun:
@@ -63,6 +66,30 @@ class Lun:
                 d = bytes(p.data)
                 sense = d[2:2 + int.from_bytes(d[:2], "big")] if d else b""
                 return p.bhs[3], data, sense
+
+    async def cmd_out(self, cdb: bytes, data: bytes) -> tuple[int, bytes]:
+        """(status, sense) of a command sending `data` as immediate data."""
+        c = self.c
+        c.itt += 1
+        b = bhs(P.OP_SCSI_CMD, 0x80 | 0x20 | 1, itt=c.itt, f20=len(data), f24=c.cmdsn,
+                dlen=len(data))
+        b[8:10] = self.lun.to_bytes(2, "big")
+        b[32:32 + len(cdb)] = cdb
+        c.cmdsn += 1
+        await c.stream.send_all(wire(b, data))
+        p = await c.recv()
+        assert p is not None and p.opcode == P.OP_SCSI_RSP
+        d = bytes(p.data)
+        return p.bhs[3], d[2:2 + int.from_bytes(d[:2], "big")] if d else b""
+
+    async def pr_out(self, sa: int, key: int, sark: int = 0, rtype: int = 0) -> int:
+        """PERSISTENT RESERVE OUT, past unit attentions; its status."""
+        cdb = bytes([0x5F, sa, rtype, 0, 0, 0, 0, 0, 24, 0])
+        for _ in range(8):
+            status, sense = await self.cmd_out(cdb, struct.pack(">QQ8x", key, sark))
+            if not (status == 2 and sense[2] & 0x0F == 6):
+                return status
+        return status
 
     async def past_attentions(self, cdb: bytes, read: int = 0) -> tuple[int, bytes, bytes]:
         """One command, repeated past unit attentions (a new session's, say)."""
@@ -180,6 +207,15 @@ def test_one_lu_through_two_hosts_and_take_over_after_the_owner_dies(
                            capture_output=True, text=True, timeout=60)
         assert w.returncode == 0 and "wrote" in w.stdout, w.stdout + w.stderr
 
+        async def reserve_through_host1() -> None:
+            s = await session(d1.port, target)
+            normal = Lun(s, 0)
+            assert await normal.pr_out(0, 0, sark=PR_KEY) == 0  # REGISTER
+            assert await normal.pr_out(1, PR_KEY, rtype=WRITE_EXCLUSIVE) == 0  # RESERVE
+            await s.stream.aclose()
+
+        sync(reserve_through_host1)
+
         async def take_over() -> None:
             s = await session(d2.port, target)  # a path logged in before the owner dies
             normal = Lun(s, 0)
@@ -201,6 +237,27 @@ def test_one_lu_through_two_hosts_and_take_over_after_the_owner_dies(
             await s.stream.aclose()
 
         sync(take_over)
+
+        async def reservation_moved() -> None:
+            # the holder's nexus, now through host2, still holds it...
+            s = await session(d2.port, target)
+            status, data, _ = await Lun(s, 0).past_attentions(
+                bytes([0x5E, 1, 0, 0, 0, 0, 0, 0x10, 0, 0]), 4096)
+            assert status == 0 and struct.unpack_from(">Q", data, 8)[0] == PR_KEY
+            assert data[21] & 0x0F == WRITE_EXCLUSIVE
+            await s.stream.aclose()
+            # ...and another initiator's write meets RESERVATION CONFLICT there
+            other = await Client.connect(d2.port, target)
+            await other.login(isid=bytes.fromhex("400001370099"))
+            status, _ = await Lun(other, 0).cmd_out(bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+                                                    bytes(512))
+            if status == 2:  # its first command meets its unit attention
+                status, _ = await Lun(other, 0).cmd_out(
+                    bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0]), bytes(512))
+            assert status == 0x18
+            await other.stream.aclose()
+
+        sync(reservation_moved)
         info = json.loads(ok(d2, "vm", "info", "ext", "--json"))
         assert info["state"] == "running" and info["host"] == "host2"
         r = subprocess.run(["qemu-io", "-f", "raw", "-c", "read -P 0x5a 0 1M",
