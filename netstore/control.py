@@ -31,6 +31,7 @@ __all__ = [
     "DaemonAlreadyRunning",
     "DaemonNotRunning",
     "Streaming",
+    "dispatch",
     "bind_control_socket",
     "request",
     "request_stream",
@@ -231,6 +232,13 @@ async def _answer(line: bytes, handlers: Mapping[str, Handler],
     op = req.pop("op", None)
     if not isinstance(op, str):
         return {"ok": False, "error": 'missing "op" (a string)'}
+    return await dispatch(op, req, handlers, log)
+
+
+async def dispatch(op: str, req: dict[str, Any], handlers: Mapping[str, Handler],
+                   log: logging.Logger) -> dict[str, Any]:
+    """Run op `op` with arguments `req`: ``{"ok": True, "result": ...}``, or
+    ``{"ok": False, "error": ...}`` saying why it was refused."""
     handler = handlers.get(op)
     if handler is None:
         known = ", ".join(sorted(handlers))

@@ -472,7 +472,8 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
                                             sup.runner.drop_all, log.getChild("hosts"))
             await sup.membership.register()
             nursery.start_soon(sup.membership.run)
-            watcher.subscribers.append(sup.runner.adopt)
+            watcher.subscribers += [sup.runner.adopt, sup.membership.poke]
+            nursery.start_soon(sup.membership.serve_requests, sup.runner.handlers())
         await nursery.start(sup.runner.run)
         handlers = {
             "status": sup.status,

@@ -212,11 +212,10 @@ def _modify_running(config: Config, name: str, live: dict[str, int]) -> None:
     Raises:
         ControlError: the daemon refused one (those before it are applied).
     """
-    from netstore.control import request
+    from netstore.cli.remote import vm_request
 
     for key, value in live.items():
-        request(config.daemon.state_dir, "vm_control", timeout=60, name=name,
-                action=_LIVE_CHANGES[key], value=value)
+        vm_request(config, "vm_control", 60, name=name, action=_LIVE_CHANGES[key], value=value)
 
 
 def _modify(config: Config, reg: Any, args: argparse.Namespace, as_json: bool) -> int:
@@ -327,12 +326,12 @@ def _remove(reg: Any, args: argparse.Namespace, as_json: bool) -> int:
 
 def _live_snapshot(config: Config, args: argparse.Namespace, as_json: bool) -> int:
     """`vm snapshot NAME take SNAP` of a VM the daemon runs: the daemon pauses it."""
-    from netstore.control import ControlError, request
+    from netstore.cli.remote import vm_request
+    from netstore.control import ControlError
 
     try:
-        d = request(config.daemon.state_dir, "vm_snapshot", timeout=180, name=args.name,
-                    snapshot=args.snapshot, description=args.description,
-                    memory=not args.no_memory)
+        d = vm_request(config, "vm_snapshot", 180, name=args.name, snapshot=args.snapshot,
+                       description=args.description, memory=not args.no_memory)
     except ControlError as e:
         return refused(e)
     what = "disks and memory" if d["state_file"] else "disks only"
@@ -396,10 +395,11 @@ def _runtime(config: Config, m: Any) -> dict[str, Any] | None:
     """What the daemon's QEMU says of a headless VM (None when it does not run one)."""
     if not m.running or m.run_type != "headless":
         return None
-    from netstore.control import ControlError, request
+    from netstore.cli.remote import vm_request
+    from netstore.control import ControlError
 
     try:
-        return request(config.daemon.state_dir, "vm_runtime", timeout=10, name=m.name)
+        return vm_request(config, "vm_runtime", 10, name=m.name)  # type: ignore[no-any-return]
     except ControlError:
         return None
 

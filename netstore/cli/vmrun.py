@@ -229,10 +229,11 @@ def _said_machine(as_json: bool, m: dict[str, Any]) -> int:
 def _ask(config: Config, as_json: bool, op: str, wait: float, show: Any = None,
          alone: Any = None, **params: Any) -> int:
     """Ask the daemon ``op``; ``alone()`` answers instead when no daemon runs."""
-    from netstore.control import ControlError, DaemonNotRunning, request
+    from netstore.cli.remote import vm_request
+    from netstore.control import ControlError, DaemonNotRunning
 
     try:
-        result = request(config.daemon.state_dir, op, timeout=wait, **params)
+        result = vm_request(config, op, wait, **params)
     except DaemonNotRunning:
         if alone is not None:
             return alone()  # type: ignore[no-any-return]

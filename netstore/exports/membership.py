@@ -6,7 +6,9 @@
 # could not reach the database: its VMs belong to nobody now, or to another
 # host, so it drops them (on_fenced) and registers again as a new member.
 # Every database call runs in a worker thread; a database that does not
-# answer only delays the next renewal.
+# answer only delays the next renewal.  It also runs the requests other
+# hosts' CLIs address to this host (registry/requests.py: `vm stop` of a VM
+# this host runs), with the control socket's own handlers.
 """This host's lease in a shared registry, and the fencing of hosts that lost theirs."""
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ from typing import Any
 
 import trio
 
+from netstore.control import dispatch
 from netstore.registry import Registry
+from netstore.registry import requests as host_requests
 from netstore.registry.errors import RegistryError
+
+# Operations another host's CLI may ask this host's daemon for: a VM's.
+REMOTE_OPS = ("vm_stop", "vm_control", "vm_screenshot", "vm_runtime", "vm_metrics",
+              "vm_snapshot")
 
 
 def _memory_mb() -> int:
@@ -41,6 +49,7 @@ class HostMembership:
         self.on_fenced = on_fenced
         self.log = log
         self.epoch = 0
+        self._poked = trio.Event()
 
     async def _call(self, fn: Callable[[Registry], Any]) -> Any:
         def call() -> Any:
@@ -75,6 +84,35 @@ class HostMembership:
                                      f.host, ", ".join(f.vms) or "none")
             except RegistryError as e:
                 self.log.error("the shared registry: %s", e)
+
+    def poke(self, view: Any = None) -> None:
+        """The registry changed (the watcher's subscriber): look for requests."""
+        self._poked.set()
+
+    async def serve_requests(self, handlers: dict[str, Callable[..., Any]]) -> None:
+        """Run the requests addressed to this host, until cancelled."""
+        allowed = {op: h for op, h in handlers.items() if op in REMOTE_OPS}
+        async with trio.open_nursery() as nursery:
+            while True:
+                await self._poked.wait()
+                self._poked = trio.Event()
+                try:
+                    taken = await self._call(lambda reg: host_requests.take(reg, self.host))
+                except RegistryError as e:
+                    self.log.error("the shared registry: %s", e)
+                    continue
+                for rid, op, args in taken:
+                    nursery.start_soon(self._run_request, allowed, rid, op, args)
+
+    async def _run_request(self, handlers: dict[str, Callable[..., Any]], rid: int, op: str,
+                           args: dict[str, Any]) -> None:
+        self.log.info("request %d from another host: %s %s", rid, op, args.get("name", ""))
+        answer = await dispatch(op, args, handlers, self.log)
+        result, error = answer.get("result"), answer.get("error")
+        try:
+            await self._call(lambda reg: host_requests.answer(reg, rid, result, error))
+        except RegistryError as e:
+            self.log.error("answering request %d: %s", rid, e)
 
     async def leave(self) -> None:
         """The daemon stops cleanly: the others need not wait for the lease."""

@@ -304,11 +304,32 @@ def _v13_reservations(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE reservations (unit TEXT PRIMARY KEY, state TEXT NOT NULL)")
 
 
+def _v14_host_requests(conn: sqlite3.Connection) -> None:
+    """Requests from one host's CLI to another host's daemon (issue 15,
+    netstore.registry.requests): the operation and its JSON arguments, its
+    state (waiting, taken, answered) and its JSON result or error."""
+    conn.execute(
+        """
+        CREATE TABLE host_requests (
+            id      INTEGER PRIMARY KEY,
+            host    TEXT NOT NULL,
+            op      TEXT NOT NULL,
+            args    TEXT NOT NULL,
+            state   INTEGER NOT NULL DEFAULT 0 CHECK (state IN (0, 1, 2)),
+            result  TEXT,
+            error   TEXT,
+            created REAL NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX host_requests_host ON host_requests(host, state)")
+
+
 MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
                                _v4_nic_port_security, _v5_nic_impairments, _v6_boot,
                                _v7_runs, _v8_saved_states, _v9_startup, _v10_nic_model,
                                _v11_product, _v12_hosts,
-                               _v13_reservations]
+                               _v13_reservations, _v14_host_requests]
 
 
 def schema_version() -> int:

@@ -3,7 +3,8 @@
 # directory of its own, the media in a directory both see:
 # - both join and show in `host list`; `vm start --host host2` from host1's CLI
 #   is run by host2's daemon (its QEMU, TCG); starting it on host1 too is
-#   refused naming host2;
+#   refused naming host2; host1's CLI pauses, resumes, inspects and stops it
+#   (the requests reach host2's daemon through the registry);
 # - kill -9 of host2's daemon: its QEMU dies with it; after the lease host1
 #   fences host2 (`host list` down, the VM aborted naming why) and may start
 #   the VM itself; host2 restarted does not run or abort it.
@@ -97,6 +98,23 @@ def test_two_hosts_place_refuse_fence_and_take_over(hosts, tmp_path: Path) -> No
     assert p.returncode == 1 and "web is running already on host2" in p.stderr, p.stderr
     p = cli(d2, "vm", "start", "web")
     assert p.returncode == 1 and "running already on host2" in p.stderr, p.stderr
+
+    # host1's CLI drives the VM host2 runs: the requests go through the registry
+    info = json.loads(ok(d1, "vm", "info", "web", "--json"))
+    assert info["host"] == "host2" and info["runtime"]["pid"] == runs(d2, "web")
+    ok(d1, "vm", "pause", "web")
+    assert d2.request("vm_runtime", name="web")["status"] == "paused"
+    ok(d1, "vm", "resume", "web")
+    assert d2.request("vm_runtime", name="web")["status"] == "running"
+    ok(d1, "vm", "stop", "web", "--timeout", "1", "--force")
+    assert runs(d2, "web") is None
+    assert json.loads(ok(d1, "vm", "info", "web", "--json"))["state"] == "poweroff"
+    ok(d1, "vm", "start", "web")  # placed: host2 has more free memory than host1? either
+    placed = json.loads(ok(d1, "vm", "info", "web", "--json"))["host"]
+    assert placed in ("host1", "host2")
+    ok(d1, "vm", "stop", "web", "--timeout", "1", "--force")
+    ok(d2, "vm", "start", "web", "--host", "host2")
+    wait_until(lambda: runs(d2, "web") is not None, 60, "host2's daemon runs web again")
 
     qemu = runs(d2, "web")
     d2.kill()  # kill -9: no clean leave; its QEMU dies with it (PDEATHSIG)
