@@ -84,6 +84,7 @@ class _Supervisor:
         self.switch_child: Any = None
         self.runner: Any = None  # netstore.vm.runner.VmRunner
         self.membership: Any = None  # netstore.exports.membership.HostMembership (shared registry)
+        self.hosts: tuple[Any, ...] = ()  # the shared registry's hosts (exports.multipath.HostGroup)
         self.bound: list[tuple[str, int]] = []  # the iSCSI portals as bound
         self.owner: dict[str, int] = {}  # target -> worker index
         self.started = time.time()
@@ -117,7 +118,12 @@ class _Supervisor:
             log.error("switch %s did not start again: %s", name, why)
 
     def _switch_specs(self) -> list[Any]:
-        return [self.nics.with_nics(sw) for sw in self.config.switches]
+        from netstore.exports.vteps import with_host_remotes
+
+        specs = [self.nics.with_nics(sw) for sw in self.config.switches]
+        if self.config.registry.shared:  # the other hosts' VTEPs join the vxlan ports
+            specs = [with_host_remotes(s, self.hosts, self.config.registry.host) for s in specs]
+        return specs
 
     def route(self, target: str) -> int | None:
         return self.owner.get(target)
@@ -180,6 +186,15 @@ class _Supervisor:
         self.wiring.set_registry(view)
         self._targets_dirty = True
         self._changed.set()
+
+    def apply_hosts(self, view: Any) -> None:
+        """A new registry view: the hosts' VTEPs feed the vxlan ports' remotes."""
+        vteps = tuple((h.name, h.up, h.vteps) for h in view.hosts)
+        if vteps != tuple((h.name, h.up, h.vteps) for h in self.hosts):
+            self.hosts = view.hosts
+            if any(v for _, _, v in vteps):
+                self._switches_dirty = True
+                self._changed.set()
 
     def apply_nics(self, view: Any) -> None:
         """A new registry view: add, change and remove the ports of its VM NICs."""
@@ -414,6 +429,7 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
     from netstore.exports.membership import HostMembership
     from netstore.exports.ports import NicPorts
     from netstore.exports.targets import TargetWiring
+    from netstore.exports.vteps import own_vteps
     from netstore.exports.watcher import RegistryWatcher
     from netstore.processes.acceptor import Acceptor, ListenError
     from netstore.processes.child import Child
@@ -429,7 +445,7 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
         raise DaemonError(f"cannot start the iSCSI target: {e}") from e
     sup = _Supervisor(config, wiring, NicPorts(log))
     watcher = RegistryWatcher(state_dir, log, url)
-    watcher.subscribers += [sup.apply_targets, sup.apply_nics]
+    watcher.subscribers += [sup.apply_targets, sup.apply_nics, sup.apply_hosts]
     try:
         await watcher.poll()
     except Exception:
@@ -469,7 +485,8 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
         if url:  # a shared registry: join it, keep the lease, run VMs placed here
             sup.membership = HostMembership(state_dir, url, config.registry.host,
                                             config.registry.lease_s, sup.portal,
-                                            sup.runner.drop_all, log.getChild("hosts"))
+                                            sup.runner.drop_all, log.getChild("hosts"),
+                                            own_vteps(config.switches))
             await sup.membership.register()
             nursery.start_soon(sup.membership.run)
             watcher.subscribers += [sup.runner.adopt, sup.membership.poke]

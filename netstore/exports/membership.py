@@ -43,7 +43,8 @@ class HostMembership:
 
     def __init__(self, state_dir: Path, url: str, host: str, lease_s: float,
                  portal: Callable[[], str], on_fenced: Callable[[], Awaitable[None]],
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, vteps: tuple[tuple[str, str], ...] = ()) -> None:
+        self.vteps = vteps  # (switch, "ip:port") of this host's vxlan ports
         self.state_dir, self.url, self.host, self.lease_s = state_dir, url, host, lease_s
         self.portal = portal
         self.on_fenced = on_fenced
@@ -61,7 +62,7 @@ class HostMembership:
         """Join the registry with a new epoch (the daemon's start)."""
         portal, cores, mem = self.portal(), os.cpu_count() or 1, _memory_mb()
         self.epoch = await self._call(lambda reg: reg.hosts.register(
-            self.host, portal=portal, cores=cores, memory_mb=mem))
+            self.host, portal=portal, cores=cores, memory_mb=mem, vteps=self.vteps))
         self.log.info("host %s joined the shared registry (epoch %d, lease %g s)",
                       self.host, self.epoch, self.lease_s)
         return self.epoch

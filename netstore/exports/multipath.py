@@ -33,6 +33,7 @@ class HostGroup:
     name: str
     group: int
     up: bool
+    vteps: tuple[tuple[str, str], ...] = ()  # (switch, "ip:port"): exports/vteps.py
 
 
 def port_groups(hosts: tuple[HostGroup, ...], me: str, owner: str | None,

@@ -87,7 +87,7 @@ def read_view(state_dir: Path, since: int | None = None,
                           for a in reg.machines.attachments(vm.name))
             running.append(RunningVm(name=vm.name, started=vm.started, attachments=disks,
                                      host=vm.host, run_type=vm.run_type))
-        hosts = tuple(HostGroup(h.name, h.group, h.up) for h in reg.hosts.list())
+        hosts = tuple(HostGroup(h.name, h.group, h.up, h.vteps) for h in reg.hosts.list())
     return RegistryView(generation=generation, running=tuple(running), nics=tuple(nics),
                         hosts=hosts)
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ class Host:
     vms: tuple[str, ...] = ()
     used_mb: int = 0
     group: int = 0  # its number: the ALUA target port group it serves as
+    vteps: tuple[tuple[str, str], ...] = ()  # (switch, "ip:port") its vxlan ports bind
 
     @property
     def free_mb(self) -> int:
@@ -46,7 +48,8 @@ class Host:
         return {"name": self.name, "portal": self.portal, "cores": self.cores,
                 "memory_mb": self.memory_mb, "epoch": self.epoch, "up": self.up,
                 "renewed_ago_s": round(self.renewed_ago_s, 1), "vms": list(self.vms),
-                "used_mb": self.used_mb, "free_mb": self.free_mb, "group": self.group}
+                "used_mb": self.used_mb, "free_mb": self.free_mb, "group": self.group,
+                "vteps": [list(v) for v in self.vteps]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,18 +103,20 @@ class Hosts:
         self.reg = reg
 
     def register(self, name: str, *, portal: str = "", cores: int = 0,
-                 memory_mb: int = 0) -> int:
+                 memory_mb: int = 0, vteps: tuple[tuple[str, str], ...] = ()) -> int:
         """This host's daemon starts: record it up, with a new epoch.  Returns the epoch."""
+        vt = json.dumps([list(v) for v in vteps])
         with self.reg.transaction() as conn:
             t = db_now(conn)
             row = conn.execute("SELECT epoch FROM hosts WHERE name = ?", (name,)).fetchone()
             if row is None:
                 conn.execute("INSERT INTO hosts (name, portal, cores, memory_mb, epoch, renewed, "
-                             "up) VALUES (?, ?, ?, ?, 1, ?, 1)", (name, portal, cores, memory_mb, t))
+                             "up, vteps) VALUES (?, ?, ?, ?, 1, ?, 1, ?)",
+                             (name, portal, cores, memory_mb, t, vt))
                 return 1
             conn.execute("UPDATE hosts SET portal = ?, cores = ?, memory_mb = ?, "
-                         "epoch = epoch + 1, renewed = ?, up = 1 WHERE name = ?",
-                         (portal, cores, memory_mb, t, name))
+                         "epoch = epoch + 1, renewed = ?, up = 1, vteps = ? WHERE name = ?",
+                         (portal, cores, memory_mb, t, vt, name))
             return int(row[0]) + 1
 
     def renew(self, name: str, epoch: int) -> bool:
@@ -155,14 +160,15 @@ class Hosts:
         """Every host, by name, with the VMs it runs and the memory they take."""
         with self.reg.reading() as conn:
             t = db_now(conn)
-            rows = conn.execute("SELECT id, name, portal, cores, memory_mb, epoch, up, renewed "
-                                "FROM hosts ORDER BY name").fetchall()
+            rows = conn.execute("SELECT id, name, portal, cores, memory_mb, epoch, up, renewed, "
+                                "vteps FROM hosts ORDER BY name").fetchall()
             out = []
-            for hid, name, portal, cores, mem, epoch, up, renewed in rows:
+            for hid, name, portal, cores, mem, epoch, up, renewed, vteps in rows:
                 vms = conn.execute("SELECT name, memory_mb FROM machines WHERE host = ? AND "
                                    "power = 'running' ORDER BY name", (name,)).fetchall()
                 out.append(Host(name, portal, cores, mem, epoch, bool(up), max(0.0, t - renewed),
-                                tuple(v[0] for v in vms), sum(v[1] for v in vms), hid))
+                                tuple(v[0] for v in vms), sum(v[1] for v in vms), hid,
+                                tuple((s, a) for s, a in json.loads(vteps or "[]"))))
             return out
 
     def get(self, name: str) -> Host:

@@ -325,11 +325,19 @@ def _v14_host_requests(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX host_requests_host ON host_requests(host, state)")
 
 
+def _v15_host_vteps(conn: sqlite3.Connection) -> None:
+    """The VXLAN tunnel endpoints of each host (issue 15): a JSON list of
+    [switch, "ip:port"] its vxlan ports bind; other hosts add them to the
+    remotes of their vxlan ports on the switch of the same name."""
+    conn.execute("ALTER TABLE hosts ADD COLUMN vteps TEXT NOT NULL DEFAULT '[]'")
+
+
 MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
                                _v4_nic_port_security, _v5_nic_impairments, _v6_boot,
                                _v7_runs, _v8_saved_states, _v9_startup, _v10_nic_model,
                                _v11_product, _v12_hosts,
-                               _v13_reservations, _v14_host_requests]
+                               _v13_reservations, _v14_host_requests,
+                               _v15_host_vteps]
 
 
 def schema_version() -> int:
