@@ -489,7 +489,7 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
                                             own_vteps(config.switches))
             await sup.membership.register()
             nursery.start_soon(sup.membership.run)
-            watcher.subscribers += [sup.runner.adopt, sup.membership.poke]
+            watcher.subscribers.append(sup.membership.poke)
             nursery.start_soon(sup.membership.serve_requests, sup.runner.handlers())
         await nursery.start(sup.runner.run)
         handlers = {

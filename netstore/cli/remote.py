@@ -35,12 +35,16 @@ def vm_request(config: Config, op: str, timeout: float, **params: Any) -> Any:
             except NotFoundError:
                 vm = None
         if vm is not None and vm.running and vm.host not in (None, config.registry.host):
-            return _through_registry(config, vm.host, op, timeout, params)
+            return on_host(config, vm.host, op, timeout, **params)
     return request(config.daemon.state_dir, op, timeout=timeout, **params)
 
 
-def _through_registry(config: Config, host: str, op: str, timeout: float,
-                      params: dict[str, Any]) -> Any:
+def on_host(config: Config, host: str, op: str, timeout: float, **params: Any) -> Any:
+    """Ask the daemon of another `host` for `op`, through the shared registry.
+
+    Raises:
+        ControlError: it refused, or did not answer within `timeout` seconds.
+    """
     with registry(config) as reg:
         rid = host_requests.ask(reg, host, op, params)
     deadline = time.monotonic() + timeout
@@ -61,4 +65,4 @@ def _through_registry(config: Config, host: str, op: str, timeout: float,
         time.sleep(POLL_S)
 
 
-__all__ = ["vm_request"]
+__all__ = ["vm_request", "on_host"]

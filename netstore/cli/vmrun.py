@@ -24,6 +24,7 @@ from netstore.cli.common import (
     usage,
     whole_number,
 )
+from netstore.cli.remote import on_host
 from netstore.config import Config
 from netstore.disk.api import DiskError
 
@@ -137,8 +138,8 @@ def _start_one(config: Config, name: str, run_type: str, vnc: int | None,
     """Power VM ``name`` on: external, in the registry only; headless, by the
     daemon, which runs its QEMU.  Its record (headless: with pid and accel).
     In a shared registry it runs on ``host`` (default: placed); a headless VM
-    placed on another host is marked running there, and that host's daemon
-    starts its QEMU.
+    placed on another host is started by that host's daemon (a request
+    through the registry), which makes its disks' own layers there.
 
     Raises:
         ControlError: the daemon refused, or there is none (saying what to do).
@@ -152,8 +153,12 @@ def _start_one(config: Config, name: str, run_type: str, vnc: int | None,
             if host is not None and host != config.registry.host:
                 if not reg.hosts.get(host).up:
                     raise ControlError(f"host {host} is down (see: netstore host list)")
-                return reg.machines.start(name, run_type,  # type: ignore[no-any-return]
-                                          host=host).to_dict()
+                if run_type == "external":
+                    return reg.machines.start(name, run_type,  # type: ignore[no-any-return]
+                                              host=host).to_dict()
+        if host is not None and host != config.registry.host:  # that host's daemon starts it
+            return on_host(config, host, "vm_start", START_TIMEOUT_S,  # type: ignore[no-any-return]
+                           name=name, vnc=vnc)
     elif host is not None and host != config.registry.host:
         raise ControlError(f"vm start --host {host}: this registry is not shared by other "
                            "hosts ([registry] url in the configuration)")

@@ -27,7 +27,7 @@ from netstore.registry import requests as host_requests
 from netstore.registry.errors import RegistryError
 
 # Operations another host's CLI may ask this host's daemon for: a VM's.
-REMOTE_OPS = ("vm_stop", "vm_control", "vm_screenshot", "vm_runtime", "vm_metrics",
+REMOTE_OPS = ("vm_start", "vm_stop", "vm_control", "vm_screenshot", "vm_runtime", "vm_metrics",
               "vm_snapshot")
 
 

@@ -138,28 +138,6 @@ class VmRunner:
             reg.machines.stop(name, aborted="netstore serve that ran it ended", host=host)
         return names
 
-    def adopt(self, view: Any) -> None:
-        """A registry view (the watcher's subscriber): run the QEMU of every VM
-        another host's `vm start --host` placed here and nobody runs yet."""
-        if self._nursery is None or self.host is None:
-            return
-        for vm in view.running:
-            if (vm.host == self.host and vm.run_type == "headless"
-                    and vm.name not in self.vms and vm.name not in self._starting):
-                self._starting.add(vm.name)
-                self._nursery.start_soon(self._adopt, vm.name)
-
-    async def _adopt(self, name: str) -> None:
-        try:
-            saved = (await self._registry(lambda reg: reg.machines.get(name))).saved_state
-            await self._launch(name, None, saved)
-        except Exception as e:
-            self.log.error("vm %s: placed on this host, but starting it failed: %s", name, e)
-            with trio.CancelScope(shield=True), trio.move_on_after(RECORD_END_S):
-                await self._record_end(name, str(e))
-        finally:
-            self._starting.discard(name)
-
     async def stop_all(self, grace: float) -> None:
         """The daemon stops: every VM's QEMU quits (recorded as aborted)."""
         with trio.move_on_after(grace):
