@@ -437,6 +437,16 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
 
     state_dir = config.daemon.state_dir
     url = config.registry.url
+    if config.registry.media is not None:  # where this lab's media are created
+        from netstore.registry import Registry, RegistryError
+
+        def share() -> None:
+            with Registry.open(state_dir, url) as reg:
+                reg.share_media(config.registry.media)
+        try:
+            await trio.to_thread.run_sync(share)
+        except RegistryError as e:
+            raise DaemonError(f"cannot start: {e}") from None
     wiring = TargetWiring(state_dir, config.iscsi.base_iqn, log=log.getChild("iscsi"),
                           registry_url=url, host=config.registry.host if url else None)
     try:

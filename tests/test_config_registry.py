@@ -18,9 +18,10 @@ def test_default_is_sqlite_under_the_machine_name() -> None:
 
 def test_shared_registry_read() -> None:
     c = parse_config('[registry]\nurl = "postgresql://netstore@db.example/lab"\n'
-                     'host = "host1"\nlease = 5\n', check_paths=False)
+                     'host = "host1"\nlease = 5\nmedia = "/srv/nfs/media"\n', check_paths=False)
     assert c.registry.url == "postgresql://netstore@db.example/lab"
     assert c.registry.shared and c.registry.host == "host1" and c.registry.lease_s == 5.0
+    assert str(c.registry.media) == "/srv/nfs/media"
 
 
 @pytest.mark.parametrize(("text", "key", "says"), [
@@ -32,6 +33,7 @@ def test_shared_registry_read() -> None:
     ("lease = 0", "registry.lease", "positive"),
     ("lease = 99999", "registry.lease", "seconds in"),
     ('hots = "x"', "registry.hots", 'did you mean "host"'),
+    ("media = 3", "registry.media", "a path"),
 ])
 def test_mistakes_refused_naming_the_key(text: str, key: str, says: str) -> None:
     with pytest.raises(ConfigError) as e:

@@ -127,7 +127,14 @@ def positive_seconds(text: str) -> float:
 
 def registry(config: Config) -> Registry:
     """The registry of the configuration (its state directory's, or [registry] url's)."""
-    return Registry.open(config.daemon.state_dir, config.registry.url)
+    reg = Registry.open(config.daemon.state_dir, config.registry.url)
+    if config.registry.media is not None and reg.media_dir != config.registry.media:
+        try:
+            reg.share_media(config.registry.media)
+        except BaseException:
+            reg.close()
+            raise
+    return reg
 
 
 def print_json(data: Any, sort_keys: bool = False) -> None:

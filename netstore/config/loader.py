@@ -202,7 +202,7 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 def _registry(r: _Reader, t: dict[str, Any]) -> RegistryConfig:
     """The ``[registry]`` table, checked."""
-    r.keys(t, "registry", ("url", "host", "lease"))
+    r.keys(t, "registry", ("url", "host", "lease", "media"))
     url = None
     if "url" in t:
         url = r.string(t["url"], "registry.url", what="a postgresql:// URL")
@@ -221,7 +221,8 @@ def _registry(r: _Reader, t: dict[str, Any]) -> RegistryConfig:
         if not LEASE_MIN_S <= lease <= LEASE_MAX_S:
             raise r.fail("registry.lease", f"seconds in {LEASE_MIN_S:g}..{LEASE_MAX_S:g}",
                          _describe(t["lease"]))
-    return RegistryConfig(url=url, host=host, lease_s=lease)
+    media = r.path(t["media"], "registry.media") if "media" in t else None
+    return RegistryConfig(url=url, host=host, lease_s=lease, media=media)
 
 
 def _daemon(r: _Reader, t: dict[str, Any]) -> DaemonConfig:

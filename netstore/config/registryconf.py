@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # How long a host may go without renewing its lease before others fence it.
 DEFAULT_LEASE_S = 15.0
@@ -29,6 +30,7 @@ class RegistryConfig:
     url: str | None = None
     host: str = field(default_factory=default_host)
     lease_s: float = DEFAULT_LEASE_S
+    media: Path | None = None  # where media are created (shared storage); None: <state_dir>/media
 
     @property
     def shared(self) -> bool:

@@ -91,6 +91,8 @@ class Database:
         self.path = state_dir / DB_NAME
         self.url = url
         self._conn = conn
+        row = conn.execute("SELECT media_dir FROM registry_state").fetchone()
+        self._media_dir = Path(row[0]) if row and row[0] else None
 
     @property
     def where(self) -> str:
@@ -162,13 +164,32 @@ class Database:
 
     @property
     def media_dir(self) -> Path:
-        """Where created media live: ``<state_dir>/media``."""
-        return self.state_dir / "media"
+        """Where created media live: ``<state_dir>/media``, or the shared
+        registry's media directory (:meth:`share_media`)."""
+        return self._media_dir or self.state_dir / "media"
 
     @property
     def diffs_dir(self) -> Path:
-        """Where per-machine layers live: ``<state_dir>/media/diffs/<machine>/``."""
-        return self.media_dir / "diffs"
+        """Where per-machine layers live: ``<state_dir>/media/diffs/<machine>/``
+        (this host's: a machine's own layers live where it runs)."""
+        return self.state_dir / "media" / "diffs"
+
+    def share_media(self, path: Path) -> None:
+        """Create media in `path` from now on, for every host of the registry
+        (``[registry] media``); once set, it may not change.
+
+        Raises:
+            RegistryError: the registry keeps its media elsewhere already.
+        """
+        path = Path(path).absolute()
+        with self.transaction() as conn:
+            row = conn.execute("SELECT media_dir FROM registry_state").fetchone()
+            if row[0] and Path(row[0]) != path:
+                raise RegistryError(f"{self.where}: its media are in {row[0]}, not {path} "
+                                    "([registry] media must name the same directory on every host)")
+            if not row[0]:
+                conn.execute("UPDATE registry_state SET media_dir = ?", (str(path),))
+        self._media_dir = path
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -332,12 +332,19 @@ def _v15_host_vteps(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE hosts ADD COLUMN vteps TEXT NOT NULL DEFAULT '[]'")
 
 
+def _v16_media_dir(conn: sqlite3.Connection) -> None:
+    """Where a shared registry's media are created (issue 15): a directory
+    every host mounts at that path ([registry] media); NULL: each host's
+    <state_dir>/media, as on one host."""
+    conn.execute("ALTER TABLE registry_state ADD COLUMN media_dir TEXT")
+
+
 MIGRATIONS: list[Migration] = [_v1_media, _v2_generation, _v3_machines,
                                _v4_nic_port_security, _v5_nic_impairments, _v6_boot,
                                _v7_runs, _v8_saved_states, _v9_startup, _v10_nic_model,
                                _v11_product, _v12_hosts,
                                _v13_reservations, _v14_host_requests,
-                               _v15_host_vteps]
+                               _v15_host_vteps, _v16_media_dir]
 
 
 def schema_version() -> int:

@@ -1,6 +1,6 @@
 # tests/e2e/test_multihost.py - two daemons ("host1", "host2") on one
 # PostgreSQL registry (a private server, tests/pg.py), each with a state
-# directory of its own, the media in a directory both see:
+# directory of its own, the media in a directory both see ([registry] media):
 # - both join and show in `host list`; `vm start --host host2` from host1's CLI
 #   is run by host2's daemon (its QEMU, TCG); starting it on host1 too is
 #   refused naming host2; host1's CLI pauses, resumes, inspects and stops it
@@ -35,6 +35,7 @@ LEASE_S = 2
 def config(url: str, host: str) -> str:
     return (f'[daemon]\nstate_dir = "{{state_dir}}"\n'
             f'[registry]\nurl = "{url}"\nhost = "{host}"\nlease = {LEASE_S}\n'
+            'media = "{tmp}/shared-media"\n'
             '[vms]\naccel = "tcg"\n')
 
 
@@ -87,6 +88,8 @@ def test_two_hosts_place_refuse_fence_and_take_over(hosts, tmp_path: Path) -> No
     shared = tmp_path / "shared"
     shared.mkdir()
     ok(d1, "disk", "create", "webdisk", "--size", "16M", "--format", "raw")
+    disk = json.loads(ok(d2, "disk", "info", "webdisk", "--json"))
+    assert disk["location"] == str(tmp_path / "shared-media" / "webdisk.img")  # [registry] media
     ok(d1, "vm", "create", "web", "--memory", "64")
     ok(d1, "vm", "controller", "web", "--add", "scsi0", "--bus", "virtio-scsi")
     ok(d1, "vm", "attach", "web", "--controller", "scsi0", "--port", "0", "--disk", "webdisk")

@@ -14,7 +14,12 @@ import psycopg
 import pytest
 
 from netstore.registry import Registry
-from netstore.registry.errors import MachineStateError, MediumBusyError, NotFoundError
+from netstore.registry.errors import (
+    MachineStateError,
+    MediumBusyError,
+    NotFoundError,
+    RegistryError,
+)
 from netstore.registry.hosts import claim_writes
 from tests.registry.conftest import Place
 
@@ -170,3 +175,23 @@ def test_fencing_moves_an_external_vm_to_the_fencing_host(reg: Registry) -> None
     assert fenced.vms == ()
     vm = reg.machines.get("ext")
     assert vm.running and vm.host == "host2"
+
+
+def test_shared_media_dir_and_host_local_layers(place: Place, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    shared = tmp_path / "nfs"
+    with place.open() as reg:
+        reg.share_media(shared)
+        reg.share_media(shared)  # the same again: nothing to change
+        with pytest.raises(RegistryError, match="its media are in .*nfs, not .*elsewhere"):
+            reg.share_media(tmp_path / "elsewhere")
+        reg.create("base", MiB, type="immutable")
+        assert reg.medium("base").location.startswith(str(shared))
+        _vm_with_disk(reg, "web", "base")
+    if place.url is None:
+        return  # one SQLite file is one host's
+    # another host: the same media directory, its own layers where the VM runs
+    with Registry.open(tmp_path / "host2-state", place.url) as reg2:
+        assert reg2.media_dir == shared.absolute()
+        reg2.machines.start("web", "headless", host="host2")
+        (layer,) = reg2.children("base")
+        assert layer.location.startswith(str(tmp_path / "host2-state"))
