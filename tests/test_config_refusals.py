@@ -281,7 +281,7 @@ BROKEN = [
     pytest.param(
         "[[switches]]\nname = 'sw0'\n[[switches.ports]]\nname = 'p1'\nkind = 'udp'\nlocal = '127.0.0.1:1'\n"
         "[[switches.ports]]\nname = 'p2'\nkind = 'udpp'\n",
-        'sw0.ports[1].kind: expected one of udp, unixgram, stream, tap, vde, got "udpp"',
+        'sw0.ports[1].kind: expected one of udp, unixgram, stream, tap, vde, vxlan, got "udpp"',
         id="port-kind",
     ),
     pytest.param(

@@ -90,9 +90,8 @@ def _port(r: _Reader, value: Any, key: str) -> SwitchPortConfig:
     if kind not in PORT_KINDS + UPLINK_KINDS:
         raise r.fail(
             f"{key}.kind",
-            "one of " + ", ".join(PORT_KINDS),
-            (_describe(kind) if "kind" in t else "nothing")
-            + " (or vxlan, an uplink to VXLAN tunnel endpoints)",
+            "one of " + ", ".join(PORT_KINDS + UPLINK_KINDS),
+            _describe(kind) if "kind" in t else "nothing",
         )
     own = _PORT_KEYS[kind]
     for k in t:

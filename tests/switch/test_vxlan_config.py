@@ -64,7 +64,7 @@ BROKEN = [
     (OK + "vni = 1\nmtu = 117\n", f"{R}.mtu: expected an integer in 118..65535, got 117"),
     (OK + "vni = 1\ndevice = 'tap0'\n", f"{R}.device: expected only name, kind"),
     (HEAD.replace("vxlan", "vxlann") + "local = '1.2.3.4'\n",
-     f'{R}.kind: expected one of udp, unixgram, stream, tap, vde, got "vxlann" (or vxlan'),
+     f'{R}.kind: expected one of udp, unixgram, stream, tap, vde, vxlan, got "vxlann"'),
 ]
 
 
