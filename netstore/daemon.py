@@ -187,6 +187,12 @@ class _Supervisor:
         self._targets_dirty = True
         self._changed.set()
 
+    async def isolated(self, isolated: bool) -> None:
+        """This host fenced itself, or reaches the shared registry again."""
+        self.wiring.set_isolated(isolated)
+        self._targets_dirty = True
+        self._changed.set()
+
     def apply_hosts(self, view: Any) -> None:
         """A new registry view: the hosts' VTEPs feed the vxlan ports' remotes."""
         vteps = tuple((h.name, h.up, h.vteps) for h in view.hosts)
@@ -496,7 +502,7 @@ async def _serve(config: Config, listener: Any, signals: Any) -> None:
             sup.membership = HostMembership(state_dir, url, config.registry.host,
                                             config.registry.lease_s, sup.portal,
                                             sup.runner.drop_all, log.getChild("hosts"),
-                                            own_vteps(config.switches))
+                                            own_vteps(config.switches), sup.isolated)
             await sup.membership.register()
             nursery.start_soon(sup.membership.run)
             watcher.subscribers.append(sup.membership.poke)

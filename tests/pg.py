@@ -61,8 +61,8 @@ class PgServer:
         if r.returncode != 0:
             raise RuntimeError(f"{prog} failed ({r.returncode}): {r.stderr or r.stdout}")
 
-    def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{self.user}@/{dbname}?host={self.dir}&port={PORT}"
+    def url(self, dbname: str = "postgres", user: str | None = None) -> str:
+        return f"postgresql://{user or self.user}@/{dbname}?host={self.dir}&port={PORT}"
 
     @property
     def admin_url(self) -> str:
@@ -70,10 +70,18 @@ class PgServer:
 
     def fresh_url(self) -> str:
         """A new empty database's URL."""
+        return self.url(self.fresh_db())
+
+    def fresh_db(self) -> str:
+        """A new empty database's name."""
         name = f"t{os.getpid()}_{next(self._names)}"
+        self.sql(f'CREATE DATABASE "{name}"')
+        return name
+
+    def sql(self, statement: str) -> None:
+        """Run `statement` as the server's superuser."""
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+            conn.execute(statement)
 
     def stop(self) -> None:
         try:

@@ -5,6 +5,10 @@
 # A renewal that finds its epoch moved means this host was fenced while it
 # could not reach the database: its VMs belong to nobody now, or to another
 # host, so it drops them (on_fenced) and registers again as a new member.
+# A host that cannot reach the database does not wait to be told: once it
+# has not renewed its lease for two thirds of it (before any other host may
+# fence it), it fences itself: its VMs' QEMU end and its paths to their disks
+# become unavailable (on_isolated), until the database answers again.
 # Every database call runs in a worker thread; a database that does not
 # answer only delays the next renewal.  It also runs the requests other
 # hosts' CLIs address to this host (registry/requests.py: `vm stop` of a VM
@@ -43,8 +47,12 @@ class HostMembership:
 
     def __init__(self, state_dir: Path, url: str, host: str, lease_s: float,
                  portal: Callable[[], str], on_fenced: Callable[[], Awaitable[None]],
-                 log: logging.Logger, vteps: tuple[tuple[str, str], ...] = ()) -> None:
+                 log: logging.Logger, vteps: tuple[tuple[str, str], ...] = (),
+                 on_isolated: Callable[[bool], Awaitable[None]] | None = None) -> None:
         self.vteps = vteps  # (switch, "ip:port") of this host's vxlan ports
+        self.on_isolated = on_isolated
+        self.isolated = False
+        self.renewed_at = 0.0  # trio.current_time() of the last renewal
         self.state_dir, self.url, self.host, self.lease_s = state_dir, url, host, lease_s
         self.portal = portal
         self.on_fenced = on_fenced
@@ -65,7 +73,22 @@ class HostMembership:
             self.host, portal=portal, cores=cores, memory_mb=mem, vteps=self.vteps))
         self.log.info("host %s joined the shared registry (epoch %d, lease %g s)",
                       self.host, self.epoch, self.lease_s)
+        self.renewed_at = trio.current_time()
         return self.epoch
+
+    async def _isolate(self, isolated: bool) -> None:
+        if isolated == self.isolated:
+            return
+        self.isolated = isolated
+        if isolated:
+            self.log.error("host %s could not renew its lease for %.0f s: it fences itself (its "
+                           "VMs end, its paths become unavailable)", self.host,
+                           trio.current_time() - self.renewed_at)
+            await self.on_fenced()
+        else:
+            self.log.info("host %s reaches the shared registry again", self.host)
+        if self.on_isolated is not None:
+            await self.on_isolated(isolated)
 
     async def run(self) -> None:
         """Renew the lease and fence late hosts until cancelled."""
@@ -78,6 +101,8 @@ class HostMembership:
                                    "dropped and it joins again", self.host)
                     await self.on_fenced()
                     await self.register()
+                self.renewed_at = trio.current_time()
+                await self._isolate(False)
                 fenced = await self._call(lambda reg: reg.hosts.fence_expired(self.lease_s,
                                                                               self.host))
                 for f in fenced:
@@ -85,6 +110,8 @@ class HostMembership:
                                      f.host, ", ".join(f.vms) or "none")
             except RegistryError as e:
                 self.log.error("the shared registry: %s", e)
+                if trio.current_time() - self.renewed_at > self.lease_s * 2 / 3:
+                    await self._isolate(True)
 
     def poke(self, view: Any = None) -> None:
         """The registry changed (the watcher's subscriber): look for requests."""

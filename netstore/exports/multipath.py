@@ -37,9 +37,11 @@ class HostGroup:
 
 
 def port_groups(hosts: tuple[HostGroup, ...], me: str, owner: str | None,
-                disk_type: str) -> PortGroups | None:
+                disk_type: str, *, isolated: bool = False) -> PortGroups | None:
     """The port groups of a unit of `disk_type` that `owner` runs, as host
-    `me` exports it; None when `me` is not a host of the registry."""
+    `me` exports it; None when `me` is not a host of the registry.
+    `isolated`: `me` cannot reach the registry and fenced itself: its own
+    group is unavailable (an initiator takes another path)."""
     mine = next((h for h in hosts if h.name == me), None)
     if mine is None:
         return None
@@ -48,7 +50,9 @@ def port_groups(hosts: tuple[HostGroup, ...], me: str, owner: str | None,
     for h in sorted(hosts, key=lambda h: h.group):
         if not h.up and h.name not in (me, owner):
             continue
-        if h.name == owner:
+        if h.name == me and isolated:
+            state = AccessState.UNAVAILABLE
+        elif h.name == owner:
             state = AccessState.ACTIVE_OPTIMIZED
         elif disk_type in SHARED_WRITE_TYPES:
             state = AccessState.ACTIVE_NON_OPTIMIZED

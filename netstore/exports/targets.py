@@ -84,6 +84,8 @@ class TargetWiring:
         self.state_dir = Path(state_dir)
         self.registry_url = registry_url
         self.host = host  # this host's name in a shared registry (None: one host)
+        self.isolated = False  # it cannot reach the shared registry: its paths are unavailable
+        self._view: RegistryView | None = None
         self.base_iqn = base_iqn
         self.log = log or logging.getLogger("netstore.exports")
         self._config: list[TargetPlan] = []
@@ -157,6 +159,7 @@ class TargetWiring:
         as its type says (the VM's own layer for immutable and multiattach
         media, reset by ``vm start``); a stopped VM's target ends its sessions.
         """
+        self._view = view
         vms: dict[str, TargetPlan] = {}
         for vm in view.running:
             iqn = vm_target_name(self.base_iqn, vm.name)
@@ -170,6 +173,13 @@ class TargetWiring:
             self.log.info("VM target %s stopped", iqn)
         self._vms = vms
 
+    def set_isolated(self, isolated: bool) -> None:
+        """This host fenced itself (it cannot reach the shared registry), or
+        reaches it again: re-plan the VMs' units with its paths' new state."""
+        self.isolated = isolated
+        if self._view is not None:
+            self.set_registry(self._view)
+
     def _vm_units(self, iqn: str, vm: RunningVm, hosts: tuple[HostGroup, ...]
                   ) -> tuple[dict[int, UnitSpec], dict[int, PortGroups]]:
         """The units of a running VM's target here, and their ALUA port groups
@@ -178,7 +188,7 @@ class TargetWiring:
         access: dict[int, PortGroups] = {}
         me = self.host
         for i, a in enumerate(vm.attachments):
-            groups = port_groups(hosts, me, vm.host, a.type) if me else None
+            groups = port_groups(hosts, me, vm.host, a.type, isolated=self.isolated) if me else None
             if groups is not None and not exported_here(a.type, me, vm.host):
                 continue
             luns[i] = UnitSpec(target=iqn, index=i, path=a.image,
