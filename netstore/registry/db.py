@@ -192,17 +192,18 @@ class Database:
         self._media_dir = path
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, notify: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE) on the registry's connection.
 
         Committed when the block ends, rolled back if it raises; bumps
-        :meth:`generation` when it changed a row.
+        :meth:`generation` when it changed a row, unless `notify` is False
+        (a change no watcher serves anything from: a lease renewal).
         """
         self._conn.execute("BEGIN IMMEDIATE")
         changes = self._conn.total_changes
         try:
             yield self._conn
-            if self._conn.total_changes != changes:
+            if notify and self._conn.total_changes != changes:
                 self._conn.execute("UPDATE registry_state SET generation = generation + 1")
             self._conn.execute("COMMIT")
         except BaseException:

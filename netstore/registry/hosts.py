@@ -121,8 +121,7 @@ class Hosts:
 
     def renew(self, name: str, epoch: int) -> bool:
         """Renew the lease of `name` at `epoch`; False: it was fenced (its epoch moved on)."""
-        with self.reg.transaction() as conn:
-            # no row change when the time did not move: a renewal is no news to watchers
+        with self.reg.transaction(notify=False) as conn:  # no news for the watchers
             cur = conn.execute("UPDATE hosts SET renewed = ? WHERE name = ? AND epoch = ? "
                                "AND up = 1", (db_now(conn), name, epoch))
             return cur.rowcount == 1

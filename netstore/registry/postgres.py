@@ -131,15 +131,17 @@ class PgConnection:
 
     def prepare_schema(self) -> None:
         """Create the version table (PRAGMA user_version's stand-in) if missing."""
-        self._conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK_KEY,))
-        try:
+        found = self._conn.execute("SELECT to_regclass(%s)", (VERSION_TABLE,)).fetchone()
+        if found is not None and found[0] is not None:
+            return  # every open but the first: one round trip
+        # one transaction: nobody sees the table without its row
+        with self._conn.transaction():
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK_KEY,))
             self._conn.execute(f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} ("
                                " id INTEGER PRIMARY KEY CHECK (id = 1),"
                                " version INTEGER NOT NULL)")
             self._conn.execute(f"INSERT INTO {VERSION_TABLE} (id, version) VALUES (1, 0) "
                                "ON CONFLICT (id) DO NOTHING")
-        finally:
-            self._conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK_KEY,))
 
     def close(self) -> None:
         self._conn.close()

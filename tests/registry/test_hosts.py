@@ -35,7 +35,9 @@ def _vm_with_disk(reg: Registry, vm: str, disk: str) -> None:
 
 def test_register_renew_leave(reg: Registry) -> None:
     e1 = reg.hosts.register("host1", portal="192.0.2.1:3260", cores=2, memory_mb=4096)
+    g = reg.generation()
     assert reg.hosts.renew("host1", e1)
+    assert reg.generation() == g  # a renewal is no news: watchers do not re-read
     (h,) = reg.hosts.list()
     assert (h.name, h.portal, h.cores, h.memory_mb, h.up) == ("host1", "192.0.2.1:3260", 2,
                                                                4096, True)
