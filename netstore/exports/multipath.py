@@ -8,8 +8,8 @@
 # writethrough: semantics.md's "one running VM").  A machine's own layer
 # (immutable, multiattach) lives on the host that runs it, so only that host
 # exports it.  When the owner changes, each unit is opened afresh on its
-# image (a standby host's cached image metadata may be stale) and takes over
-# the nexuses of the old one, which are told ASYMMETRIC ACCESS STATE CHANGED.
+# image (a standby host's cached image metadata may be stale), and the
+# nexuses of the old one are told ASYMMETRIC ACCESS STATE CHANGED.
 """Target port groups and access states of VM units across hosts."""
 
 from __future__ import annotations
@@ -68,12 +68,10 @@ def exported_here(disk_type: str, me: str, owner: str | None) -> bool:
 
 
 def take_over(old: LogicalUnit, new: LogicalUnit) -> None:
-    """`new` replaces `old` for the same LUN: the nexuses `old` knew are
-    known to `new`, each told ASYMMETRIC ACCESS STATE CHANGED (SPC-4: after
-    an implicit transition, every I_T nexus)."""
-    known = set(old._ua.known)  # noqa: SLF001 - the same unit, carried to a fresh image
-    new._ua.known.update(known)  # noqa: SLF001
-    new.establish_unit_attention(ASYMMETRIC_ACCESS_STATE_CHANGED)
+    """`new` replaces `old` for the same LUN: each nexus `old` knew is told
+    ASYMMETRIC ACCESS STATE CHANGED (SPC-4: after an implicit transition,
+    every I_T nexus), after the reset a unit opened afresh reports first."""
+    new.establish_unit_attention(ASYMMETRIC_ACCESS_STATE_CHANGED, nexuses=old.known_nexuses)
 
 
 __all__ = ["HostGroup", "port_groups", "exported_here", "take_over", "SHARED_WRITE_TYPES",
