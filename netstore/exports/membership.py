@@ -91,27 +91,39 @@ class HostMembership:
             await self.on_isolated(isolated)
 
     async def run(self) -> None:
-        """Renew the lease and fence late hosts until cancelled."""
+        """Renew the lease and fence late hosts until cancelled; fence this
+        host itself when its renewals stop getting through."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watchdog)
+            while True:
+                await trio.sleep(self.lease_s / 3)
+                await self._renew()
+
+    async def _renew(self) -> None:
+        asked = trio.current_time()  # the renewal lands after this: a safe date for it
+        try:
+            renewed = await self._call(lambda reg: reg.hosts.renew(self.host, self.epoch))
+            if not renewed:
+                self.log.error("host %s was fenced (its lease ran out): its VMs are "
+                               "dropped and it joins again", self.host)
+                await self.on_fenced()
+                await self.register()
+            self.renewed_at = max(self.renewed_at, asked)
+            await self._isolate(False)
+            fenced = await self._call(lambda reg: reg.hosts.fence_expired(self.lease_s, self.host))
+            for f in fenced:
+                self.log.warning("host %s stopped renewing its lease: fenced; VMs aborted: %s",
+                                 f.host, ", ".join(f.vms) or "none")
+        except RegistryError as e:
+            self.log.error("the shared registry: %s", e)
+
+    async def _watchdog(self) -> None:
+        """Fence this host once two thirds of its lease passed without a
+        renewal, however long a database call hangs."""
         while True:
-            await trio.sleep(self.lease_s / 3)
-            try:
-                renewed = await self._call(lambda reg: reg.hosts.renew(self.host, self.epoch))
-                if not renewed:
-                    self.log.error("host %s was fenced (its lease ran out): its VMs are "
-                                   "dropped and it joins again", self.host)
-                    await self.on_fenced()
-                    await self.register()
-                self.renewed_at = trio.current_time()
-                await self._isolate(False)
-                fenced = await self._call(lambda reg: reg.hosts.fence_expired(self.lease_s,
-                                                                              self.host))
-                for f in fenced:
-                    self.log.warning("host %s stopped renewing its lease: fenced; VMs aborted: %s",
-                                     f.host, ", ".join(f.vms) or "none")
-            except RegistryError as e:
-                self.log.error("the shared registry: %s", e)
-                if trio.current_time() - self.renewed_at > self.lease_s * 2 / 3:
-                    await self._isolate(True)
+            await trio.sleep(self.lease_s / 6)
+            if trio.current_time() - self.renewed_at > self.lease_s * 2 / 3:
+                await self._isolate(True)
 
     def poke(self, view: Any = None) -> None:
         """The registry changed (the watcher's subscriber): look for requests."""
