@@ -39,3 +39,12 @@ def test_mistakes_refused_naming_the_key(text: str, key: str, says: str) -> None
     with pytest.raises(ConfigError) as e:
         parse_config(f"[registry]\n{text}\n", check_paths=False)
     assert f"{key}: expected" in str(e.value) and says in str(e.value)
+
+
+def test_host_list_of_one_host_says_the_registry_is_not_shared(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.harness import Cli
+
+    cli = Cli(tmp_path)
+    assert cli.ok("host", "list") == ("no host has joined this registry (one host: "
+                                      "[registry] url is not set)\n")
+    assert cli.json("host", "list") == []

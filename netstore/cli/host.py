@@ -51,10 +51,10 @@ def _list(config: Config, reg: Any, as_json: bool) -> int:
         shared = "" if config.registry.shared else " (one host: [registry] url is not set)"
         print(f"no host has joined this registry{shared}")
         return EXIT_OK
-    rows = table(("HOST", "STATE", "PORTAL", "CORES", "MEMORY", "FREE", "EPOCH", "LEASE", "VMS"),
-                 no_wrap=("HOST", "PORTAL"))
+    rows = table(("HOST", "STATE", "PORTAL", "VCPUS/CORES", "MEMORY", "FREE", "EPOCH", "LEASE",
+                  "VMS"), no_wrap=("HOST", "PORTAL"))
     for h in hosts:
-        rows.add_row(h.name, "up" if h.up else "down", h.portal or "-", str(h.cores),
+        rows.add_row(h.name, "up" if h.up else "down", h.portal or "-", f"{h.vcpus}/{h.cores}",
                      f"{h.memory_mb} MB", f"{h.free_mb} MB", str(h.epoch),
                      f"{h.renewed_ago_s:.0f} s ago", ", ".join(h.vms) or "-")
     console().print(rows)

@@ -39,6 +39,7 @@ class Host:
     used_mb: int = 0
     group: int = 0  # its number: the ALUA target port group it serves as
     vteps: tuple[tuple[str, str], ...] = ()  # (switch, "ip:port") its vxlan ports bind
+    vcpus: int = 0  # the vCPUs of the VMs it runs (its load against `cores`)
 
     @property
     def free_mb(self) -> int:
@@ -49,7 +50,7 @@ class Host:
                 "memory_mb": self.memory_mb, "epoch": self.epoch, "up": self.up,
                 "renewed_ago_s": round(self.renewed_ago_s, 1), "vms": list(self.vms),
                 "used_mb": self.used_mb, "free_mb": self.free_mb, "group": self.group,
-                "vteps": [list(v) for v in self.vteps]}
+                "vteps": [list(v) for v in self.vteps], "vcpus": self.vcpus}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +164,12 @@ class Hosts:
                                 "vteps FROM hosts ORDER BY name").fetchall()
             out = []
             for hid, name, portal, cores, mem, epoch, up, renewed, vteps in rows:
-                vms = conn.execute("SELECT name, memory_mb FROM machines WHERE host = ? AND "
+                vms = conn.execute("SELECT name, memory_mb, cpus FROM machines WHERE host = ? AND "
                                    "power = 'running' ORDER BY name", (name,)).fetchall()
                 out.append(Host(name, portal, cores, mem, epoch, bool(up), max(0.0, t - renewed),
                                 tuple(v[0] for v in vms), sum(v[1] for v in vms), hid,
-                                tuple((s, a) for s, a in json.loads(vteps or "[]"))))
+                                tuple((s, a) for s, a in json.loads(vteps or "[]")),
+                                sum(v[2] for v in vms)))
             return out
 
     def get(self, name: str) -> Host:

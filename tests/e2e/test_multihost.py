@@ -84,6 +84,9 @@ def test_two_hosts_place_refuse_fence_and_take_over(hosts, tmp_path: Path) -> No
     import json
     listed = json.loads(ok(d1, "host", "list", "--json"))
     assert [(h["name"], h["up"]) for h in listed] == [("host1", True), ("host2", True)]
+    table = ok(d1, "host", "list").splitlines()
+    assert table[0].split()[:4] == ["HOST", "STATE", "PORTAL", "VCPUS/CORES"]
+    assert [ln.split()[:2] for ln in table[1:]] == [["host1", "up"], ["host2", "up"]]
 
     shared = tmp_path / "shared"
     shared.mkdir()

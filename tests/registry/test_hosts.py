@@ -89,7 +89,7 @@ def test_placement_takes_the_host_with_most_free_memory(reg: Registry) -> None:
     for i in range(5):
         reg.machines.create(f"vm{i}", memory_mb=256)
         reg.machines.start(f"vm{i}", host="big")
-    assert reg.hosts.get("big").used_mb == 1280
+    assert reg.hosts.get("big").used_mb == 1280 and reg.hosts.get("big").vcpus == 5
     assert reg.hosts.place(256) == "small"  # 1024 free against 768
 
 
