@@ -24,7 +24,6 @@ from netstore.cli.common import (
     usage,
     whole_number,
 )
-from netstore.cli.remote import on_host
 from netstore.config import Config
 from netstore.disk.api import DiskError
 
@@ -157,6 +156,8 @@ def _start_one(config: Config, name: str, run_type: str, vnc: int | None,
                     return reg.machines.start(name, run_type,  # type: ignore[no-any-return]
                                               host=host).to_dict()
         if host is not None and host != config.registry.host:  # that host's daemon starts it
+            from netstore.cli.remote import on_host
+
             return on_host(config, host, "vm_start", START_TIMEOUT_S,  # type: ignore[no-any-return]
                            name=name, vnc=vnc)
     elif host is not None and host != config.registry.host:
