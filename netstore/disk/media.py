@@ -18,6 +18,8 @@ TYPES = ("normal", "writethrough", "shareable", "immutable", "multiattach", "rea
 VARIANTS = ("dynamic", "fixed")
 # Types whose writes go to a per-machine differencing layer.
 LAYERED_TYPES = ("immutable", "multiattach")
+# Types one running machine at a time may write ("only one running").
+EXCLUSIVE_TYPES = ("normal", "writethrough")
 # Types that need the medium to have no child layers (writes go to the base,
 # or nowhere).
 BASE_ONLY_TYPES = ("writethrough", "shareable", "readonly")

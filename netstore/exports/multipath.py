@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netstore.disk.media import LAYERED_TYPES
 from netstore.scsi.alua import AccessState, PortGroups, TargetPortGroup
 from netstore.scsi.lun import LogicalUnit
 from netstore.scsi.sense import ASYMMETRIC_ACCESS_STATE_CHANGED
 
 # Disk types whose units several hosts may write at once.
 SHARED_WRITE_TYPES = ("shareable", "readonly")
-# Disk types whose unit is one machine's own layer, on the host that runs it.
-HOST_LOCAL_TYPES = ("immutable", "multiattach")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +63,7 @@ def port_groups(hosts: tuple[HostGroup, ...], me: str, owner: str | None,
 
 def exported_here(disk_type: str, me: str, owner: str | None) -> bool:
     """Whether host `me` exports a disk of `disk_type` of a VM `owner` runs."""
-    return owner in (None, me) or disk_type not in HOST_LOCAL_TYPES
+    return owner in (None, me) or disk_type not in LAYERED_TYPES
 
 
 def take_over(old: LogicalUnit, new: LogicalUnit) -> None:
@@ -74,5 +73,4 @@ def take_over(old: LogicalUnit, new: LogicalUnit) -> None:
     new.establish_unit_attention(ASYMMETRIC_ACCESS_STATE_CHANGED, nexuses=old.known_nexuses)
 
 
-__all__ = ["HostGroup", "port_groups", "exported_here", "take_over", "SHARED_WRITE_TYPES",
-           "HOST_LOCAL_TYPES"]
+__all__ = ["HostGroup", "port_groups", "exported_here", "take_over", "SHARED_WRITE_TYPES"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netstore.config import ChapConfig, TargetConfig
+from netstore.disk.media import EXCLUSIVE_TYPES, LAYERED_TYPES
 from netstore.iscsi.login import ChapCredentials, TargetEntry
 from netstore.iscsi.portal import Claim
 from netstore.registry import Registry
@@ -20,10 +21,6 @@ from .multipath import HostGroup, exported_here, port_groups
 from .units import UnitSpec, check_image
 from .watcher import RegistryView, RunningVm
 
-# Types whose writes go to a layer of each machine's own.
-PRIVATE_TYPES = ("immutable", "multiattach")
-# Types one machine at a time may run (semantics.md 1: "only one running").
-EXCLUSIVE_TYPES = ("normal", "writethrough")
 EXCLUSIVE_RULE = "normal and writethrough disks run in one machine at a time"
 VM_POWERED_OFF = "the VM was powered off"
 
@@ -137,7 +134,7 @@ class TargetWiring:
         with Registry.open(self.state_dir, self.registry_url) as reg:
             m = reg.medium(spec.medium)
             top = reg.current_top(m) if m.type == "normal" else None
-        if m.type in PRIVATE_TYPES:
+        if m.type in LAYERED_TYPES:
             private[index] = PrivateSpec(target=target, index=index, medium=m.name,
                                          base=m.location)
             return None

@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from netstore.disk.media import LAYERED_TYPES
+from netstore.disk.media import EXCLUSIVE_TYPES, LAYERED_TYPES
 from netstore.registry.db import remove_file
 from netstore.registry.errors import MachineRuleError, MediumBusyError, NotFoundError
 from netstore.registry.hosts import claim_writes
@@ -54,7 +54,6 @@ BUSES: dict[str, Bus] = {
     "virtio-scsi": Bus("virtio-scsi", 256, 1, ("VirtIO",), ("hdd", "dvd")),
 }
 # Disk types that run in one VM at a time (semantics.md section 1, "several VMs").
-EXCLUSIVE_TYPES = ("normal", "writethrough")
 
 
 @dataclass(frozen=True, slots=True)

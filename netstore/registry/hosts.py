@@ -17,11 +17,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from netstore.disk.media import EXCLUSIVE_TYPES
 from netstore.registry.errors import MediumBusyError, NotFoundError
 from netstore.registry.schema import dialect
-
-# Media types one machine at a time may write (as attachments.EXCLUSIVE_TYPES).
-WRITER_TYPES = ("normal", "writethrough")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +76,7 @@ def claim_writes(conn: sqlite3.Connection, machine_id: int, machine: str,
         MediumBusyError: another machine writes one of them (named).
     """
     for medium_id, name, mtype in media:
-        if mtype not in WRITER_TYPES:
+        if mtype not in EXCLUSIVE_TYPES:
             continue
         # the key decides; DO NOTHING keeps the transaction usable on PostgreSQL
         cur = conn.execute("INSERT INTO medium_writers (medium_id, machine_id) VALUES (?, ?) "
@@ -187,5 +185,4 @@ class Hosts:
         return max(up, key=lambda h: (h.free_mb, -h.group)).name
 
 
-__all__ = ["Host", "Hosts", "Fenced", "claim_writes", "release_writes", "db_now",
-           "WRITER_TYPES"]
+__all__ = ["Host", "Hosts", "Fenced", "claim_writes", "release_writes", "db_now"]
