@@ -148,7 +148,8 @@ def _start_one(config: Config, name: str, run_type: str, vnc: int | None,
 
     if config.registry.shared:
         with registry(config) as reg:
-            host = host or reg.hosts.place(reg.machines.get(name).memory_mb)
+            reg.machines.get(name)  # an unknown VM is refused here, not by another host
+            host = host or reg.hosts.place()
             if host is not None and host != config.registry.host:
                 if not reg.hosts.get(host).up:
                     raise ControlError(f"host {host} is down (see: netstore host list)")

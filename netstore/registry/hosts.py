@@ -90,9 +90,13 @@ def claim_writes(conn: sqlite3.Connection, machine_id: int, machine: str,
                                   "at a time")
 
 
-def release_writes(conn: sqlite3.Connection, machine_id: int) -> None:
-    """`machine_id` stopped: it writes no medium any more."""
+def power_off(conn: sqlite3.Connection, machine_id: int, aborted: str | None) -> None:
+    """Record `machine_id` powered off (`aborted`: why its QEMU ended without
+    the guest powering off): it runs nowhere and writes no medium any more."""
     conn.execute("DELETE FROM medium_writers WHERE machine_id = ?", (machine_id,))
+    conn.execute("UPDATE machines SET power = 'poweroff', started = NULL, balloon_mb = 0, "
+                 "run_type = NULL, paused = 0, aborted = ?, host = NULL WHERE id = ?",
+                 (aborted, machine_id))
 
 
 class Hosts:
@@ -146,11 +150,7 @@ class Hosts:
                 vms = conn.execute("SELECT id, name FROM machines WHERE host = ? AND "
                                    "power = 'running' ORDER BY name", (host,)).fetchall()
                 for vm_id, _ in vms:
-                    release_writes(conn, vm_id)
-                    conn.execute(
-                        "UPDATE machines SET power = 'poweroff', started = NULL, balloon_mb = 0, "
-                        "run_type = NULL, paused = 0, host = NULL, aborted = ? WHERE id = ?",
-                        (f"host {host} stopped renewing its lease (fenced)", vm_id))
+                    power_off(conn, vm_id, f"host {host} stopped renewing its lease (fenced)")
                 out.append(Fenced(host, tuple(n for _, n in vms)))
             return out
 
@@ -176,13 +176,13 @@ class Hosts:
                 return h
         raise NotFoundError(f"no host {name!r} is registered (see: netstore host list)")
 
-    def place(self, memory_mb: int) -> str | None:
-        """The host a VM of `memory_mb` goes to: the one up with the most free
-        memory (None: no host is up)."""
+    def place(self) -> str | None:
+        """The host a VM goes to: the one up with the most free memory (None:
+        no host is up)."""
         up = [h for h in self.list() if h.up]
         if not up:
             return None
         return max(up, key=lambda h: (h.free_mb, -h.group)).name
 
 
-__all__ = ["Host", "Hosts", "Fenced", "claim_writes", "release_writes", "db_now"]
+__all__ = ["Host", "Hosts", "Fenced", "claim_writes", "power_off", "db_now"]

@@ -38,7 +38,7 @@ from netstore.registry.errors import (
     NameTakenError,
 )
 from netstore.registry.host import host_cores, host_memory_mb, host_report
-from netstore.registry.hosts import claim_writes, release_writes
+from netstore.registry.hosts import claim_writes, power_off
 from netstore.registry.layers import Layers, power_on_layer
 from netstore.registry.media import get_medium
 from netstore.registry.nics import (
@@ -411,10 +411,7 @@ class Machines:
                 raise MachineStateError(f"{name} is powered off already")
             if host is not None and vm.host not in (None, host):
                 raise MachineStateError(f"{name} runs on {vm.host}, not on {host}")
-            release_writes(conn, vm.id)
-            conn.execute("UPDATE machines SET power = 'poweroff', started = NULL, "
-                         "balloon_mb = 0, run_type = NULL, paused = 0, aborted = ?, host = NULL "
-                         "WHERE id = ?", (aborted, vm.id))
+            power_off(conn, vm.id, aborted)
             return get_machine(conn, name)
 
     def discard_saved_state(self, name: str) -> Machine:

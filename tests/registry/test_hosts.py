@@ -82,15 +82,15 @@ def test_expired_host_is_fenced_its_vms_aborted_and_disks_freed(reg: Registry) -
 
 
 def test_placement_takes_the_host_with_most_free_memory(reg: Registry) -> None:
-    assert reg.hosts.place(256) is None
+    assert reg.hosts.place() is None
     reg.hosts.register("small", memory_mb=1024)
     reg.hosts.register("big", memory_mb=2048)
-    assert reg.hosts.place(256) == "big"
+    assert reg.hosts.place() == "big"
     for i in range(5):
         reg.machines.create(f"vm{i}", memory_mb=256)
         reg.machines.start(f"vm{i}", host="big")
     assert reg.hosts.get("big").used_mb == 1280 and reg.hosts.get("big").vcpus == 5
-    assert reg.hosts.place(256) == "small"  # 1024 free against 768
+    assert reg.hosts.place() == "small"  # 1024 free against 768
 
 
 def test_database_refuses_a_second_writer_whatever_python_checked(reg: Registry) -> None:
