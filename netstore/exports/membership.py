@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,17 +28,12 @@ from netstore.control import dispatch
 from netstore.registry import Registry
 from netstore.registry import requests as host_requests
 from netstore.registry.errors import RegistryError
+from netstore.registry.host import host_cores, host_memory_mb
+from netstore.registry.hosts import Fenced
 
 # Operations another host's CLI may ask this host's daemon for: a VM's.
 REMOTE_OPS = ("vm_start", "vm_stop", "vm_control", "vm_screenshot", "vm_runtime", "vm_metrics",
               "vm_snapshot")
-
-
-def _memory_mb() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
-    except (ValueError, OSError):
-        return 0
 
 
 class HostMembership:
@@ -68,9 +62,10 @@ class HostMembership:
 
     async def register(self) -> int:
         """Join the registry with a new epoch (the daemon's start)."""
-        portal, cores, mem = self.portal(), os.cpu_count() or 1, _memory_mb()
-        self.epoch = await self._call(lambda reg: reg.hosts.register(
-            self.host, portal=portal, cores=cores, memory_mb=mem, vteps=self.vteps))
+        portal = self.portal()
+        self.epoch = await self._call(lambda reg: reg.hosts.register(  # the sizes read in the thread
+            self.host, portal=portal, cores=host_cores(), memory_mb=host_memory_mb() or 0,
+            vteps=self.vteps))
         self.log.info("host %s joined the shared registry (epoch %d, lease %g s)",
                       self.host, self.epoch, self.lease_s)
         self.renewed_at = trio.current_time()
@@ -100,17 +95,24 @@ class HostMembership:
                 await self._renew()
 
     async def _renew(self) -> None:
+        def renew_and_sweep(reg: Registry) -> list[Fenced] | None:
+            """One opening: renew (None: this host was fenced), then fence the late."""
+            if not reg.hosts.renew(self.host, self.epoch):
+                return None
+            return reg.hosts.fence_expired(self.lease_s, self.host)
+
         asked = trio.current_time()  # the renewal lands after this: a safe date for it
         try:
-            renewed = await self._call(lambda reg: reg.hosts.renew(self.host, self.epoch))
-            if not renewed:
+            fenced = await self._call(renew_and_sweep)
+            if fenced is None:
                 self.log.error("host %s was fenced (its lease ran out): its VMs are "
                                "dropped and it joins again", self.host)
                 await self.on_fenced()
                 await self.register()
+                fenced = await self._call(lambda reg: reg.hosts.fence_expired(self.lease_s,
+                                                                              self.host))
             self.renewed_at = max(self.renewed_at, asked)
             await self._isolate(False)
-            fenced = await self._call(lambda reg: reg.hosts.fence_expired(self.lease_s, self.host))
             for f in fenced:
                 self.log.warning("host %s stopped renewing its lease: fenced; VMs aborted: %s",
                                  f.host, ", ".join(f.vms) or "none")
