@@ -45,11 +45,10 @@ def on_host(config: Config, host: str, op: str, timeout: float, **params: Any) -
     Raises:
         ControlError: it refused, or did not answer within `timeout` seconds.
     """
-    with registry(config) as reg:
+    with registry(config) as reg:  # one connection: each look is a transaction of its own
         rid = host_requests.ask(reg, host, op, params)
-    deadline = time.monotonic() + timeout
-    while True:
-        with registry(config) as reg:
+        deadline = time.monotonic() + timeout
+        while True:
             seen = host_requests.outcome(reg, rid)
             if seen is not None and seen[0] == host_requests.ANSWERED:
                 host_requests.withdraw(reg, rid)
@@ -62,7 +61,7 @@ def on_host(config: Config, host: str, op: str, timeout: float, **params: Any) -
                                        f"did not take the request within {timeout:g} s")
                 raise ControlError(f"host {host} took the request but did not answer within "
                                    f"{timeout:g} s")
-        time.sleep(POLL_S)
+            time.sleep(POLL_S)
 
 
 __all__ = ["vm_request", "on_host"]
