@@ -1,10 +1,12 @@
 # Requests from one host's CLI to another host's daemon, through the shared
 # registry (issue 15): `vm stop`, `vm control` and the other commands of a
 # running VM are the daemon's that runs it, which may be on another host.
-# The CLI files a request addressed to that host; the host's daemon, whose
-# registry watcher sees the generation move, takes it (in one write
-# transaction, so it is run once), runs it and files the answer, which the
-# CLI reads and deletes.  A request nobody took is withdrawn by the CLI.
+# The CLI files a request addressed to that host, which moves the
+# generation: the host's daemon, whose registry watcher sees it move, takes it
+# (in one write transaction, so it is run once), runs it and files the
+# answer, which the CLI polls for, reads and deletes (those steps move no
+# generation: no service is planned from them).  A request nobody took is
+# withdrawn by the CLI.
 """Control requests addressed to a host's daemon, carried by the registry."""
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def ask(reg: Database, host: str, op: str, args: dict[str, Any]) -> int:
 
 def take(reg: Database, host: str) -> list[tuple[int, str, dict[str, Any]]]:
     """The requests waiting for `host`, marked taken: (id, op, args)."""
-    with reg.transaction() as conn:
+    with reg.transaction(notify=False) as conn:  # only the asker polls for it
         rows = conn.execute("SELECT id, op, args FROM host_requests WHERE host = ? AND state = ? "
                             "ORDER BY id", (host, WAITING)).fetchall()
         for rid, _, _ in rows:
@@ -39,7 +41,7 @@ def take(reg: Database, host: str) -> list[tuple[int, str, dict[str, Any]]]:
 
 def answer(reg: Database, rid: int, result: Any = None, error: str | None = None) -> None:
     """File the answer of request `rid`: its result, or the error that refused it."""
-    with reg.transaction() as conn:
+    with reg.transaction(notify=False) as conn:  # only the asker polls for it
         conn.execute("UPDATE host_requests SET state = ?, result = ?, error = ? WHERE id = ?",
                      (ANSWERED, json.dumps(result), error, rid))
 
@@ -57,7 +59,7 @@ def outcome(reg: Database, rid: int) -> tuple[int, Any, str | None] | None:
 def withdraw(reg: Database, rid: int, *, only_waiting: bool = False) -> bool:
     """Delete request `rid` (answered and read, or given up); whether it was
     deleted (with `only_waiting`: not if a daemon took it meanwhile)."""
-    with reg.transaction() as conn:
+    with reg.transaction(notify=False) as conn:  # only the asker polls for it
         if only_waiting:
             cur = conn.execute("DELETE FROM host_requests WHERE id = ? AND state = ?",
                                (rid, WAITING))

@@ -21,7 +21,7 @@ def load(reg: Database, unit: str) -> bytes | None:
 
 def save(reg: Database, unit: str, data: bytes) -> None:
     """Keep `data` as the state of `unit` (one statement: whole or not at all)."""
-    with reg.transaction() as conn:
+    with reg.transaction(notify=False) as conn:  # no service is planned from it
         conn.execute("INSERT INTO reservations (unit, state) VALUES (?, ?) "
                      "ON CONFLICT (unit) DO UPDATE SET state = excluded.state",
                      (unit, data.decode()))
