@@ -195,12 +195,12 @@ class _Supervisor:
 
     def apply_hosts(self, view: Any) -> None:
         """A new registry view: the hosts' VTEPs feed the vxlan ports' remotes."""
-        vteps = tuple((h.name, h.up, h.vteps) for h in view.hosts)
-        if vteps != tuple((h.name, h.up, h.vteps) for h in self.hosts):
-            self.hosts = view.hosts
-            if any(v for _, _, v in vteps):
-                self._switches_dirty = True
-                self._changed.set()
+        if view.hosts == self.hosts:
+            return
+        self.hosts = view.hosts
+        if any(h.vteps for h in view.hosts):
+            self._switches_dirty = True
+            self._changed.set()
 
     def apply_nics(self, view: Any) -> None:
         """A new registry view: add, change and remove the ports of its VM NICs."""
