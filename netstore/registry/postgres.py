@@ -109,6 +109,13 @@ class PgConnection:
         return cls(conn, url)
 
     def execute(self, sql: str, params: Sequence[Any] | Iterable[Any] = ()) -> Any:
+        try:
+            return self._execute(sql, params)
+        except psycopg.OperationalError as e:  # the server went away, or shut down
+            raise RegistryError(f"{redacted(self.url)}: the registry's server failed: "
+                                f"{str(e).strip() or type(e).__name__}") from e
+
+    def _execute(self, sql: str, params: Sequence[Any] | Iterable[Any]) -> Any:
         head = sql.lstrip()[:16].upper()
         if head.startswith("BEGIN IMMEDIATE"):
             self._conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
@@ -127,7 +134,9 @@ class PgConnection:
 
     @property
     def in_transaction(self) -> bool:
-        return self._conn.info.transaction_status != pq.TransactionStatus.IDLE
+        # a lost connection (UNKNOWN) has no transaction left to roll back
+        return self._conn.info.transaction_status not in (pq.TransactionStatus.IDLE,
+                                                          pq.TransactionStatus.UNKNOWN)
 
     def prepare_schema(self) -> None:
         """Create the version table (PRAGMA user_version's stand-in) if missing."""

@@ -197,3 +197,15 @@ def test_shared_media_dir_and_host_local_layers(place: Place, tmp_path) -> None:
         reg2.machines.start("web", "headless", host="host2")
         (layer,) = reg2.children("base")
         assert layer.location.startswith(str(tmp_path / "host2-state"))
+
+
+def test_a_lost_server_connection_is_a_registry_error(postgres_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # a daemon's lease loop and watcher handle RegistryError; a server that
+    # restarts under them must not raise anything else
+    url = postgres_server.fresh_url()
+    with Registry.open(tmp_path / "s", url) as reg:
+        reg.hosts.register("host1")
+        pid = reg._conn._conn.info.backend_pid  # noqa: SLF001
+        postgres_server.sql(f"SELECT pg_terminate_backend({pid})")
+        with pytest.raises(RegistryError, match="the registry's server failed"):
+            reg.hosts.renew("host1", 1)
