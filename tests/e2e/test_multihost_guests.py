@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.guest import HeadlessGuest, build_guest, have_qemu
+from tests.e2e.test_multihost_netns import host_config
 from tests.e2e.test_vm_guests import make_vm
 from tests.harness import Cli
 from tests.switch.test_vxlan_helpers import daemon_in, netns_usable, network
@@ -30,24 +31,6 @@ pytestmark = [
 UNDERLAY = {"host1": "198.51.100.1", "host2": "198.51.100.2"}
 
 
-def _config(url: str, host: str, media: Path) -> str:
-    return f"""
-[registry]
-url = "{url}"
-host = "{host}"
-media = "{media}"
-[vms]
-accel = "tcg"
-[[switches]]
-name = "sw0"
-[[switches.ports]]
-name = "vx"
-kind = "vxlan"
-local = "{UNDERLAY[host]}"
-vni = 4242
-"""
-
-
 def test_vms_on_two_hosts_ping_through_one_switch(tmp_path: Path, postgres_server,
                                                   monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("NETSTORE_NIC_PORTS", "29000-29999")
@@ -57,8 +40,8 @@ def test_vms_on_two_hosts_ping_through_one_switch(tmp_path: Path, postgres_serve
     with network("G") as net:
         ns = {h: net.ns(h[-2:]) for h in UNDERLAY}
         net.veth(ns["host1"], UNDERLAY["host1"], ns["host2"], UNDERLAY["host2"])
-        with daemon_in(ns["host1"], tmp_path, "host1", _config(url, "host1", media)) as d1, \
-                daemon_in(ns["host2"], tmp_path, "host2", _config(url, "host2", media)) as d2:
+        with daemon_in(ns["host1"], tmp_path, "host1", host_config(url, "host1", UNDERLAY["host1"], media=media)) as d1, \
+                daemon_in(ns["host2"], tmp_path, "host2", host_config(url, "host2", UNDERLAY["host2"], media=media)) as d2:
             (tmp_path / "cli").mkdir()
             cli = Cli(tmp_path / "cli")  # host1's CLI: its configuration
             cli.config.write_text(d1.config_path.read_text())

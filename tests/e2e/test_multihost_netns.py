@@ -32,12 +32,16 @@ pytestmark = [
 ROUNDS = 50
 
 
-def _config(url: str, host: str, local: str, tap: str) -> str:
-    return f"""
+def host_config(url: str, host: str, local: str, *, tap: str | None = None,
+                media: Path | None = None) -> str:
+    """A host of the shared registry at `url` whose switch sw0 has a vxlan port
+    on `local` listing no remotes (and a TAP port `tap`)."""
+    text = f"""
 [registry]
 url = "{url}"
 host = "{host}"
 lease = 5
+""" + (f'media = "{media}"\n' if media else "") + f"""
 [vms]
 accel = "tcg"
 [[switches]]
@@ -47,11 +51,10 @@ name = "vx"
 kind = "vxlan"
 local = "{local}"
 vni = 42
-[[switches.ports]]
-name = "host"
-kind = "tap"
-device = "{tap}"
 """
+    if tap:
+        text += f'[[switches.ports]]\nname = "host"\nkind = "tap"\ndevice = "{tap}"\n'
+    return text
 
 
 def _race(daemons, names: tuple[str, str]) -> list[tuple[str, object]]:  # type: ignore[no-untyped-def]
@@ -83,8 +86,8 @@ def test_two_namespaced_hosts_share_a_switch_and_one_start_wins(
         addr = ["192.0.2.1", "192.0.2.2"]
         net.veth(ns[0], under[0], ns[1], under[1])
         taps = [f"nmh{c}{net.tag}"[:15] for c in "12"]
-        with daemon_in(ns[0], tmp_path, "h1", _config(url, "host1", under[0], taps[0])) as d1, \
-                daemon_in(ns[1], tmp_path, "h2", _config(url, "host2", under[1], taps[1])) as d2:
+        with daemon_in(ns[0], tmp_path, "h1", host_config(url, "host1", under[0], tap=taps[0])) as d1, \
+                daemon_in(ns[1], tmp_path, "h2", host_config(url, "host2", under[1], tap=taps[1])) as d2:
             # the switches: each vxlan port got the other host's VTEP from the registry
             for n, tap, a in zip(ns, taps, addr, strict=True):
                 net.exec(n, "ip", "addr", "add", f"{a}/24", "dev", tap)
