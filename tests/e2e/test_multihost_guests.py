@@ -40,8 +40,9 @@ def test_vms_on_two_hosts_ping_through_one_switch(tmp_path: Path, postgres_serve
     with network("G") as net:
         ns = {h: net.ns(h[-2:]) for h in UNDERLAY}
         net.veth(ns["host1"], UNDERLAY["host1"], ns["host2"], UNDERLAY["host2"])
-        with daemon_in(ns["host1"], tmp_path, "host1", host_config(url, "host1", UNDERLAY["host1"], media=media)) as d1, \
-                daemon_in(ns["host2"], tmp_path, "host2", host_config(url, "host2", UNDERLAY["host2"], media=media)) as d2:
+        cfg = {h: host_config(url, h, UNDERLAY[h], media=media) for h in UNDERLAY}
+        with daemon_in(ns["host1"], tmp_path, "host1", cfg["host1"]) as d1, \
+                daemon_in(ns["host2"], tmp_path, "host2", cfg["host2"]) as d2:
             (tmp_path / "cli").mkdir()
             cli = Cli(tmp_path / "cli")  # host1's CLI: its configuration
             cli.config.write_text(d1.config_path.read_text())
