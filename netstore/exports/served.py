@@ -79,8 +79,8 @@ class TargetUnits:
                 continue
             spec = plan.luns[i]
             old = self._lun_units.get((plan.entry.name, i))
-            # the same run of the same disk, reopened because its owner moved
-            if old is not None and old[1] is not lu and old[0].epoch[:3] == spec.epoch[:3]:
+            # the same run of the same disk, reopened because its writer moved
+            if old is not None and old[1] is not lu and old[0].epoch == spec.epoch:
                 take_over(old[1], lu)
             self._lun_units[(plan.entry.name, i)] = (spec, lu)
             lu.set_port_groups(groups)

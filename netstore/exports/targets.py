@@ -192,9 +192,9 @@ class TargetWiring:
                                kind="dvd" if a.slot_kind == "dvd" else "disk",
                                readonly=a.type == "readonly", removable=a.slot_kind == "dvd",
                                identity_path=a.location,
-                               epoch=(a.medium_uuid, a.type, vm.started, vm.host),
+                               epoch=(a.medium_uuid, a.type, vm.started),
                                group=groups.own if groups is not None else 1,
-                               shared=groups is not None)
+                               shared=groups is not None, writer=vm.host)
             if groups is not None:
                 access[i] = groups
         return luns, access

@@ -43,6 +43,10 @@ class UnitSpec:
         epoch: anything whose change must give a new unit (a VM's start time).
         group: the target port group (and relative port) of this host
             (ALUA; the host's number in a shared registry, 1 on one host).
+        shared: several hosts export the unit (its reservations live in the registry).
+        writer: the host that owns the unit's writes; when it changes, the
+            unit is opened afresh (this host's copy of the image's metadata
+            may be stale).
     """
 
     target: str
@@ -56,7 +60,8 @@ class UnitSpec:
     owner: str | None = None
     epoch: object = None
     group: int = 1
-    shared: bool = False  # several hosts export it: reservations live in the registry
+    shared: bool = False
+    writer: str | None = None
 
 
 class UnitCache:
