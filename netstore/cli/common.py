@@ -128,7 +128,7 @@ def positive_seconds(text: str) -> float:
 def registry(config: Config) -> Registry:
     """The registry of the configuration (its state directory's, or [registry] url's)."""
     reg = Registry.open(config.daemon.state_dir, config.registry.url)
-    if config.registry.media is not None and reg.media_dir != config.registry.media:
+    if config.registry.media is not None:
         try:
             reg.share_media(config.registry.media)
         except BaseException:

@@ -182,6 +182,8 @@ class Database:
             RegistryError: the registry keeps its media elsewhere already.
         """
         path = Path(path).absolute()
+        if self._media_dir == path:
+            return  # kept already: no write
         with self.transaction() as conn:
             row = conn.execute("SELECT media_dir FROM registry_state").fetchone()
             if row[0] and Path(row[0]) != path:
